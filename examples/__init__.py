@@ -1,0 +1,1 @@
+"""The tutorial's example apps (Flask, Pyramid, Django) and a dependency-free hello."""

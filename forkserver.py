@@ -1,0 +1,1459 @@
+"""forkserver: a WSGI server that forks one child per connection.
+
+The classic design of "Let's Build A Web Server" part 3, made safe:
+
+    parent:  listen -> loop { poll(listeners, wake-up pipe) -> accept -> fork
+                              -> close its copy of the client socket
+                              -> reap children: waitpid(-1, WNOHANG) until 0 }
+    child:   close the listener -> reset signals -> wsgi_handler.serve_connection()
+             -> os._exit(status)
+
+The parent is single-threaded.  Signal handlers only note the signal; Python
+writes the signal number to a wake-up pipe (``signal.set_wakeup_fd``) that the
+main loop polls beside the listeners, so no signal is ever lost and no work is
+done in a handler.  The main loop reaps, logs, enforces deadlines and the
+child cap, reloads and stops.
+
+The app is imported once in the parent before the first fork, so every child
+shares it copy-on-write.  The parent imports only what it needs to accept and
+fork: every megabyte of parent memory costs about 29 microseconds per
+connection in page-table copies (docs/performance.md).
+
+Exit statuses: see EXIT_* below and docs/operations.md.
+"""
+
+import errno
+import gc
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+
+import wsgi_handler
+from wsgi_handler import Log, format_addr
+
+__version__ = wsgi_handler.__version__
+
+# ---------------------------------------------------------------- exit codes
+EXIT_OK = 0
+EXIT_FAILURE = 1       # an unexpected error in the server itself
+EXIT_USAGE = 2         # bad command line or configuration (argparse's status)
+EXIT_APP_LOAD = 3      # the app spec could not be resolved or the app failed to import
+EXIT_LISTEN = 4        # could not bind, listen or drop privileges
+
+# ------------------------------------------------------------------ defaults
+DEFAULT_BIND = "127.0.0.1:8888"     # the tutorial's port, on loopback only
+# Linux caps this at net.core.somaxconn (4096 on current kernels).  The stdlib's
+# 5 drops connections at 64 concurrent clients.
+DEFAULT_BACKLOG = 1024
+# httpd prefork allows 256 workers, socketserver.ForkingMixIn 40.  Slow clients
+# do not hold a child here (the accept filter parks them in the parent until
+# their head is complete), so every child is doing app work: 256 of them is
+# already far more than 2 cores can run, and at ~3 MB private memory each a
+# full house stays under 1 GB.  docs/operations.md has the reasoning.
+DEFAULT_MAX_CHILDREN = 256
+DEFAULT_TIMEOUT_SECONDS = 30.0           # as gunicorn's --timeout
+DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 30.0  # as gunicorn's --graceful-timeout
+FAST_STOP_SECONDS = 1.0                  # SIGINT/SIGQUIT: SIGTERM, then SIGKILL after this
+KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
+FORK_BACKOFF_SECONDS = 0.1               # after fork() fails with EAGAIN/ENOMEM
+ACCEPT_BACKOFF_SECONDS = 0.1             # after accept() fails with EMFILE/ENFILE
+RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
+DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
+READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
+
+# Signals the parent handles; children put them back as they found them.
+HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
+                   signal.SIGHUP, signal.SIGUSR1)
+STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
+HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
+
+
+class UsageError(Exception):
+    """A bad option, address or config file: exit status 2."""
+
+
+class AppLoadError(Exception):
+    """The app spec could not be turned into a callable: exit status 3."""
+
+
+class ListenError(Exception):
+    """Could not bind, listen or drop privileges: exit status 4."""
+
+
+# ============================================================== app loading
+
+class AppLoader:
+    """Resolves ``MODULE:CALLABLE`` or ``MODULE:factory()``, and re-imports it."""
+
+    def __init__(self, spec):
+        self.module_name, self.attr, self.factory = parse_app_spec(spec)
+        self.spec = spec
+        self.baseline = set(sys.modules)
+        self.prefixes = tuple({os.path.realpath(p) + os.sep for p in
+                               (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+
+    def load(self):
+        import importlib
+        try:
+            module = importlib.import_module(self.module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (self.module_name + ".").startswith(exc.name + "."):
+                raise AppLoadError("no module named %r (sys.path: %s)" % (
+                    exc.name, ", ".join(sys.path[:4]))) from None
+            raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
+        except BaseException:
+            raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
+        return self.resolve(module)
+
+    def resolve(self, module):
+        obj = module
+        for part in self.attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise AppLoadError("module %r has no attribute %r" % (
+                    self.module_name, self.attr)) from None
+        if self.factory:
+            try:
+                obj = obj()
+            except BaseException:
+                raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
+        if not callable(obj):
+            raise AppLoadError("%s is not callable (it is a %s)" % (self.spec, type(obj).__name__))
+        return obj
+
+    def user_modules(self):
+        """Modules the app import brought in that live outside the installation."""
+        found = {}
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if name in self.baseline or not path or name == "__main__":
+                continue
+            if not os.path.realpath(path).startswith(self.prefixes):
+                found[name] = module
+        return found
+
+    def reload(self):
+        """Import the app afresh; on any failure put the old modules back."""
+        import importlib
+        saved = self.user_modules()
+        for name in saved:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        try:
+            return self.load()
+        except AppLoadError:
+            for name in self.user_modules():
+                del sys.modules[name]
+            sys.modules.update(saved)
+            raise
+
+    def source_mtimes(self):
+        mtimes = {}
+        for module in self.user_modules().values():
+            try:
+                mtimes[module.__file__] = os.stat(module.__file__).st_mtime_ns
+            except OSError:
+                pass
+        return mtimes
+
+
+def parse_app_spec(spec):
+    """``module.path:attr.path`` or ``module:factory()`` -> (module, attr, is_factory)."""
+    import re
+    match = re.fullmatch(r"([A-Za-z_][\w.]*)(?::([A-Za-z_][\w.]*)(\(\))?)?", spec or "")
+    if not match or ".." in spec or spec.endswith("."):
+        raise AppLoadError("invalid app spec %r: expected MODULE:CALLABLE or "
+                           "MODULE:factory()" % spec)
+    return match.group(1), match.group(2) or "application", bool(match.group(3))
+
+
+def user_traceback(what):
+    """The traceback of the user's own code, without our frames."""
+    import traceback
+    etype, value, tb = sys.exc_info()
+    frames = traceback.extract_tb(tb)
+    ours = (os.path.abspath(__file__), "<frozen importlib._bootstrap>",
+            "<frozen importlib._bootstrap_external>")
+    keep = [f for f in frames if f.filename not in ours and "importlib" not in f.filename]
+    text = "".join(traceback.format_list(keep)) + "".join(
+        traceback.format_exception_only(etype, value))
+    return "%s:\nTraceback (most recent call last):\n%s" % (what, text.rstrip())
+
+
+# ================================================================= binding
+
+class Listener:
+    """A listening socket and how to describe it."""
+
+    def __init__(self, sock, description, unix_path=None):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.description = description
+        self.unix_path = unix_path
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+            self.unix_path = None
+
+
+def parse_bind(address):
+    """Split an address into (kind, value): ("unix", path), ("fd", n), ("inet", (host, port))."""
+    if address.startswith("unix:"):
+        if not address[5:]:
+            raise UsageError("empty unix socket path in --bind %r" % address)
+        return "unix", address[5:]
+    if address.startswith("fd://"):
+        if not address[5:].isdigit():
+            raise UsageError("--bind %r: fd:// needs a file descriptor number" % address)
+        return "fd", int(address[5:])
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            raise UsageError("--bind %r: expected [IPv6]:PORT" % address)
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or ":" in host:
+            raise UsageError("--bind %r: expected HOST:PORT, [IPv6]:PORT, unix:PATH "
+                             "or fd://N" % address)
+    if not port.isdigit() or int(port) > 65535:
+        raise UsageError("--bind %r: port must be a number from 0 to 65535" % address)
+    return "inet", (host or "0.0.0.0", int(port))
+
+
+def open_listener(address, backlog, umask, defer_seconds):
+    kind, value = parse_bind(address)
+    if kind == "unix":
+        return bind_unix(value, backlog, umask)
+    if kind == "fd":
+        return adopt_fd(value, backlog)
+    return bind_inet(value, backlog, defer_seconds)
+
+
+def bind_inet(hostport, backlog, defer_seconds):
+    host, port = hostport
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError("cannot resolve %r: %s" % (host, exc.strerror)) from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError("cannot listen on %s:%d: %s" % (host, port, exc.strerror)) from None
+    set_defer_accept(sock, defer_seconds)
+    bound = sock.getsockname()
+    if family == socket.AF_INET6:
+        return Listener(sock, "http://[%s]:%d" % (bound[0], bound[1]))
+    return Listener(sock, "http://%s:%d" % (bound[0], bound[1]))
+
+
+def set_defer_accept(sock, seconds):
+    """Linux TCP_DEFER_ACCEPT: accept() returns only once the client has sent data,
+    so a client that connects and says nothing costs no fork (until the kernel
+    gives up waiting, when it meets --header-timeout)."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is not None and seconds > 0:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds), 1))
+        except OSError:
+            pass
+
+
+def bind_unix(path, backlog, umask):
+    remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(umask)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror)) from None
+    finally:
+        os.umask(old)
+    return Listener(sock, "unix:" + path, unix_path=path)
+
+
+def remove_stale_socket(path):
+    """Replace a socket file nobody listens on; refuse one that is alive."""
+    import stat
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError("unix:%s exists and is not a socket" % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)   # stale: left by a server that died
+        return
+    finally:
+        probe.close()
+    raise ListenError("unix:%s is in use by another server" % path)
+
+
+def adopt_fd(fd, backlog):
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenError("fd://%d is not a socket: %s" % (fd, exc.strerror)) from None
+    if sock.type != socket.SOCK_STREAM:
+        raise ListenError("fd://%d is not a stream socket" % fd)
+    try:
+        sock.listen(backlog)
+    except OSError as exc:
+        raise ListenError("fd://%d cannot listen: %s" % (fd, exc.strerror)) from None
+    return Listener(sock, describe_socket(sock, "fd://%d" % fd))
+
+
+def describe_socket(sock, fallback):
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return "unix:" + (name if isinstance(name, str) else fallback)
+    if sock.family == socket.AF_INET6:
+        return "http://[%s]:%d" % name[:2]
+    if sock.family == socket.AF_INET:
+        return "http://%s:%d" % name
+    return fallback
+
+
+def systemd_listeners(backlog):
+    """Sockets passed by systemd (sd_listen_fds): fds 3 .. 3+LISTEN_FDS-1."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        raise UsageError("LISTEN_FDS is not a number: %r" % os.environ["LISTEN_FDS"]) from None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)   # not for the app nor our children
+    return [adopt_fd(3 + i, backlog) for i in range(count)]
+
+
+def sd_notify(message):
+    """Send a systemd notification (READY=1, STOPPING=1) if NOTIFY_SOCKET is set."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode("ascii"), path)
+    except OSError:
+        pass
+
+
+def drop_privileges(user, group, listeners):
+    """Bind first (as root), then become ``user``/``group`` before accepting."""
+    import grp
+    import pwd
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise ListenError("no such user: %r" % user) from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ListenError("no such group: %r" % group) from None
+    for listener in listeners:
+        if listener.unix_path:
+            os.chown(listener.unix_path, pw.pw_uid, gid)
+    try:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(pw.pw_uid)
+    except PermissionError:
+        raise ListenError("cannot switch to user %r: not running as root" % user) from None
+
+
+# =============================================================== the children
+
+class Child:
+    """What the parent knows of one live child."""
+    __slots__ = ("pid", "addr", "started", "deadline", "term_at", "ip")
+
+    def __init__(self, pid, addr, started, deadline, ip):
+        self.pid = pid
+        self.addr = addr
+        self.started = started
+        self.deadline = deadline
+        self.term_at = None
+        self.ip = ip
+
+
+class Parked:
+    """A connection held by the accept filter until its head is complete."""
+    __slots__ = ("sock", "addr", "data", "accepted_at", "deadline")
+
+    def __init__(self, sock, addr, data, accepted_at, deadline):
+        self.sock = sock
+        self.addr = addr
+        self.data = data
+        self.accepted_at = accepted_at
+        self.deadline = deadline
+
+
+def describe_status(status):
+    """Decode a waitpid status: ("exited", code) / ("killed", signal name)."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = "signal %d" % sig
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return "killed by %s%s" % (name, core)
+    code = os.WEXITSTATUS(status)
+    reason = wsgi_handler.EXIT_NAMES.get(code)
+    return "exited with status %d%s" % (code, " (%s)" % reason if reason else "")
+
+
+def is_normal_exit(status):
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+# ================================================================ the parent
+
+class Server:
+    """The parent: accepts, forks, reaps, supervises.  One instance per process."""
+
+    def __init__(self, opts, loader, app, listeners, log, hooks):
+        self.opts = opts
+        self.loader = loader
+        self.app = app
+        self.listeners = {l.fd: l for l in listeners}
+        self.log = log
+        self.hooks = hooks
+        self.children = {}        # pid -> Child, in fork order (= deadline order)
+        self.terminating = {}     # pid -> Child sent SIGTERM, awaiting SIGKILL
+        self.parked = {}          # fd -> Parked
+        self.kept_clients = []    # lab: the parent "forgets" to close these
+        self.per_ip = {}
+        self.pending_signals = []
+        self.reaped = []          # (pid, status) noted by a reaping signal handler
+        self.sigchld_seen = False
+        self.high_water = 0
+        self.served = 0
+        self.stop_mode = None
+        self.stop_deadline = None
+        self.paused_until = 0.0
+        self.fork_tokens = float(opts.max_fork_rate or 0)
+        self.fork_tokens_at = time.monotonic()
+        self.mtimes = loader.source_mtimes() if opts.reload else {}
+        self.next_mtime_check = time.monotonic() + RELOAD_POLL_SECONDS
+        self.handler_config = None
+        self.poller = select.poll()
+        self.accepting = False
+        self.set_title = load_setproctitle()
+        self.wake_r, self.wake_w = os.pipe()
+        self.saved_handlers = {}
+
+    # ------------------------------------------------------------ setup
+    def install_signals(self):
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for sig in HANDLED_SIGNALS:
+            self.saved_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, self.note_signal)
+        signal.signal(signal.SIGCHLD, self.sigchld_handler())
+        self.poller.register(self.wake_r, select.POLLIN)
+
+    def sigchld_handler(self):
+        if self.opts.reaper == "none":
+            return signal.SIG_DFL        # lab: nobody reaps, zombies pile up
+        if self.opts.lab_print_in_handler or self.opts.reaper == "once":
+            return self.reap_in_handler  # lab: the tutorial's reaper
+        return self.note_sigchld
+
+    def note_signal(self, signum, frame):
+        self.pending_signals.append(signum)
+
+    def note_sigchld(self, signum, frame):
+        self.sigchld_seen = True
+
+    def reap_in_handler(self, signum, frame):
+        """The tutorial's handler: waitpid in the handler, print from it.
+        Reentrant print on buffered stdout is exactly what lab 11 shows."""
+        self.sigchld_seen = True
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.reaped.append((pid, status))
+            if self.opts.lab_print_in_handler:
+                print("Child %d terminated with status %d" % (pid, status))
+            if self.opts.reaper == "once":
+                return
+
+    def prepare(self):
+        """Everything between loading the app and the first accept."""
+        self.handler_config = build_handler_config(self.opts, self.log, self.set_title,
+                                                   self.listeners)
+        self.install_signals()
+        self.warn_about_threads()
+        if self.opts.prewarm:
+            prewarm(self.app, self.handler_config, self.opts.prewarm, self.log)
+        if self.opts.limit_memory or self.opts.limit_cpu:
+            resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+        else:
+            soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+            resource.setrlimit(resource.RLIMIT_CORE, (0, hard))  # no core dumps from children
+        self.freeze_heap()
+        self.update_title()
+
+    def freeze_heap(self):
+        # Move everything alive now into the permanent generation: a collection
+        # in a child then never writes to these objects' headers, so their pages
+        # stay shared (gc.freeze docs; 10 MB private per collection at Flask size).
+        gc.collect()
+        if not self.opts.no_gc_freeze:
+            gc.freeze()
+
+    def warn_about_threads(self):
+        threading = sys.modules.get("threading")
+        if threading is None or threading.active_count() <= 1:
+            return
+        names = ", ".join(t.name for t in threading.enumerate()
+                          if t is not threading.main_thread())
+        self.log.warning("importing the app started threads (%s): fork() copies "
+                         "only the main thread, so a lock they hold can deadlock a child" % names)
+
+    # ------------------------------------------------------------ main loop
+    def serve_forever(self):
+        self.set_accepting(True)
+        while True:
+            self.wait()
+            self.handle_signals()
+            self.reap_children()
+            self.check_deadlines()
+            self.check_parked()
+            if self.stop_mode and self.stopped():
+                return
+            self.check_reload()
+            self.set_accepting(self.may_accept())
+
+    def wait(self):
+        timeout = self.next_timeout()
+        try:
+            events = self.poller.poll(None if timeout is None else max(timeout * 1000.0, 0.0))
+        except InterruptedError:
+            return
+        for fd, _ in events:
+            if fd == self.wake_r:
+                self.drain_wake_pipe()
+            elif fd in self.listeners:
+                self.accept_from(self.listeners[fd])
+            elif fd in self.parked:
+                self.on_parked_readable(fd)
+
+    def next_timeout(self):
+        """Seconds until the next thing the loop must do by itself, or None."""
+        times = []
+        if self.children:
+            child = next(iter(self.children.values()))
+            if child.deadline:
+                times.append(child.deadline)
+        times.extend(c.term_at + KILL_GRACE_SECONDS for c in self.terminating.values())
+        if self.parked:
+            times.append(min(p.deadline for p in self.parked.values()))
+        if self.stop_deadline:
+            times.append(self.stop_deadline)
+        if self.paused_until:
+            times.append(self.paused_until)
+        if self.opts.reload:
+            times.append(self.next_mtime_check)
+        if self.opts.reaper != "loop" and self.stop_mode:
+            times.append(time.monotonic() + 0.05)   # nobody reaps for us: poll
+        return min(times) - time.monotonic() if times else None
+
+    def drain_wake_pipe(self):
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def may_accept(self):
+        if self.stop_mode:
+            return False
+        now = time.monotonic()
+        if self.paused_until:
+            if now < self.paused_until:
+                return False
+            self.paused_until = 0.0
+        cap = self.opts.max_children
+        if cap and len(self.children) >= cap:
+            return False
+        if self.opts.max_fork_rate:
+            self.refill_fork_tokens(now)
+            if self.fork_tokens < 1:
+                self.paused_until = now + (1 - self.fork_tokens) / self.opts.max_fork_rate
+                return False
+        return True
+
+    def refill_fork_tokens(self, now):
+        rate = self.opts.max_fork_rate
+        self.fork_tokens = min(rate, self.fork_tokens + (now - self.fork_tokens_at) * rate)
+        self.fork_tokens_at = now
+
+    def set_accepting(self, on):
+        if on == self.accepting:
+            return
+        for fd in self.listeners:
+            if on:
+                self.poller.register(fd, select.POLLIN)
+            else:
+                self.poller.unregister(fd)
+        self.accepting = on
+
+    # ------------------------------------------------------------ accepting
+    def accept_from(self, listener):
+        while self.may_accept():
+            try:
+                sock, addr = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.accept_failed(exc)
+                return
+            self.on_accept(sock, addr)
+
+    def accept_failed(self, exc):
+        if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+            return
+        self.log.error("accept() failed: %s; pausing %.1fs" % (
+            os.strerror(exc.errno), ACCEPT_BACKOFF_SECONDS))
+        self.paused_until = time.monotonic() + ACCEPT_BACKOFF_SECONDS
+
+    def on_accept(self, sock, addr):
+        now = time.monotonic()
+        ip = addr[0] if isinstance(addr, tuple) else ""
+        limit = self.opts.max_children_per_ip
+        if limit and ip and self.per_ip.get(ip, 0) >= limit:
+            self.log.warning("client %s: over --max-children-per-ip %d; 503" % (format_addr(addr), limit))
+            refuse(sock, 503)
+            return
+        data = b""
+        if self.opts.accept_filter:
+            data = first_bytes(sock, self.handler_config.limits.head + 1)
+            if data is None:
+                return  # the client closed without a word
+            if not head_ready(data, self.handler_config.limits.head):
+                self.park(sock, addr, data, now)
+                return
+        self.fork_child(sock, addr, data, now)
+
+    def park(self, sock, addr, data, now):
+        if len(self.parked) >= self.opts.max_pending:
+            oldest = min(self.parked.values(), key=lambda p: p.accepted_at)
+            self.log.warning("accept filter full (%d): dropping %s" % (
+                len(self.parked), format_addr(oldest.addr)))
+            self.unpark(oldest.sock.fileno())
+            refuse(oldest.sock, 503)
+        fd = sock.fileno()
+        self.parked[fd] = Parked(sock, addr, bytearray(data), now,
+                                 now + self.opts.header_timeout)
+        self.poller.register(fd, select.POLLIN)
+
+    def unpark(self, fd):
+        self.poller.unregister(fd)
+        return self.parked.pop(fd)
+
+    def on_parked_readable(self, fd):
+        parked = self.parked[fd]
+        limit = self.handler_config.limits.head
+        try:
+            data = parked.sock.recv(limit + 1 - len(parked.data), socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.unpark(fd).sock.close()
+            return
+        parked.data += data
+        if head_ready(parked.data, limit) and self.may_accept():
+            self.unpark(fd)
+            self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
+
+    def check_parked(self):
+        if not self.parked:
+            return
+        now = time.monotonic()
+        limit = self.handler_config.limits.head
+        for fd, parked in list(self.parked.items()):
+            if now >= parked.deadline:
+                self.unpark(fd)
+                self.log.info("client %s: no complete request head in %.0fs; 408" % (
+                    format_addr(parked.addr), self.opts.header_timeout))
+                refuse(parked.sock, 408)
+            elif head_ready(parked.data, limit) and self.may_accept():
+                self.unpark(fd)
+                self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
+
+    # ------------------------------------------------------------ forking
+    def fork_child(self, sock, addr, data, accepted_at):
+        self.run_hook("pre_fork", self)
+        flush_stdio()
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            self.fork_failed(sock, addr, exc)
+            return
+        if pid == 0:
+            self.run_child(sock, addr, data, accepted_at)   # never returns
+        self.record_child(pid, addr, accepted_at)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        if self.opts.lab_parent_keeps_client:
+            self.kept_clients.append(sock)   # lab 3: the tutorial's missing close()
+        else:
+            sock.close()
+
+    def record_child(self, pid, addr, accepted_at):
+        timeout = self.opts.timeout
+        deadline = accepted_at + timeout if timeout and not self.opts.keep_alive else 0.0
+        ip = addr[0] if isinstance(addr, tuple) else ""
+        self.children[pid] = Child(pid, addr, accepted_at, deadline, ip)
+        if ip and self.opts.max_children_per_ip:
+            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        if self.opts.max_fork_rate:
+            self.fork_tokens -= 1
+        self.served += 1
+        if len(self.children) > self.high_water:
+            self.high_water = len(self.children)
+        if self.opts.trace:
+            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
+        if self.opts.lab_print_in_handler:
+            print("Forked child %d for %s" % (pid, format_addr(addr)))
+        self.update_title()
+
+    def fork_failed(self, sock, addr, exc):
+        self.log.error("fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
+            os.strerror(exc.errno), format_addr(addr), FORK_BACKOFF_SECONDS))
+        refuse(sock, 503)
+        self.paused_until = time.monotonic() + FORK_BACKOFF_SECONDS
+
+    def run_child(self, sock, addr, data, accepted_at):
+        """In the child: set up, serve one connection, and _exit.  Never returns."""
+        status = wsgi_handler.EXIT_ERROR
+        try:
+            self.child_setup(sock)
+            if self.hooks.get("post_fork") and not self.child_post_fork(sock):
+                status = wsgi_handler.EXIT_HOOK_FAILED
+                return
+            status = wsgi_handler.serve_connection(
+                sock, addr, self.app, self.handler_config, data, accepted_at)
+        except MemoryError:
+            status = wsgi_handler.EXIT_MEMORY_LIMIT
+        except BaseException:
+            try:
+                self.log.exception("child failed serving %s" % format_addr(addr))
+            except BaseException:
+                pass
+        finally:
+            os._exit(status)
+
+    def child_setup(self, sock):
+        # Undo the parent: its wake-up fd first, so no signal writes into the
+        # parent's pipe, then its handlers (SIGPIPE stays ignored, as Python
+        # starts it, so a hang-up is an exception, not a death by signal).
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self.saved_handlers.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+        if not self.opts.lab_child_keeps_listener:
+            for listener in self.listeners.values():
+                listener.sock.close()
+        for parked in self.parked.values():
+            parked.sock.close()
+        gc.disable()   # the frozen heap stays shared; the app may gc.enable()
+        apply_child_limits(self.opts)
+        if self.opts.timeout and not self.opts.keep_alive:
+            # Our own deadline: even if the parent is gone, SIGALRM ends us.
+            signal.setitimer(signal.ITIMER_REAL, self.opts.timeout)
+
+    def child_post_fork(self, sock):
+        try:
+            self.hooks["post_fork"](self, os.getpid())
+            return True
+        except BaseException:
+            self.log.exception("hook post_fork failed; answering 500")
+            try:
+                sock.sendall(wsgi_handler.error_response(500))
+            except OSError:
+                pass
+            return False
+
+    # ------------------------------------------------------------ reaping
+    def reap_children(self):
+        if self.sigchld_seen and self.opts.trace:
+            self.log.trace("", "SIGCHLD received")
+        self.sigchld_seen = False
+        if self.opts.reaper == "loop" and not self.opts.lab_print_in_handler:
+            reap_all(self.reaped)
+        while self.reaped:
+            pid, status = self.reaped.pop(0)
+            self.child_exited(pid, status)
+
+    def child_exited(self, pid, status):
+        child = self.children.pop(pid, None)
+        self.terminating.pop(pid, None)
+        if child is None:
+            # Not ours: as PID 1 or a subreaper we adopt orphans.  Reap quietly.
+            self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
+            return
+        if child.ip and child.ip in self.per_ip:
+            self.per_ip[child.ip] -= 1
+            if not self.per_ip[child.ip]:
+                del self.per_ip[child.ip]
+        if self.opts.trace:
+            self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)))
+        if not is_normal_exit(status):
+            self.log_abnormal_exit(child, status)
+        self.run_hook("child_exit", self, pid, status)
+        self.update_title()
+
+    def log_abnormal_exit(self, child, status):
+        age = time.monotonic() - child.started
+        what = describe_status(status)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGALRM or (child.term_at and sig in (signal.SIGTERM, signal.SIGKILL)):
+                what += " (timeout)"
+            elif sig == signal.SIGXCPU:
+                what += " (CPU limit hit)"
+        level = "info" if self.stop_mode else "warning"
+        self.log.log(level, "child %d (client %s, %.2fs) %s" % (
+            child.pid, format_addr(child.addr), age, what))
+
+    # ------------------------------------------------------------ deadlines
+    def check_deadlines(self):
+        now = time.monotonic()
+        for child in list(self.children.values()):
+            if not child.deadline or child.deadline > now:
+                break   # fork order is deadline order
+            if child.pid not in self.terminating:
+                self.log.warning("child %d (client %s) timed out after %.1fs; sending SIGTERM" % (
+                    child.pid, format_addr(child.addr), now - child.started))
+                self.signal_child(child, signal.SIGTERM)
+        for child in list(self.terminating.values()):
+            if now >= child.term_at + KILL_GRACE_SECONDS:
+                self.log.warning("child %d ignored SIGTERM; sending SIGKILL" % child.pid)
+                kill(child.pid, signal.SIGKILL)
+                child.term_at = float("inf")
+
+    def signal_child(self, child, sig):
+        kill(child.pid, sig)
+        if child.term_at is None:
+            child.term_at = time.monotonic()
+        self.terminating[child.pid] = child
+
+    # ------------------------------------------------------------ signals
+    def handle_signals(self):
+        while self.pending_signals:
+            sig = self.pending_signals.pop(0)
+            if sig in STOP_SIGNALS:
+                self.begin_stop(STOP_SIGNALS[sig], signal.Signals(sig).name)
+            elif sig == signal.SIGHUP:
+                self.reload("SIGHUP")
+            elif sig == signal.SIGUSR1:
+                self.reopen_logs()
+
+    def reopen_logs(self):
+        reopen_log_file(self.opts.access_log, self.log.access_fd)
+        reopen_log_file(self.opts.error_log, self.log.error_fd)
+        self.log.info("SIGUSR1: log files reopened")
+
+    def reload(self, why):
+        if self.stop_mode:
+            return
+        self.log.info("%s: reloading %s" % (why, self.loader.spec))
+        try:
+            app = self.loader.reload()
+        except AppLoadError as exc:
+            self.log.error("reload failed, still serving the previous code: %s" % exc)
+            return
+        self.app = app
+        self.mtimes = self.loader.source_mtimes() if self.opts.reload else {}
+        self.freeze_heap()
+        self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
+
+    def check_reload(self):
+        if not self.opts.reload or time.monotonic() < self.next_mtime_check:
+            return
+        self.next_mtime_check = time.monotonic() + RELOAD_POLL_SECONDS
+        mtimes = self.loader.source_mtimes()
+        changed = [path for path, m in self.mtimes.items() if mtimes.get(path, m) != m]
+        if changed:
+            self.mtimes.update(mtimes)
+            self.reload("--reload: %s changed" % os.path.basename(changed[0]))
+
+    # ------------------------------------------------------------ stopping
+    def begin_stop(self, mode, why):
+        now = time.monotonic()
+        if self.stop_mode:
+            self.escalate_stop(why)
+            return
+        self.stop_mode = mode
+        self.log.info("%s: stopping (%s), %d children in flight" % (why, mode, len(self.children)))
+        sd_notify("STOPPING=1")
+        self.close_listeners()
+        self.stop_parked(hand_over=mode == "graceful")
+        if mode == "fast":
+            self.stop_deadline = now + FAST_STOP_SECONDS
+            for child in list(self.children.values()):
+                self.signal_child(child, signal.SIGTERM)
+        else:
+            self.stop_deadline = now + self.opts.graceful_timeout
+
+    def escalate_stop(self, why):
+        if self.stop_mode == "graceful":
+            self.log.info("%s again: stopping fast" % why)
+            self.stop_mode = "fast"
+            self.stop_deadline = time.monotonic() + FAST_STOP_SECONDS
+            for child in list(self.children.values()):
+                self.signal_child(child, signal.SIGTERM)
+        else:
+            self.log.info("%s again: killing %d children" % (why, len(self.children)))
+            self.stop_deadline = time.monotonic()
+
+    def close_listeners(self):
+        self.set_accepting(False)
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners = {}
+
+    def stop_parked(self, hand_over):
+        for fd in list(self.parked):
+            parked = self.unpark(fd)
+            if hand_over:
+                self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
+            else:
+                parked.sock.close()
+
+    def stopped(self):
+        """True once every child is gone, killing what is left at the deadline."""
+        if self.opts.reaper != "loop":
+            reap_all(self.reaped)
+            self.reap_children()
+        if not self.children:
+            return True
+        if time.monotonic() < self.stop_deadline:
+            return False
+        self.log.warning("stop deadline passed: killing %d children" % len(self.children))
+        for pid in list(self.children):
+            kill(pid, signal.SIGKILL)
+        for pid in list(self.children):
+            try:
+                _, status = os.waitpid(pid, 0)
+                self.child_exited(pid, status)
+            except ChildProcessError:
+                self.children.pop(pid, None)
+        return True
+
+    # ------------------------------------------------------------ misc
+    def run_hook(self, name, *args):
+        hook = self.hooks.get(name)
+        if hook is None:
+            return
+        try:
+            hook(*args)
+        except BaseException:
+            self.log.exception("hook %s failed" % name)
+
+    def update_title(self):
+        if self.set_title is None:
+            return
+        where = " ".join(l.description for l in self.listeners.values())
+        self.set_title("forkserver: parent %s children=%d" % (where, len(self.children)))
+
+    def cleanup(self):
+        for listener in self.listeners.values():
+            listener.close()
+        for sock in self.kept_clients:
+            sock.close()
+        reap_all(self.reaped)
+        self.reaped.clear()
+        self.log.info("stopped: served %d connections, at most %d children at once (high-water mark)"
+                      % (self.served, self.high_water))
+
+
+# ================================================================ helpers
+
+def reap_all(out):
+    """waitpid(-1, WNOHANG) until 0 or ECHILD; statuses appended to ``out``."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        out.append((pid, status))
+
+
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def flush_stdio():
+    # Text buffered in the parent would be written again by every child.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def first_bytes(sock, limit):
+    """What the client has already sent (b"" if nothing yet), or None at EOF."""
+    try:
+        data = sock.recv(limit, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+    except OSError:
+        sock.close()
+        return None
+    if not data:
+        sock.close()
+        return None
+    return data
+
+
+def head_ready(data, limit):
+    """Accept filter: hand the connection to a child once its head is complete
+    (or can never be: too long, or a bare CR/LF the child will answer 400)."""
+    if len(data) > limit:
+        return True
+    try:
+        return wsgi_handler.find_head_end(data) != -1
+    except wsgi_handler.HTTPError:
+        return True
+
+
+def refuse(sock, status):
+    """Answer from the parent without blocking (503, 408), then close."""
+    try:
+        sock.send(wsgi_handler.error_response(status), socket.MSG_DONTWAIT)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(65536, socket.MSG_DONTWAIT)   # so close() does not reset
+    except OSError:
+        pass
+    sock.close()
+
+
+def apply_child_limits(opts):
+    if opts.limit_memory:
+        # RLIMIT_AS counts the whole address space, most of it shared with the
+        # parent; the limit is what the child may add on top of that.
+        with open("/proc/self/statm", "rb") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        limit = size + int(opts.limit_memory * 1024 * 1024)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if opts.limit_cpu:
+        seconds = int(opts.limit_cpu)
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+        signal.signal(signal.SIGXCPU, raise_cpu_limit)
+
+
+def raise_cpu_limit(signum, frame):
+    raise wsgi_handler.CPULimitExceeded("CPU limit of the child reached")
+
+
+def load_setproctitle():
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return None
+    return setproctitle
+
+
+def reopen_log_file(path, fd):
+    if not path or path == "-" or fd is None:
+        return
+    new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(new, fd)
+    os.close(new)
+
+
+def open_log(path, default_fd):
+    if path is None:
+        return None
+    if path == "-":
+        return default_fd
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise UsageError("cannot open log file %r: %s" % (path, exc.strerror)) from None
+
+
+def build_handler_config(opts, log, set_title, listeners):
+    first = next(iter(listeners.values()), None)
+    host, port = "localhost", "80"
+    if first is not None and first.description.startswith("http://"):
+        host, _, port = first.description[7:].rpartition(":")
+        host = host.strip("[]")
+    limits = wsgi_handler.Limits(
+        request_line=opts.limit_request_line, fields=opts.limit_request_fields,
+        field=opts.limit_request_field_size, head=opts.limit_request_head,
+        body=opts.max_body)
+    return wsgi_handler.HandlerConfig(
+        limits=limits, server_name=host, server_port=port,
+        header_timeout=opts.header_timeout, read_timeout=opts.read_timeout,
+        keep_alive=opts.keep_alive, max_requests=opts.max_requests_per_connection,
+        request_timeout=opts.timeout if opts.keep_alive else 0.0,
+        close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
+        forwarded=wsgi_handler.ProxyTrust(opts.forwarded_allow_ips),
+        set_title=set_title, log=log).freeze()
+
+
+def prewarm(app, config, path, log):
+    """--prewarm: one synthetic GET through the app in the parent, so lazy
+    imports and first-request setup are done once and inherited by children."""
+    ours, theirs = socket.socketpair()
+    try:
+        theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                       % path.encode("latin-1"))
+        quiet = Log(error_fd=log.error_fd, access_fd=None, level="warning")
+        cfg = wsgi_handler.HandlerConfig(limits=config.limits, log=quiet, send_timeout=1.0)
+        wsgi_handler.serve_connection(ours, ("127.0.0.1", 0), app, cfg)
+        theirs.settimeout(1.0)
+        status = theirs.recv(64).split(b"\r\n", 1)[0].decode("latin-1", "replace")
+        log.info("prewarm GET %s: %s" % (path, status or "no response"))
+    except OSError as exc:
+        log.warning("prewarm GET %s failed: %s" % (path, exc))
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def write_pidfile(path):
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    with open(tmp, "w") as f:
+        f.write("%d\n" % os.getpid())
+    os.replace(tmp, path)
+
+
+def remove_pidfile(path):
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return   # another server owns it now
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# ================================================================== the CLI
+
+def build_parser():
+    import argparse
+    p = argparse.ArgumentParser(
+        prog="forkserver",
+        description="A WSGI server that forks one child process per connection.",
+        epilog="Exit statuses: 0 stopped cleanly, 1 internal error, 2 bad usage or "
+               "config, 3 the app could not be loaded, 4 could not listen. "
+               "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload the app, "
+               "USR1 reopen log files.")
+    p.add_argument("app", metavar="MODULE:CALLABLE",
+                   help="the WSGI app, e.g. examples.flaskapp:app or mymodule:create_app()")
+    p.add_argument("--version", action="version", version="forkserver " + __version__)
+    p.add_argument("--config", metavar="PATH",
+                   help="a Python file of settings (same names as the options) and hooks")
+    add_socket_options(p)
+    add_app_options(p)
+    add_supervision_options(p)
+    add_http_options(p)
+    add_logging_options(p)
+    add_lab_options(p)
+    return p
+
+
+def add_socket_options(p):
+    g = p.add_argument_group("sockets")
+    g.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+                   help="HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
+                        "(default %s; port 0 picks a free port)" % DEFAULT_BIND)
+    g.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG,
+                   help="listen backlog (default %(default)s)")
+    g.add_argument("--umask", type=octal, default=0o022,
+                   help="umask for unix socket files (default 022)")
+    g.add_argument("--user", help="switch to this user after binding (when root)")
+    g.add_argument("--group", help="switch to this group after binding (when root)")
+    g.add_argument("--forwarded-allow-ips", default="127.0.0.1,::1", metavar="LIST",
+                   help="peers trusted for X-Forwarded-* and Forwarded: addresses, "
+                        "CIDRs or * (default %(default)s); unix socket peers are trusted")
+
+
+def add_app_options(p):
+    g = p.add_argument_group("the app")
+    g.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
+    g.add_argument("--pythonpath", metavar="DIRS",
+                   help="comma-separated directories to put on sys.path")
+    g.add_argument("--prewarm", metavar="PATH",
+                   help="send one GET PATH through the app before serving (runs app code)")
+    g.add_argument("--reload", action="store_true",
+                   help="development: reload when a source file of the app changes")
+
+
+def add_supervision_options(p):
+    g = p.add_argument_group("supervision")
+    g.add_argument("--max-children", type=non_negative_int, default=DEFAULT_MAX_CHILDREN,
+                   metavar="N", help="most live children; 0 = no cap (default %(default)s)")
+    g.add_argument("--timeout", type=non_negative_float, default=DEFAULT_TIMEOUT_SECONDS,
+                   metavar="SECONDS", help="kill a child serving longer than this; 0 = never "
+                   "(default %(default)s)")
+    g.add_argument("--graceful-timeout", type=non_negative_float,
+                   default=DEFAULT_GRACEFUL_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="on SIGTERM, how long in-flight children may finish (default %(default)s)")
+    g.add_argument("--limit-memory", type=non_negative_float, default=0, metavar="MB",
+                   help="memory a child may add to what it shares with the parent")
+    g.add_argument("--limit-cpu", type=non_negative_int, default=0, metavar="SECONDS",
+                   help="CPU seconds a child may use")
+    g.add_argument("--max-children-per-ip", type=non_negative_int, default=0, metavar="N",
+                   help="most live children per client address; 0 = off (default)")
+    g.add_argument("--max-fork-rate", type=non_negative_float, default=0, metavar="PER_SECOND",
+                   help="most forks per second; 0 = off (default)")
+    g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")
+
+
+def add_http_options(p):
+    g = p.add_argument_group("HTTP")
+    g.add_argument("--keep-alive", type=non_negative_float, default=0.0, metavar="SECONDS",
+                   help="serve more requests per connection until idle this long; "
+                        "0 = one request per connection (default)")
+    g.add_argument("--max-requests-per-connection", type=positive_int, default=100, metavar="N")
+    g.add_argument("--header-timeout", type=positive_float,
+                   default=wsgi_handler.HEADER_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="the whole request head must arrive within this (default %(default)s)")
+    g.add_argument("--read-timeout", type=positive_float,
+                   default=wsgi_handler.READ_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="a stalled body read gets 408 (default %(default)s)")
+    g.add_argument("--max-body", type=non_negative_int, default=wsgi_handler.MAX_BODY_BYTES,
+                   metavar="BYTES", help="largest request body (default 1 GiB)")
+    g.add_argument("--limit-request-line", type=positive_int,
+                   default=wsgi_handler.MAX_REQUEST_LINE_BYTES, metavar="BYTES")
+    g.add_argument("--limit-request-fields", type=positive_int,
+                   default=wsgi_handler.MAX_HEADER_FIELDS, metavar="N")
+    g.add_argument("--limit-request-field-size", type=positive_int,
+                   default=wsgi_handler.MAX_FIELD_BYTES, metavar="BYTES")
+    g.add_argument("--limit-request-head", type=positive_int,
+                   default=wsgi_handler.MAX_HEAD_BYTES, metavar="BYTES")
+    g.add_argument("--no-accept-filter", dest="accept_filter", action="store_false",
+                   help="fork as soon as a connection is accepted instead of "
+                        "when its head is complete")
+    g.add_argument("--max-pending", type=positive_int, default=DEFAULT_MAX_PENDING,
+                   metavar="N", help="connections the accept filter may hold (default %(default)s)")
+
+
+def add_logging_options(p):
+    g = p.add_argument_group("logging")
+    g.add_argument("--access-log", default="-", metavar="PATH",
+                   help="access log file, - for stdout (default)")
+    g.add_argument("--no-access-log", dest="access_log", action="store_const", const=None)
+    g.add_argument("--access-log-format", default=wsgi_handler.COMMON_LOG_FORMAT,
+                   metavar="FORMAT", help="gunicorn-style atoms (default: Common Log Format)")
+    g.add_argument("--error-log", default="-", metavar="PATH",
+                   help="error log file, - for stderr (default)")
+    g.add_argument("--log-level", default="info", choices=sorted(wsgi_handler.LEVELS,
+                   key=wsgi_handler.LEVELS.get))
+    g.add_argument("--trace", action="store_true",
+                   help="print request and response heads and fork/SIGCHLD/reap events")
+
+
+def add_lab_options(p):
+    g = p.add_argument_group(
+        "lab switches",
+        "For learning only: each reproduces a classic mistake of fork servers on "
+        "purpose (docs/labs.md).  Never use them in production.")
+    g.add_argument("--reaper", choices=("loop", "once", "none"), default="loop",
+                   help="loop: correct waitpid loop (default); once: one waitpid per "
+                        "SIGCHLD (lost signals leave zombies); none: no reaper")
+    g.add_argument("--lab-parent-keeps-client", action="store_true",
+                   help="MISTAKE: the parent never closes its copy of the client socket")
+    g.add_argument("--lab-child-keeps-listener", action="store_true",
+                   help="MISTAKE: the child keeps its copy of the listening socket")
+    g.add_argument("--lab-print-in-handler", action="store_true",
+                   help="MISTAKE: reap and print() inside the SIGCHLD handler")
+    g.add_argument("--no-gc-freeze", action="store_true",
+                   help="MISTAKE: skip gc.freeze() before forking (copy-on-write lab)")
+
+
+def _number(kind, check, what):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparseerror("%r is not a %s" % (text, what)) from None
+        if not check(value):
+            raise argparseerror("%r is not a %s" % (text, what))
+        return value
+    convert.__name__ = what
+    return convert
+
+
+def argparseerror(message):
+    import argparse
+    return argparse.ArgumentTypeError(message)
+
+
+positive_int = _number(int, lambda v: v > 0, "positive integer")
+non_negative_int = _number(int, lambda v: v >= 0, "non-negative integer")
+positive_float = _number(float, lambda v: v > 0, "positive number")
+non_negative_float = _number(float, lambda v: v >= 0, "non-negative number")
+octal = _number(lambda t: int(t, 8), lambda v: 0 <= v <= 0o777, "octal umask")
+
+
+def read_config_file(path, parser):
+    """Settings (same names as the options' dests) and hooks from a Python file."""
+    namespace = {"__file__": os.path.abspath(path), "__name__": "forkserver_config"}
+    try:
+        with open(path, "rb") as f:
+            source = f.read()
+        exec(compile(source, path, "exec"), namespace)
+    except OSError as exc:
+        raise UsageError("cannot read config file %r: %s" % (path, exc.strerror)) from None
+    except BaseException:
+        raise UsageError(user_traceback("config file %r failed" % path)) from None
+    dests = {a.dest for a in parser._actions}
+    settings, hooks = {}, {}
+    for name, value in namespace.items():
+        if name in HOOKS and callable(value):
+            hooks[name] = value
+        elif name in dests and name not in ("help", "version", "config", "app"):
+            settings[name] = value
+    return settings, hooks
+
+
+def parse_options(argv):
+    parser = build_parser()
+    opts = parser.parse_args(argv)
+    hooks = {}
+    if opts.config:
+        try:
+            settings, hooks = read_config_file(opts.config, parser)
+        except UsageError as exc:
+            parser.error(str(exc))
+        cli_binds = opts.bind
+        parser.set_defaults(**settings)
+        opts = parser.parse_args(argv)
+        if cli_binds is None and "bind" in settings:
+            binds = settings["bind"]
+            opts.bind = [binds] if isinstance(binds, str) else list(binds)
+    if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
+        opts.read_timeout = max(opts.timeout * 0.75, 0.1)
+    return opts, hooks
+
+
+def setup_paths(opts):
+    if opts.chdir:
+        try:
+            os.chdir(opts.chdir)
+        except OSError as exc:
+            raise UsageError("--chdir %r: %s" % (opts.chdir, exc.strerror)) from None
+    # As gunicorn: the current directory is importable, then --pythonpath.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for entry in reversed((opts.pythonpath or "").split(",")):
+        if entry:
+            sys.path.insert(0, os.path.abspath(entry))
+
+
+def open_listeners(opts):
+    listeners = systemd_listeners(opts.backlog)
+    if not listeners or opts.bind:
+        for address in opts.bind or [DEFAULT_BIND]:
+            listeners.append(open_listener(address, opts.backlog, opts.umask,
+                                           opts.header_timeout))
+    for listener in listeners:
+        listener.sock.setblocking(False)
+    return listeners
+
+
+def main(argv=None):
+    opts, hooks = parse_options(argv)
+    log = None
+    try:
+        log = Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
+                  level=opts.log_level, access_format=opts.access_log_format)
+        setup_paths(opts)
+        return run(opts, hooks, log)
+    except UsageError as exc:
+        sys.stderr.write("forkserver: error: %s\n" % exc)
+        return EXIT_USAGE
+    except AppLoadError as exc:
+        sys.stderr.write("forkserver: error: cannot load app %r: %s\n" % (opts.app, exc))
+        return EXIT_APP_LOAD
+    except ListenError as exc:
+        sys.stderr.write("forkserver: error: %s\n" % exc)
+        return EXIT_LISTEN
+
+
+def run(opts, hooks, log):
+    loader = AppLoader(opts.app)
+    app = loader.load()
+    listeners = open_listeners(opts)
+    if opts.user or opts.group:
+        drop_privileges(opts.user or str(os.getuid()), opts.group, listeners)
+    server = Server(opts, loader, app, listeners, log, hooks)
+    server.run_hook("on_starting", server)
+    server.prepare()
+    if opts.pidfile:
+        write_pidfile(opts.pidfile)
+    try:
+        announce(server, listeners)
+        server.serve_forever()
+    finally:
+        server.cleanup()
+        if opts.pidfile:
+            remove_pidfile(opts.pidfile)
+        server.run_hook("on_exit", server)
+    return EXIT_OK
+
+
+def announce(server, listeners):
+    line = READY_LINE.format(pid=os.getpid(),
+                             addresses=" ".join(l.description for l in listeners))
+    os.write(1, (line + "\n").encode())
+    sd_notify("READY=1\nMAINPID=%d" % os.getpid())
+    server.run_hook("when_ready", server)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

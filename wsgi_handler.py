@@ -1,0 +1,1504 @@
+"""The child's side of forkserver: one connection in, one or more responses out.
+
+    read head -> parse_head (pure, no socket) -> body reader (wsgi.input)
+              -> environ -> app -> response writer -> close
+
+The parent (``forkserver``) forks once per connection and calls
+``serve_connection()`` exactly once in the child, which returns an exit status.
+This module never forks, never installs signal handlers and never imports
+``forkserver``.  It stays light: every module imported here is paid for again
+by every child, so only ``re``, ``socket``, ``time``, ``os`` and the small
+``http.HTTPStatus`` enum are used at import time.
+
+The parser is strict on purpose (RFC 9112 / RFC 9110).  Each rule below names
+its reason; docs/security.md is the table of them all.
+"""
+
+import os
+import re
+import socket
+import sys
+import time
+from http import HTTPStatus
+
+__version__ = "1.0.0"
+
+SERVER_SOFTWARE = "forkserver/" + __version__
+
+# --------------------------------------------------------------------------
+# Limits.  Each is a default: forkserver's CLI can change them through Limits.
+# --------------------------------------------------------------------------
+
+# RFC 9112 3: "It is RECOMMENDED that all HTTP senders and recipients support,
+# at a minimum, request-line lengths of 8000 octets."  414 past it.
+MAX_REQUEST_LINE_BYTES = 8 * 1024
+# gunicorn's limit_request_fields is 100; beyond it 431 (RFC 6585 5).
+MAX_HEADER_FIELDS = 100
+# One field line; gunicorn's limit_request_field_size is 8190.  431.
+MAX_FIELD_BYTES = 8 * 1024
+# The whole head (request line + fields), as waitress's max_request_header_size
+# default of 256 KiB but tighter: 64 KiB is far above any real browser.  431.
+MAX_HEAD_BYTES = 64 * 1024
+# Request body, configurable with --max-body.  413 past it.
+MAX_BODY_BYTES = 1024 * 1024 * 1024
+# A chunk-size line: 16 hex digits plus extensions.  h11 bounds the whole
+# chunk header; extensions are never used by real clients, so 4 KiB is ample.
+MAX_CHUNK_LINE_BYTES = 4 * 1024
+# All trailer fields of a chunked body together (they count like a head).
+MAX_TRAILER_BYTES = 16 * 1024
+# 16 hex digits is 2**64 - 1: anything longer is an overflow attempt.
+MAX_CHUNK_SIZE_DIGITS = 16
+# 19 decimal digits fit in a signed 64-bit integer.
+MAX_CONTENT_LENGTH_DIGITS = 19
+
+# Timeouts, in seconds.
+HEADER_TIMEOUT_SECONDS = 10.0      # whole head must arrive within it (408)
+READ_TIMEOUT_SECONDS = 15.0        # a stalled body read (408); below --timeout
+SEND_TIMEOUT_SECONDS = 30.0        # a client that does not read our response
+# After an error response: shut down our side, then read and discard what the
+# client still sends so that close() does not turn into a reset that destroys
+# the response in flight (RFC 9112 9.6, "tear-down").
+DRAIN_TIMEOUT_SECONDS = 1.0
+MAX_DRAIN_BYTES = 1024 * 1024
+# With keep-alive, a body the app left unread is drained up to this much before
+# the next request; more than that and the connection is closed instead.
+MAX_UNREAD_BODY_BYTES = 64 * 1024
+
+RECV_BYTES = 64 * 1024
+SENDFILE_BLOCK_BYTES = 1024 * 1024
+
+# Child exit statuses (the parent decodes them in its log).
+EXIT_OK = 0
+EXIT_ERROR = 1            # the app raised, or our own code failed
+EXIT_MEMORY_LIMIT = 3     # --limit-memory was hit (MemoryError)
+EXIT_CPU_LIMIT = 4        # --limit-cpu was hit (SIGXCPU)
+EXIT_HOOK_FAILED = 5      # the post_fork hook raised
+EXIT_NAMES = {
+    EXIT_ERROR: "error (see the traceback above)",
+    EXIT_MEMORY_LIMIT: "memory limit hit (--limit-memory)",
+    EXIT_CPU_LIMIT: "CPU limit hit (--limit-cpu)",
+    EXIT_HOOK_FAILED: "post_fork hook failed",
+}
+
+# --------------------------------------------------------------------------
+# Protocol vocabulary, from the RFC ABNF.
+# --------------------------------------------------------------------------
+
+# RFC 9110 5.6.2:  token = 1*tchar
+#   tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+#           "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA
+_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+TOKEN_RE = re.compile(_TCHAR + rb"+")
+# RFC 9110 5.5:  field-value = *field-content
+#   field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ]
+#   field-vchar = VCHAR / obs-text      (no CTLs: NUL, CR, LF are rejected)
+_VCHAR = rb"[\x21-\x7e\x80-\xff]"
+FIELD_VALUE_RE = re.compile(rb"(?:" + _VCHAR + rb"(?:[\t\x20-\x7e\x80-\xff]*" + _VCHAR + rb")?)?")
+# RFC 9112 3:  request-line = method SP request-target SP HTTP-version
+#   HTTP-version = HTTP-name "/" DIGIT "." DIGIT   (exactly one SP between)
+REQUEST_LINE_RE = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+# RFC 9112 3.2.2:  absolute-form = absolute-URI  (scheme "://" authority ...)
+ABSOLUTE_FORM_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.S)
+# RFC 3986 3.2.2/3.2.3: host = IP-literal / IPv4address / reg-name; port = *DIGIT
+HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?")
+# RFC 9112 7.1:  chunk-size = 1*HEXDIG;  chunk-ext = *( BWS ";" BWS ext-name
+#   [ BWS "=" BWS ext-val ] );  ext-val = token / quoted-string
+_QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
+CHUNK_LINE_RE = re.compile(
+    rb"([0-9A-Fa-f]{1,%d})((?:[ \t]*;[ \t]*" % MAX_CHUNK_SIZE_DIGITS + _TCHAR
+    + rb"+(?:[ \t]*=[ \t]*(?:" + _TCHAR + rb"+|" + _QUOTED + rb"))?)*)")
+# PEP 3333: status is "999 Reason phrase"; RFC 9112 4: reason-phrase =
+#   1*( HTAB / SP / VCHAR / obs-text )
+STATUS_RE = re.compile(r"[1-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
+DIGITS_RE = re.compile(rb"[0-9]+")
+# A CR not followed by LF, or an LF not preceded by CR (RFC 9112 2.2: bare CR
+# MUST be rejected or replaced; bare LF we reject too, as gunicorn 22 does, to
+# avoid disagreeing with a proxy about where a line ends).
+BARE_EOL_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+# RFC 9110 7.6.1: hop-by-hop fields; PEP 3333 forbids the app to set them.
+HOP_BY_HOP = frozenset((
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "trailers", "transfer-encoding", "upgrade"))
+# RFC 9110 6.5.1: fields that MUST NOT be sent in a trailer section (framing,
+# routing, request modifiers, authentication, controls).  We drop them.
+FORBIDDEN_TRAILERS = frozenset((
+    "content-length", "transfer-encoding", "host", "content-type", "content-range",
+    "content-encoding", "trailer", "te", "connection", "keep-alive", "upgrade",
+    "expect", "range", "max-forwards", "cache-control", "authorization",
+    "proxy-authorization", "cookie", "set-cookie", "www-authenticate",
+    "proxy-authenticate", "age", "expires", "date", "location", "retry-after",
+    "vary", "warning", "if-match", "if-none-match", "if-modified-since",
+    "if-unmodified-since", "if-range"))
+# Fields that must appear at most once (RFC 9110 5.3: not list-valued).
+SINGLETON_HEADERS = frozenset(("host", "content-length"))
+NO_BODY_STATUSES = frozenset((204, 304))
+# Only this transfer coding is implemented; others get 501 (RFC 9112 6.1).
+KNOWN_CODINGS = frozenset(("chunked",))
+
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+# --------------------------------------------------------------------------
+# Errors: one class per HTTP status, raised by the parser and the readers,
+# rendered in one place (error_response).
+# --------------------------------------------------------------------------
+
+class HTTPError(Exception):
+    """A request we answer with an error status; the message is for the log."""
+    status = 400
+
+    def __init__(self, detail=""):
+        super().__init__(detail)
+        self.detail = detail
+
+    @property
+    def reason(self):
+        return HTTPStatus(self.status).phrase
+
+
+class BadRequest(HTTPError):
+    status = 400
+
+
+class RequestTimeout(HTTPError):
+    status = 408
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+
+
+class URITooLong(HTTPError):
+    status = 414
+
+
+class ExpectationFailed(HTTPError):
+    status = 417
+
+
+class HeaderFieldsTooLarge(HTTPError):
+    status = 431
+
+
+class NotImplementedCoding(HTTPError):
+    status = 501
+
+
+class VersionNotSupported(HTTPError):
+    status = 505
+
+
+class ServiceUnavailable(HTTPError):
+    status = 503
+
+
+class IncompleteBody(BadRequest):
+    """The client closed before the whole body arrived: never a complete request."""
+
+
+class ClientGone(Exception):
+    """The peer closed or reset the connection: expected, logged at debug."""
+
+
+class ResponseError(Exception):
+    """The app broke PEP 3333 (bad status, header, write, length)."""
+
+
+class CPULimitExceeded(BaseException):
+    """Raised from the SIGXCPU handler the parent installs under --limit-cpu."""
+
+
+def error_response(status, detail=""):
+    """Bytes of a complete error response with ``Connection: close``."""
+    phrase = HTTPStatus(status).phrase
+    body = ("%d %s\n" % (status, phrase)).encode("latin-1")
+    head = ("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: %d\r\nConnection: close\r\nDate: %s\r\nServer: %s\r\n\r\n"
+            % (status, phrase, len(body), http_date(), SERVER_SOFTWARE))
+    return head.encode("latin-1") + body
+
+
+def http_date(now=None):
+    """RFC 9110 5.6.7 IMF-fixdate, without importing ``email``."""
+    t = time.gmtime(now)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _WEEKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
+        t.tm_hour, t.tm_min, t.tm_sec)
+
+
+# --------------------------------------------------------------------------
+# Configuration handed down by the parent (frozen: one per server).
+# --------------------------------------------------------------------------
+
+class Limits:
+    """Parser limits; the CLI overrides the module defaults."""
+    __slots__ = ("request_line", "fields", "field", "head", "body", "chunk_line")
+
+    def __init__(self, request_line=MAX_REQUEST_LINE_BYTES, fields=MAX_HEADER_FIELDS,
+                 field=MAX_FIELD_BYTES, head=MAX_HEAD_BYTES, body=MAX_BODY_BYTES,
+                 chunk_line=MAX_CHUNK_LINE_BYTES):
+        self.request_line = request_line
+        self.fields = fields
+        self.field = field
+        self.head = head
+        self.body = body
+        self.chunk_line = chunk_line
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class HandlerConfig:
+    """What the child needs to know; built once in the parent, read-only after."""
+
+    def __init__(self, **kw):
+        self.limits = kw.pop("limits", DEFAULT_LIMITS)
+        self.server_name = kw.pop("server_name", "localhost")
+        self.server_port = str(kw.pop("server_port", "80"))
+        self.url_scheme = kw.pop("url_scheme", "http")
+        self.header_timeout = kw.pop("header_timeout", HEADER_TIMEOUT_SECONDS)
+        self.read_timeout = kw.pop("read_timeout", READ_TIMEOUT_SECONDS)
+        self.send_timeout = kw.pop("send_timeout", SEND_TIMEOUT_SECONDS)
+        self.keep_alive = kw.pop("keep_alive", 0.0)
+        self.max_requests = kw.pop("max_requests", 100)
+        self.request_timeout = kw.pop("request_timeout", 0.0)
+        self.close_delimited = kw.pop("close_delimited", False)
+        self.trace = kw.pop("trace", False)
+        self.forwarded = kw.pop("forwarded", None)
+        self.set_title = kw.pop("set_title", None)
+        self.log = kw.pop("log", None) or Log()
+        if kw:
+            raise TypeError("unknown HandlerConfig settings: " + ", ".join(sorted(kw)))
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False):
+            raise AttributeError("HandlerConfig is read-only")
+        object.__setattr__(self, name, value)
+
+    def freeze(self):
+        object.__setattr__(self, "_frozen", True)
+        return self
+
+
+# --------------------------------------------------------------------------
+# Logging: every line is written whole with one os.write, so lines from many
+# children never interleave and nothing waits in a buffer that os._exit drops.
+# --------------------------------------------------------------------------
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+# gunicorn's access log atoms.  CLF is the default format.
+COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
+COMBINED_LOG_FORMAT = COMMON_LOG_FORMAT + ' "%(f)s" "%(a)s"'
+
+
+class Log:
+    """Error and access log writer over raw file descriptors."""
+
+    def __init__(self, error_fd=2, access_fd=None, level="info",
+                 access_format=COMMON_LOG_FORMAT):
+        self.error_fd = error_fd
+        self.access_fd = access_fd
+        self.level = LEVELS[level]
+        self.access_format = access_format
+
+    def write_line(self, fd, line):
+        data = line.encode("utf-8", "backslashreplace")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass  # a closed or full log must never take a request down
+
+    def log(self, level, message):
+        if LEVELS[level] < self.level:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        self.write_line(self.error_fd, "[%s] [%d] [%s] %s" % (
+            stamp, os.getpid(), level.upper(), message))
+
+    def debug(self, message):
+        self.log("debug", message)
+
+    def info(self, message):
+        self.log("info", message)
+
+    def warning(self, message):
+        self.log("warning", message)
+
+    def error(self, message):
+        self.log("error", message)
+
+    def exception(self, message):
+        import traceback  # only on the error path: children do not pay for it
+        self.log("error", message + "\n" + traceback.format_exc().rstrip())
+
+    def trace(self, prefix, text):
+        """--trace output: each line tagged with the writer's pid."""
+        pid = os.getpid()
+        lines = ["[%d] %s%s" % (pid, prefix, line) for line in text.splitlines()]
+        self.write_line(self.error_fd, "\n".join(lines))
+
+    def access(self, atoms):
+        if self.access_fd is None:
+            return
+        try:
+            line = self.access_format % _AtomDict(atoms)
+        except (KeyError, ValueError, TypeError) as exc:
+            line = "access log format error: %s" % exc
+        self.write_line(self.access_fd, line)
+
+
+class _AtomDict(dict):
+    """Access-log atoms, with gunicorn's ``{name}i`` / ``{name}o`` / ``{name}e``."""
+
+    def __missing__(self, key):
+        if len(key) > 3 and key[0] == "{" and key[-2] == "}":
+            name, kind = key[1:-2].lower(), key[-1]
+            if kind == "i":
+                return self["_environ"].get("HTTP_" + name.upper().replace("-", "_"), "-")
+            if kind == "o":
+                return self["_resp_headers"].get(name, "-")
+            if kind == "e":
+                return self["_environ"].get(key[1:-2], "-")
+        return "-"
+
+
+# --------------------------------------------------------------------------
+# The request: a pure parse from bytes to a frozen value.
+# --------------------------------------------------------------------------
+
+class Request:
+    """One parsed request head.  Read-only once built."""
+
+    __slots__ = ("method", "target", "version", "headers", "path", "query",
+                 "host", "body_kind", "content_length", "expect_continue",
+                 "keep_alive", "raw_request_line")
+
+    def __init__(self, **kw):
+        for name in self.__slots__:
+            object.__setattr__(self, name, kw[name])
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Request is read-only")
+
+    def header(self, name):
+        """The combined value of a field (", " between repeats), or None."""
+        values = [v for n, v in self.headers if n == name]
+        return ", ".join(values) if values else None
+
+
+def find_head_end(buf, start=0):
+    """Index just past the blank line ending the head in ``buf``, or -1.
+
+    Raises BadRequest at once for a bare CR or bare LF, so such a request gets
+    its 400 without waiting for a CRLFCRLF that will never come.
+    """
+    stop = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+    bad = BARE_EOL_RE.search(buf, max(start - 1, 0), stop)
+    if bad:
+        what = "bare CR" if buf[bad.start()] == 13 else "bare LF"
+        raise BadRequest("%s in the request head (RFC 9112 2.2)" % what)
+    first = 2 if buf.startswith(b"\r\n") else 0   # one leading empty line
+    end = buf.find(b"\r\n\r\n", max(start - 3, first))
+    if end == -1 and first and buf.startswith(b"\r\n\r\n"):
+        end = 0
+    return -1 if end == -1 else end + 4
+
+
+def check_partial_head(buf, limits):
+    """Size checks on a head that has not ended yet."""
+    first = 2 if buf.startswith(b"\r\n") else 0
+    line_end = buf.find(b"\r\n", first)
+    if line_end == -1 and len(buf) - first > limits.request_line:
+        raise URITooLong("request line longer than %d bytes" % limits.request_line)
+    if len(buf) > limits.head:
+        raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
+
+
+def parse_head(data, limits=DEFAULT_LIMITS):
+    """Parse a complete head (ending in CRLFCRLF) into a Request.
+
+    Pure: no socket, no clock.  Raises one HTTPError subclass per status.
+    """
+    find_head_end(data)  # bare CR / LF check over the whole head
+    if data.startswith(b"\r\n"):
+        data = data[2:]  # RFC 9112 2.2: ignore at least one empty line
+    if len(data) > limits.head + 4:
+        raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
+    lines = data[:-4].split(b"\r\n") if data.endswith(b"\r\n\r\n") else data.split(b"\r\n")
+    method, target, version = parse_request_line(lines[0], limits)
+    headers = parse_fields(lines[1:], limits)
+    return build_request(method, target, version, headers, lines[0], limits)
+
+
+def parse_request_line(line, limits):
+    if len(line) > limits.request_line:
+        raise URITooLong("request line longer than %d bytes" % limits.request_line)
+    match = REQUEST_LINE_RE.fullmatch(line)
+    if not match:
+        if re.fullmatch(rb"\S+ \S+ HTTP/[0-9]+\.[0-9]+", line) and TOKEN_RE.fullmatch(line.split(b" ")[0]):
+            raise VersionNotSupported("HTTP version %r" % line.rsplit(b" ", 1)[-1])
+        raise BadRequest("malformed request line %r" % line[:100])
+    method, target, major, minor = match.groups()
+    if major != b"1":
+        raise VersionNotSupported("HTTP/%s.%s" % (major.decode(), minor.decode()))
+    return method.decode("ascii"), target.decode("ascii"), (1, int(minor))
+
+
+def parse_fields(lines, limits):
+    """Field lines to a list of (lowercase name, value) latin-1 strings."""
+    if len(lines) > limits.fields:
+        raise HeaderFieldsTooLarge("more than %d header fields" % limits.fields)
+    fields = []
+    for line in lines:
+        if len(line) > limits.field:
+            raise HeaderFieldsTooLarge("a header field longer than %d bytes" % limits.field)
+        if line[:1] in (b" ", b"\t"):
+            # RFC 9112 5.2: obs-fold; a server MUST reject or unfold: we reject.
+            raise BadRequest("obsolete line folding")
+        name, colon, value = line.partition(b":")
+        if not colon or not TOKEN_RE.fullmatch(name):
+            # RFC 9112 5.1: no whitespace between field name and colon.
+            raise BadRequest("invalid header field name %r" % name[:50])
+        value = value.strip(b" \t")  # only OWS is trimmed: SP / HTAB
+        if not FIELD_VALUE_RE.fullmatch(value):
+            raise BadRequest("invalid character in header field %r" % name[:50])
+        fields.append((name.decode("ascii").lower(), value.decode("latin-1")))
+    return fields
+
+
+def build_request(method, target, version, headers, raw_line, limits):
+    names = [n for n, _ in headers]
+    for name in SINGLETON_HEADERS:
+        if names.count(name) > 1:
+            raise BadRequest("repeated %s header" % name)
+    host = check_host(version, headers)
+    path, query, host = split_target(method, target, host)
+    body_kind, length = body_framing(version, headers, limits)
+    return Request(
+        method=method, target=target, version=version, headers=tuple(headers),
+        path=path, query=query, host=host, body_kind=body_kind,
+        content_length=length, expect_continue=check_expect(version, headers),
+        keep_alive=wants_keep_alive(version, headers),
+        raw_request_line=raw_line.decode("latin-1"))
+
+
+def check_host(version, headers):
+    hosts = [v for n, v in headers if n == "host"]
+    if not hosts:
+        if version >= (1, 1):
+            # RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request
+            # that lacks a Host header field.
+            raise BadRequest("missing Host header")
+        return None
+    if hosts[0] and not HOST_RE.fullmatch(hosts[0]):
+        raise BadRequest("invalid Host header %r" % hosts[0][:100])
+    return hosts[0]
+
+
+def split_target(method, target, host):
+    """Check the target against its form; return (path, query, host)."""
+    if "#" in target:
+        raise BadRequest("fragment in request target")  # RFC 9112 3.2
+    if target == "*":
+        if method != "OPTIONS":
+            raise BadRequest("asterisk-form is only for OPTIONS (RFC 9112 3.2.4)")
+        return "*", "", host
+    if method == "CONNECT":
+        if target.startswith("/") or "://" in target:
+            raise BadRequest("CONNECT needs authority-form (RFC 9112 3.2.3)")
+        raise NotImplementedCoding("CONNECT is not supported: this is not a proxy")
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return path, query, host
+    match = ABSOLUTE_FORM_RE.fullmatch(target)
+    if not match or match.group(1).lower() not in ("http", "https"):
+        raise BadRequest("invalid request target %r" % target[:100])
+    authority, rest = match.group(2), match.group(3)
+    if not authority or "@" in authority or not HOST_RE.fullmatch(authority):
+        raise BadRequest("invalid authority in absolute-form target")
+    # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
+    path, _, query = (rest or "/").partition("?")
+    if not path.startswith("/"):
+        raise BadRequest("invalid request target %r" % target[:100])
+    return path, query, authority
+
+
+def body_framing(version, headers, limits):
+    """Return ("none" | "length" | "chunked", content_length)."""
+    te = [v for n, v in headers if n == "transfer-encoding"]
+    cl = [v for n, v in headers if n == "content-length"]
+    if te:
+        if cl:
+            # RFC 9112 6.1: a request with both is a smuggling attempt; reject.
+            raise BadRequest("both Content-Length and Transfer-Encoding")
+        if version < (1, 1):
+            # RFC 9112 6.1: TE in HTTP/1.0 means the framing is faulty.
+            raise BadRequest("Transfer-Encoding in an HTTP/1.0 request")
+        check_codings(te)
+        return "chunked", None
+    if not cl:
+        return "none", 0
+    value = cl[0].encode("latin-1")
+    # RFC 9110 8.6: Content-Length = 1*DIGIT (no sign, space, "_", list).
+    if not DIGITS_RE.fullmatch(value) or len(value) > MAX_CONTENT_LENGTH_DIGITS:
+        raise BadRequest("invalid Content-Length %r" % cl[0][:30])
+    length = int(value)
+    if length > limits.body:
+        raise PayloadTooLarge("Content-Length %d over the limit of %d" % (length, limits.body))
+    return ("length" if length else "none"), length
+
+
+def check_codings(values):
+    codings = [c.strip(" \t").lower() for v in values for c in v.split(",")]
+    codings = [c for c in codings if c]   # RFC 9110 5.6.1.2: empty elements
+    if not codings or codings[-1] != "chunked":
+        # RFC 9112 6.3: chunked not final -> length unknown -> 400.
+        raise BadRequest("Transfer-Encoding does not end in chunked")
+    if codings.count("chunked") > 1:
+        raise BadRequest("chunked applied more than once (RFC 9112 7)")
+    for coding in codings:
+        if not TOKEN_RE.fullmatch(coding.encode("latin-1")):
+            raise BadRequest("invalid transfer coding %r" % coding[:30])
+        if coding not in KNOWN_CODINGS:
+            raise NotImplementedCoding("transfer coding %r" % coding[:30])
+
+
+def check_expect(version, headers):
+    expect = [v for n, v in headers if n == "expect"]
+    if not expect:
+        return False
+    if [e.lower() for e in expect] != ["100-continue"]:
+        raise ExpectationFailed("unsupported expectation %r" % ", ".join(expect)[:50])
+    # RFC 9110 10.1.1: ignore 100-continue in an HTTP/1.0 request.
+    return version >= (1, 1)
+
+
+def wants_keep_alive(version, headers):
+    tokens = {t.strip(" \t").lower() for n, v in headers if n == "connection"
+              for t in v.split(",")}
+    if "close" in tokens:
+        return False
+    return version >= (1, 1) or "keep-alive" in tokens
+
+
+# --------------------------------------------------------------------------
+# The connection: a socket with a read buffer, deadlines and the body readers.
+# --------------------------------------------------------------------------
+
+class Connection:
+    """The client socket plus the bytes received but not consumed yet."""
+
+    def __init__(self, sock, config, initial=b""):
+        self.sock = sock
+        self.config = config
+        self.buf = bytearray(initial)
+        self.eof = False
+
+    def recv_into_buffer(self, timeout):
+        """One recv; False at EOF.  Raises RequestTimeout or ClientGone."""
+        if timeout <= 0:
+            raise RequestTimeout("timed out waiting for the client")
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(RECV_BYTES)
+        except socket.timeout:
+            raise RequestTimeout("timed out waiting for the client") from None
+        except ConnectionError as exc:
+            raise ClientGone(str(exc)) from None
+        if not data:
+            self.eof = True
+            return False
+        self.buf += data
+        return True
+
+    def read_head(self, deadline):
+        """Bytes of the next head, read with a loop of recv until the blank line."""
+        limits = self.config.limits
+        scanned = 0
+        while True:
+            end = find_head_end(self.buf, scanned)
+            if end != -1:
+                head = bytes(self.buf[:end])
+                del self.buf[:end]
+                return head
+            check_partial_head(self.buf, limits)
+            scanned = len(self.buf)
+            if not self.recv_into_buffer(deadline - time.monotonic()):
+                if not self.buf.strip(b"\r\n"):
+                    raise ClientGone("closed before sending a request")
+                raise BadRequest("connection closed inside the request head")
+
+    def take(self, n, timeout):
+        """Up to n bytes (at least one unless at EOF)."""
+        if not self.buf and not self.eof:
+            self.recv_into_buffer(timeout)
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def read_line(self, limit, timeout, what):
+        """One CRLF-terminated line (without CRLF), bounded by ``limit``."""
+        start = 0
+        while True:
+            end = self.buf.find(b"\r\n", start)
+            if end != -1 and end <= limit:
+                line = bytes(self.buf[:end])
+                del self.buf[:end + 2]
+                return line
+            if len(self.buf) > limit + 1:
+                raise BadRequest("%s longer than %d bytes" % (what, limit))
+            start = max(len(self.buf) - 1, 0)
+            if self.eof or not self.recv_into_buffer(timeout):
+                raise IncompleteBody("connection closed inside a %s" % what)
+
+    def send(self, data):
+        self.sock.settimeout(self.config.send_timeout)
+        try:
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ClientGone("client did not read the response in time") from None
+        except (BrokenPipeError, ConnectionError) as exc:
+            raise ClientGone(str(exc)) from None
+
+
+class LengthReader:
+    """Exactly Content-Length bytes, then b""."""
+
+    def __init__(self, conn, length, timeout):
+        self.conn = conn
+        self.remaining = length
+        self.timeout = timeout
+
+    def read_some(self, n):
+        if self.remaining <= 0:
+            return b""
+        data = self.conn.take(min(n, self.remaining), self.timeout)
+        if not data:
+            raise IncompleteBody("client closed with %d body bytes missing" % self.remaining)
+        self.remaining -= len(data)
+        return data
+
+    @property
+    def done(self):
+        return self.remaining <= 0
+
+
+class ChunkedReader:
+    """The decoded chunked body (RFC 9112 7.1), then b""; trailers kept aside."""
+
+    def __init__(self, conn, limits, timeout):
+        self.conn = conn
+        self.limits = limits
+        self.timeout = timeout
+        self.chunk_left = 0
+        self.total = 0
+        self.done = False
+        self.trailers = []
+
+    def read_some(self, n):
+        if self.done:
+            return b""
+        if self.chunk_left == 0:
+            self.start_chunk()
+            if self.done:
+                return b""
+        data = self.conn.take(min(n, self.chunk_left), self.timeout)
+        if not data:
+            raise IncompleteBody("client closed inside a chunk")
+        self.chunk_left -= len(data)
+        if self.chunk_left == 0:
+            self.end_chunk()
+        return data
+
+    def start_chunk(self):
+        line = self.conn.read_line(self.limits.chunk_line, self.timeout, "chunk-size line")
+        match = CHUNK_LINE_RE.fullmatch(line)
+        if not match:
+            raise BadRequest("invalid chunk-size line %r" % line[:40])
+        size = int(match.group(1), 16)
+        self.total += size
+        if self.total > self.limits.body:
+            raise PayloadTooLarge("chunked body over the limit of %d" % self.limits.body)
+        if size == 0:
+            self.read_trailers()
+            self.done = True
+        self.chunk_left = size
+
+    def end_chunk(self):
+        # RFC 9112 7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+        while len(self.conn.buf) < 2 and not self.conn.eof:
+            self.conn.recv_into_buffer(self.timeout)
+        if self.conn.buf[:2] != b"\r\n":
+            if len(self.conn.buf) < 2:
+                raise IncompleteBody("connection closed after chunk data")
+            raise BadRequest("chunk data not followed by CRLF")
+        del self.conn.buf[:2]
+
+    def read_trailers(self):
+        lines, size = [], 0
+        while True:
+            line = self.conn.read_line(self.limits.field, self.timeout, "trailer field")
+            if not line:
+                break
+            size += len(line) + 2
+            if size > MAX_TRAILER_BYTES:
+                raise HeaderFieldsTooLarge("trailer section over %d bytes" % MAX_TRAILER_BYTES)
+            lines.append(line)
+        fields = parse_fields(lines, self.limits)
+        self.trailers = [(n, v) for n, v in fields if n not in FORBIDDEN_TRAILERS]
+
+
+class NoBody:
+    done = True
+
+    def read_some(self, n):
+        return b""
+
+
+class InputStream:
+    """``wsgi.input``: a binary stream that yields exactly the body, then b""."""
+
+    def __init__(self, reader, on_first_read=None):
+        self.reader = reader
+        self.on_first_read = on_first_read
+        self.pending = b""
+
+    def _fill(self, n):
+        if self.on_first_read is not None:
+            callback, self.on_first_read = self.on_first_read, None
+            callback()
+        return self.reader.read_some(n)
+
+    def read(self, size=-1):
+        if size is None or size < 0:
+            parts = [self.pending]
+            self.pending = b""
+            while True:
+                data = self._fill(RECV_BYTES)
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+        while len(self.pending) < size:
+            data = self._fill(size - len(self.pending))
+            if not data:
+                break
+            self.pending += data
+        result, self.pending = self.pending[:size], self.pending[size:]
+        return result
+
+    def readline(self, size=-1):
+        limit = size if size is not None and size >= 0 else None
+        while True:
+            end = self.pending.find(b"\n")
+            if end != -1 and (limit is None or end < limit):
+                return self._cut(end + 1)
+            if limit is not None and len(self.pending) >= limit:
+                return self._cut(limit)
+            data = self._fill(RECV_BYTES)
+            if not data:
+                return self._cut(len(self.pending))
+            self.pending += data
+
+    def _cut(self, n):
+        result, self.pending = self.pending[:n], self.pending[n:]
+        return result
+
+    def readlines(self, hint=-1):
+        lines, total = [], 0
+        for line in self:
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                break
+        return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def close(self):
+        pass
+
+
+class ErrorStream:
+    """``wsgi.errors``: text in, whole lines out through the error log."""
+
+    def __init__(self, log):
+        self.log = log
+        self.partial = ""
+
+    def write(self, text):
+        text = self.partial + text
+        lines = text.split("\n")
+        self.partial = lines.pop()
+        if lines:
+            self.log.write_line(self.log.error_fd, "\n".join(lines))
+        return len(text)
+
+    def writelines(self, seq):
+        for text in seq:
+            self.write(text)
+
+    def flush(self):
+        if self.partial:
+            self.log.write_line(self.log.error_fd, self.partial)
+            self.partial = ""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: iterable over a file; sent with sendfile() when possible."""
+
+    def __init__(self, filelike, blksize=8192):
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+    def sendable_size(self):
+        """Bytes from the current position to EOF of a regular file, or None."""
+        try:
+            st = os.fstat(self.filelike.fileno())
+            if st.st_mode & 0o170000 != 0o100000:   # not S_IFREG
+                return None
+            return max(st.st_size - self.filelike.tell(), 0)
+        except (AttributeError, OSError, ValueError):
+            return None
+
+
+# --------------------------------------------------------------------------
+# The response: start_response / write exactly as PEP 3333 says.
+# --------------------------------------------------------------------------
+
+class Response:
+    """Per-request response state and the WSGI callables."""
+
+    def __init__(self, conn, request, config):
+        self.conn = conn
+        self.request = request
+        self.config = config
+        self.status = None
+        self.headers = None
+        self.headers_sent = False
+        self.chunked = False
+        self.length = None          # Content-Length promised, if any
+        self.sent_body = 0
+        self.keep_alive = False
+        self.no_body = request.method == "HEAD"
+        self.failed = None          # status logged when the app failed
+
+    # PEP 3333 "The start_response() Callable"
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None   # avoid a reference cycle (PEP 3333)
+        elif self.status is not None:
+            raise ResponseError("start_response called a second time without exc_info")
+        self.status = check_status(status)
+        self.headers = check_headers(headers)
+        return self.write
+
+    def write(self, data):
+        if self.status is None:
+            raise ResponseError("write() before start_response()")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise ResponseError("response body must be bytes, not %s" % type(data).__name__)
+        if not self.headers_sent:
+            self.send_head(None)
+        self.send_body(bytes(data))
+
+    def status_code(self):
+        return int(self.status[:3])
+
+    def decide_framing(self, known_length):
+        code = self.status_code()
+        declared = [v for n, v in self.headers if n.lower() == "content-length"]
+        self.no_body = self.no_body or code < 200 or code in NO_BODY_STATUSES
+        if self.config.close_delimited:
+            self.headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
+            return
+        if declared:
+            if len(declared) > 1 or not declared[0].isdigit():
+                raise ResponseError("invalid Content-Length from the app: %r" % declared)
+            self.length = int(declared[0])
+        elif self.no_body:
+            return
+        elif known_length is not None:
+            self.length = known_length
+            self.headers.append(("Content-Length", str(known_length)))
+        elif self.request.version >= (1, 1):
+            self.chunked = True
+            self.headers.append(("Transfer-Encoding", "chunked"))
+
+    def send_head(self, known_length):
+        self.decide_framing(known_length)
+        self.keep_alive = self.can_keep_alive()
+        lines = ["HTTP/1.1 " + self.status]
+        names = {n.lower() for n, _ in self.headers}
+        lines.extend("%s: %s" % h for h in self.headers)
+        if "date" not in names:
+            lines.append("Date: " + http_date())
+        if "server" not in names:
+            lines.append("Server: " + SERVER_SOFTWARE)
+        if self.keep_alive:
+            if self.request.version < (1, 1):
+                lines.append("Connection: keep-alive")
+        else:
+            lines.append("Connection: close")
+        head = "\r\n".join(lines) + "\r\n\r\n"
+        if self.config.trace:
+            self.config.log.trace("> ", head.rstrip("\r\n").replace("\r\n", "\n"))
+        self.headers_sent = True
+        self.conn.send(head.encode("latin-1"))
+
+    def can_keep_alive(self):
+        if not self.config.keep_alive or not self.request.keep_alive:
+            return False
+        if self.config.close_delimited:
+            return False
+        # A close-delimited body (HTTP/1.0, unknown length) ends the connection.
+        return self.no_body or self.chunked or self.length is not None
+
+    def send_body(self, data):
+        if not data or self.no_body:
+            return
+        if self.length is not None:
+            room = self.length - self.sent_body
+            if len(data) > room:
+                self.conn.send(data[:room])
+                self.sent_body += room
+                raise ResponseError("app sent more than its Content-Length of %d" % self.length)
+        self.sent_body += len(data)
+        if self.chunked:
+            self.conn.send(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self.conn.send(data)
+
+    def finish(self):
+        if not self.headers_sent:
+            self.send_head(0)
+        if self.chunked:
+            self.conn.send(b"0\r\n\r\n")
+        elif self.length is not None and self.sent_body < self.length and not self.no_body:
+            raise ResponseError("app sent %d of its Content-Length of %d bytes"
+                                % (self.sent_body, self.length))
+
+    def send_file(self, wrapper):
+        """Send a FileWrapper with os.sendfile when the framing allows it."""
+        size = wrapper.sendable_size()
+        if size is None or self.config.close_delimited:
+            return False
+        if not self.headers_sent:
+            self.send_head(size)
+        if self.chunked or self.no_body:
+            return self.no_body
+        count = size if self.length is None else min(size, self.length - self.sent_body)
+        self.conn.sock.settimeout(self.config.send_timeout)
+        try:
+            sent = self.conn.sock.sendfile(wrapper.filelike, count=count)
+        except socket.timeout:
+            raise ClientGone("client did not read the response in time") from None
+        except (BrokenPipeError, ConnectionError) as exc:
+            raise ClientGone(str(exc)) from None
+        self.sent_body += sent
+        return True
+
+
+def check_status(status):
+    if not isinstance(status, str):
+        raise ResponseError("status must be a native str, not %s" % type(status).__name__)
+    if not STATUS_RE.fullmatch(status):
+        raise ResponseError("invalid status line %r" % status[:60])
+    return status
+
+
+def check_headers(headers):
+    if not isinstance(headers, list):
+        raise ResponseError("headers must be a list, not %s" % type(headers).__name__)
+    checked = []
+    for item in headers:
+        if not (isinstance(item, tuple) and len(item) == 2
+                and type(item[0]) is str and type(item[1]) is str):
+            raise ResponseError("header must be a (str, str) tuple: %r" % (item,))
+        name, value = item
+        try:
+            name_b, value_b = name.encode("latin-1"), value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ResponseError("header %r is not latin-1" % name) from None
+        if not TOKEN_RE.fullmatch(name_b):
+            raise ResponseError("invalid header name %r" % name)
+        if not FIELD_VALUE_RE.fullmatch(value_b):
+            raise ResponseError("invalid character in header %r" % name)
+        if name.lower() in HOP_BY_HOP:
+            raise ResponseError("hop-by-hop header %r is the server's (PEP 3333)" % name)
+        checked.append((name, value))
+    return checked
+
+
+# --------------------------------------------------------------------------
+# The environ (PEP 3333 "environ Variables").
+# --------------------------------------------------------------------------
+
+def unquote_path(path):
+    """Percent-decode to bytes, then latin-1: PEP 3333's native-string rule."""
+    if "%" not in path:
+        return path
+    parts = path.split("%")
+    out = [parts[0].encode("latin-1")]
+    for part in parts[1:]:
+        try:
+            out.append(bytes([int(part[:2], 16)]) + part[2:].encode("latin-1"))
+        except ValueError:
+            out.append(b"%" + part.encode("latin-1"))
+    return b"".join(out).decode("latin-1")
+
+
+def build_environ(request, addr, config, stream, errors):
+    server_name, server_port = config.server_name, config.server_port
+    environ = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_path(request.path),
+        "QUERY_STRING": request.query,
+        "REQUEST_URI": request.target,
+        "RAW_URI": request.target,
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SERVER_PROTOCOL": "HTTP/%d.%d" % request.version,
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+        "REMOTE_ADDR": addr[0] if addr else "",
+        "REMOTE_PORT": str(addr[1]) if addr and len(addr) > 1 else "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": config.url_scheme,
+        "wsgi.input": stream,
+        "wsgi.errors": errors,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": not config.keep_alive,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    add_header_variables(environ, request)
+    if request.host:
+        host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
+        environ["SERVER_NAME"] = host or request.host
+        if port:
+            environ["SERVER_PORT"] = port
+    if config.forwarded is not None:
+        config.forwarded(environ)
+    return environ
+
+
+def add_header_variables(environ, request):
+    for name, value in request.headers:
+        if "_" in name:
+            continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
+        if name == "content-type":
+            key = "CONTENT_TYPE"
+        elif name == "content-length":
+            key = "CONTENT_LENGTH"
+        else:
+            key = "HTTP_" + name.upper().replace("-", "_")
+        if key in environ:
+            sep = "; " if key == "HTTP_COOKIE" else ", "
+            environ[key] += sep + value
+        else:
+            environ[key] = value
+    if request.body_kind == "chunked":
+        environ.pop("CONTENT_LENGTH", None)
+
+
+# --------------------------------------------------------------------------
+# One connection.
+# --------------------------------------------------------------------------
+
+def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
+    """Serve one connection in a forked child; return the child's exit status."""
+    handler = ConnectionHandler(sock, addr, app, config, initial, accepted_at)
+    try:
+        return handler.run()
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+class ConnectionHandler:
+    """The per-connection state: one or more requests on one socket."""
+
+    def __init__(self, sock, addr, app, config, initial, accepted_at):
+        self.conn = Connection(sock, config, initial)
+        self.addr = addr
+        self.app = app
+        self.config = config
+        self.log = config.log
+        self.started = accepted_at or time.monotonic()
+        self.status = EXIT_OK
+        self.unread_body = False
+
+    def run(self):
+        deadline = self.started + self.config.header_timeout
+        for count in range(max(self.config.max_requests, 1)):
+            try:
+                request = self.read_request(deadline)
+            except ClientGone as exc:
+                self.log.debug("client %s: %s" % (format_addr(self.addr), exc))
+                return self.status
+            except HTTPError as exc:
+                self.reject(exc)
+                return self.status
+            keep_going = self.handle(request)
+            if not keep_going or count + 1 >= self.config.max_requests:
+                break
+            deadline = time.monotonic() + self.config.keep_alive
+        self.close_gracefully()
+        return self.status
+
+    def read_request(self, deadline):
+        head = self.conn.read_head(deadline)
+        if self.config.trace:
+            self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
+        request = parse_head(head, self.config.limits)
+        if self.config.set_title is not None:
+            self.config.set_title("forkserver: child %s %s" % (
+                format_addr(self.addr), request.raw_request_line[:200]))
+        return request
+
+    def reject(self, exc):
+        """Answer a bad request and close: nothing after it is parsed."""
+        self.log.info("client %s: %d %s: %s" % (
+            format_addr(self.addr), exc.status, exc.reason, exc.detail))
+        try:
+            self.conn.send(error_response(exc.status))
+        except ClientGone:
+            return
+        self.close_gracefully(drain=True)
+
+    def handle(self, request):
+        """Run the app for one request; True if the connection may go on."""
+        started = time.time()
+        reader = self.body_reader(request)
+        response = Response(self.conn, request, self.config)
+        stream = InputStream(reader, self.continue_callback(request, response))
+        errors = ErrorStream(self.log)
+        environ = build_environ(request, self.addr, self.config, stream, errors)
+        if isinstance(reader, ChunkedReader):
+            environ["forkserver.trailers"] = reader.trailers
+        self.arm_request_timer()
+        try:
+            ok = self.run_app(environ, response)
+        finally:
+            self.arm_request_timer(0)
+        errors.flush()
+        self.access_log(environ, response, started)
+        self.unread_body = not reader.done
+        if not ok:
+            return False
+        return response.keep_alive and self.body_consumed(reader)
+
+    def arm_request_timer(self, seconds=None):
+        """With keep-alive, --timeout applies per request: the child re-arms
+        the deadline the parent gave it (SIGALRM's default action ends it)."""
+        timeout = self.config.request_timeout
+        if timeout:
+            import signal
+            signal.setitimer(signal.ITIMER_REAL, timeout if seconds is None else seconds)
+
+    def body_reader(self, request):
+        timeout = self.config.read_timeout
+        if request.body_kind == "length":
+            return LengthReader(self.conn, request.content_length, timeout)
+        if request.body_kind == "chunked":
+            return ChunkedReader(self.conn, self.config.limits, timeout)
+        return NoBody()
+
+    def continue_callback(self, request, response):
+        if not request.expect_continue:
+            return None
+
+        def send_continue():
+            if not response.headers_sent:
+                self.conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return send_continue
+
+    def run_app(self, environ, response):
+        """Call the app and send its response; False if the connection is spoilt."""
+        result = None
+        try:
+            result = self.app(environ, response.start_response)
+            self.send_result(result, response)
+            return True
+        except ClientGone as exc:
+            self.log.debug("client %s went away: %s" % (format_addr(self.addr), exc))
+            response.failed = 499   # nginx's "client closed request"
+            return False
+        except HTTPError as exc:
+            return self.fail(response, exc.status, "client %s: %d %s: %s" % (
+                format_addr(self.addr), exc.status, exc.reason, exc.detail), log_traceback=False)
+        except MemoryError:
+            self.status = EXIT_MEMORY_LIMIT
+            return self.fail(response, 500, "memory limit hit while serving %s" % environ["PATH_INFO"])
+        except CPULimitExceeded:
+            self.status = EXIT_CPU_LIMIT
+            return self.fail(response, 500, "CPU limit hit while serving %s" % environ["PATH_INFO"])
+        except Exception:
+            self.status = EXIT_ERROR
+            return self.fail(response, 500, "error serving %s %s" % (
+                environ["REQUEST_METHOD"], environ.get("REQUEST_URI", "")))
+        finally:
+            if hasattr(result, "close"):
+                try:
+                    result.close()
+                except Exception:
+                    self.log.exception("error closing the app's iterable")
+
+    def send_result(self, result, response):
+        if isinstance(result, FileWrapper) and response.status is not None:
+            if response.send_file(result):
+                response.finish()
+                return
+        known = None
+        if isinstance(result, (list, tuple)) and all(isinstance(c, bytes) for c in result):
+            known = sum(map(len, result))
+        for chunk in result:
+            if response.status is None:
+                raise ResponseError("app returned a body before calling start_response()")
+            if not isinstance(chunk, (bytes, bytearray)):
+                raise ResponseError("app yielded %s, not bytes" % type(chunk).__name__)
+            if chunk or known is not None:
+                if not response.headers_sent:
+                    response.send_head(known)
+                response.send_body(bytes(chunk))
+        if response.status is None:
+            raise ResponseError("app returned without calling start_response()")
+        response.finish()
+
+    def fail(self, response, status, message, log_traceback=True):
+        """Log; send an error response if nothing was sent yet, else cut the connection."""
+        if log_traceback:
+            self.log.exception(message)
+        else:
+            self.log.info(message)
+        response.failed = status
+        if not response.headers_sent:
+            try:
+                self.conn.send(error_response(status))
+                self.close_gracefully(drain=True)
+            except ClientGone:
+                pass
+            return False
+        # Headers are out: cut the connection with a reset, so the client can
+        # never take a partial body for a whole one.
+        abort(self.conn.sock)
+        return False
+
+    def body_consumed(self, reader):
+        """For keep-alive: drain a small unread body, or give up the connection."""
+        if reader.done:
+            return True
+        drained = 0
+        try:
+            while drained <= MAX_UNREAD_BODY_BYTES:
+                data = reader.read_some(RECV_BYTES)
+                if not data:
+                    return True
+                drained += len(data)
+        except (HTTPError, ClientGone):
+            pass
+        return False
+
+    def close_gracefully(self, drain=False):
+        """Close; after an error or unread body, shut down writing and drain first."""
+        sock = self.conn.sock
+        if not (drain or self.conn.buf or self.unread_body):
+            return  # nothing unread: serve_connection's plain close() is clean
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+            drained = 0
+            while drained < MAX_DRAIN_BYTES:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                data = sock.recv(RECV_BYTES)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+
+    def access_log(self, environ, response, started):
+        log = self.log
+        if log.access_fd is None:
+            return
+        status = response.failed or (response.status_code() if response.status else 500)
+        log.access(access_atoms(environ, response, status, started))
+
+
+def access_atoms(environ, response, status, started):
+    elapsed = time.time() - started
+    req_line = "%s %s %s" % (environ["REQUEST_METHOD"], environ.get("RAW_URI", ""),
+                             environ["SERVER_PROTOCOL"])
+    sent = response.sent_body
+    resp_headers = {n.lower(): v for n, v in (response.headers or [])}
+    return {
+        "h": environ.get("REMOTE_ADDR") or "-", "l": "-",
+        "u": environ.get("REMOTE_USER") or "-",
+        "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(started)),
+        "r": req_line, "m": environ["REQUEST_METHOD"], "U": environ["PATH_INFO"],
+        "q": environ["QUERY_STRING"], "H": environ["SERVER_PROTOCOL"],
+        "s": str(status), "B": str(sent), "b": str(sent) if sent else "-",
+        "f": environ.get("HTTP_REFERER", "-"), "a": environ.get("HTTP_USER_AGENT", "-"),
+        "T": str(int(elapsed)), "D": str(int(elapsed * 1e6)),
+        "M": str(int(elapsed * 1e3)), "L": "%.6f" % elapsed, "p": "<%d>" % os.getpid(),
+        "_environ": environ, "_resp_headers": resp_headers,
+    }
+
+
+def abort(sock):
+    """Close with a TCP reset (SO_LINGER 0): the client sees an error, not an end."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        sock.close()
+    except OSError:
+        pass
+
+
+def format_addr(addr):
+    if not addr:
+        return "unix"
+    if isinstance(addr, str):
+        return addr or "unix"
+    return "%s:%s" % (addr[0], addr[1]) if len(addr) > 1 else str(addr[0])
+
+
+# --------------------------------------------------------------------------
+# Proxy headers, trusted only from --forwarded-allow-ips.
+# --------------------------------------------------------------------------
+
+def parse_ip(text):
+    """(family, integer) of an IPv4 or IPv6 address, or None."""
+    text = text.strip().strip("[]")
+    for family, bits in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
+        try:
+            return family, int.from_bytes(socket.inet_pton(family, text), "big"), bits
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+class ProxyTrust:
+    """Rewrites REMOTE_ADDR and wsgi.url_scheme from X-Forwarded-For,
+    X-Forwarded-Proto or Forwarded (RFC 7239), for trusted peers only.
+
+    Built from a comma-separated list of addresses, CIDRs or ``*``.  Peers on
+    a unix socket (no address) are trusted: only local processes reach them.
+    """
+
+    def __init__(self, allow):
+        self.any = False
+        self.networks = []
+        for item in (allow or "").split(","):
+            item = item.strip()
+            if item == "*":
+                self.any = True
+            elif item:
+                self.networks.append(self.parse_network(item))
+
+    @staticmethod
+    def parse_network(item):
+        address, _, prefix = item.partition("/")
+        parsed = parse_ip(address)
+        if parsed is None or (prefix and not prefix.isdigit()):
+            raise ValueError("invalid address in --forwarded-allow-ips: %r" % item)
+        family, value, bits = parsed
+        length = int(prefix) if prefix else bits
+        if length > bits:
+            raise ValueError("invalid prefix length in --forwarded-allow-ips: %r" % item)
+        mask = ((1 << length) - 1) << (bits - length)
+        return family, value & mask, mask
+
+    def trusts(self, address):
+        if not address or self.any:
+            return True
+        parsed = parse_ip(address)
+        if parsed is None:
+            return False
+        family, value, _ = parsed
+        return any(f == family and value & mask == net for f, net, mask in self.networks)
+
+    def __call__(self, environ):
+        if not self.trusts(environ.get("REMOTE_ADDR")):
+            return
+        forwarded = environ.get("HTTP_FORWARDED")
+        if forwarded:
+            client, proto = self.from_forwarded(forwarded)
+        else:
+            client = self.rightmost_untrusted(environ.get("HTTP_X_FORWARDED_FOR", ""))
+            proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip().lower()
+        if client:
+            environ["REMOTE_ADDR"] = client
+            environ["REMOTE_PORT"] = ""
+        if proto in ("http", "https"):
+            environ["wsgi.url_scheme"] = proto
+
+    def rightmost_untrusted(self, header):
+        """The client: each trusted proxy appends the address it saw, so walk
+        from the right past our own proxies (a client can forge the left)."""
+        hops = [h.strip() for h in header.split(",") if h.strip()]
+        while hops:
+            hop = hops.pop()
+            if parse_ip(hop) is None:
+                return None
+            if not hops or not self.trusts(hop):
+                return hop.strip("[]")
+        return None
+
+    def from_forwarded(self, header):
+        """RFC 7239: for= and proto= of the last element (our proxy's)."""
+        elements = []
+        for element in header.split(","):
+            params = {}
+            for pair in element.split(";"):
+                key, _, value = pair.strip().partition("=")
+                params[key.lower()] = value.strip().strip('"')
+            elements.append(params)
+        chosen = elements[-1]
+        for params in reversed(elements):
+            chosen = params
+            if not self.trusts(params.get("for", "").rpartition(":")[0]
+                               if params.get("for", "").count(":") == 1
+                               else params.get("for", "").split("]")[0].strip("[")):
+                break
+        client = chosen.get("for", "")
+        if client.startswith("["):
+            client = client[1:].split("]")[0]
+        elif client.count(":") == 1:
+            client = client.split(":")[0]
+        if parse_ip(client) is None:
+            client = None
+        return client, chosen.get("proto", "").lower()
