@@ -1,0 +1,125 @@
+"""WSGI apps for the tests, named by behaviour."""
+import os
+import sys
+import time
+
+
+def _reply(start_response, body, status="200 OK", ctype="text/plain"):
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def hello(environ, start_response):
+    return _reply(start_response, b"Hello, World!\n")
+
+
+def echo_body(environ, start_response):
+    """Answers with the request body read by wsgi.input.read()."""
+    body = environ["wsgi.input"].read()
+    return _reply(start_response, body)
+
+
+def echo_environ(environ, start_response):
+    """Answers with the CGI-ish environ keys as `KEY=repr(value)` lines."""
+    lines = ["%s=%r" % (k, v) for k, v in sorted(environ.items())
+             if isinstance(v, (str, bool, tuple))]
+    return _reply(start_response, ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace"))
+
+
+def stream(environ, start_response):
+    """Streams N bytes (query ?n=) in 64 KiB chunks, length unknown to the server."""
+    n = int(environ["QUERY_STRING"].partition("n=")[2] or 10 * 1024 * 1024)
+    start_response("200 OK", [("Content-Type", "application/octet-stream")])
+
+    def gen():
+        left = n
+        while left > 0:
+            chunk = min(left, 65536)
+            left -= chunk
+            yield b"x" * chunk
+    return gen()
+
+
+def sink(environ, start_response):
+    """Reads the body in pieces and reports its length."""
+    total, stream = 0, environ["wsgi.input"]
+    while True:
+        data = stream.read(65536)
+        if not data:
+            break
+        total += len(data)
+    return _reply(start_response, str(total).encode())
+
+
+def ignore_body(environ, start_response):
+    """Answers without reading the body (no 100 Continue may be sent)."""
+    return _reply(start_response, b"not read\n", status="403 Forbidden")
+
+
+def slow(environ, start_response):
+    """Sleeps ?s= seconds (default 2) before answering."""
+    seconds = float(environ["QUERY_STRING"].partition("s=")[2] or 2)
+    time.sleep(seconds)
+    return _reply(start_response, b"slow done\n")
+
+
+def hang(environ, start_response):
+    """Never answers."""
+    while True:
+        time.sleep(60)
+
+
+def boom(environ, start_response):
+    """Raises before starting the response."""
+    raise RuntimeError("boom from the app")
+
+
+def boom_after_headers(environ, start_response):
+    """Raises after the first body chunk went out."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        yield b"partial"
+        raise RuntimeError("boom after headers")
+    return gen()
+
+
+def bad_header(environ, start_response):
+    """Sets a header with CR LF in it (response splitting attempt)."""
+    start_response("200 OK", [("X-Evil", "a\r\nSet-Cookie: pwned=1")])
+    return [b"no"]
+
+
+def file_wrapper(environ, start_response):
+    """Sends this file through wsgi.file_wrapper."""
+    f = open(os.path.abspath(__file__), "rb")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return environ["wsgi.file_wrapper"](f, 8192)
+
+
+def subprocess_true(environ, start_response):
+    import subprocess
+    code = subprocess.run(["true"]).returncode
+    return _reply(start_response, ("returncode=%d\n" % code).encode())
+
+
+def allocate_forever(environ, start_response):
+    hoard = []
+    while True:
+        hoard.append(b"x" * (1024 * 1024))
+
+
+def burn_cpu(environ, start_response):
+    while True:
+        pass
+
+
+def pid(environ, start_response):
+    return _reply(start_response, ("%d\n" % os.getpid()).encode())
+
+
+def write_callable(environ, start_response):
+    """Uses the write() callable returned by start_response."""
+    write = start_response("200 OK", [("Content-Type", "text/plain")])
+    write(b"written ")
+    return [b"and returned\n"]

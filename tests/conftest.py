@@ -1,0 +1,195 @@
+"""Shared fixtures: start forkserver under pexpect, stop it by pid, check zombies."""
+import os
+import re
+import signal
+import socket
+import sys
+import time
+
+import pexpect
+import psutil
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FORKSERVER = os.path.join(ROOT, "forkserver.py")
+READY_RE = re.compile(rb"forkserver ready: pid (\d+) listening on (\S+)")
+
+
+class ServerProcess:
+    """A forkserver started by a test.  Logs go to files so nobody must read the pty."""
+
+    def __init__(self, args, tmp_path, cwd=ROOT, env=None, timeout=20, extra_env=None):
+        self.error_log = str(tmp_path / "error.log")
+        self.access_log = str(tmp_path / "access.log")
+        argv = [FORKSERVER] + list(args)
+        if "--error-log" not in args:
+            argv += ["--error-log", self.error_log]
+        if "--access-log" not in args and "--no-access-log" not in args:
+            argv += ["--access-log", self.access_log]
+        if not any(a in ("--bind", "-b") or a.startswith("--bind=") for a in args):
+            argv += ["--bind", "127.0.0.1:0"]
+        run_env = dict(env if env is not None else os.environ)
+        run_env["PYTHONUNBUFFERED"] = "1"
+        run_env.update(extra_env or {})
+        self.output_file = open(str(tmp_path / "pty.log"), "wb")
+        self.proc = pexpect.spawn(sys.executable, argv, cwd=cwd, env=run_env,
+                                  timeout=timeout, logfile=self.output_file)
+        self.proc.expect(READY_RE)
+        self.pid = int(self.proc.match.group(1))
+        self.addresses = self.proc.match.group(2).decode().split()
+        self.address = self.addresses[0]
+        self.host, self.port = None, None
+        if self.address.startswith("http://"):
+            host, _, port = self.address[7:].rpartition(":")
+            self.host, self.port = host.strip("[]"), int(port)
+        self.ps = psutil.Process(self.pid)
+
+    @property
+    def url(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    def connect(self, timeout=10):
+        return socket.create_connection((self.host, self.port), timeout=timeout)
+
+    def children(self):
+        try:
+            return self.ps.children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def log_text(self):
+        with open(self.error_log, errors="replace") as f:
+            return f.read()
+
+    def access_text(self):
+        with open(self.access_log, errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout=40):
+        """Wait for the server to exit; return its exit status."""
+        deadline = time.monotonic() + timeout
+        while self.proc.isalive() and time.monotonic() < deadline:
+            try:
+                self.proc.expect(pexpect.EOF, timeout=0.2)
+            except pexpect.TIMEOUT:
+                pass
+        if self.proc.isalive():
+            raise AssertionError("server %d did not exit within %ss" % (self.pid, timeout))
+        self.proc.close()
+        return self.proc.exitstatus if self.proc.exitstatus is not None else -self.proc.signalstatus
+
+    def stop(self, timeout=40):
+        """SIGTERM (pexpect's terminate() sends SIGHUP first, which means reload)."""
+        if self.proc.isalive():
+            try:
+                self.signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        return self.wait_exit(timeout)
+
+    def kill_everything(self):
+        """Last-resort cleanup: SIGKILL the server and every descendant we started."""
+        try:
+            procs = self.ps.children(recursive=True) + [self.ps]
+        except psutil.NoSuchProcess:
+            procs = []
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=5)
+        try:
+            self.proc.close(force=True)
+        except Exception:
+            pass
+        self.output_file.close()
+
+
+def zombies_of(ps):
+    try:
+        return [c for c in ps.children() if c.status() == psutil.STATUS_ZOMBIE]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def wait_no_zombies(server, timeout=3.0):
+    """Poll with a deadline (a single snapshot races the reaper)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        zombies = zombies_of(server.ps)
+        if not zombies or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not zombies, "zombie children: %s" % [z.pid for z in zombies]
+
+
+def wait_children(server, count, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while len(server.children()) != count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return len(server.children())
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server("tests.apps:hello", "--timeout", "5") -> ServerProcess.
+
+    Every server is checked for zombies and stopped with SIGTERM at teardown;
+    whatever survives is killed, so a failing test leaves nothing behind.
+    """
+    started = []
+
+    def start(app, *args, **kw):
+        sub = tmp_path / ("server%d" % len(started))
+        sub.mkdir()
+        server = ServerProcess((app,) + args, sub, **kw)
+        started.append(server)
+        return server
+
+    yield start
+    errors = []
+    for server in started:
+        try:
+            if server.proc.isalive():
+                wait_no_zombies(server)
+                server.stop()
+        except Exception as exc:  # noqa: BLE001 - report after cleaning up
+            errors.append(exc)
+        finally:
+            server.kill_everything()
+    if errors:
+        raise errors[0]
+
+
+def http_get(server, path, method="GET", body=None, headers=None, timeout=10):
+    import http.client
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def raw_request(server, data, timeout=10, shutdown=False):
+    """Send raw bytes, return everything the server sends until it closes."""
+    with server.connect(timeout=timeout) as sock:
+        sock.sendall(data)
+        if shutdown:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunks.append(b"<RESET>")
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
