@@ -1479,26 +1479,35 @@ class ProxyTrust:
         return None
 
     def from_forwarded(self, header):
-        """RFC 7239: for= and proto= of the last element (our proxy's)."""
-        elements = []
-        for element in header.split(","):
-            params = {}
-            for pair in element.split(";"):
-                key, _, value = pair.strip().partition("=")
-                params[key.lower()] = value.strip().strip('"')
-            elements.append(params)
-        chosen = elements[-1]
-        for params in reversed(elements):
-            chosen = params
-            if not self.trusts(params.get("for", "").rpartition(":")[0]
-                               if params.get("for", "").count(":") == 1
-                               else params.get("for", "").split("]")[0].strip("[")):
+        """RFC 7239 section 4: every proxy appends one element, ``for=`` the node
+        it heard from and ``proto=`` how that node reached it.  Walk from the
+        right past our trusted proxies; the element naming the first untrusted
+        node is the client's."""
+        for element in reversed(header.split(",")):
+            params = forwarded_params(element)
+            client = forwarded_node(params.get("for", ""))
+            if client is None or not self.trusts(client):
                 break
-        client = chosen.get("for", "")
-        if client.startswith("["):
-            client = client[1:].split("]")[0]
-        elif client.count(":") == 1:
-            client = client.split(":")[0]
-        if parse_ip(client) is None:
-            client = None
-        return client, chosen.get("proto", "").lower()
+        return client, params.get("proto", "").lower()
+
+
+def forwarded_params(element):
+    """``for=1.2.3.4;proto=https`` -> {"for": "1.2.3.4", "proto": "https"}.
+    RFC 7239 section 4 allows quoted-strings; a quoted ',' or ';' is not
+    supported (no proxy puts one in for= or proto=)."""
+    params = {}
+    for pair in element.split(";"):
+        key, _, value = pair.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"')
+    return params
+
+
+def forwarded_node(value):
+    """The IP address of an RFC 7239 section 6 node: ``1.2.3.4``, ``1.2.3.4:80``
+    or ``[2001:db8::1]:4711``; None for ``unknown``, an obfuscated name (``_hidden``)
+    or an IPv6 address without its brackets."""
+    if value.startswith("["):
+        host = value[1:].partition("]")[0]
+    else:
+        host = value.partition(":")[0]
+    return host if parse_ip(host) else None
