@@ -62,6 +62,8 @@ KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
 FORK_BACKOFF_SECONDS = 0.1               # after fork() fails with EAGAIN/ENOMEM
 ACCEPT_BACKOFF_SECONDS = 0.1             # after accept() fails with EMFILE/ENFILE
 RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
+STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this often
+PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
 READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 
@@ -471,6 +473,8 @@ class Server:
         self.set_title = load_setproctitle()
         self.wake_r, self.wake_w = os.pipe()
         self.saved_handlers = {}
+        self.status_dirty = bool(opts.status_file)   # --status-file needs rewriting
+        self.status_due = 0.0                         # not before this (monotonic)
 
     # ------------------------------------------------------------ setup
     def install_signals(self):
@@ -559,6 +563,7 @@ class Server:
                 return
             self.check_reload()
             self.set_accepting(self.may_accept())
+            self.write_status()
 
     def wait(self):
         timeout = self.next_timeout()
@@ -590,6 +595,8 @@ class Server:
             times.append(self.paused_until)
         if self.opts.reload:
             times.append(self.next_mtime_check)
+        if self.status_dirty:
+            times.append(self.status_due)
         if self.opts.reaper != "loop" and self.stop_mode:
             times.append(time.monotonic() + 0.05)   # nobody reaps for us: poll
         return min(times) - time.monotonic() if times else None
@@ -892,15 +899,8 @@ class Server:
                 self.reopen_logs()
 
     def reopen_logs(self):
-        try:
-            reopen_log_file(self.opts.access_log, self.log.access_fd)
-            reopen_log_file(self.opts.error_log, self.log.error_fd)
-        except OSError as exc:
-            # After --user the new file must be writable by that user (logrotate's
-            # "create MODE USER GROUP"); until it is, keep writing to the old one.
-            self.log.error("SIGUSR1: cannot reopen log file %r: %s; still writing to the "
-                           "old one" % (exc.filename, exc.strerror))
-            return
+        reopen_log_file(self.opts.access_log, self.log.access_fd)
+        reopen_log_file(self.opts.error_log, self.log.error_fd)
         self.log.info("SIGUSR1: log files reopened")
 
     def reload(self, why):
@@ -1001,10 +1001,31 @@ class Server:
             self.log.exception("hook %s failed" % name)
 
     def update_title(self):
+        self.status_dirty = bool(self.opts.status_file)
         if self.set_title is None:
             return
         where = " ".join(l.description for l in self.listeners.values())
-        self.set_title("forkserver: parent %s children=%d" % (where, len(self.children)))
+        self.set_title("forkserver: parent %s children=%d high-water=%d" % (
+            where, len(self.children), self.high_water))
+
+    def write_status(self):
+        """--status-file: the parent's own counts for scripts/watch_children.py,
+        rewritten (atomically) at most once per STATUS_INTERVAL_SECONDS."""
+        now = time.monotonic()
+        if not self.status_dirty or now < self.status_due:
+            return
+        self.status_dirty = False
+        self.status_due = now + STATUS_INTERVAL_SECONDS
+        text = ('{"pid": %d, "children": %d, "high_water": %d, "served": %d, '
+                '"max_children": %d, "parked": %d, "stopping": %s, "time": %.3f}\n' % (
+                    os.getpid(), len(self.children), self.high_water, self.served,
+                    self.opts.max_children, len(self.parked),
+                    "true" if self.stop_mode else "false", time.time()))
+        try:
+            write_atomically(self.opts.status_file, text)
+        except OSError as exc:
+            self.log.warning("cannot write --status-file %r: %s" % (
+                self.opts.status_file, exc.strerror))
 
     def cleanup(self):
         for listener in self.listeners.values():
@@ -1170,17 +1191,36 @@ def prewarm(app, config, path, log):
 
 
 def write_pidfile(path):
+    write_atomically(path, "%d\n" % os.getpid())
+
+
+def write_atomically(path, text):
+    """Readers see the old file or the new one, never half of one (rename(2))."""
     tmp = "%s.%d.tmp" % (path, os.getpid())
     with open(tmp, "w") as f:
-        f.write("%d\n" % os.getpid())
+        f.write(text)
     os.replace(tmp, path)
 
 
+def become_subreaper():
+    """prctl(PR_SET_CHILD_SUBREAPER): orphaned grandchildren (an app's daemons)
+    are reparented to us instead of PID 1, and reaped quietly like unknown pids."""
+    import ctypes
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        raise UsageError("--subreaper needs Linux prctl(2)") from None
+    if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise UsageError("--subreaper: prctl failed: %s" % os.strerror(ctypes.get_errno()))
+
+
 def remove_pidfile(path):
+    """Remove our pidfile (or --status-file): only if it still names our pid."""
     try:
         with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return   # another server owns it now
+            text = f.read().strip()
+        if text != str(os.getpid()) and not text.startswith('{"pid": %d,' % os.getpid()):
+            return   # another server owns it now
         os.unlink(path)
     except OSError:
         pass
@@ -1257,6 +1297,11 @@ def add_supervision_options(p):
     g.add_argument("--max-fork-rate", type=non_negative_float, default=0, metavar="PER_SECOND",
                    help="most forks per second; 0 = off (default)")
     g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")
+    g.add_argument("--status-file", metavar="PATH",
+                   help="write the parent's live/high-water child counts here as JSON, "
+                        "at most once a second (for scripts/watch_children.py)")
+    g.add_argument("--subreaper", action="store_true",
+                   help="adopt and reap orphaned grandchildren, as PID 1 would (Linux)")
 
 
 def add_http_options(p):
@@ -1346,15 +1391,8 @@ non_negative_float = _number(float, lambda v: v >= 0, "non-negative number")
 octal = _number(lambda t: int(t, 8), lambda v: 0 <= v <= 0o777, "octal umask")
 
 
-NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cannot set
-
-
 def read_config_file(path, parser):
-    """Settings (same names as the options' dests) and hooks from a Python file.
-
-    Returns (settings, hooks, warnings); a setting's value is checked as its
-    option's would be, so a bad value is a usage error naming the setting.
-    """
+    """Settings (same names as the options' dests) and hooks from a Python file."""
     namespace = {"__file__": os.path.abspath(path), "__name__": "forkserver_config"}
     try:
         with open(path, "rb") as f:
@@ -1364,86 +1402,33 @@ def read_config_file(path, parser):
         raise UsageError("cannot read config file %r: %s" % (path, exc.strerror)) from None
     except BaseException:
         raise UsageError(user_traceback("config file %r failed" % path)) from None
-    actions = {a.dest: a for a in parser._actions if a.dest not in NOT_SETTINGS}
-    settings, hooks, warnings = {}, {}, []
+    dests = {a.dest for a in parser._actions}
+    settings, hooks = {}, {}
     for name, value in namespace.items():
-        if name in HOOKS:
-            if not callable(value):
-                raise UsageError("config file %r: hook %s must be a function" % (path, name))
+        if name in HOOKS and callable(value):
             hooks[name] = value
-        elif name in actions:
-            settings[name] = config_value(path, actions[name], value)
-        elif is_unknown_setting(name, value):
-            warnings.append(unknown_setting_warning(path, name, list(actions) + list(HOOKS)))
-    return settings, hooks, warnings
-
-
-def config_value(path, action, value):
-    """Check a config file value with its option's converter (CLI strings and
-    Python values alike: ``timeout = 5``, ``umask = 0o007``, ``bind = [...]``)."""
-    import argparse
-    if action.dest == "bind":
-        binds = [value] if isinstance(value, str) else value
-        if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
-            raise UsageError("config file %r: bind must be a string or a list of strings" % path)
-        return list(binds)
-    try:
-        if action.choices is not None and value not in action.choices:
-            raise argparse.ArgumentTypeError("%r is not one of %s" % (
-                value, ", ".join(map(str, action.choices))))
-        if action.type is None or value is None or isinstance(value, bool):
-            return value
-        text = format(value, "o") if action.type is octal and isinstance(value, int) else str(value)
-        return action.type(text)
-    except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise UsageError("config file %r: setting %s: %s" % (path, action.dest, exc)) from None
-
-
-def is_unknown_setting(name, value):
-    """A name the user meant as a setting: not private, not an import or a helper."""
-    import types
-    if name.startswith("_") or isinstance(value, types.ModuleType):
-        return False
-    return not callable(value) or name.startswith(("on_", "pre_", "post_", "when_", "child_"))
-
-
-# gunicorn.conf.py names people bring along, and what plays their part here.
-GUNICORN_SETTINGS = {"workers": "max_children", "loglevel": "log_level",
-                     "accesslog": "access_log", "errorlog": "error_log",
-                     "keepalive": "keep_alive"}
-
-
-def unknown_setting_warning(path, name, known):
-    import difflib
-    close = ([GUNICORN_SETTINGS[name]] if name in GUNICORN_SETTINGS
-             else difflib.get_close_matches(name, known, n=1))
-    hint = " (did you mean %s?)" % close[0] if close else ""
-    return "config file %r: unknown setting %r ignored%s" % (path, name, hint)
+        elif name in dests and name not in ("help", "version", "config", "app"):
+            settings[name] = value
+    return settings, hooks
 
 
 def parse_options(argv):
     parser = build_parser()
     opts = parser.parse_args(argv)
-    hooks, warnings = {}, []
+    hooks = {}
     if opts.config:
         try:
-            settings, hooks, warnings = read_config_file(opts.config, parser)
+            settings, hooks = read_config_file(opts.config, parser)
         except UsageError as exc:
             parser.error(str(exc))
-        # Set as defaults, so the command line wins.  --bind appends to its
-        # default, so it is applied after parsing, only if the CLI gave none.
-        config_binds = settings.pop("bind", None)
+        cli_binds = opts.bind
         parser.set_defaults(**settings)
         opts = parser.parse_args(argv)
-        if opts.bind is None:
-            opts.bind = config_binds
-    try:
-        wsgi_handler.ProxyTrust(opts.forwarded_allow_ips)
-    except ValueError as exc:
-        parser.error(str(exc))
+        if cli_binds is None and "bind" in settings:
+            binds = settings["bind"]
+            opts.bind = [binds] if isinstance(binds, str) else list(binds)
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
-    opts.config_warnings = warnings
     return opts, hooks
 
 
@@ -1479,8 +1464,6 @@ def main(argv=None):
     try:
         log = Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
                   level=opts.log_level, access_format=opts.access_log_format)
-        for warning in opts.config_warnings:
-            log.warning(warning)
         setup_paths(opts)
         return run(opts, hooks, log)
     except UsageError as exc:
@@ -1500,6 +1483,8 @@ def run(opts, hooks, log):
     listeners = open_listeners(opts)
     if opts.user or opts.group:
         drop_privileges(opts.user or str(os.getuid()), opts.group, listeners)
+    if opts.subreaper:
+        become_subreaper()
     server = Server(opts, loader, app, listeners, log, hooks)
     server.run_hook("on_starting", server)
     server.prepare()
@@ -1512,6 +1497,8 @@ def run(opts, hooks, log):
         server.cleanup()
         if opts.pidfile:
             remove_pidfile(opts.pidfile)
+        if opts.status_file:
+            remove_pidfile(opts.status_file)   # a stale status would lie
         server.run_hook("on_exit", server)
     return EXIT_OK
 
