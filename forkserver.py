@@ -899,8 +899,15 @@ class Server:
                 self.reopen_logs()
 
     def reopen_logs(self):
-        reopen_log_file(self.opts.access_log, self.log.access_fd)
-        reopen_log_file(self.opts.error_log, self.log.error_fd)
+        try:
+            reopen_log_file(self.opts.access_log, self.log.access_fd)
+            reopen_log_file(self.opts.error_log, self.log.error_fd)
+        except OSError as exc:
+            # After --user the new file must be writable by that user (logrotate's
+            # "create MODE USER GROUP"); until it is, keep writing to the old one.
+            self.log.error("SIGUSR1: cannot reopen log file %r: %s; still writing to the "
+                           "old one" % (exc.filename, exc.strerror))
+            return
         self.log.info("SIGUSR1: log files reopened")
 
     def reload(self, why):
@@ -1391,8 +1398,15 @@ non_negative_float = _number(float, lambda v: v >= 0, "non-negative number")
 octal = _number(lambda t: int(t, 8), lambda v: 0 <= v <= 0o777, "octal umask")
 
 
+NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cannot set
+
+
 def read_config_file(path, parser):
-    """Settings (same names as the options' dests) and hooks from a Python file."""
+    """Settings (same names as the options' dests) and hooks from a Python file.
+
+    Returns (settings, hooks, warnings); a setting's value is checked as its
+    option's would be, so a bad value is a usage error naming the setting.
+    """
     namespace = {"__file__": os.path.abspath(path), "__name__": "forkserver_config"}
     try:
         with open(path, "rb") as f:
@@ -1402,33 +1416,86 @@ def read_config_file(path, parser):
         raise UsageError("cannot read config file %r: %s" % (path, exc.strerror)) from None
     except BaseException:
         raise UsageError(user_traceback("config file %r failed" % path)) from None
-    dests = {a.dest for a in parser._actions}
-    settings, hooks = {}, {}
+    actions = {a.dest: a for a in parser._actions if a.dest not in NOT_SETTINGS}
+    settings, hooks, warnings = {}, {}, []
     for name, value in namespace.items():
-        if name in HOOKS and callable(value):
+        if name in HOOKS:
+            if not callable(value):
+                raise UsageError("config file %r: hook %s must be a function" % (path, name))
             hooks[name] = value
-        elif name in dests and name not in ("help", "version", "config", "app"):
-            settings[name] = value
-    return settings, hooks
+        elif name in actions:
+            settings[name] = config_value(path, actions[name], value)
+        elif is_unknown_setting(name, value):
+            warnings.append(unknown_setting_warning(path, name, list(actions) + list(HOOKS)))
+    return settings, hooks, warnings
+
+
+def config_value(path, action, value):
+    """Check a config file value with its option's converter (CLI strings and
+    Python values alike: ``timeout = 5``, ``umask = 0o007``, ``bind = [...]``)."""
+    import argparse
+    if action.dest == "bind":
+        binds = [value] if isinstance(value, str) else value
+        if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
+            raise UsageError("config file %r: bind must be a string or a list of strings" % path)
+        return list(binds)
+    try:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentTypeError("%r is not one of %s" % (
+                value, ", ".join(map(str, action.choices))))
+        if action.type is None or value is None or isinstance(value, bool):
+            return value
+        text = format(value, "o") if action.type is octal and isinstance(value, int) else str(value)
+        return action.type(text)
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        raise UsageError("config file %r: setting %s: %s" % (path, action.dest, exc)) from None
+
+
+def is_unknown_setting(name, value):
+    """A name the user meant as a setting: not private, not an import or a helper."""
+    import types
+    if name.startswith("_") or isinstance(value, types.ModuleType):
+        return False
+    return not callable(value) or name.startswith(("on_", "pre_", "post_", "when_", "child_"))
+
+
+# gunicorn.conf.py names people bring along, and what plays their part here.
+GUNICORN_SETTINGS = {"workers": "max_children", "loglevel": "log_level",
+                     "accesslog": "access_log", "errorlog": "error_log",
+                     "keepalive": "keep_alive"}
+
+
+def unknown_setting_warning(path, name, known):
+    import difflib
+    close = ([GUNICORN_SETTINGS[name]] if name in GUNICORN_SETTINGS
+             else difflib.get_close_matches(name, known, n=1))
+    hint = " (did you mean %s?)" % close[0] if close else ""
+    return "config file %r: unknown setting %r ignored%s" % (path, name, hint)
 
 
 def parse_options(argv):
     parser = build_parser()
     opts = parser.parse_args(argv)
-    hooks = {}
+    hooks, warnings = {}, []
     if opts.config:
         try:
-            settings, hooks = read_config_file(opts.config, parser)
+            settings, hooks, warnings = read_config_file(opts.config, parser)
         except UsageError as exc:
             parser.error(str(exc))
-        cli_binds = opts.bind
+        # Set as defaults, so the command line wins.  --bind appends to its
+        # default, so it is applied after parsing, only if the CLI gave none.
+        config_binds = settings.pop("bind", None)
         parser.set_defaults(**settings)
         opts = parser.parse_args(argv)
-        if cli_binds is None and "bind" in settings:
-            binds = settings["bind"]
-            opts.bind = [binds] if isinstance(binds, str) else list(binds)
+        if opts.bind is None:
+            opts.bind = config_binds
+    try:
+        wsgi_handler.ProxyTrust(opts.forwarded_allow_ips)
+    except ValueError as exc:
+        parser.error(str(exc))
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
+    opts.config_warnings = warnings
     return opts, hooks
 
 
@@ -1464,6 +1531,8 @@ def main(argv=None):
     try:
         log = Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
                   level=opts.log_level, access_format=opts.access_log_format)
+        for warning in opts.config_warnings:
+            log.warning(warning)
         setup_paths(opts)
         return run(opts, hooks, log)
     except UsageError as exc:
