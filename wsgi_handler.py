@@ -398,15 +398,20 @@ def find_head_end(buf, start=0):
     Raises BadRequest at once for a bare CR or bare LF, so such a request gets
     its 400 without waiting for a CRLFCRLF that will never come.
     """
-    stop = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
-    bad = BARE_EOL_RE.search(buf, max(start - 1, 0), stop)
-    if bad:
-        what = "bare CR" if buf[bad.start()] == 13 else "bare LF"
-        raise BadRequest("%s in the request head (RFC 9112 2.2)" % what)
     first = 2 if buf.startswith(b"\r\n") else 0   # one leading empty line
     end = buf.find(b"\r\n\r\n", max(start - 3, first))
     if end == -1 and first and buf.startswith(b"\r\n\r\n"):
         end = 0
+    # Only the head is checked: body bytes that came in the same recv may
+    # hold any octet, bare LF included.
+    if end != -1:
+        stop = end + 4
+    else:
+        stop = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+    bad = BARE_EOL_RE.search(buf, max(start - 1, 0), stop)
+    if bad:
+        what = "bare CR" if buf[bad.start()] == 13 else "bare LF"
+        raise BadRequest("%s in the request head (RFC 9112 2.2)" % what)
     return -1 if end == -1 else end + 4
 
 
