@@ -101,6 +101,8 @@ REQUEST_LINE_RE = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/([0-9])\
 ABSOLUTE_FORM_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)(.*)", re.S)
 # RFC 3986 3.2.2/3.2.3: host = IP-literal / IPv4address / reg-name; port = *DIGIT
 HOST_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?")
+# RFC 9112 3.2.3:  authority-form = uri-host ":" port   (the port is required)
+AUTHORITY_FORM_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+):[0-9]+")
 # RFC 9112 7.1:  chunk-size = 1*HEXDIG;  chunk-ext = *( BWS ";" BWS ext-name
 #   [ BWS "=" BWS ext-val ] );  ext-val = token / quoted-string
 _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
@@ -446,8 +448,8 @@ def parse_request_line(line, limits):
         raise URITooLong("request line longer than %d bytes" % limits.request_line)
     match = REQUEST_LINE_RE.fullmatch(line)
     if not match:
-        if re.fullmatch(rb"\S+ \S+ HTTP/[0-9]+\.[0-9]+", line) and TOKEN_RE.fullmatch(line.split(b" ")[0]):
-            raise VersionNotSupported("HTTP version %r" % line.rsplit(b" ", 1)[-1])
+        # Includes "HTTP/1.10" and "HTTP/11.1": not HTTP-version syntax, so 400
+        # (RFC 9112 2.3); only a well-formed version with major != 1 is 505.
         raise BadRequest("malformed request line %r" % line[:100])
     method, target, major, minor = match.groups()
     if major != b"1":
@@ -515,7 +517,7 @@ def split_target(method, target, host):
             raise BadRequest("asterisk-form is only for OPTIONS (RFC 9112 3.2.4)")
         return "*", "", host
     if method == "CONNECT":
-        if target.startswith("/") or "://" in target:
+        if not AUTHORITY_FORM_RE.fullmatch(target):
             raise BadRequest("CONNECT needs authority-form (RFC 9112 3.2.3)")
         raise NotImplementedCoding("CONNECT is not supported: this is not a proxy")
     if target.startswith("/"):
@@ -529,6 +531,7 @@ def split_target(method, target, host):
         raise BadRequest("invalid authority in absolute-form target")
     # RFC 9112 3.2.2: the authority of an absolute-form target replaces Host.
     path, _, query = (rest or "/").partition("?")
+    path = path or "/"   # RFC 9112 3.2.1: an empty path is sent as "/"
     if not path.startswith("/"):
         raise BadRequest("invalid request target %r" % target[:100])
     return path, query, authority
