@@ -691,7 +691,10 @@ class Server:
         self.poller.register(fd, select.POLLIN)
 
     def unpark(self, fd):
-        self.poller.unregister(fd)
+        try:
+            self.poller.unregister(fd)
+        except KeyError:
+            pass  # a complete head waiting for a free child is no longer polled
         return self.parked.pop(fd)
 
     def on_parked_readable(self, fd):
@@ -707,9 +710,15 @@ class Server:
             self.unpark(fd).sock.close()
             return
         parked.data += data
-        if head_ready(parked.data, limit) and self.may_accept():
+        if not head_ready(parked.data, limit):
+            return
+        if self.may_accept():
             self.unpark(fd)
             self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
+        else:
+            # At the cap: stop polling it (its body would keep poll() busy);
+            # check_parked forks it when a child slot frees up.
+            self.poller.unregister(fd)
 
     def check_parked(self):
         if not self.parked:
@@ -719,6 +728,11 @@ class Server:
         for fd, parked in list(self.parked.items()):
             if now >= parked.deadline:
                 self.unpark(fd)
+                if head_ready(parked.data, limit):   # complete, but no child was free
+                    self.log.warning("client %s: no free child in %.0fs; 503" % (
+                        format_addr(parked.addr), self.opts.header_timeout))
+                    refuse(parked.sock, 503)
+                    continue
                 self.log.info("client %s: no complete request head in %.0fs; 408" % (
                     format_addr(parked.addr), self.opts.header_timeout))
                 refuse(parked.sock, 408)
@@ -1166,7 +1180,7 @@ def build_handler_config(opts, log, set_title, listeners):
     limits = wsgi_handler.Limits(
         request_line=opts.limit_request_line, fields=opts.limit_request_fields,
         field=opts.limit_request_field_size, head=opts.limit_request_head,
-        body=opts.max_body)
+        body=opts.max_body, chunk_line=opts.limit_chunk_line)
     return wsgi_handler.HandlerConfig(
         limits=limits, server_name=host, server_port=port,
         header_timeout=opts.header_timeout, read_timeout=opts.read_timeout,
@@ -1333,6 +1347,10 @@ def add_http_options(p):
                    default=wsgi_handler.MAX_FIELD_BYTES, metavar="BYTES")
     g.add_argument("--limit-request-head", type=positive_int,
                    default=wsgi_handler.MAX_HEAD_BYTES, metavar="BYTES")
+    g.add_argument("--limit-chunk-line", type=positive_int,
+                   default=wsgi_handler.MAX_CHUNK_LINE_BYTES, metavar="BYTES",
+                   help="a chunk-size line with its extensions (default %(default)s); "
+                        "longer is 400")
     g.add_argument("--no-accept-filter", dest="accept_filter", action="store_false",
                    help="fork as soon as a connection is accepted instead of "
                         "when its head is complete")

@@ -759,7 +759,8 @@ class ChunkedReader:
                 raise HeaderFieldsTooLarge("trailer section over %d bytes" % MAX_TRAILER_BYTES)
             lines.append(line)
         fields = parse_fields(lines, self.limits)
-        self.trailers = [(n, v) for n, v in fields if n not in FORBIDDEN_TRAILERS]
+        # In place: the environ holds this very list since before the body was read.
+        self.trailers[:] = [(n, v) for n, v in fields if n not in FORBIDDEN_TRAILERS]
 
 
 class NoBody:
@@ -776,12 +777,21 @@ class InputStream:
         self.reader = reader
         self.on_first_read = on_first_read
         self.pending = b""
+        self.error = None     # the framing error, if reading the body failed
 
     def _fill(self, n):
+        if self.error is not None:
+            # Sticky: an app that swallowed the error must not read on into
+            # bytes that might be a smuggled request.
+            raise self.error
         if self.on_first_read is not None:
             callback, self.on_first_read = self.on_first_read, None
             callback()
-        return self.reader.read_some(n)
+        try:
+            return self.reader.read_some(n)
+        except HTTPError as exc:
+            self.error = exc
+            raise
 
     def read(self, size=-1):
         if size is None or size < 0:
@@ -913,6 +923,7 @@ class Response:
         self.keep_alive = False
         self.no_body = request.method == "HEAD"
         self.failed = None          # status logged when the app failed
+        self.stream = None          # wsgi.input, to see a body error the app swallowed
 
     # PEP 3333 "The start_response() Callable"
     def start_response(self, status, headers, exc_info=None):
@@ -948,7 +959,7 @@ class Response:
             self.headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
             return
         if declared:
-            if len(declared) > 1 or not declared[0].isdigit():
+            if len(declared) > 1 or not DIGITS_RE.fullmatch(declared[0].encode("latin-1")):
                 raise ResponseError("invalid Content-Length from the app: %r" % declared)
             self.length = int(declared[0])
         elif self.no_body:
@@ -961,6 +972,10 @@ class Response:
             self.headers.append(("Transfer-Encoding", "chunked"))
 
     def send_head(self, known_length):
+        if self.stream is not None and self.stream.error is not None:
+            # The app swallowed a body error and answered anyway: the client
+            # gets the real status (run_app renders it, with Connection: close).
+            raise self.stream.error
         self.decide_framing(known_length)
         self.keep_alive = self.can_keep_alive()
         lines = ["HTTP/1.1 " + self.status]
@@ -1211,6 +1226,7 @@ class ConnectionHandler:
         reader = self.body_reader(request)
         response = Response(self.conn, request, self.config)
         stream = InputStream(reader, self.continue_callback(request, response))
+        response.stream = stream
         errors = ErrorStream(self.log)
         environ = build_environ(request, self.addr, self.config, stream, errors)
         if isinstance(reader, ChunkedReader):
@@ -1223,8 +1239,8 @@ class ConnectionHandler:
         errors.flush()
         self.access_log(environ, response, started)
         self.unread_body = not reader.done
-        if not ok:
-            return False
+        if not ok or stream.error is not None:
+            return False  # never parse on after a framing error
         return response.keep_alive and self.body_consumed(reader)
 
     def arm_request_timer(self, seconds=None):
