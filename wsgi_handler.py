@@ -1038,9 +1038,13 @@ class Response:
         if self.chunked or self.no_body:
             return self.no_body
         count = size if self.length is None else min(size, self.length - self.sent_body)
+        if count <= 0:
+            return True   # socket.sendfile() rejects count=0: nothing to send
         self.conn.sock.settimeout(self.config.send_timeout)
         try:
-            sent = self.conn.sock.sendfile(wrapper.filelike, count=count)
+            # socket.sendfile() starts at offset 0 unless told: start where the
+            # app left the file, as iterating it would.
+            sent = self.conn.sock.sendfile(wrapper.filelike, wrapper.filelike.tell(), count)
         except socket.timeout:
             raise ClientGone("client did not read the response in time") from None
         except (BrokenPipeError, ConnectionError) as exc:
