@@ -1128,6 +1128,10 @@ def build_environ(request, addr, config, stream, errors):
         "wsgi.file_wrapper": FileWrapper,
     }
     add_header_variables(environ, request)
+    if request.host is not None:
+        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
+        # so frameworks that build URLs from HTTP_HOST see the same host.
+        environ["HTTP_HOST"] = request.host
     if request.host:
         host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
         environ["SERVER_NAME"] = host or request.host
