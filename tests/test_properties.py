@@ -1,0 +1,153 @@
+"""Property tests of the parser and the body readers (issue 5), with hypothesis.
+
+Deadlines are off (CI machines are noisy); example counts are bounded so the
+module runs in about 20 seconds."""
+import string
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import wsgi_handler
+from tests import malformed
+
+ANY_BYTES_EXAMPLES = 4000
+VALID_EXAMPLES = 1000
+PROPERTY_SETTINGS = settings(deadline=None, max_examples=ANY_BYTES_EXAMPLES,
+                             suppress_health_check=[HealthCheck.too_slow])
+VALID_SETTINGS = settings(deadline=None, max_examples=VALID_EXAMPLES,
+                          suppress_health_check=[HealthCheck.too_slow])
+
+TCHARS = "!#$%&'*+-.^`|~" + string.ascii_letters + string.digits   # no "_" (dropped)
+PATH_CHARS = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@/"
+QUERY_CHARS = PATH_CHARS + "?"
+VALUE_CHARS = "".join(chr(c) for c in range(0x21, 0x7f))
+# Fields with framing or routing meaning: generated separately, never at random.
+RESERVED = {"host", "content-length", "transfer-encoding", "expect", "connection"}
+
+
+class EOFSocket:
+    """A socket already at EOF: the readers only see Connection's buffer."""
+
+    def settimeout(self, timeout):
+        pass
+
+    def recv(self, n):
+        return b""
+
+
+def head_reader(data):
+    """The real head reader over a buffer that holds all of data."""
+    config = wsgi_handler.HandlerConfig().freeze()
+    conn = wsgi_handler.Connection(EOFSocket(), config, data)
+    return conn, conn.read_head(deadline=float("inf"))
+
+
+def chunked_body(data):
+    config = wsgi_handler.HandlerConfig().freeze()
+    conn = wsgi_handler.Connection(EOFSocket(), config, data)
+    reader = wsgi_handler.ChunkedReader(conn, config.limits, timeout=1.0)
+    parts = []
+    while True:
+        part = reader.read_some(4096)
+        if not part:
+            return b"".join(parts), reader.trailers
+        parts.append(part)
+
+
+def parse_or_http_error(data):
+    """A Request, an HTTPError or ClientGone; anything else fails the test."""
+    try:
+        _, head = head_reader(data)
+        return wsgi_handler.parse_head(head)
+    except (wsgi_handler.HTTPError, wsgi_handler.ClientGone) as exc:
+        return exc
+
+
+# Bytes that look like HTTP often enough to get past the first checks.
+HTTPISH = st.lists(st.sampled_from([
+    b"GET", b"POST", b" ", b"/", b"HTTP/1.1", b"HTTP/1.0", b"\r\n", b"\n", b"\r", b":",
+    b"Host", b"Content-Length", b"Transfer-Encoding", b"chunked", b"5", b"0", b"\t",
+    b"\x00", b"\xff", b"*", b"http://a", b"?", b"#", b"_", b",", b"Expect", b"100-continue",
+]), max_size=40).map(b"".join)
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(st.binary(max_size=300), HTTPISH))
+def test_any_bytes_give_a_request_or_an_http_error(data):
+    result = parse_or_http_error(data + b"\r\n\r\n")
+    assert isinstance(result, (wsgi_handler.Request, wsgi_handler.HTTPError,
+                               wsgi_handler.ClientGone))
+
+
+@PROPERTY_SETTINGS
+@given(st.sampled_from(malformed.CASES), st.integers(0, 400), st.binary(min_size=1, max_size=4))
+def test_mutated_table_cases_give_a_request_or_an_http_error(case, where, junk):
+    raw = case.raw[:where] + junk + case.raw[where + len(junk):]
+    result = parse_or_http_error(raw)
+    assert isinstance(result, (wsgi_handler.Request, wsgi_handler.HTTPError,
+                               wsgi_handler.ClientGone))
+
+
+@PROPERTY_SETTINGS
+@given(st.one_of(st.binary(max_size=200), st.lists(st.sampled_from(
+    [b"0", b"5", b"a", b"\r\n", b";", b"=", b'"', b"x", b"\n", b" ", b"hello", b"X-T: 1"]),
+    max_size=30).map(b"".join)))
+def test_any_chunked_body_gives_data_or_an_http_error(data):
+    try:
+        body, trailers = chunked_body(data)
+    except (wsgi_handler.HTTPError, wsgi_handler.ClientGone):
+        return
+    assert isinstance(body, bytes) and len(body) <= len(data)
+
+
+token = st.text(TCHARS, min_size=1, max_size=12)
+field_names = token.filter(lambda n: n.lower() not in RESERVED)
+field_values = st.one_of(
+    st.just(""),
+    st.text(VALUE_CHARS, min_size=1, max_size=20),
+    st.tuples(st.text(VALUE_CHARS, min_size=1, max_size=8), st.text(" \t", min_size=1, max_size=2),
+              st.text(VALUE_CHARS, min_size=1, max_size=8)).map("".join),
+)
+paths = st.lists(st.text(PATH_CHARS.replace("/", ""), max_size=8), max_size=4).map(
+    lambda parts: "/" + "/".join(parts))
+queries = st.one_of(st.none(), st.text(QUERY_CHARS, max_size=16))
+hosts = st.one_of(st.from_regex(r"[a-z0-9]{1,10}(\.[a-z]{2,5})?(:[0-9]{1,5})?", fullmatch=True),
+                  st.just("[::1]:8080"))
+
+
+@VALID_SETTINGS
+@given(token, paths, queries, hosts, st.lists(st.tuples(field_names, field_values), max_size=8),
+       st.integers(0, 10 ** 6), st.sampled_from(["1.1", "1.0"]), st.text(" \t", max_size=2))
+def test_valid_requests_parse_to_what_was_generated(method, path, query, host, fields, length,
+                                                    version, ows):
+    target = path if query is None else path + "?" + query
+    lines = ["%s %s HTTP/%s" % (method, target, version), "Host:%s%s%s" % (ows, host, ows)]
+    lines += ["%s:%s%s%s" % (n, ows, v, ows) for n, v in fields]
+    lines.append("Content-Length: %d" % length)
+    conn, head = head_reader(("\r\n".join(lines) + "\r\n\r\nBODY").encode("latin-1"))
+    request = wsgi_handler.parse_head(head)
+    assert bytes(conn.buf) == b"BODY"     # the head reader took the head, not the body
+    assert (request.method, request.path, request.query) == (method, path, query or "")
+    assert request.version == (1, int(version[-1]))
+    assert request.host == host
+    expected = [("host", host)] + [(n.lower(), v) for n, v in fields]
+    expected.append(("content-length", str(length)))
+    assert list(request.headers) == expected
+    assert (request.body_kind, request.content_length) == (("length", length) if length else ("none", 0))
+
+
+chunk_exts = st.one_of(st.just(""), st.tuples(
+    st.just(";"), token, st.one_of(st.just(""), token.map(lambda v: "=" + v), st.just('="q s"'))
+).map("".join))
+
+
+@VALID_SETTINGS
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=50), chunk_exts, st.booleans()), max_size=6),
+       st.lists(st.tuples(field_names, st.text(VALUE_CHARS, min_size=1, max_size=10)), max_size=3))
+def test_valid_chunked_bodies_decode_to_what_was_generated(chunks, trailers):
+    wire = b"".join(b"%s%s\r\n%s\r\n" % ((b"%X" if upper else b"%x") % len(data), ext.encode(), data)
+                    for data, ext, upper in chunks)
+    wire += b"0\r\n" + b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in trailers) + b"\r\n"
+    body, got_trailers = chunked_body(wire + b"NEXT")
+    assert body == b"".join(data for data, _, _ in chunks)
+    assert got_trailers == [(n.lower(), v) for n, v in trailers
+                            if n.lower() not in wsgi_handler.FORBIDDEN_TRAILERS]
