@@ -15,6 +15,7 @@ CLIENTS x CONNECTIONS connections at most, each within --timeout, the whole
 run within --max-seconds.
 
     python scripts/stress.py --port 8888 --concurrency 64 --connections 80
+    python scripts/stress.py --port 8888 --concurrency 64 --total 5000 --json
 """
 import argparse
 import asyncio
@@ -118,9 +119,9 @@ def record_response(data, opts, results, latency):
     results.latencies.append(latency)
 
 
-async def client(opts, request, results, stop_at):
+async def client(opts, count, request, results, stop_at):
     """One client: its connections one after another, never past stop_at."""
-    for _ in range(opts.connections):
+    for _ in range(count):
         left = stop_at - time.monotonic()
         if left <= 0:
             results.error("not started: --max-seconds reached")
@@ -139,9 +140,17 @@ async def run(opts):
     results = Results()
     started = time.monotonic()
     stop_at = started + opts.max_seconds
-    await asyncio.gather(*(client(opts, request, results, stop_at)
-                           for _ in range(opts.concurrency)))
-    return results.summary(opts.concurrency * opts.connections, time.monotonic() - started)
+    counts = connections_per_client(opts)
+    await asyncio.gather(*(client(opts, n, request, results, stop_at) for n in counts))
+    return results.summary(sum(counts), time.monotonic() - started)
+
+
+def connections_per_client(opts):
+    """--total N shares N among the clients; else each makes --connections."""
+    if opts.total is None:
+        return [opts.connections] * opts.concurrency
+    share, extra = divmod(opts.total, opts.concurrency)
+    return [share + (i < extra) for i in range(opts.concurrency)]
 
 
 def check_loopback(host):
@@ -194,6 +203,8 @@ def build_parser():
     p.add_argument("-n", "--connections", type=bounded_int(1, MAX_TOTAL_CONNECTIONS),
                    default=DEFAULT_CONNECTIONS, help="connections per client, one after "
                    "another (default %(default)s)")
+    p.add_argument("--total", type=bounded_int(1, MAX_TOTAL_CONNECTIONS), default=None,
+                   help="connections in all, shared among the clients (instead of -n)")
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT_SECONDS,
                    help="seconds per connection (default %(default)s)")
     p.add_argument("--max-seconds", type=positive_float, default=DEFAULT_MAX_SECONDS,
@@ -216,7 +227,7 @@ def print_summary(s):
 
 def main(argv=None):
     opts = build_parser().parse_args(argv)
-    if opts.concurrency * opts.connections > MAX_TOTAL_CONNECTIONS:
+    if opts.total is None and opts.concurrency * opts.connections > MAX_TOTAL_CONNECTIONS:
         return usage_error("at most %d connections in one run" % MAX_TOTAL_CONNECTIONS)
     check_loopback(opts.host)
     summary = asyncio.run(run(opts))

@@ -1,0 +1,63 @@
+"""Apps for tests/test_supervision.py: one app that behaves by path, so a
+single server can hang, allocate, burn CPU, and then show it still serves."""
+import os
+import subprocess
+
+from tests import apps
+
+ORPHAN_SLEEP_SECONDS = "1"   # how long the orphaned grandchild outlives its parent
+
+
+def spawn_orphan(environ, start_response):
+    """Starts a grandchild and exits without waiting for it: the grandchild is
+    orphaned and reparented to the nearest subreaper (or PID 1)."""
+    child = subprocess.Popen(["sleep", ORPHAN_SLEEP_SECONDS], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return apps._reply(start_response, ("%d\n" % child.pid).encode())
+
+
+ROUTES = {
+    "/": apps.hello,
+    "/slow": apps.slow,
+    "/hang": apps.hang,
+    "/alloc": apps.allocate_forever,
+    "/cpu": apps.burn_cpu,
+    "/subprocess": apps.subprocess_true,
+    "/pid": apps.pid,
+    "/orphan": spawn_orphan,
+}
+
+
+def by_path(environ, start_response):
+    """Dispatches on PATH_INFO to the apps above; 404 otherwise."""
+    app = ROUTES.get(environ["PATH_INFO"])
+    if app is None:
+        return apps._reply(start_response, b"no such path\n", status="404 Not Found")
+    return app(environ, start_response)
+
+
+def module_source(version, import_delay_seconds=0.0):
+    """Source of a tiny app module whose answer names its version; the test
+    writes it into a tmp dir and edits it to check reloads.  Each version has
+    a different length on purpose: a .pyc is trusted when the source's mtime
+    (whole seconds) and size match, so a same-size edit within a second could
+    be missed by any re-import (PEP 552)."""
+    assert isinstance(version, int) and version > 0
+    return (
+        "import time\n"
+        "time.sleep(%r)\n"
+        "VERSION = %r\n"
+        "PAD = %r\n"
+        "def app(environ, start_response):\n"
+        "    body = ('version %%s\\n' %% VERSION).encode()\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain'),\n"
+        "                              ('Content-Length', str(len(body)))])\n"
+        "    return [body]\n" % (import_delay_seconds, version, "x" * version))
+
+
+def write_module(path, version, import_delay_seconds=0.0):
+    text = module_source(version, import_delay_seconds)
+    tmp = str(path) + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, str(path))
