@@ -1,6 +1,7 @@
 """Apps for tests/test_supervision.py: one app that behaves by path, so a
 single server can hang, allocate, burn CPU, and then show it still serves."""
 import os
+import signal
 import subprocess
 
 from tests import apps
@@ -16,10 +17,19 @@ def spawn_orphan(environ, start_response):
     return apps._reply(start_response, ("%d\n" % child.pid).encode())
 
 
+def hang_ignoring_hangup(environ, start_response):
+    """Hangs, deaf to SIGHUP: under pexpect the server leads a session on a pty,
+    and when it dies the kernel hangs up the pty's process group; a server
+    under systemd has no tty.  Only the child's own deadline can end this one."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return apps.hang(environ, start_response)
+
+
 ROUTES = {
     "/": apps.hello,
     "/slow": apps.slow,
     "/hang": apps.hang,
+    "/hang-ignoring-hangup": hang_ignoring_hangup,
     "/alloc": apps.allocate_forever,
     "/cpu": apps.burn_cpu,
     "/subprocess": apps.subprocess_true,

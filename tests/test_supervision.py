@@ -205,6 +205,20 @@ def test_second_sigterm_escalates_to_a_fast_stop(start_server):
     assert not psutil.pid_exists(child.pid)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_sigint_and_sigquit_stop_inflight_children_at_once(start_server, sig):
+    server = start_server(APP, "--graceful-timeout", "60")
+    inflight = in_background(raw_exchange, server, get_bytes("/slow?s=60"))
+    child = one_child(server)
+    started = time.monotonic()
+    server.signal(sig)
+    assert server.wait_exit() == 0
+    assert time.monotonic() - started < 1.0 + SCHEDULING_SLACK_SECONDS   # FAST_STOP_SECONDS
+    assert inflight() in (b"", b"<RESET>")
+    assert not psutil.pid_exists(child.pid)
+    assert "stopping (fast)" in server.log_text()
+
+
 # ---------------------------------------------------------------- dying children
 
 def test_child_killed_by_sigkill_mid_request_is_logged_and_reaped(start_server):
@@ -238,7 +252,7 @@ def test_hung_app_is_killed_at_timeout_logged_and_the_server_keeps_serving(start
 
 def test_parent_killed_by_sigkill_leaves_no_child_past_its_timeout(start_server):
     server = start_server(APP, "--timeout", "2")
-    inflight = in_background(raw_exchange, server, get_bytes("/hang"))
+    inflight = in_background(raw_exchange, server, get_bytes("/hang-ignoring-hangup"))
     child = one_child(server)
     started = time.monotonic()
     server.ps.kill()
@@ -248,6 +262,8 @@ def test_parent_killed_by_sigkill_leaves_no_child_past_its_timeout(start_server)
             return child.status() == psutil.STATUS_ZOMBIE   # dead; init reaps it
         except psutil.NoSuchProcess:
             return True
+    time.sleep(0.5)
+    assert not gone(), "the child died with its parent: nothing tested its own deadline"
     wait_for(gone, 2 + SCHEDULING_SLACK_SECONDS, "the orphaned child to end at its deadline")
     assert time.monotonic() - started <= 2 + SCHEDULING_SLACK_SECONDS
     assert inflight() in (b"", b"<RESET>")
