@@ -1088,18 +1088,18 @@ def check_headers(headers):
 # The environ (PEP 3333 "environ Variables").
 # --------------------------------------------------------------------------
 
+# RFC 3986 2.1:  pct-encoded = "%" HEXDIG HEXDIG  (anything else stays as sent,
+# as urllib.parse.unquote does: "%2" or "%+1" is not an escape).
+PCT_ENCODED_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
 def unquote_path(path):
-    """Percent-decode to bytes, then latin-1: PEP 3333's native-string rule."""
+    """Percent-decode to bytes, then latin-1: PEP 3333's native-string rule.
+
+    The target is ASCII (the request-line grammar), so byte N is chr(N)."""
     if "%" not in path:
         return path
-    parts = path.split("%")
-    out = [parts[0].encode("latin-1")]
-    for part in parts[1:]:
-        try:
-            out.append(bytes([int(part[:2], 16)]) + part[2:].encode("latin-1"))
-        except ValueError:
-            out.append(b"%" + part.encode("latin-1"))
-    return b"".join(out).decode("latin-1")
+    return PCT_ENCODED_RE.sub(lambda m: chr(int(m.group(1), 16)), path)
 
 
 def build_environ(request, addr, config, stream, errors):

@@ -144,6 +144,14 @@ def test_ipv6_loopback_bind(start_server):
     assert (status, body) == (200, b"Hello, World!\n")
 
 
+def test_ipv6_client_address_reaches_the_environ(start_server):
+    import json
+    server = start_server("tests.apps_core:environ_json", "--bind", "[::1]:0")
+    env = json.loads(http_get(server, "/")[2])
+    assert env["REMOTE_ADDR"] == "::1"
+    assert env["REMOTE_PORT"].isdigit()
+
+
 # ------------------------------------------------------------ where apps come from
 
 OWN_FLASKAPP = """

@@ -108,11 +108,15 @@ def test_request_body_is_iterable_by_lines(start_server):
 
 # ------------------------------------------------------------ 100-continue
 
-def test_100_continue_arrives_before_any_body_byte_is_sent(start_server):
+@pytest.mark.parametrize("framing,body", [
+    (b"Content-Length: 5", b"hello"),
+    (b"Transfer-Encoding: chunked", b"5\r\nhello\r\n0\r\n\r\n"),
+], ids=["content-length", "chunked"])
+def test_100_continue_arrives_before_any_body_byte_is_sent(start_server, framing, body):
     server = start_server("tests.apps:echo_body")
     with server.connect() as sock:
-        sock.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-                     b"Expect: 100-continue\r\n\r\n")
+        sock.sendall(b"POST /c HTTP/1.1\r\nHost: t\r\n%s\r\n"
+                     b"Expect: 100-continue\r\n\r\n" % framing)
         sock.settimeout(CONTINUE_WAIT_SECONDS)
         interim = b""
         while len(interim) < len(CONTINUE):
@@ -120,7 +124,7 @@ def test_100_continue_arrives_before_any_body_byte_is_sent(start_server):
             assert data, "closed before the 100 Continue"
             interim += data
         assert interim == CONTINUE
-        sock.sendall(b"hello")
+        sock.sendall(body)
         sock.settimeout(CLIENT_TIMEOUT_SECONDS)
         raw = b"".join(iter(lambda: sock.recv(65536), b""))
     status_line, _, body = split_response(raw)
@@ -294,3 +298,15 @@ def test_curl_chunked_upload_from_stdin(start_server, tmp_path):
     assert b"Transfer-Encoding: chunked" in out.stderr      # curl -T - really chunked it
     payload = data.read_bytes()
     assert out.stdout == ("%d %s" % (len(payload), hashlib.sha256(payload).hexdigest())).encode()
+
+
+def test_clients_that_connect_and_close_are_not_errors(start_server):
+    server = start_server("tests.apps:hello", "--log-level", "debug")
+    for _ in range(3):
+        server.connect().close()
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\n")     # half a head, then gone
+    assert http_get(server, "/")[0] == 200
+    log = server.log_text()
+    assert "[ERROR]" not in log and "Traceback" not in log
+    assert "exited with" not in log

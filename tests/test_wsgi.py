@@ -192,6 +192,9 @@ def test_server_name_and_port_come_from_the_host_header_or_the_config(tmp_path):
     ("/a%20b/%2Fslash", "/a b//slash"),
     ("/%e2%82%ac?q=%e2%82%ac", "/\xe2\x82\xac"),
     ("/bad%zzescape%", "/bad%zzescape%"),            # not an escape: kept as sent
+    ("/one-digit%2", "/one-digit%2"),                 # as urllib.parse.unquote
+    ("/sign%+1x", "/sign%+1x"),
+    ("/mixed%4a%4", "/mixedJ%4"),
     ("/plain", "/plain"),
 ])
 def test_path_info_is_percent_decoded_latin1(tmp_path, target, path_info):
@@ -221,6 +224,14 @@ def test_repeated_headers_are_joined_and_underscore_names_dropped(tmp_path):
     assert seen["HTTP_USER_AGENT"] == "t/1"
     assert seen["HTTP_HOST"] == "testhost"
     assert not [k for k in seen if "X_FORWARDED_FOR" in k and k != "HTTP_X_FORWARDED_FOR"]
+
+
+def test_header_values_with_obs_text_are_latin1_strings(tmp_path):
+    seen = {}
+    exchange(tmp_path, capture_environ(seen), get(headers=(
+        "X-Name: caf\xc3\xa9", "Content-Type: text/plain; charset=\xe9")))
+    assert seen["HTTP_X_NAME"].encode("latin-1").decode("utf-8") == "caf\u00e9"
+    assert seen["CONTENT_TYPE"] == "text/plain; charset=\xe9"
 
 
 def test_chunked_request_has_no_content_length_and_reads_whole(tmp_path):
