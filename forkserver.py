@@ -644,6 +644,11 @@ class Server:
     # ------------------------------------------------------------ accepting
     def accept_from(self, listener):
         while self.may_accept():
+            if self.sigchld_seen:
+                # Reap between accepts: under a burst the backlog never empties,
+                # and children that already answered would otherwise stay
+                # zombies, counted against --max-children, until it does.
+                self.reap_children()
             try:
                 sock, addr = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
