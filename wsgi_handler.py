@@ -802,12 +802,17 @@ class InputStream:
                 if not data:
                     return b"".join(parts)
                 parts.append(data)
-        while len(self.pending) < size:
-            data = self._fill(size - len(self.pending))
+        # Collect and join once: `pending += data` per recv made read(N) of a
+        # large body quadratic (Django reads request.body as read(CONTENT_LENGTH)).
+        parts, have = [self.pending], len(self.pending)
+        while have < size:
+            data = self._fill(size - have)
             if not data:
                 break
-            self.pending += data
-        result, self.pending = self.pending[:size], self.pending[size:]
+            parts.append(data)
+            have += len(data)
+        data = b"".join(parts)
+        result, self.pending = data[:size], data[size:]
         return result
 
     def readline(self, size=-1):
