@@ -537,6 +537,10 @@ class Server:
         # Move everything alive now into the permanent generation: a collection
         # in a child then never writes to these objects' headers, so their pages
         # stay shared (gc.freeze docs; 10 MB private per collection at Flask size).
+        # Unfreeze first: after a reload the old modules sit in the permanent
+        # generation, and their reference cycles (functions <-> module globals)
+        # would never be collected: every SIGHUP would leak a copy of the app.
+        gc.unfreeze()
         gc.collect()
         if not self.opts.no_gc_freeze:
             gc.freeze()
