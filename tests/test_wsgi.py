@@ -261,6 +261,25 @@ def test_wsgi_input_readline_and_iteration_pass_the_validator(tmp_path):
         [b"line one\n", b"lin", [b"e two\n", b"three"]]).encode()
 
 
+def writes_errors(environ, start_response):
+    errors = environ["wsgi.errors"]
+    errors.write("first part, ")
+    errors.write("same line\nsecond line\nunfinished")
+    errors.writelines(["", " tail"])
+    errors.flush()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_wsgi_errors_lines_reach_the_error_log_whole(tmp_path):
+    reply = exchange(tmp_path, validator(writes_errors), get())
+    assert reply.status == 200
+    lines = reply.error_log.splitlines()
+    assert "first part, same line" in lines
+    assert "second line" in lines
+    assert "unfinished tail" in lines
+
+
 # ----------------------------------------------------------- start_response
 
 def test_write_callable_sends_before_the_returned_iterable(tmp_path):
