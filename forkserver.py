@@ -1479,9 +1479,10 @@ def config_value(path, action, value):
 
 
 def is_unknown_setting(name, value):
-    """A name the user meant as a setting: not private, not an import or a helper."""
+    """A name the user meant as a setting: not private, not a CONSTANT, not an
+    import or a helper function."""
     import types
-    if name.startswith("_") or isinstance(value, types.ModuleType):
+    if name.startswith("_") or name.isupper() or isinstance(value, types.ModuleType):
         return False
     return not callable(value) or name.startswith(("on_", "pre_", "post_", "when_", "child_"))
 

@@ -12,13 +12,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORKSERVER = os.path.join(ROOT, "forkserver.py")
-READY_RE = re.compile(rb"forkserver ready: pid (\d+) listening on (\S+)")
+# Up to the line's end, so a partial read cannot cut an address and all are seen.
+READY_RE = re.compile(rb"forkserver ready: pid (\d+) listening on (\S+(?: \S+)*)\r?\n")
 
 
 class ServerProcess:
     """A forkserver started by a test.  Logs go to files so nobody must read the pty."""
 
-    def __init__(self, args, tmp_path, cwd=ROOT, env=None, timeout=20, extra_env=None):
+    def __init__(self, args, tmp_path, cwd=ROOT, env=None, timeout=20, extra_env=None,
+                 default_bind=True):
         self.error_log = str(tmp_path / "error.log")
         self.access_log = str(tmp_path / "access.log")
         argv = [FORKSERVER] + list(args)
@@ -26,7 +28,9 @@ class ServerProcess:
             argv += ["--error-log", self.error_log]
         if "--access-log" not in args and "--no-access-log" not in args:
             argv += ["--access-log", self.access_log]
-        if not any(a in ("--bind", "-b") or a.startswith("--bind=") for a in args):
+        # default_bind=False: the addresses come from a --config file or LISTEN_FDS.
+        if default_bind and not any(a in ("--bind", "-b") or a.startswith("--bind=")
+                                    for a in args):
             argv += ["--bind", "127.0.0.1:0"]
         run_env = dict(env if env is not None else os.environ)
         run_env["PYTHONUNBUFFERED"] = "1"
