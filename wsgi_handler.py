@@ -816,21 +816,24 @@ class InputStream:
         return result
 
     def readline(self, size=-1):
+        # Each piece is searched once and the line joined once: growing one
+        # bytes object per recv made a long line quadratic.
         limit = size if size is not None and size >= 0 else None
+        parts, have = [], 0
+        chunk, self.pending = self.pending, b""
         while True:
-            end = self.pending.find(b"\n")
-            if end != -1 and (limit is None or end < limit):
-                return self._cut(end + 1)
-            if limit is not None and len(self.pending) >= limit:
-                return self._cut(limit)
-            data = self._fill(RECV_BYTES)
-            if not data:
-                return self._cut(len(self.pending))
-            self.pending += data
-
-    def _cut(self, n):
-        result, self.pending = self.pending[:n], self.pending[n:]
-        return result
+            room = None if limit is None else limit - have
+            end = chunk.find(b"\n", 0, room)
+            if end != -1 or (room is not None and len(chunk) >= room):
+                cut = end + 1 if end != -1 else room
+                parts.append(chunk[:cut])
+                self.pending = chunk[cut:]
+                return b"".join(parts)
+            parts.append(chunk)
+            have += len(chunk)
+            chunk = self._fill(RECV_BYTES)
+            if not chunk:
+                return b"".join(parts)
 
     def readlines(self, hint=-1):
         lines, total = [], 0
