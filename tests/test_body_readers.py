@@ -365,3 +365,19 @@ def test_stalled_body_is_408_after_the_read_timeout(feed):
     assert stream.read(3) == b"abc"
     with pytest.raises(wh.RequestTimeout):
         stream.read(1)
+
+
+LONG_LINE_BYTES = 300 * 1024    # spans several RECV_BYTES reads
+
+
+@pytest.mark.parametrize("size", [-1, LONG_LINE_BYTES - 1, LONG_LINE_BYTES + 1, 100 * 1024])
+def test_readline_of_a_line_spanning_many_recvs(feed, size):
+    line = b"y" * (LONG_LINE_BYTES - 1) + b"\n"
+    body = line + b"rest\n"
+    head = H11 + b"Content-Length: %d\r\n\r\n" % len(body)
+    f = feed(head + body, "whole")
+    f.conn.read_head(deadline())
+    stream, _ = stream_for(f.conn, head)
+    expected = line if size < 0 else line[:size]
+    assert stream.readline(size) == expected
+    assert stream.read() == body[len(expected):]
