@@ -716,7 +716,11 @@ class Server:
         except OSError:
             data = b""
         if not data:
-            self.unpark(fd).sock.close()
+            self.unpark(fd)
+            if parked.data.strip(b"\r\n"):
+                refuse(parked.sock, 400)   # closed inside the head: as the child would say
+            else:
+                parked.sock.close()
             return
         parked.data += data
         if not head_ready(parked.data, limit):

@@ -1,11 +1,22 @@
 """Test apps for the strict-HTTP tests (issue 5), named by behaviour."""
 
 
+def read_body(environ):
+    """PEP 3333: read no more than CONTENT_LENGTH, unless the server says the
+    stream ends by itself (wsgi.input_terminated, as forkserver and werkzeug's
+    chunked decoding do); other servers hand over the raw socket file."""
+    stream = environ["wsgi.input"]
+    if environ.get("wsgi.input_terminated"):
+        return stream.read()
+    length = environ.get("CONTENT_LENGTH") or "0"
+    return stream.read(int(length)) if length.isdigit() else b""
+
+
 def echo_request(environ, start_response):
     """Reads the whole body, then echoes what the server parsed, one
     ``key=value`` per line: method, path, query, host, body length, the
     HTTP_* variables and forkserver's trailers."""
-    body = environ["wsgi.input"].read()
+    body = read_body(environ)
     lines = [
         "method=" + environ["REQUEST_METHOD"],
         "path=" + environ["PATH_INFO"],
