@@ -1,0 +1,541 @@
+"""Deployment, end to end: a real nginx running deploy/nginx.conf in front of
+forkserver over TCP and a unix socket, two instances behind one upstream with a
+rolling stop, proxy-header trust, systemd socket activation and sd_notify,
+privilege drop, unix socket files, and log reopening on SIGUSR1."""
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from tests.apps_deploy import expected_download
+from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+OPENSSL = shutil.which("openssl")
+SITE_CONF = os.path.join(ROOT, "deploy", "nginx.conf")
+CLIENT_IP = "127.0.0.2"          # the test client's source: loopback, but not nginx's
+SPOOFED_IP = "203.0.113.66"      # RFC 5737 documentation address
+BIG_BYTES = 10 * 1024 * 1024
+START_SECONDS = 20.0
+STOP_SECONDS = 20.0
+POLL_SECONDS = 0.02
+HTTP_TIMEOUT_SECONDS = 30.0
+NOBODY = "nobody"
+
+pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed")
+
+
+# ================================================================ nginx
+
+MAIN_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 512; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    include {prefix}/site.conf;
+}}
+"""
+
+
+def replace_once(pattern, replacement, text, flags=re.M):
+    """Substitute, failing loudly if deploy/nginx.conf no longer has the line."""
+    new, count = re.subn(pattern, replacement, text, flags=flags)
+    assert count >= 1, "deploy/nginx.conf has no line matching %r" % pattern
+    return new
+
+
+def site_conf(upstreams, http_port, https_port, cert):
+    """deploy/nginx.conf with the test's addresses; everything else as committed."""
+    with open(SITE_CONF) as f:
+        text = f.read()
+    servers = "".join("    server %s;\n" % u for u in upstreams)
+    text = replace_once(r"^(upstream forkserver \{\n)((?:.*\n)*?)(\})",
+                        lambda m: m.group(1) + re.sub(r"(?m)^\s*server \S+;\n", "", m.group(2))
+                        + servers + m.group(3), text)
+    text = replace_once(r"^(\s*)listen 80;", r"\1listen 127.0.0.1:%d;" % http_port, text)
+    text = replace_once(r"^(\s*)listen 443 ssl;", r"\1listen 127.0.0.1:%d ssl;" % https_port, text)
+    text = replace_once(r"^(\s*ssl_certificate)\s+\S+;", r"\1 %s;" % cert[0], text)
+    return replace_once(r"^(\s*ssl_certificate_key)\s+\S+;", r"\1 %s;" % cert[1], text)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Nginx:
+    """nginx in the foreground (daemon off) with everything under a temp prefix."""
+
+    def __init__(self, prefix, upstreams, cert):
+        self.prefix = str(prefix)
+        os.makedirs(self.prefix, exist_ok=True)
+        self.http_port, self.https_port = free_port(), free_port()
+        with open(os.path.join(self.prefix, "site.conf"), "w") as f:
+            f.write(site_conf(upstreams, self.http_port, self.https_port, cert))
+        with open(os.path.join(self.prefix, "nginx.conf"), "w") as f:
+            f.write(MAIN_CONF.format(prefix=self.prefix,
+                                     user="user root;" if os.geteuid() == 0 else ""))
+        self.proc = subprocess.Popen(
+            [NGINX, "-p", self.prefix + "/", "-c", self.prefix + "/nginx.conf",
+             "-e", self.prefix + "/error.log"],
+            stdout=subprocess.DEVNULL, stderr=open(self.prefix + "/stderr.log", "wb"))
+        self.wait_listening()
+
+    def wait_listening(self):
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("nginx exited: %s" % self.error_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.http_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(POLL_SECONDS)
+        raise AssertionError("nginx did not listen: %s" % self.error_text())
+
+    def error_text(self):
+        text = ""
+        for name in ("stderr.log", "error.log"):
+            try:
+                with open(os.path.join(self.prefix, name), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return text
+
+    def connection(self, tls=False, source=CLIENT_IP):
+        if tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE   # our throwaway self-signed cert
+            return http.client.HTTPSConnection("127.0.0.1", self.https_port, context=context,
+                                               timeout=HTTP_TIMEOUT_SECONDS,
+                                               source_address=(source, 0))
+        return http.client.HTTPConnection("127.0.0.1", self.http_port,
+                                          timeout=HTTP_TIMEOUT_SECONDS,
+                                          source_address=(source, 0))
+
+    def request(self, method, path, body=None, headers=None, tls=False, chunked=False):
+        conn = self.connection(tls)
+        try:
+            conn.request(method, path, body=body, headers=headers or {},
+                         encode_chunked=chunked)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def stop(self):
+        """SIGQUIT: nginx's graceful stop; whatever is left after that is killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGQUIT)
+            try:
+                self.proc.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                kill_tree(self.proc.pid)
+
+
+def kill_tree(pid):
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    if OPENSSL is None:
+        pytest.fail("openssl is needed for the TLS test (.ci/run installs it)")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = str(where / "cert.pem"), str(where / "key.pem")
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+@pytest.fixture
+def start_nginx(tmp_path, certificate):
+    started = []
+
+    def start(upstreams):
+        nginx = Nginx(tmp_path / ("nginx%d" % len(started)), upstreams, certificate)
+        started.append(nginx)
+        return nginx
+    yield start
+    for nginx in started:
+        nginx.stop()
+        kill_tree(nginx.proc.pid)
+
+
+def upstream_of(server):
+    return server.address[len("http://"):] if server.address.startswith("http") else server.address
+
+
+def whoami(status_body):
+    status, body = status_body
+    assert status == 200, body[:300]
+    return json.loads(body)
+
+
+# ================================================================ through nginx
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_nginx_proxies_get_post_and_big_bodies(start_server, start_nginx, tmp_path, transport):
+    bind = ("127.0.0.1:0" if transport == "tcp" else "unix:%s" % (tmp_path / "fs.sock"))
+    server = start_server("tests.apps_deploy:whoami", "--bind", bind)
+    nginx = start_nginx([upstream_of(server)])
+
+    seen = whoami(nginx.request("GET", "/hello"))
+    assert (seen["method"], seen["path"], seen["server"]) == ("GET", "/hello", server.pid)
+    assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
+
+    pieces = [b"chunk %d;" % i for i in range(100)]
+    seen = whoami(nginx.request("POST", "/chunked", body=iter(pieces), chunked=True))
+    expected = b"".join(pieces)
+    assert (seen["body_length"], seen["body_sha256"]) == (
+        len(expected), hashlib.sha256(expected).hexdigest())
+
+    upload = os.urandom(BIG_BYTES)
+    seen = whoami(nginx.request("POST", "/upload", body=upload,
+                                headers={"Content-Type": "application/octet-stream"}))
+    assert (seen["body_length"], seen["body_sha256"]) == (
+        BIG_BYTES, hashlib.sha256(upload).hexdigest())
+
+
+def test_nginx_download_of_10_mb_arrives_whole(start_server, start_nginx):
+    server = start_server("tests.apps_deploy:download")
+    nginx = start_nginx([upstream_of(server)])
+    status, body = nginx.request("GET", "/big?n=%d" % BIG_BYTES)
+    assert status == 200
+    assert len(body) == BIG_BYTES and body == expected_download(BIG_BYTES)
+
+
+def test_app_sees_client_address_and_https_scheme_through_nginx(start_server, start_nginx,
+                                                                 tmp_path):
+    server = start_server("tests.apps_deploy:whoami", "--bind",
+                          "unix:%s" % (tmp_path / "fs.sock"))
+    nginx = start_nginx([upstream_of(server)])
+    seen = whoami(nginx.request("GET", "/", tls=True))
+    assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "https")
+    # A client forging X-Forwarded-For: nginx appends the address it saw, and
+    # forkserver takes the rightmost one it does not trust.
+    seen = whoami(nginx.request("GET", "/", headers={"X-Forwarded-For": SPOOFED_IP,
+                                                      "X-Forwarded-Proto": "https"}))
+    assert seen["x_forwarded_for"] == "%s, %s" % (SPOOFED_IP, CLIENT_IP)
+    assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
+
+
+# ================================================================ trust
+
+FORGED = {"X-Forwarded-For": SPOOFED_IP, "X-Forwarded-Proto": "https",
+          "Forwarded": "for=%s;proto=https" % SPOOFED_IP}
+
+
+def direct_whoami(server, source, headers):
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=HTTP_TIMEOUT_SECONDS,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", "/", headers=headers)
+        resp = conn.getresponse()
+        return whoami((resp.status, resp.read()))
+    finally:
+        conn.close()
+
+
+def test_forged_proxy_headers_from_an_untrusted_peer_are_ignored(start_server):
+    server = start_server("tests.apps_deploy:whoami")   # default: trust 127.0.0.1, ::1
+    seen = direct_whoami(server, CLIENT_IP, FORGED)
+    assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
+    # The same headers from a trusted peer are believed (Forwarded wins).
+    seen = direct_whoami(server, "127.0.0.1", FORGED)
+    assert (seen["remote_addr"], seen["scheme"]) == (SPOOFED_IP, "https")
+
+
+def test_forwarded_allow_ips_cidr_decides_trust(start_server):
+    server = start_server("tests.apps_deploy:whoami", "--forwarded-allow-ips", "127.0.0.2/32")
+    assert direct_whoami(server, "127.0.0.1", FORGED)["remote_addr"] == "127.0.0.1"
+    assert direct_whoami(server, CLIENT_IP, FORGED)["remote_addr"] == SPOOFED_IP
+
+
+# ================================================================ two instances
+
+LOAD_REQUESTS = 300
+LOAD_CLIENTS = 6
+LOAD_SECONDS = 4.0
+APP_MS = 30                        # each request keeps a child busy this long
+STOP_AFTER_REQUESTS = LOAD_REQUESTS // 3
+IN_FLIGHT_MS = 1000
+
+
+def run_load(nginx, on_progress):
+    """LOAD_REQUESTS GETs from LOAD_CLIENTS threads, paced over ~LOAD_SECONDS.
+    Returns (results, failures): results are (completed_at, server pid)."""
+    results, failures, lock = [], [], threading.Lock()
+    per_client = LOAD_REQUESTS // LOAD_CLIENTS
+    interval = LOAD_SECONDS / per_client
+
+    def client():
+        for i in range(per_client):
+            started = time.monotonic()
+            try:
+                seen = whoami(nginx.request("GET", "/load?ms=%d" % APP_MS))
+                with lock:
+                    results.append((time.monotonic(), seen["server"]))
+                    on_progress(len(results))
+            except (OSError, AssertionError, ValueError) as exc:
+                with lock:
+                    failures.append(repr(exc))
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    threads = [threading.Thread(target=client) for _ in range(LOAD_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(LOAD_SECONDS * 10)
+    return results, failures
+
+
+def test_two_instances_share_load_and_one_stops_without_failed_requests(start_server,
+                                                                         start_nginx):
+    first = start_server("tests.apps_deploy:whoami")
+    second = start_server("tests.apps_deploy:whoami")
+    nginx = start_nginx([upstream_of(first), upstream_of(second)])
+    progress, outcome, in_flight = threading.Event(), {}, {}
+
+    def on_progress(done):
+        if done >= STOP_AFTER_REQUESTS:
+            progress.set()
+    load = threading.Thread(target=lambda: outcome.update(
+        zip(("results", "failures"), run_load(nginx, on_progress))))
+    load.start()
+    try:
+        assert progress.wait(LOAD_SECONDS * 5)
+        # A request surely in flight on the first instance when it is stopped.
+        slow = threading.Thread(target=lambda: in_flight.update(
+            seen=whoami(http_get(first, "/?ms=%d" % IN_FLIGHT_MS)[:3:2])))
+        slow.start()
+        assert wait_for(lambda: first.children())
+        stopped_at = time.monotonic()
+        first.signal(signal.SIGTERM)          # a rolling restart's first step
+        slow.join(HTTP_TIMEOUT_SECONDS)
+        assert first.wait_exit() == 0
+        exited_at = time.monotonic()
+    finally:
+        load.join(LOAD_SECONDS * 10)
+    assert in_flight["seen"]["server"] == first.pid      # finished where it started
+    results, failures = outcome["results"], outcome["failures"]
+    assert failures == [] and len(results) == LOAD_REQUESTS
+    assert {pid for at, pid in results if at < stopped_at} == {first.pid, second.pid}
+    assert {pid for at, pid in results if at > exited_at} == {second.pid}
+    assert "stopping (graceful)" in first.log_text()
+
+
+# ================================================================ systemd
+
+SHIM = ("import os, sys\n"
+        "fd = int(sys.argv[1])\n"
+        "os.dup2(fd, 3)\n"
+        "if fd != 3: os.close(fd)\n"
+        "os.environ['LISTEN_PID'] = str(os.getpid())\n"     # exec keeps the pid
+        "os.environ['LISTEN_FDS'] = '1'\n"
+        "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n")
+
+
+class Activated:
+    """forkserver started as systemd would: listening socket on fd 3, LISTEN_*
+    naming our pid (set by a shim that then execs), NOTIFY_SOCKET to read."""
+
+    def __init__(self, tmp_path, listener, args=()):
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(tmp_path / "notify"))
+        self.notify.settimeout(START_SECONDS)
+        self.out_path = str(tmp_path / "stdout.log")
+        env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"), PYTHONUNBUFFERED="1")
+        fd = listener.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SHIM, str(fd), FORKSERVER, "tests.apps_deploy:whoami",
+             "--error-log", str(tmp_path / "error.log"), "--no-access-log"] + list(args),
+            cwd=ROOT, env=env, pass_fds=(fd,), stdout=open(self.out_path, "wb"),
+            stderr=subprocess.STDOUT)
+
+    def ready_line(self):
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            with open(self.out_path, "rb") as f:
+                match = READY_RE.search(f.read())
+            if match:
+                return int(match.group(1)), match.group(2).decode().split()
+            time.sleep(POLL_SECONDS)
+        raise AssertionError("no ready line: %r" % open(self.out_path, "rb").read())
+
+    def close(self):
+        if self.proc.poll() is None:
+            kill_tree(self.proc.pid)
+        self.notify.close()
+
+
+def test_socket_activation_serves_inherited_socket_and_notifies(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    server = Activated(tmp_path, listener)
+    try:
+        listener.close()                      # only the server holds it now
+        pid, addresses = server.ready_line()
+        assert pid == server.proc.pid
+        assert addresses == ["http://127.0.0.1:%d" % port]
+        assert server.notify.recv(4096).split(b"\n")[0] == b"READY=1"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_SECONDS)
+        conn.request("GET", "/activated")
+        assert json.loads(conn.getresponse().read())["server"] == pid
+        conn.close()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.notify.recv(4096) == b"STOPPING=1"
+        assert server.proc.wait(STOP_SECONDS) == 0
+    finally:
+        server.close()
+
+
+def test_listen_fds_for_another_pid_are_ignored(start_server):
+    # LISTEN_PID names some other process (systemd's variables leaked to us).
+    server = start_server("tests.apps_deploy:whoami",
+                          extra_env={"LISTEN_PID": "1", "LISTEN_FDS": "1"})
+    assert len(server.addresses) == 1
+    assert whoami(http_get(server, "/")[:3:2])["server"] == server.pid
+
+
+# ================================================================ privileges
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root (CI is root)")
+def test_privilege_drop_after_binding(start_server, tmp_path):
+    import pwd
+    nobody = pwd.getpwnam(NOBODY)
+    sock_path = str(tmp_path / "priv.sock")
+    server = start_server("tests.apps_deploy:whoami", "--user", NOBODY,
+                          "--bind", "127.0.0.1:0", "--bind", "unix:" + sock_path)
+    assert server.ps.uids().real == server.ps.uids().effective == nobody.pw_uid
+    assert server.ps.gids().effective == nobody.pw_gid
+    assert os.stat(sock_path).st_uid == nobody.pw_uid      # chowned for the new owner
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(
+        seen=whoami(http_get(server, "/?ms=1500")[:3:2])))
+    thread.start()
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not server.children() and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+        children = server.children()
+        assert children and all(c.uids().real == nobody.pw_uid for c in children)
+        assert all(c.uids().saved == nobody.pw_uid for c in children)   # no way back to root
+    finally:
+        thread.join(HTTP_TIMEOUT_SECONDS)
+    assert result["seen"]["uid"] == nobody.pw_uid
+
+
+# ================================================================ unix sockets
+
+def test_unix_socket_mode_stale_file_replaced_and_removed_on_exit(start_server, tmp_path):
+    sock_path = str(tmp_path / "app.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(sock_path)
+    stale.close()                           # a crashed server's leftover file
+    os.chmod(sock_path, 0o604)              # (inode numbers get reused: mark it by mode)
+    server = start_server("tests.apps_deploy:whoami", "--bind", "unix:" + sock_path,
+                          "--umask", "117")
+    assert server.addresses == ["unix:" + sock_path]
+    info = os.stat(sock_path)
+    assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o660
+    assert unix_get(sock_path)["server"] == server.pid
+    assert server.stop() == 0
+    assert not os.path.exists(sock_path)
+
+
+def test_unix_socket_removed_after_fast_stop_and_live_one_refused(start_server, tmp_path):
+    sock_path = str(tmp_path / "app.sock")
+    server = start_server("tests.apps_deploy:whoami", "--bind", "unix:" + sock_path)
+    result = subprocess.run([sys.executable, FORKSERVER, "tests.apps_deploy:whoami",
+                             "--bind", "unix:" + sock_path], cwd=ROOT, capture_output=True,
+                            text=True, timeout=START_SECONDS)
+    assert result.returncode == 4 and "in use by another server" in result.stderr
+    assert unix_get(sock_path)["server"] == server.pid      # the live one is untouched
+    server.signal(signal.SIGINT)
+    assert server.wait_exit() == 0
+    assert not os.path.exists(sock_path)
+
+
+def unix_get(path, url="/"):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(HTTP_TIMEOUT_SECONDS)
+    sock.connect(path)
+    conn = http.client.HTTPConnection("localhost", timeout=HTTP_TIMEOUT_SECONDS)
+    conn.sock = sock
+    try:
+        conn.request("GET", url)
+        resp = conn.getresponse()
+        return whoami((resp.status, resp.read()))
+    finally:
+        conn.close()
+
+
+# ================================================================ logs
+
+def wait_for(predicate, timeout=START_SECONDS):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    return predicate()
+
+
+def read_text(path):
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def test_sigusr1_reopens_logs_after_rotation(start_server):
+    server = start_server("tests.apps_deploy:whoami")
+    assert http_get(server, "/before")[0] == 200
+    assert wait_for(lambda: "/before" in read_text(server.access_log))
+    os.rename(server.access_log, server.access_log + ".1")     # what logrotate does
+    os.rename(server.error_log, server.error_log + ".1")
+    server.signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in read_text(server.error_log))
+    assert http_get(server, "/after")[0] == 200
+    assert wait_for(lambda: "/after" in read_text(server.access_log))
+    new, old = read_text(server.access_log), read_text(server.access_log + ".1")
+    assert len(new.splitlines()) == 1 and "GET /after " in new
+    assert len(old.splitlines()) == 1 and "GET /before " in old
