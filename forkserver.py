@@ -1572,10 +1572,17 @@ def setup_paths(opts):
 
 def open_listeners(opts):
     listeners = systemd_listeners(opts.backlog)
-    if not listeners or opts.bind:
-        for address in opts.bind or [DEFAULT_BIND]:
-            listeners.append(open_listener(address, opts.backlog, opts.umask,
-                                           opts.header_timeout))
+    try:
+        if not listeners or opts.bind:
+            for address in opts.bind or [DEFAULT_BIND]:
+                listeners.append(open_listener(address, opts.backlog, opts.umask,
+                                               opts.header_timeout))
+        if opts.user or opts.group:
+            drop_privileges(opts.user or str(os.getuid()), opts.group, listeners)
+    except (ListenError, UsageError):
+        for listener in listeners:
+            listener.close()    # a unix socket file bound before the failure goes too
+        raise
     for listener in listeners:
         listener.sock.setblocking(False)
     return listeners
@@ -1605,9 +1612,7 @@ def main(argv=None):
 def run(opts, hooks, log):
     loader = AppLoader(opts.app)
     app = loader.load()
-    listeners = open_listeners(opts)
-    if opts.user or opts.group:
-        drop_privileges(opts.user or str(os.getuid()), opts.group, listeners)
+    listeners = open_listeners(opts)   # binds, then drops privileges (--user/--group)
     if opts.subreaper:
         become_subreaper()
     server = Server(opts, loader, app, listeners, log, hooks)

@@ -1407,7 +1407,7 @@ def access_atoms(environ, response, status, started):
     resp_headers = {n.lower(): v for n, v in (response.headers or [])}
     return {
         "h": environ.get("REMOTE_ADDR") or "-", "l": "-",
-        "u": environ.get("REMOTE_USER") or "-",
+        "u": remote_user(environ),
         "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(started)),
         "r": req_line, "m": environ["REQUEST_METHOD"], "U": environ["PATH_INFO"],
         "q": environ["QUERY_STRING"], "H": environ["SERVER_PROTOCOL"],
@@ -1417,6 +1417,22 @@ def access_atoms(environ, response, status, started):
         "M": str(int(elapsed * 1e3)), "L": "%.6f" % elapsed, "p": "<%d>" % os.getpid(),
         "_environ": environ, "_resp_headers": resp_headers,
     }
+
+
+def remote_user(environ):
+    """The %(u)s atom: REMOTE_USER, else the user of Basic credentials (RFC 7617
+    section 2, as gunicorn logs it), else "-"."""
+    if environ.get("REMOTE_USER"):
+        return environ["REMOTE_USER"]
+    scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return "-"
+    import binascii
+    try:
+        user = binascii.a2b_base64(credentials.strip()).decode("utf-8").partition(":")[0]
+    except (binascii.Error, UnicodeDecodeError):
+        return "-"
+    return user or "-"
 
 
 def abort(sock):

@@ -199,7 +199,7 @@ def test_raising_post_fork_answers_500_and_the_next_child_serves(start_server, t
 FULL_FORMAT = ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
                '%(T)s %(D)s %(L)s %(M)s %(p)s %({x-req}i)s %({x-resp}o)s %(m)s %(U)s %(q)s %(H)s')
 LINE_RE = re.compile(
-    r'(?P<h>\S+) - - \[(?P<t>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
+    r'(?P<h>\S+) - (?P<u>\S+) \[(?P<t>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
     r'"(?P<r>[^"]*)" (?P<s>\d{3}) (?P<b>\d+|-) "(?P<f>[^"]*)" "(?P<a>[^"]*)" '
     r'(?P<T>\d+) (?P<D>\d+) (?P<L>\d+\.\d{6}) (?P<M>\d+) <(?P<p>\d+)> (?P<i>\S+) (?P<o>\S+) '
     r'(?P<m>\S+) (?P<U>\S+) (?P<q>\S*) (?P<H>\S+)$')
@@ -210,14 +210,14 @@ def test_access_log_format_atoms(start_server):
     server = start_server("tests.apps_deploy:with_response_header",
                           "--access-log-format", FULL_FORMAT)
     headers = {"Referer": "http://example.test/from", "User-Agent": "atom-test/1.0",
-               "X-Req": "in-value"}
+               "X-Req": "in-value", "Authorization": "Basic YWxpY2U6c2VjcmV0"}  # alice:secret
     status, _, body = http_get(server, "/some/path?ms=%d" % SLOW_MS, headers=headers)
     assert (status, body) == (200, b"logged\n")
     line = wait_for_text(server.access_text, "\n").strip()
     match = LINE_RE.match(line)
     assert match, line
     atoms = match.groupdict()
-    assert atoms["h"] == "127.0.0.1"
+    assert (atoms["h"], atoms["u"]) == ("127.0.0.1", "alice")
     assert atoms["r"] == "GET /some/path?ms=%d HTTP/1.1" % SLOW_MS
     assert (atoms["s"], atoms["b"]) == ("200", str(len(b"logged\n")))
     assert (atoms["f"], atoms["a"]) == (headers["Referer"], headers["User-Agent"])

@@ -495,6 +495,15 @@ def test_unix_socket_removed_after_fast_stop_and_live_one_refused(start_server, 
     assert not os.path.exists(sock_path)
 
 
+def test_unix_socket_file_removed_when_privilege_drop_fails(tmp_path):
+    sock_path = str(tmp_path / "app.sock")
+    result = subprocess.run([sys.executable, FORKSERVER, "tests.apps_deploy:whoami",
+                             "--bind", "unix:" + sock_path, "--user", "no-such-user-here"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=START_SECONDS)
+    assert result.returncode == 4 and "no such user: 'no-such-user-here'" in result.stderr
+    assert not os.path.exists(sock_path)
+
+
 def unix_get(path, url="/"):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(HTTP_TIMEOUT_SECONDS)
