@@ -262,3 +262,20 @@ def test_access_log_lines_stay_whole_under_many_children(start_server):
     lines = server.access_text().splitlines()
     assert len(lines) == CONCURRENT_REQUESTS
     assert all(LINE_RE.match(line) and pad in line for line in lines)
+
+
+# ------------------------------------------------------- deploy/ example
+
+EXAMPLE_CONFIG = os.path.join(ROOT, "deploy", "forkserver.conf.py")
+
+
+def test_example_config_loads_cleanly_and_its_hooks_run(start_server):
+    # The paths in the example are production ones: the command line replaces them.
+    server = start_server("tests.apps:hello", "--config", EXAMPLE_CONFIG,
+                          "--bind", "127.0.0.1:0")
+    assert http_get(server, "/")[0] == 200
+    assert server.stop() == 0
+    log = server.log_text()
+    assert "WARNING" not in log and "hook" not in log
+    assert "starting with max_children=64" in log
+    assert log.index("starting with") < log.index("] ready") < log.index("] bye")

@@ -1,0 +1,82 @@
+"""forkserver configuration: `forkserver myapp:app --config forkserver.conf.py`.
+
+A Python file, like gunicorn.conf.py.  Every command-line option has a setting
+named like the option with dashes turned into underscores (--max-children ->
+max_children); an option given on the command line wins over the file.  A name
+that is no setting (a typo, or a gunicorn name such as `workers`) is logged as
+a warning naming it.  UPPER_CASE constants, _private names, imports and helper
+functions are yours and ignored.
+
+Server hooks are plain functions.  `server` is the parent's Server object:
+`server.log.info("...")` writes to the error log, `server.opts` holds the
+settings, `len(server.children)` is the number of live children.  A hook that
+raises is logged with its name and never stops the server; only a raising
+post_fork has an effect (that connection gets a 500 and its child exits with
+status 5).  tests/test_config.py checks where and when each hook runs.
+"""
+import os
+
+# ----------------------------------------------------------------- sockets
+# Under systemd socket activation (deploy/forkserver.socket) leave bind unset:
+# the inherited socket is used.  Several forms may be listed.
+bind = ["unix:/run/forkserver/forkserver.sock"]
+# bind = ["0.0.0.0:8000"]            # behind an nginx on another machine
+umask = 0o007                        # socket file mode 0660: owner and group (nginx)
+backlog = 1024                       # connections queued while at max_children
+# Whose X-Forwarded-For / X-Forwarded-Proto / Forwarded to believe.  Unix socket
+# peers are always trusted.  Addresses, CIDRs or "*".
+forwarded_allow_ips = "127.0.0.1,::1"
+# user = "forkserver"                # started as root: bind, then switch
+# group = "forkserver"
+
+# ------------------------------------------------------------- supervision
+# One child per connection: max_children is the concurrency.  Each child costs
+# its private memory (about 3 MB for a small app, see docs/deploy.md).
+max_children = 64
+timeout = 30                         # seconds a child may serve before SIGTERM
+graceful_timeout = 30                # on SIGTERM, time in-flight requests get
+# keep_alive = 0                     # one request per connection (nginx buffers)
+
+# ----------------------------------------------------------------- logging
+# SIGUSR1 reopens both files (logrotate's postrotate).
+access_log = "/var/log/forkserver/access.log"
+error_log = "/var/log/forkserver/error.log"
+log_level = "info"
+# Combined log format plus the response time in microseconds and the child pid.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s %(p)s'
+
+
+# ------------------------------------------------------------------ hooks
+
+def on_starting(server):
+    """Parent, once: the app is imported and the sockets are bound (and
+    privileges dropped), before the first connection is accepted."""
+    server.log.info("starting with max_children=%d" % server.opts.max_children)
+
+
+def when_ready(server):
+    """Parent, once: right after the ready line and READY=1 to systemd."""
+    server.log.info("ready")
+
+
+def pre_fork(server):
+    """Parent, before every fork.  Keep it cheap: it runs once per connection."""
+
+
+def post_fork(server, child_pid):
+    """Child, right after the fork, before the request is read.  The place to
+    drop what must not be shared between processes: database connections
+    opened at import time (e.g. SQLAlchemy `engine.dispose(close=False)`),
+    and random generators seeded in the parent (the stdlib's `random` already
+    reseeds itself after fork; numpy's does not).  Raising answers 500."""
+
+
+def child_exit(server, pid, status):
+    """Parent, after child `pid` was reaped; `status` as from os.waitpid."""
+    if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+        server.log.warning("child %d ended abnormally (wait status %d)" % (pid, status))
+
+
+def on_exit(server):
+    """Parent, once, after every child is gone, just before exiting."""
+    server.log.info("bye")
