@@ -428,6 +428,50 @@ def test_socket_activation_serves_inherited_socket_and_notifies(tmp_path):
         server.close()
 
 
+def test_bind_fd_serves_an_inherited_socket(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port, fd = listener.getsockname()[1], listener.fileno()
+    out = str(tmp_path / "stdout.log")
+    proc = subprocess.Popen([sys.executable, FORKSERVER, "tests.apps_deploy:whoami",
+                             "--bind", "fd://%d" % fd, "--no-access-log",
+                             "--error-log", str(tmp_path / "error.log")],
+                            cwd=ROOT, pass_fds=(fd,), stdout=open(out, "wb"))
+    try:
+        listener.close()
+        assert wait_for(lambda: READY_RE.search(open(out, "rb").read()))
+        pid, addresses = READY_RE.search(open(out, "rb").read()).groups()
+        assert addresses.decode() == "http://127.0.0.1:%d" % port
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_SECONDS)
+        conn.request("GET", "/")
+        assert json.loads(conn.getresponse().read())["server"] == int(pid)
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(STOP_SECONDS) == 0
+    finally:
+        kill_tree(proc.pid)
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback in this environment")
+def test_ipv6_bind_and_trust(start_server):
+    server = start_server("tests.apps_deploy:whoami", "--bind", "[::1]:0",
+                          "--forwarded-allow-ips", "127.0.0.1")
+    assert server.address.startswith("http://[::1]:")
+    assert direct_whoami(server, "::1", FORGED)["remote_addr"] == "::1"   # ::1 not trusted
+    trusting = start_server("tests.apps_deploy:whoami", "--bind", "[::1]:0")   # default
+    seen = direct_whoami(trusting, "::1", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'})
+    assert (seen["remote_addr"], seen["scheme"]) == ("2001:db8::1", "https")
+
+
 def test_listen_fds_for_another_pid_are_ignored(start_server):
     # LISTEN_PID names some other process (systemd's variables leaked to us).
     server = start_server("tests.apps_deploy:whoami",
