@@ -1471,7 +1471,9 @@ def read_config_file(path, parser):
         raise UsageError("cannot read config file %r: %s" % (path, exc.strerror)) from None
     except BaseException:
         raise UsageError(user_traceback("config file %r failed" % path)) from None
-    actions = {a.dest: a for a in parser._actions if a.dest not in NOT_SETTINGS}
+    # reversed: where two options share a dest (--access-log, --no-access-log)
+    # the first, value-taking one describes the setting.
+    actions = {a.dest: a for a in reversed(parser._actions) if a.dest not in NOT_SETTINGS}
     settings, hooks, warnings = {}, {}, []
     for name, value in namespace.items():
         if name in HOOKS:
@@ -1494,16 +1496,35 @@ def config_value(path, action, value):
         if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
             raise UsageError("config file %r: bind must be a string or a list of strings" % path)
         return list(binds)
+    if isinstance(value, (list, tuple)) and action.dest in COMMA_LIST_SETTINGS:
+        value = ",".join(map(str, value))   # forwarded_allow_ips = ["10.0.0.5", "::1"]
     try:
-        if action.choices is not None and value not in action.choices:
-            raise argparse.ArgumentTypeError("%r is not one of %s" % (
-                value, ", ".join(map(str, action.choices))))
-        if action.type is None or value is None or isinstance(value, bool):
-            return value
-        text = format(value, "o") if action.type is octal and isinstance(value, int) else str(value)
-        return action.type(text)
+        return convert_setting(action, value)
     except (argparse.ArgumentTypeError, ValueError) as exc:
         raise UsageError("config file %r: setting %s: %s" % (path, action.dest, exc)) from None
+
+
+COMMA_LIST_SETTINGS = ("forwarded_allow_ips", "pythonpath")
+
+
+def convert_setting(action, value):
+    import argparse
+    if action.choices is not None and value not in action.choices:
+        raise argparse.ArgumentTypeError("%r is not one of %s" % (
+            value, ", ".join(map(str, action.choices))))
+    if value is None and (action.default is None or action.dest == "access_log"):
+        return None                        # unset, or access_log = None: no access log
+    if action.nargs == 0:                  # a switch: --reload, --no-accept-filter
+        if isinstance(value, bool):
+            return value
+        raise argparse.ArgumentTypeError("%r is not True or False" % (value,))
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise argparse.ArgumentTypeError("%r is not a %s" % (
+            value, "string" if action.type is None else action.type.__name__))
+    if action.type is None:
+        return str(value)
+    text = format(value, "o") if action.type is octal and isinstance(value, int) else str(value)
+    return action.type(text)
 
 
 def is_unknown_setting(name, value):

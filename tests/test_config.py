@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from tests.conftest import FORKSERVER, ROOT, http_get
 
 EXIT_USAGE = 2
@@ -116,12 +118,33 @@ def test_command_line_wins_over_config_file(start_server, tmp_path):
     assert wait_for_text(server.access_text, "CLI 200").splitlines() == ["CLI 200"]
 
 
-def test_config_value_is_checked_like_its_option(tmp_path):
-    config = write_config(tmp_path, "max_children = -3\n")
+@pytest.mark.parametrize("line, message", [
+    ("max_children = -3", "setting max_children: '-3' is not a non-negative integer"),
+    ("timeout = None", "setting timeout: None is not a non-negative number"),
+    ("reload = 1", "setting reload: 1 is not True or False"),
+    ("log_level = 'loud'", "setting log_level: 'loud' is not one of debug"),
+    ("umask = 0o1777", "setting umask: '1777' is not a octal umask"),
+    ("bind = 8000", "bind must be a string or a list of strings"),
+    ("post_fork = 3", "hook post_fork must be a function"),
+])
+def test_config_value_is_checked_like_its_option(tmp_path, line, message):
+    config = write_config(tmp_path, line + "\n")
     result = run_to_exit(["tests.apps:hello", "--config", config, "--bind", "127.0.0.1:0"])
     assert result.returncode == EXIT_USAGE
-    assert "setting max_children: '-3' is not a non-negative integer" in result.stderr
+    assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_config_accepts_python_values_for_options(start_server, tmp_path):
+    config = write_config(tmp_path, 'forwarded_allow_ips = ["127.0.0.2", "10.0.0.0/8"]\n'
+                                    "timeout = 5\n"
+                                    "accept_filter = False\n")
+    server = start_server("tests.apps_deploy:whoami", "--config", config)
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=10,
+                                      source_address=("127.0.0.2", 0))
+    conn.request("GET", "/", headers={"X-Forwarded-For": "192.0.2.7"})
+    assert b'"remote_addr": "192.0.2.7"' in conn.getresponse().read()
+    conn.close()
 
 
 def test_config_file_that_raises_is_a_usage_error_with_its_traceback(tmp_path):
