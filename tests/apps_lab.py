@@ -49,11 +49,3 @@ def cow_report(environ, start_response):
                               ("Content-Length", str(len(body)))])
     return [body]
 
-
-def pid_after_delay(environ, start_response):
-    """Sleeps ?s= seconds (default 0.5), then answers its own pid and parent pid."""
-    time.sleep(float(_query(environ, "s", "0.5")))
-    body = ("pid=%d ppid=%d\n" % (os.getpid(), os.getppid())).encode()
-    start_response("200 OK", [("Content-Type", "text/plain"),
-                              ("Content-Length", str(len(body)))])
-    return [body]
