@@ -2,6 +2,8 @@
 
     hello        dependency-free, Content-Length set (no server has to chunk)
     sleepy       hello, but /sleep?s=N sleeps first: a live child to measure
+                 (/sleep?s=N&gc=1 runs a full collection first, as an app
+                 that turns the collector back on would)
     flask_app    a Flask hello on every path; /sleep sleeps the same way
     flask_sleepy the same Flask app, under the name --memory uses
 
@@ -9,6 +11,7 @@ Flask is imported only when a Flask app is asked for (PEP 562 module
 ``__getattr__``), so a server of the hello app carries no Flask in its parent:
 fork's cost grows with the parent's size, and the hello runs measure that.
 """
+import gc
 import time
 
 HELLO_BODY = b"Hello, World!\n"
@@ -31,9 +34,15 @@ def hello(environ, start_response):
     return [HELLO_BODY]
 
 
+def sleep_view(query):
+    if "gc=1" in query.split("&"):
+        gc.collect()
+    time.sleep(sleep_seconds(query))
+
+
 def sleepy(environ, start_response):
     if environ["PATH_INFO"] == "/sleep":
-        time.sleep(sleep_seconds(environ.get("QUERY_STRING", "")))
+        sleep_view(environ.get("QUERY_STRING", ""))
     return hello(environ, start_response)
 
 
@@ -44,7 +53,7 @@ def make_flask_app():
 
     @app.route("/sleep")
     def flask_sleep():
-        time.sleep(sleep_seconds(request.query_string.decode("latin-1")))
+        sleep_view(request.query_string.decode("latin-1"))
         return "Hello, World!\n"
 
     @app.route("/", defaults={"path": ""})
