@@ -21,6 +21,9 @@ from tests.conftest import wait_children, http_get
 # Small timeouts so that a reader waiting for bytes that never come shows as a
 # 408 instead of the expected status, quickly.
 HEADER_TIMEOUT_SECONDS = 0.5
+# Fed a byte per recv, a 64 KiB head is 64 Ki reader turns: allow each some time
+# on a loaded machine so the limit under test, not the clock, decides.
+SECONDS_PER_FRAGMENT = 50e-6
 READ_TIMEOUT_SECONDS = 0.5
 KEEP_ALIVE_SECONDS = 1.0       # on, so that a smuggled request would be served
 CLIENT_TIMEOUT_SECONDS = 10.0
@@ -122,7 +125,8 @@ def serve(raw, eof=False, sizes=(), app=None, tmp_path=None, limits=None):
     log_path = str(tmp_path / "error.log")
     log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     config = wsgi_handler.HandlerConfig(
-        header_timeout=HEADER_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS,
+        header_timeout=HEADER_TIMEOUT_SECONDS + len(sizes) * SECONDS_PER_FRAGMENT,
+        read_timeout=READ_TIMEOUT_SECONDS,
         keep_alive=KEEP_ALIVE_SECONDS, limits=limits or wsgi_handler.DEFAULT_LIMITS,
         log=wsgi_handler.Log(error_fd=log_fd, level="debug")).freeze()
     client, server = socket.socketpair()

@@ -322,7 +322,11 @@ def test_ten_sighups_under_stress_drop_no_request_and_serve_new_code(start_serve
             server.signal(signal.SIGHUP)
             time.sleep(HUP_SPACING_SECONDS)
         assert stress.poll() is None, "the load ended before the last reload"
-        wait_for(lambda: server.log_text().count("reloaded hupapp:app") == 10, 20, "10 reloads")
+        try:
+            wait_for(lambda: server.log_text().count("reloaded hupapp:app") == 10, 20, "10 reloads")
+        except AssertionError:
+            lines = [l for l in server.log_text().splitlines() if "reload" in l or "HUP" in l]
+            raise AssertionError("not 10 reloads:\n" + "\n".join(lines[-40:])) from None
         out, _ = stress.communicate(timeout=120)
     finally:
         if stress.poll() is None:
