@@ -186,14 +186,19 @@ def raw_request(server, data, timeout=10, shutdown=False):
         sock.sendall(data)
         if shutdown:
             sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                chunks.append(b"<RESET>")
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return read_until_close(sock)
+
+
+def read_until_close(sock):
+    """Everything until EOF; a reset is marked with b"<RESET>" at the end."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            chunks.append(b"<RESET>")
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)

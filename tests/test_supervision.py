@@ -14,7 +14,7 @@ import pytest
 
 from tests import conftest
 from tests.apps_supervision import write_module
-from tests.conftest import ROOT, http_get, wait_children, wait_no_zombies
+from tests.conftest import ROOT, http_get, read_until_close, wait_children, wait_no_zombies
 
 APP = "tests.apps_supervision:by_path"
 STRESS = os.path.join(ROOT, "scripts", "stress.py")
@@ -56,21 +56,9 @@ def raw_exchange(server, data, timeout=10):
     """Send ``data``; everything until close, with b"<RESET>" on a reset."""
     with server.connect(timeout=timeout) as sock:
         sock.sendall(data)
-        return read_all(sock)
+        return read_until_close(sock)
 
 
-def read_all(sock):
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            chunks.append(b"<RESET>")
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def get_bytes(path):
@@ -187,7 +175,7 @@ def test_sigterm_refuses_connections_still_in_the_backlog(start_server):
     queued.sendall(get_bytes("/"))
     time.sleep(0.2)                                   # it is in the accept queue now
     server.signal(signal.SIGTERM)
-    assert read_all(queued) in (b"", b"<RESET>")      # refused, never parked or served
+    assert read_until_close(queued) in (b"", b"<RESET>")      # refused, never parked or served
     queued.close()
     assert status_of(inflight()) == 200
     assert server.wait_exit() == 0
@@ -242,7 +230,7 @@ def test_hung_app_is_killed_at_timeout_logged_and_the_server_keeps_serving(start
         client_port = sock.getsockname()[1]
         child = one_child(server)
         started = time.monotonic()
-        assert read_all(sock) in (b"", b"<RESET>")
+        assert read_until_close(sock) in (b"", b"<RESET>")
     assert time.monotonic() - started < 2 + KILL_GRACE_SECONDS + SCHEDULING_SLACK_SECONDS
     line = wait_log(server, "child %d (client 127.0.0.1:%d" % (child.pid, client_port))
     assert line

@@ -18,6 +18,7 @@ import pytest
 
 import wsgi_handler as wh
 from tests import apps
+from tests.conftest import read_until_close
 
 pytestmark = pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning")
 
@@ -47,18 +48,6 @@ class Reply:
         return values[0] if values else None
 
 
-def recv_all(sock):
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            chunks.append(b"<RESET>")
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def exchange(tmp_path, app, request, close_client=False, **settings):
@@ -79,7 +68,7 @@ def exchange(tmp_path, app, request, close_client=False, **settings):
             raw = b""
         else:
             client.shutdown(socket.SHUT_WR)
-            raw = recv_all(client)
+            raw = read_until_close(client)
             client.close()
         thread.join(EXCHANGE_TIMEOUT_SECONDS)
     assert outcome, "serve_connection did not return"
