@@ -512,13 +512,7 @@ class Server:
         """The tutorial's handler: waitpid in the handler, print from it.
         Reentrant print on buffered stdout is exactly what lab 11 shows."""
         self.sigchld_seen = True
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in exited_children():
             self.reaped.append((pid, status))
             if self.opts.lab_print_in_handler:
                 self.print_in_handler(pid, status)
@@ -1112,8 +1106,8 @@ class Server:
 
 # ================================================================ helpers
 
-def reap_all(out):
-    """waitpid(-1, WNOHANG) until 0 or ECHILD; statuses appended to ``out``."""
+def exited_children():
+    """Yield (pid, status) from waitpid(-1, WNOHANG) until it returns 0 or ECHILD."""
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -1121,7 +1115,12 @@ def reap_all(out):
             return
         if pid == 0:
             return
-        out.append((pid, status))
+        yield pid, status
+
+
+def reap_all(out):
+    """Reap every exited child; statuses appended to ``out``."""
+    out.extend(exited_children())
 
 
 def kill(pid, sig):
