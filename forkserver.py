@@ -1389,7 +1389,8 @@ def add_http_options(p):
     g.add_argument("--keep-alive", type=non_negative_float, default=0.0, metavar="SECONDS",
                    help="serve more requests per connection until idle this long; "
                         "0 = one request per connection (default)")
-    g.add_argument("--max-requests-per-connection", type=positive_int, default=100, metavar="N")
+    g.add_argument("--max-requests-per-connection", type=positive_int, default=100, metavar="N",
+                   help="with --keep-alive, close after this many requests (default %(default)s)")
     g.add_argument("--header-timeout", type=positive_float,
                    default=wsgi_handler.HEADER_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="the whole request head must arrive within this (default %(default)s)")
@@ -1399,13 +1400,17 @@ def add_http_options(p):
     g.add_argument("--max-body", type=non_negative_int, default=wsgi_handler.MAX_BODY_BYTES,
                    metavar="BYTES", help="largest request body (default 1 GiB)")
     g.add_argument("--limit-request-line", type=positive_int,
-                   default=wsgi_handler.MAX_REQUEST_LINE_BYTES, metavar="BYTES")
+                   default=wsgi_handler.MAX_REQUEST_LINE_BYTES, metavar="BYTES",
+                   help="longest request line; longer is 414 (default %(default)s)")
     g.add_argument("--limit-request-fields", type=positive_int,
-                   default=wsgi_handler.MAX_HEADER_FIELDS, metavar="N")
+                   default=wsgi_handler.MAX_HEADER_FIELDS, metavar="N",
+                   help="most header fields; more is 431 (default %(default)s)")
     g.add_argument("--limit-request-field-size", type=positive_int,
-                   default=wsgi_handler.MAX_FIELD_BYTES, metavar="BYTES")
+                   default=wsgi_handler.MAX_FIELD_BYTES, metavar="BYTES",
+                   help="longest header field line; longer is 431 (default %(default)s)")
     g.add_argument("--limit-request-head", type=positive_int,
-                   default=wsgi_handler.MAX_HEAD_BYTES, metavar="BYTES")
+                   default=wsgi_handler.MAX_HEAD_BYTES, metavar="BYTES",
+                   help="largest request head; larger is 431 (default %(default)s)")
     g.add_argument("--limit-chunk-line", type=positive_int,
                    default=wsgi_handler.MAX_CHUNK_LINE_BYTES, metavar="BYTES",
                    help="a chunk-size line with its extensions (default %(default)s); "
