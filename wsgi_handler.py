@@ -932,6 +932,7 @@ class Response:
         self.no_body = request.method == "HEAD"
         self.failed = None          # status logged when the app failed
         self.stream = None          # wsgi.input, to see a body error the app swallowed
+        self.last = False           # --max-requests-per-connection reached
 
     # PEP 3333 "The start_response() Callable"
     def start_response(self, status, headers, exc_info=None):
@@ -1005,8 +1006,11 @@ class Response:
         self.conn.send(head.encode("latin-1"))
 
     def can_keep_alive(self):
-        if not self.config.keep_alive or not self.request.keep_alive:
-            return False
+        if not self.config.keep_alive or not self.request.keep_alive or self.last:
+            return False   # RFC 9112 9.6: the last response says Connection: close
+        reader = self.stream.reader if self.stream is not None else None
+        if isinstance(reader, LengthReader) and reader.remaining > MAX_UNREAD_BODY_BYTES:
+            return False   # too much unread body to drain: the connection ends
         if self.config.close_delimited:
             return False
         # A close-delimited body (HTTP/1.0, unknown length) ends the connection.
@@ -1207,9 +1211,13 @@ class ConnectionHandler:
                 self.log.debug("client %s: %s" % (format_addr(self.addr), exc))
                 return self.status
             except HTTPError as exc:
+                if count and isinstance(exc, RequestTimeout) and not self.conn.buf:
+                    # RFC 9112 9.5: an idle persistent connection is just
+                    # closed; a 408 there could cross a client's new request.
+                    return self.status
                 self.reject(exc)
                 return self.status
-            keep_going = self.handle(request)
+            keep_going = self.handle(request, last=count + 1 >= self.config.max_requests)
             if not keep_going or count + 1 >= self.config.max_requests:
                 break
             deadline = time.monotonic() + self.config.keep_alive
@@ -1236,11 +1244,12 @@ class ConnectionHandler:
             return
         self.close_gracefully(drain=True)
 
-    def handle(self, request):
+    def handle(self, request, last=False):
         """Run the app for one request; True if the connection may go on."""
         started = time.time()
         reader = self.body_reader(request)
         response = Response(self.conn, request, self.config)
+        response.last = last
         stream = InputStream(reader, self.continue_callback(request, response))
         response.stream = stream
         errors = ErrorStream(self.log)

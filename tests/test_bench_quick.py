@@ -1,0 +1,70 @@
+"""scripts/bench.py: argument handling and the arithmetic of its report (no load run)."""
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+BENCH = os.path.join(ROOT, "scripts", "bench.py")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args):
+    return subprocess.run([sys.executable, BENCH] + list(args), capture_output=True,
+                          text=True, timeout=60)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--clients", "0"], "clients must be 1..1024"),
+    (["--clients", "8,x"], "not a list of integers"),
+    (["--apps", "hello,nope"], "unknown app nope"),
+    (["--seconds", "-1"], "must be above 0"),
+])
+def test_bad_arguments_exit_2_naming_the_problem(args, message):
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_help_names_quick_and_memory():
+    out = run("--help")
+    assert out.returncode == 0 and "--quick" in out.stdout and "--memory" in out.stdout
+
+
+def run_record(server, rps, cpu, floor_run=None):
+    return {"app": "hello", "server": server, "clients": 8, "round": 0, "rps": rps,
+            "p50_ms": 1.0, "p99_ms": 2.0, "cpu_ms_per_req": cpu, "errors": 0,
+            "zombies_now": 0, "zombies_1s": 0, "floor_run": floor_run}
+
+
+def test_ratios_are_to_the_mean_of_the_two_floor_runs():
+    bench = load_bench()
+    runs = [run_record("floor", 900.0, 1.0, "first"), run_record("forkserver", 750.0, 1.5),
+            run_record("floor", 1100.0, 1.2, "last")]
+    bench.add_ratios(runs, "floor")
+    assert runs[1]["rps_ratio"] == pytest.approx(0.75)
+    assert runs[1]["cpu_ms_per_req_ratio"] == pytest.approx(1.5 / 1.1)
+
+
+def test_targets_say_met_and_missed():
+    bench = load_bench()
+    runs = [run_record("floor", 1000.0, 1.0, "first"), run_record("forkserver", 700.0, 1.4),
+            run_record("floor", 1000.0, 1.0, "last")]
+    bench.add_ratios(runs, "floor")
+    results = {"summary": bench.summarize(runs), "clients": [8], "errors_check": [],
+               "keepalive": [], "memory": [{"app": "flask", "gc_freeze": True,
+                                            "gc_collect_in_view": False, "child_uss_mb": 2.5}],
+               "connections": 5000}
+    met = {t["target"]: t["met"] for t in bench.targets(results)}
+    assert met == {"hello at 8 clients vs the floor": False,
+                   "forkserver zombies 1 s after every run": True,
+                   "Flask child USS mid-request": True}
