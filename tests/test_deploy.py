@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from tests.apps_deploy import expected_download
-from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get
+from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get, needs
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 OPENSSL = shutil.which("openssl")
@@ -35,7 +35,7 @@ POLL_SECONDS = 0.02
 HTTP_TIMEOUT_SECONDS = 30.0
 NOBODY = "nobody"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(NGINX), reason="nginx is not installed")
+pytestmark = needs(os.path.exists(NGINX), "nginx is not installed (.ci/run installs it)")
 
 
 # ================================================================ nginx
@@ -461,7 +461,7 @@ def ipv6_loopback():
         return False
 
 
-@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback in this environment")
+@needs(ipv6_loopback(), "no IPv6 loopback in this environment")
 def test_ipv6_bind_and_trust(start_server):
     server = start_server("tests.apps_deploy:whoami", "--bind", "[::1]:0",
                           "--forwarded-allow-ips", "127.0.0.1")
@@ -482,7 +482,7 @@ def test_listen_fds_for_another_pid_are_ignored(start_server):
 
 # ================================================================ privileges
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root (CI is root)")
+@needs(os.geteuid() == 0, "dropping privileges needs root (CI is root)")
 def test_privilege_drop_after_binding(start_server, tmp_path):
     import pwd
     nobody = pwd.getpwnam(NOBODY)

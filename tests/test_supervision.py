@@ -1,5 +1,6 @@
 """The parent as a process supervisor (issue 4): caps, deadlines, stop, reload,
 limits, machine failures, reaping; checked from outside with psutil."""
+import importlib.util
 import json
 import os
 import resource
@@ -14,7 +15,7 @@ import pytest
 
 from tests import conftest
 from tests.apps_supervision import write_module
-from tests.conftest import ROOT, http_get, read_until_close, wait_children, wait_no_zombies
+from tests.conftest import ROOT, http_get, needs, read_until_close, wait_children, wait_no_zombies
 
 APP = "tests.apps_supervision:by_path"
 STRESS = os.path.join(ROOT, "scripts", "stress.py")
@@ -413,8 +414,9 @@ def test_pidfile_and_status_file_are_written_and_removed(start_server, tmp_path)
     assert not pidfile.exists() and not status.exists()
 
 
+@needs(importlib.util.find_spec("setproctitle") is not None,
+       "setproctitle (the optional extra `proctitle`) is not installed")
 def test_process_titles_show_the_parent_address_and_the_child_request(start_server):
-    pytest.importorskip("setproctitle")   # the optional extra `proctitle`; CI installs it
     server = start_server(APP)
     inflight = in_background(http_get, server, "/slow?s=1")
     child = one_child(server)
@@ -472,7 +474,7 @@ def nobody_tasks():
     return total
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start the server as nobody")
+@needs(os.geteuid() == 0, "needs root to start the server as nobody")
 def test_fork_failing_under_rlimit_nproc_answers_503_and_recovers(start_server):
     # RLIMIT_NPROC counts every task of the real user at fork(); root is exempt,
     # nobody is not.  The server inherits it from us (we are root: unaffected);
