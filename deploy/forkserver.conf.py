@@ -17,9 +17,12 @@ status 5).  tests/test_config.py checks where and when each hook runs.
 import os
 
 # ----------------------------------------------------------------- sockets
-# Under systemd socket activation (deploy/forkserver.socket) leave bind unset:
-# the inherited socket is used.  Several forms may be listed.
-bind = ["unix:/run/forkserver/forkserver.sock"]
+# Unset here, because deploy/forkserver.service runs with this file under
+# socket activation (deploy/forkserver.socket): the inherited socket is used,
+# and a bind naming the unit's socket path would be bound a second time and
+# refused ("in use by another server").  Without systemd, bind yourself
+# (several forms may be listed):
+# bind = ["unix:/run/forkserver/forkserver.sock"]
 # bind = ["0.0.0.0:8000"]            # behind an nginx on another machine
 umask = 0o007                        # socket file mode 0660: owner and group (nginx)
 backlog = 1024                       # connections queued while at max_children

@@ -1,0 +1,123 @@
+"""deploy/ and the config file agree with the CLI (issue 8): every command-line
+option has a config-file setting of the same name that does what the option
+does; the systemd unit's ExecStart uses real flags; the example config works
+under the socket activation the example units set up."""
+import http.client
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+
+import pytest
+
+import forkserver
+from tests.test_deploy import HTTP_TIMEOUT_SECONDS, STOP_SECONDS, Activated
+
+DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
+EXAMPLE_CONFIG = os.path.join(DEPLOY, "forkserver.conf.py")
+SERVICE_UNIT = os.path.join(DEPLOY, "forkserver.service")
+APP = "tests.apps:hello"
+
+# A valid value for options whose string is checked while parsing; any other
+# option takes "7" (numbers), its last choice, or a made-up path or name.
+SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
+                  "umask": "027", "read_timeout": "7"}
+NUMBER_TYPES = ("positive integer", "non-negative integer", "positive number",
+                "non-negative number")
+
+
+def long_options():
+    """(option string, action) for every long option a config file may set."""
+    parser = forkserver.build_parser()
+    return [(option, action) for action in parser._actions
+            for option in action.option_strings
+            if option.startswith("--") and action.dest not in forkserver.NOT_SETTINGS]
+
+
+def sample_value(action):
+    if action.dest in SPECIAL_VALUES:
+        return SPECIAL_VALUES[action.dest]
+    if action.choices:
+        return list(action.choices)[-1]
+    if getattr(action.type, "__name__", "") in NUMBER_TYPES:
+        return "7"
+    return "/tmp/sample-" + action.dest
+
+
+def setting_name(option):
+    return option[2:].replace("-", "_")
+
+
+@pytest.mark.parametrize("option,action", long_options(), ids=[o for o, _ in long_options()])
+def test_every_option_has_a_config_setting_of_the_same_name(option, action, tmp_path):
+    """The setting named like the option gives the value the option gives."""
+    if action.nargs == 0:
+        cli, line = [option], "%s = True" % setting_name(option)
+    else:
+        value = sample_value(action)
+        cli, line = [option, value], "%s = %r" % (setting_name(option), value)
+    path = tmp_path / "forkserver.conf.py"
+    path.write_text(line + "\n")
+    from_cli, _ = forkserver.parse_options([APP] + cli)
+    from_file, _ = forkserver.parse_options([APP, "--config", str(path)])
+    default, _ = forkserver.parse_options([APP])
+    assert from_file.config_warnings == []
+    assert getattr(from_file, action.dest) == getattr(from_cli, action.dest)
+    assert getattr(from_cli, action.dest) != getattr(default, action.dest), \
+        "the sample value must differ from the default, or this test proves nothing"
+
+
+def test_switch_setting_set_to_false_keeps_the_default(tmp_path):
+    path = tmp_path / "forkserver.conf.py"
+    path.write_text("no_access_log = False\nno_accept_filter = False\n")
+    opts, _ = forkserver.parse_options([APP, "--config", str(path)])
+    assert opts.access_log == "-" and opts.accept_filter is True
+
+
+def unit_exec_start(path):
+    with open(path) as f:
+        line = next(l for l in f if l.startswith("ExecStart="))
+    return shlex.split(line[len("ExecStart="):])
+
+
+def test_service_unit_exec_start_uses_real_options_and_the_example_config():
+    argv = unit_exec_start(SERVICE_UNIT)
+    flags = [a.split("=")[0] for a in argv if a.startswith("-")]
+    known = {o for a in forkserver.build_parser()._actions for o in a.option_strings}
+    assert flags and set(flags) <= known, set(flags) - known
+    # The unit points at the example config's installed name.
+    config = argv[argv.index("--config") + 1]
+    assert os.path.basename(config) == os.path.basename(EXAMPLE_CONFIG)
+
+
+def test_example_config_binds_nothing_so_socket_activation_works():
+    """forkserver.service runs with the example config and the socket of
+    forkserver.socket: a bind in the config would bind the unit's socket path
+    a second time (exit 4, "in use by another server")."""
+    settings, _, warnings = forkserver.read_config_file(EXAMPLE_CONFIG, forkserver.build_parser())
+    assert "bind" not in settings and warnings == []
+
+
+def test_example_config_serves_under_socket_activation(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    server = Activated(tmp_path, listener, args=("--config", EXAMPLE_CONFIG))
+    try:
+        listener.close()
+        pid, addresses = server.ready_line()
+        assert addresses == ["http://127.0.0.1:%d" % port]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_SECONDS)
+        conn.request("GET", "/")
+        assert json.loads(conn.getresponse().read())["server"] == pid
+        conn.close()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(STOP_SECONDS) == 0
+    finally:
+        server.close()
+    with open(tmp_path / "error.log") as f:
+        log = f.read()
+    assert re.search(r"\] ready$", log, re.M) and "WARNING" not in log
