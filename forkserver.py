@@ -1501,6 +1501,7 @@ def read_config_file(path, parser):
     # reversed: where two options share a dest (--access-log, --no-access-log)
     # the first, value-taking one describes the setting.
     actions = {a.dest: a for a in reversed(parser._actions) if a.dest not in NOT_SETTINGS}
+    switches = switch_settings(parser)
     settings, hooks, warnings = {}, {}, []
     for name, value in namespace.items():
         if name in HOOKS:
@@ -1509,9 +1510,27 @@ def read_config_file(path, parser):
             hooks[name] = value
         elif name in actions:
             settings[name] = config_value(path, actions[name], value)
+        elif name in switches:
+            if config_value(path, switches[name], value):   # True: as if given
+                settings[switches[name].dest] = switches[name].const
         elif is_unknown_setting(name, value):
-            warnings.append(unknown_setting_warning(path, name, list(actions) + list(HOOKS)))
+            known = list(actions) + list(switches) + list(HOOKS)
+            warnings.append(unknown_setting_warning(path, name, known))
     return settings, hooks, warnings
+
+
+def switch_settings(parser):
+    """Switches whose long name is not their dest (--no-access-log sets
+    access_log, --no-accept-filter accept_filter): each is a setting of its own
+    name too, so every option has a setting named like it (no_access_log = True)."""
+    found = {}
+    for action in parser._actions:
+        for option in action.option_strings:
+            name = option[2:].replace("-", "_")
+            if (option.startswith("--") and action.nargs == 0 and name != action.dest
+                    and action.dest not in NOT_SETTINGS):
+                found[name] = action
+    return found
 
 
 def config_value(path, action, value):
