@@ -119,6 +119,10 @@ DIGITS_RE = re.compile(rb"[0-9]+")
 # MUST be rejected or replaced; bare LF we reject too, as gunicorn 22 does, to
 # avoid disagreeing with a proxy about where a line ends).
 BARE_EOL_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# RFC 9110 5.6.3:  OWS = *( SP / HTAB ).  The only whitespace ever trimmed from
+# a field value: str.strip with no argument would also drop \x0b, \x0c,
+# \x1c-\x1f, \x85 and \xa0.
+OWS = " \t"
 
 # RFC 9110 7.6.1: hop-by-hop fields; PEP 3333 forbids the app to set them.
 HOP_BY_HOP = frozenset((
@@ -339,7 +343,7 @@ class Log:
 
     def exception(self, message):
         import traceback  # only on the error path: children do not pay for it
-        self.log("error", message + "\n" + traceback.format_exc().rstrip())
+        self.log("error", message + "\n" + traceback.format_exc().rstrip("\n"))
 
     def trace(self, prefix, text):
         """--trace output: each line tagged with the writer's pid."""
@@ -1457,8 +1461,11 @@ def remote_user(environ):
         return "-"
     import binascii
     try:
-        user = binascii.a2b_base64(credentials.strip()).decode("utf-8").partition(":")[0]
-    except (binascii.Error, UnicodeDecodeError):
+        user = binascii.a2b_base64(credentials.strip(OWS)).decode("utf-8").partition(":")[0]
+    except ValueError:
+        # binascii.Error, UnicodeDecodeError, and the plain ValueError that
+        # a2b_base64 raises for non-ASCII (obs-text) credentials: a client's
+        # bad header must not crash the child after its response.
         return "-"
     return user or "-"
 
@@ -1496,7 +1503,7 @@ def format_addr(addr):
 
 def parse_ip(text):
     """(family, integer) of an IPv4 or IPv6 address, or None."""
-    text = text.strip().strip("[]")
+    text = text.strip(OWS).strip("[]")
     for family, bits in ((socket.AF_INET, 32), (socket.AF_INET6, 128)):
         try:
             return family, int.from_bytes(socket.inet_pton(family, text), "big"), bits
@@ -1520,7 +1527,7 @@ class ProxyTrust:
         self.any = False
         self.networks = []
         for item in (allow or "").split(","):
-            item = item.strip()
+            item = item.strip(OWS)
             if item == "*":
                 self.any = True
             elif item:
@@ -1560,7 +1567,7 @@ class ProxyTrust:
             client, proto = self.from_forwarded(forwarded)
         else:
             client = self.rightmost_untrusted(environ.get("HTTP_X_FORWARDED_FOR", ""))
-            proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip().lower()
+            proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip(OWS).lower()
         if client:
             environ["REMOTE_ADDR"] = client
             environ["REMOTE_PORT"] = ""
@@ -1570,7 +1577,7 @@ class ProxyTrust:
     def rightmost_untrusted(self, header):
         """The client: each trusted proxy appends the address it saw, so walk
         from the right past our own proxies (a client can forge the left)."""
-        hops = [h.strip() for h in header.split(",") if h.strip()]
+        hops = [h.strip(OWS) for h in header.split(",") if h.strip(OWS)]
         while hops:
             hop = hops.pop()
             if parse_ip(hop) is None:
@@ -1599,7 +1606,7 @@ def forwarded_params(element):
     params = {}
     for pair in element.split(";"):
         key, _, value = pair.partition("=")
-        params[key.strip().lower()] = value.strip().strip('"')
+        params[key.strip(OWS).lower()] = value.strip(OWS).strip('"')
     return params
 
 
