@@ -725,13 +725,27 @@ class Server:
         self.parked[fd] = Parked(sock, addr, bytearray(data), now,
                                  now + self.opts.header_timeout)
         self.poller.register(fd, select.POLLIN)
+        self.count_ip(addr, 1)
 
     def unpark(self, fd):
         try:
             self.poller.unregister(fd)
         except KeyError:
             pass  # a complete head waiting for a free child is no longer polled
-        return self.parked.pop(fd)
+        parked = self.parked.pop(fd)
+        self.count_ip(parked.addr, -1)
+        return parked
+
+    def count_ip(self, addr, delta):
+        """--max-children-per-ip counts a client's children and the connections
+        the accept filter holds for it, so one address cannot fill either."""
+        if not self.opts.max_children_per_ip or not isinstance(addr, tuple):
+            return
+        count = self.per_ip.get(addr[0], 0) + delta
+        if count > 0:
+            self.per_ip[addr[0]] = count
+        else:
+            self.per_ip.pop(addr[0], None)
 
     def on_parked_readable(self, fd):
         parked = self.parked[fd]
@@ -809,8 +823,7 @@ class Server:
         deadline = accepted_at + timeout if timeout and not self.opts.keep_alive else 0.0
         ip = addr[0] if isinstance(addr, tuple) else ""
         self.children[pid] = Child(pid, addr, accepted_at, deadline, ip)
-        if ip and self.opts.max_children_per_ip:
-            self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
+        self.count_ip(addr, 1)
         if self.opts.max_fork_rate:
             self.fork_tokens -= 1
         self.served += 1
@@ -899,10 +912,7 @@ class Server:
             # Not ours: as PID 1 or a subreaper we adopt orphans.  Reap quietly.
             self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
             return
-        if child.ip and child.ip in self.per_ip:
-            self.per_ip[child.ip] -= 1
-            if not self.per_ip[child.ip]:
-                del self.per_ip[child.ip]
+        self.count_ip(child.addr, -1)
         if self.opts.trace:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)))
         if not is_normal_exit(status):
@@ -1373,7 +1383,8 @@ def add_supervision_options(p):
     g.add_argument("--limit-cpu", type=non_negative_int, default=0, metavar="SECONDS",
                    help="CPU seconds a child may use")
     g.add_argument("--max-children-per-ip", type=non_negative_int, default=0, metavar="N",
-                   help="most live children per client address; 0 = off (default)")
+                   help="most live children plus connections held by the accept "
+                        "filter per client address; 0 = off (default)")
     g.add_argument("--max-fork-rate", type=non_negative_float, default=0, metavar="PER_SECOND",
                    help="most forks per second; 0 = off (default)")
     g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")

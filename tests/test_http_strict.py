@@ -384,6 +384,29 @@ def test_max_children_per_ip_answers_503(start_server):
         busy.close()
 
 
+def test_max_children_per_ip_counts_connections_held_by_the_accept_filter(start_server):
+    """Two trickling heads from 127.0.0.1 hold no child, but they fill the
+    address's share: a third connection gets 503 until they are gone."""
+    server = start_server("tests.apps:hello", "--max-children-per-ip", "2")
+    partial = [server.connect() for _ in range(2)]
+    try:
+        for sock in partial:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: exa")
+        time.sleep(0.3)   # let the parent park both
+        assert server.children() == []
+        third = server.connect()
+        third.sendall(b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        assert read_all(third).startswith(b"HTTP/1.1 503 ")
+        third.close()
+    finally:
+        for sock in partial:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while http_get(server, "/")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert http_get(server, "/")[0] == 200
+
+
 def test_fork_rate_is_bounded(start_server):
     """--max-fork-rate 2: a token bucket of 2, so 6 forks need at least 2 s."""
     server = start_server("tests.apps:hello", "--max-fork-rate", "2")
