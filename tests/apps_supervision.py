@@ -25,11 +25,20 @@ def hang_ignoring_hangup(environ, start_response):
     return apps.hang(environ, start_response)
 
 
+def hang_ignoring_term(environ, start_response):
+    """Hangs, deaf to SIGTERM and to its own SIGALRM deadline: only the
+    parent's SIGKILL, after the grace that follows its SIGTERM, ends it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    return apps.hang(environ, start_response)
+
+
 ROUTES = {
     "/": apps.hello,
     "/slow": apps.slow,
     "/hang": apps.hang,
     "/hang-ignoring-hangup": hang_ignoring_hangup,
+    "/hang-ignoring-term": hang_ignoring_term,
     "/alloc": apps.allocate_forever,
     "/cpu": apps.burn_cpu,
     "/subprocess": apps.subprocess_true,

@@ -31,6 +31,10 @@ SCHEDULING_SLACK_SECONDS = 3.0  # a shared 2-core CI machine is slow at times
 # Far apart enough that the kernel never merges two SIGHUPs (standard signals
 # do not queue, signal(7)); a reload may still be running when the next comes.
 HUP_SPACING_SECONDS = 0.3
+# A parent waiting in poll() for a deadline 30 s away uses ~0 CPU; a busy loop
+# would use all of the watch.  Generous, as CI shares 2 cores.
+IDLE_WATCH_SECONDS = 1.0
+IDLE_CPU_MAX_SECONDS = 0.25
 
 
 def wait_for(predicate, timeout=10.0, what="condition"):
@@ -239,6 +243,39 @@ def test_hung_app_is_killed_at_timeout_logged_and_the_server_keeps_serving(start
     assert "(timeout)" in text or "timed out after" in text
     wait_no_zombies(server)
     assert http_get(server, "/")[0] == 200
+
+
+def test_child_deaf_to_sigterm_is_sigkilled_by_the_parent_after_the_grace(start_server):
+    # The app ignores SIGTERM and SIGALRM: the child's own deadline cannot end
+    # it, so this checks the parent's deadline, SIGTERM, then SIGKILL.
+    server = start_server(APP, "--timeout", "1")
+    inflight = in_background(raw_exchange, server, get_bytes("/hang-ignoring-term"), 30)
+    child = one_child(server)
+    started = time.monotonic()
+    assert inflight(30) in (b"", b"<RESET>")
+    assert time.monotonic() - started < 1 + KILL_GRACE_SECONDS + SCHEDULING_SLACK_SECONDS
+    wait_log(server, "child %d (client 127.0.0.1" % child.pid)
+    text = server.log_text()
+    assert "child %d (client 127.0.0.1:" % child.pid in text and "timed out after" in text
+    assert "child %d ignored SIGTERM; sending SIGKILL" % child.pid in text
+    assert "killed by SIGKILL (timeout)" in text
+    wait_no_zombies(server)
+    assert http_get(server, "/")[0] == 200
+
+
+def test_parent_waiting_for_a_far_deadline_does_not_spin(start_server):
+    # poll() sleeps until the next deadline: no busy polling, no sleep loop.
+    server = start_server(APP, "--timeout", "30")
+    inflight = in_background(raw_exchange, server, get_bytes("/hang"), 60)
+    one_child(server)
+    before = server.ps.cpu_times()
+    time.sleep(IDLE_WATCH_SECONDS)
+    after = server.ps.cpu_times()
+    used = (after.user + after.system) - (before.user + before.system)
+    assert used < IDLE_CPU_MAX_SECONDS, "the parent used %.2fs of CPU while idle" % used
+    server.signal(signal.SIGINT)         # fast stop ends the hung child
+    assert server.wait_exit() == 0
+    assert inflight(30) in (b"", b"<RESET>")
 
 
 def test_parent_killed_by_sigkill_leaves_no_child_past_its_timeout(start_server):
