@@ -925,7 +925,9 @@ class Server:
         what = describe_status(status)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            if sig == signal.SIGALRM or (child.term_at and sig in (signal.SIGTERM, signal.SIGKILL)):
+            if child.term_at and self.stop_mode and sig in (signal.SIGTERM, signal.SIGKILL):
+                what += " (server stopping)"   # a fast stop or the stop deadline, not --timeout
+            elif sig == signal.SIGALRM or (child.term_at and sig in (signal.SIGTERM, signal.SIGKILL)):
                 what += " (timeout)"
             elif sig == signal.SIGXCPU:
                 what += " (CPU limit hit)"

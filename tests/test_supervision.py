@@ -212,6 +212,9 @@ def test_sigint_and_sigquit_stop_inflight_children_at_once(start_server, sig):
     assert inflight() in (b"", b"<RESET>")
     assert not psutil.pid_exists(child.pid)
     assert "stopping (fast)" in server.log_text()
+    # Told to stop, not timed out: the log must not send anyone after --timeout.
+    assert "child %d (client 127.0.0.1:" % child.pid in server.log_text()
+    assert "killed by SIGTERM (server stopping)" in server.log_text()
 
 
 # ---------------------------------------------------------------- dying children
