@@ -1207,11 +1207,31 @@ def raise_cpu_limit(signum, frame):
 
 
 def load_setproctitle():
+    """The optional setproctitle's C function, or None.
+
+    Its package __init__ imports ``logging`` (0.7 MB more parent, paid again
+    in page tables by every fork), so the extension is loaded by itself."""
+    import importlib.util
     try:
-        from setproctitle import setproctitle
-    except ImportError:
+        spec = importlib.util.find_spec("setproctitle")
+    except (ImportError, ValueError):
         return None
-    return setproctitle
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for name in sorted(os.listdir(folder)):
+            if name.startswith("_setproctitle.") and name.endswith(".so"):
+                return load_extension("_setproctitle", os.path.join(folder, name))
+    return None
+
+
+def load_extension(name, path):
+    import importlib.util
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.setproctitle
+    except (ImportError, OSError, AttributeError):
+        return None
 
 
 def reopen_log_file(path, fd):
