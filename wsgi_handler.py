@@ -17,7 +17,6 @@ its reason; docs/security.md is the table of them all.
 import os
 import re
 import socket
-import sys
 import time
 from http import HTTPStatus
 

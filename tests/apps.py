@@ -1,12 +1,20 @@
 """WSGI apps for the tests, named by behaviour."""
 import os
-import sys
 import time
 
 
 def _reply(start_response, body, status="200 OK", ctype="text/plain"):
     start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
     return [body]
+
+
+def query_param(environ, name, default):
+    """One value of the query string, undecoded (the tests' apps need no more)."""
+    for pair in environ.get("QUERY_STRING", "").split("&"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            return value
+    return default
 
 
 def hello(environ, start_response):

@@ -4,6 +4,8 @@ import json
 import os
 import time
 
+from tests.apps import query_param
+
 READ_BYTES = 64 * 1024
 PATTERN = bytes(range(256)) * 256     # 64 KiB of a pattern a truncation cannot hide in
 
@@ -14,18 +16,11 @@ def _reply(start_response, body, ctype="application/json", extra=()):
     return [body]
 
 
-def _query(environ, name, default):
-    for pair in environ.get("QUERY_STRING", "").split("&"):
-        key, _, value = pair.partition("=")
-        if key == name:
-            return value
-    return default
-
 
 def whoami(environ, start_response):
     """JSON: which server (parent pid), which child, the client and scheme it saw,
     and the length and SHA-256 of the body it read.  ?ms= sleeps first."""
-    time.sleep(int(_query(environ, "ms", "0")) / 1000.0)
+    time.sleep(int(query_param(environ, "ms", "0")) / 1000.0)
     digest, length = hashlib.sha256(), 0
     while True:
         data = environ["wsgi.input"].read(READ_BYTES)
@@ -46,7 +41,7 @@ def whoami(environ, start_response):
 
 def download(environ, start_response):
     """?n= bytes of PATTERN with a Content-Length, streamed in 64 KiB pieces."""
-    n = int(_query(environ, "n", str(10 * 1024 * 1024)))
+    n = int(query_param(environ, "n", str(10 * 1024 * 1024)))
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
                               ("Content-Length", str(n))])
 
@@ -67,6 +62,6 @@ def expected_download(n):
 
 def with_response_header(environ, start_response):
     """Sets X-Resp: out-value; ?ms= sleeps first (for the access log's timings)."""
-    time.sleep(int(_query(environ, "ms", "0")) / 1000.0)
+    time.sleep(int(query_param(environ, "ms", "0")) / 1000.0)
     return _reply(start_response, b"logged\n", ctype="text/plain",
                   extra=[("X-Resp", "out-value")])

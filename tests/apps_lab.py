@@ -4,6 +4,8 @@ import json
 import os
 import time
 
+from tests.apps import query_param
+
 # Lab 8 (copy-on-write): a heap of small GC-tracked objects built at import, in
 # the parent, before the first fork.  Lists, because CPython untracks dicts and
 # tuples holding only atoms (gc docs, "is_tracked"), and an untracked object is
@@ -29,21 +31,14 @@ def memory_kib():
             "heap_items": COW_HEAP_ITEMS}
 
 
-def _query(environ, name, default):
-    for pair in environ.get("QUERY_STRING", "").split("&"):
-        key, _, value = pair.partition("=")
-        if key == name:
-            return value
-    return default
-
 
 def cow_report(environ, start_response):
     """Runs a full collection (as any long-lived app eventually does), holds
     the child ?s= seconds so it can be watched, then answers its memory as JSON.
     ?gc=0 skips the collection."""
-    if _query(environ, "gc", "1") == "1":
+    if query_param(environ, "gc", "1") == "1":
         gc.collect()
-    time.sleep(float(_query(environ, "s", "0")))
+    time.sleep(float(query_param(environ, "s", "0")))
     body = (json.dumps(memory_kib()) + "\n").encode()
     start_response("200 OK", [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body)))])

@@ -100,21 +100,27 @@ class ServerProcess:
 
     def kill_everything(self):
         """Last-resort cleanup: SIGKILL the server and every descendant we started."""
-        try:
-            procs = self.ps.children(recursive=True) + [self.ps]
-        except psutil.NoSuchProcess:
-            procs = []
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=5)
+        kill_tree(self.pid)
         try:
             self.proc.close(force=True)
         except Exception:
             pass
         self.output_file.close()
+
+
+def kill_tree(pid):
+    """SIGKILL a process we started and all its descendants, then reap them."""
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except psutil.NoSuchProcess:
+        return
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
 
 
 def zombies_of(ps):

@@ -1,7 +1,6 @@
 """The command line: version, app loading errors and their exit statuses, bind
 errors, where apps are imported from, IPv6, the thread warning, stop signals and
 whole log lines."""
-import os
 import re
 import signal
 import socket
@@ -10,7 +9,6 @@ import sys
 import textwrap
 import threading
 
-import psutil
 import pytest
 
 import wsgi_handler

@@ -17,11 +17,10 @@ import sys
 import threading
 import time
 
-import psutil
 import pytest
 
 from tests.apps_deploy import expected_download
-from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get, needs
+from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get, kill_tree, needs
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 OPENSSL = shutil.which("openssl")
@@ -157,20 +156,6 @@ class Nginx:
                 self.proc.wait(STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 kill_tree(self.proc.pid)
-
-
-def kill_tree(pid):
-    try:
-        root = psutil.Process(pid)
-        procs = root.children(recursive=True) + [root]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=5)
 
 
 @pytest.fixture(scope="module")

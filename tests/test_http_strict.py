@@ -9,7 +9,6 @@ import threading
 import time
 import zlib
 
-import psutil
 import pytest
 
 import wsgi_handler

@@ -1,5 +1,4 @@
 """--keep-alive: persistence, pipelining, idle timeout and framing (RFC 9112 9)."""
-import socket
 import time
 
 import pytest
