@@ -938,14 +938,16 @@ class Server:
     # ------------------------------------------------------------ deadlines
     def check_deadlines(self):
         now = time.monotonic()
-        for child in list(self.children.values()):
+        # No copy of the table: this runs every loop turn and neither branch
+        # adds or removes children (signal_child only fills self.terminating).
+        for child in self.children.values():
             if not child.deadline or child.deadline > now:
                 break   # fork order is deadline order
             if child.pid not in self.terminating:
                 self.log.warning("child %d (client %s) timed out after %.1fs; sending SIGTERM" % (
                     child.pid, format_addr(child.addr), now - child.started))
                 self.signal_child(child, signal.SIGTERM)
-        for child in list(self.terminating.values()):
+        for child in self.terminating.values():
             if now >= child.term_at + KILL_GRACE_SECONDS:
                 self.log.warning("child %d ignored SIGTERM; sending SIGKILL" % child.pid)
                 kill(child.pid, signal.SIGKILL)
