@@ -103,6 +103,15 @@ def reap(signum, frame):
             return
 
 
+def stop_servers(servers, args):
+    """Wait for the pending 1-second zombie checks, then stop every server by pid."""
+    for check in args.zombie_checks:
+        check.join()
+    args.zombie_checks.clear()
+    for server in servers.values():
+        server.stop()
+
+
 def serve_floor(port, spec):
     """The bare fork: what fork-per-connection costs with nothing of ours in it."""
     if spec:
@@ -402,11 +411,7 @@ def run_round(app, peers, args, round_no, say, logdir):
         return [run_clients(app, floor, round_order(started, round_no), servers, args,
                             round_no, c, say) for c in args.clients]
     finally:
-        for checks in args.zombie_checks:
-            checks.join()
-        args.zombie_checks.clear()
-        for server in servers.values():
-            server.stop()
+        stop_servers(servers, args)
 
 
 def run_clients(app, floor, peers, servers, args, round_no, clients, say):
@@ -504,11 +509,7 @@ def keepalive_check(args, say, logdir):
                                                        r["cpu_ms_per_req"] or 0))
                     out.append(r)
         finally:
-            for t in args.zombie_checks:
-                t.join()
-            args.zombie_checks.clear()
-            for server in servers.values():
-                server.stop()
+            stop_servers(servers, args)
     return out
 
 

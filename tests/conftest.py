@@ -190,6 +190,22 @@ def http_get(server, path, method="GET", body=None, headers=None, timeout=10):
         conn.close()
 
 
+def unix_get(path, url="/", timeout=10):
+    """GET over a unix socket: (status, body)."""
+    import http.client
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(path)
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
+    conn.sock = sock
+    try:
+        conn.request("GET", url)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 def raw_request(server, data, timeout=10, shutdown=False):
     """Send raw bytes, return everything the server sends until it closes."""
     with server.connect(timeout=timeout) as sock:

@@ -3,7 +3,6 @@ run where and when documented, a raising hook survived, access-log atoms."""
 import http.client
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import FORKSERVER, ROOT, http_get
+from tests.conftest import FORKSERVER, ROOT, http_get, unix_get
 
 EXIT_USAGE = 2
 EXIT_HOOK_FAILED = 5           # wsgi_handler.EXIT_HOOK_FAILED: post_fork raised
@@ -68,20 +67,6 @@ def wait_for_text(read, needle, timeout=LOG_WAIT_SECONDS):
     while needle not in read() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
     return read()
-
-
-def unix_get(path, url="/", timeout=10):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    sock.connect(path)
-    conn = http.client.HTTPConnection("localhost", timeout=timeout)
-    conn.sock = sock
-    try:
-        conn.request("GET", url)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def run_to_exit(args, timeout=30):

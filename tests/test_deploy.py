@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.apps_deploy import expected_download
-from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get, kill_tree, needs
+from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get, kill_tree, needs, unix_get
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 OPENSSL = shutil.which("openssl")
@@ -506,7 +506,7 @@ def test_unix_socket_mode_stale_file_replaced_and_removed_on_exit(start_server, 
     assert server.addresses == ["unix:" + sock_path]
     info = os.stat(sock_path)
     assert stat.S_ISSOCK(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o660
-    assert unix_get(sock_path)["server"] == server.pid
+    assert unix_whoami(sock_path)["server"] == server.pid
     assert server.stop() == 0
     assert not os.path.exists(sock_path)
 
@@ -518,7 +518,7 @@ def test_unix_socket_removed_after_fast_stop_and_live_one_refused(start_server, 
                              "--bind", "unix:" + sock_path], cwd=ROOT, capture_output=True,
                             text=True, timeout=START_SECONDS)
     assert result.returncode == 4 and "in use by another server" in result.stderr
-    assert unix_get(sock_path)["server"] == server.pid      # the live one is untouched
+    assert unix_whoami(sock_path)["server"] == server.pid      # the live one is untouched
     server.signal(signal.SIGINT)
     assert server.wait_exit() == 0
     assert not os.path.exists(sock_path)
@@ -533,18 +533,8 @@ def test_unix_socket_file_removed_when_privilege_drop_fails(tmp_path):
     assert not os.path.exists(sock_path)
 
 
-def unix_get(path, url="/"):
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(HTTP_TIMEOUT_SECONDS)
-    sock.connect(path)
-    conn = http.client.HTTPConnection("localhost", timeout=HTTP_TIMEOUT_SECONDS)
-    conn.sock = sock
-    try:
-        conn.request("GET", url)
-        resp = conn.getresponse()
-        return whoami((resp.status, resp.read()))
-    finally:
-        conn.close()
+def unix_whoami(path, url="/"):
+    return whoami(unix_get(path, url, timeout=HTTP_TIMEOUT_SECONDS))
 
 
 # ================================================================ logs
