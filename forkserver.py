@@ -76,6 +76,14 @@ READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 # Signals the parent handles; children put them back as they found them.
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                    signal.SIGHUP, signal.SIGUSR1)
+# The same as plain ints, for the calls made at every fork: the signal and
+# socket constants are enum members, each on a page of its own that every
+# use writes (a reference count) and every fork makes copy-on-write.
+HANDLED_SIGNAL_NUMBERS = tuple(int(sig) for sig in HANDLED_SIGNALS)
+SIG_BLOCK = int(signal.SIG_BLOCK)
+SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
+MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
+INFINITY = float("inf")
 STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
 
@@ -201,6 +209,13 @@ class Listener:
     def __init__(self, sock, description, unix_path=None):
         self.sock = sock
         self.fd = sock.fileno()
+        # Plain ints for socket.socket(family, type, 0, fd) at each accept:
+        # given only the fd, the constructor asks the kernel with getsockopt.
+        self.family = int(sock.family)
+        self.type = int(sock.type)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        self.pending = poller.poll   # pending(0): is a connection waiting?
         self.description = description
         self.unix_path = unix_path
 
@@ -402,15 +417,14 @@ def drop_privileges(user, group, listeners):
 
 class Child:
     """What the parent knows of one live child."""
-    __slots__ = ("pid", "addr", "started", "deadline", "term_at", "ip")
+    __slots__ = ("pid", "addr", "started", "deadline", "term_at")
 
-    def __init__(self, pid, addr, started, deadline, ip):
+    def __init__(self, pid, addr, started, deadline):
         self.pid = pid
         self.addr = addr
         self.started = started
         self.deadline = deadline
         self.term_at = None
-        self.ip = ip
 
 
 class Parked:
@@ -481,19 +495,33 @@ class Server:
         self.wake_r, self.wake_w = os.pipe()
         self.saved_handlers = {}
         self.title_dirty = False   # counts changed: retitle once, at the loop turn's end
+        self.title_prefix = "forkserver: parent " + " ".join(
+            l.description for l in self.listeners.values())
         self.status_dirty = bool(opts.status_file)   # --status-file needs rewriting
         self.status_due = 0.0                         # not before this (monotonic)
+        self.deadline_check_at = INFINITY   # no child can time out before this
+        # The common case of the loop needs none of these: see serve_forever.
+        self.child_signals = ()     # (signal, disposition) a child restores
+        self.flush_before_fork = bool(hooks) or opts.lab_print_in_handler
+        self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
+        self.reap_inline = opts.reaper == "loop" and not opts.lab_print_in_handler
 
     # ------------------------------------------------------------ setup
     def install_signals(self):
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        for sig in HANDLED_SIGNALS:
+        note = self.note_signal   # one bound method, not one per signal: fewer
+        for sig in HANDLED_SIGNALS:   # objects for each child to touch when it resets them
             self.saved_handlers[sig] = signal.getsignal(sig)
-            signal.signal(sig, self.note_signal)
+            signal.signal(sig, note)
         signal.signal(signal.SIGCHLD, self.sigchld_handler())
         self.poller.register(self.wake_r, select.POLLIN)
+        # What each child restores, as the C function takes it: SIG_DFL and
+        # SIG_IGN as plain ints (getsignal gives them as enum members).
+        self.child_signals = tuple(
+            (sig, int(handler) if isinstance(handler, int) else handler)
+            for sig, handler in self.saved_handlers.items())
 
     def sigchld_handler(self):
         if self.opts.reaper == "none":
@@ -554,6 +582,7 @@ class Server:
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))  # no core dumps from children
         self.freeze_heap()
         self.update_title()
+        flush_stdio()   # what the app printed: once here, not at every fork
 
     def freeze_heap(self):
         # Move everything alive now into the permanent generation: a collection
@@ -578,20 +607,37 @@ class Server:
 
     # ------------------------------------------------------------ main loop
     def serve_forever(self):
+        """The main loop: wait, then do what is due.
+
+        Every turn's work is behind a cheap test, so the common turns (a
+        connection forked, children reaped) call few Python functions.  Each
+        function run writes the reference counts of its code and function
+        objects; after a fork those pages are shared with the child, and each
+        page written costs a copy-on-write fault (docs/performance.md)."""
         self.set_accepting(True)
+        opts = self.opts
+        cap = opts.max_children or INFINITY
         while True:
             self.wait()
-            self.handle_signals()
-            self.reap_children()
-            self.check_deadlines()
-            self.check_parked()
+            if self.pending_signals:
+                self.handle_signals()
+            if self.sigchld_seen or self.reaped:
+                self.reap_children()
+            if self.terminating or time.monotonic() >= self.deadline_check_at:
+                self.check_deadlines()
+            if self.parked:
+                self.check_parked()
             if self.stop_mode and self.stopped():
                 return
-            self.check_reload()
-            self.set_accepting(self.may_accept())
+            if opts.reload:
+                self.check_reload()
+            if (not self.accepting or self.stop_mode or self.paused_until
+                    or opts.max_fork_rate or len(self.children) >= cap):
+                self.set_accepting(self.may_accept())
             if self.title_dirty:
                 self.update_title()
-            self.write_status()
+            if self.status_dirty:
+                self.write_status()
 
     def wait(self):
         timeout = self.next_timeout()
@@ -601,7 +647,10 @@ class Server:
             return
         for fd, _ in events:
             if fd == self.wake_r:
-                self.drain_wake_pipe()
+                try:   # one read: if more is left, poll says so at once
+                    os.read(fd, 4096)
+                except BlockingIOError:
+                    pass
             elif fd in self.listeners:
                 self.accept_from(self.listeners[fd])
             elif fd in self.parked:
@@ -610,10 +659,7 @@ class Server:
     def next_timeout(self):
         """Seconds until the next thing the loop must do by itself, or None."""
         times = []
-        if self.children:
-            child = next(iter(self.children.values()))
-            if child.deadline:
-                times.append(child.deadline)
+        times.append(self.deadline_check_at)
         times.extend(c.term_at + KILL_GRACE_SECONDS for c in self.terminating.values())
         if self.parked:
             times.append(min(p.deadline for p in self.parked.values()))
@@ -627,14 +673,8 @@ class Server:
             times.append(self.status_due)
         if self.opts.reaper != "loop" and self.stop_mode:
             times.append(time.monotonic() + 0.05)   # nobody reaps for us: poll
-        return min(times) - time.monotonic() if times else None
-
-    def drain_wake_pipe(self):
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        soonest = min(times, default=INFINITY)   # a SIGKILLed child's term_at is infinite
+        return None if soonest == INFINITY else soonest - time.monotonic()
 
     def may_accept(self):
         if self.stop_mode:
@@ -671,7 +711,16 @@ class Server:
 
     # ------------------------------------------------------------ accepting
     def accept_from(self, listener):
-        while self.may_accept():
+        """Accept until the backlog is empty, forking a child for each
+        connection whose request head is in (the accept filter)."""
+        opts = self.opts
+        cap = opts.max_children or INFINITY
+        limit = self.handler_config.limits.head if opts.accept_filter else 0
+        pending = listener.pending
+        while True:
+            if ((self.stop_mode or self.paused_until or opts.max_fork_rate
+                    or len(self.children) >= cap) and not self.may_accept()):
+                return
             if self.sigchld_seen:
                 # Reap between accepts: under a burst the backlog never empties,
                 # and children that already answered would otherwise stay
@@ -681,13 +730,36 @@ class Server:
                 # socket.accept() converts family and type to enums for the
                 # new object: ~20 pages touched per connection in the parent.
                 fd, addr = listener.sock._accept()
-                sock = socket.socket(fileno=fd)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self.accept_failed(exc)
                 return
-            self.on_accept(sock, addr)
+            sock = socket.socket(listener.family, listener.type, 0, fd)
+            now = time.monotonic()
+            if opts.max_children_per_ip and self.over_ip_limit(sock, addr):
+                continue
+            data = b""
+            if limit:
+                try:
+                    data = sock.recv(limit + 1, MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass               # nothing sent yet: parked below
+                except OSError:
+                    sock.close()       # reset before a word
+                    continue
+                else:
+                    if not data:
+                        sock.close()   # closed without a word
+                        continue
+                # A CRLFCRLF means the head is complete (or malformed, which the
+                # child answers): head_ready's full check only for the rest.
+                if b"\r\n\r\n" not in data and not head_ready(data, limit):
+                    self.park(sock, addr, data, now)
+                    continue
+            self.fork_child(sock, addr, data, now)
+            if not pending(0):
+                return   # the backlog is empty (cheaper than accept's BlockingIOError)
 
     def accept_failed(self, exc):
         if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
@@ -696,23 +768,15 @@ class Server:
             os.strerror(exc.errno), ACCEPT_BACKOFF_SECONDS))
         self.paused_until = time.monotonic() + ACCEPT_BACKOFF_SECONDS
 
-    def on_accept(self, sock, addr):
-        now = time.monotonic()
+    def over_ip_limit(self, sock, addr):
+        """--max-children-per-ip: refuse (503) a client at its limit."""
         ip = addr[0] if isinstance(addr, tuple) else ""
         limit = self.opts.max_children_per_ip
-        if limit and ip and self.per_ip.get(ip, 0) >= limit:
+        if ip and self.per_ip.get(ip, 0) >= limit:
             self.log.warning("client %s: over --max-children-per-ip %d; 503" % (format_addr(addr), limit))
             refuse(sock, 503)
-            return
-        data = b""
-        if self.opts.accept_filter:
-            data = first_bytes(sock, self.handler_config.limits.head + 1)
-            if data is None:
-                return  # the client closed without a word
-            if not head_ready(data, self.handler_config.limits.head):
-                self.park(sock, addr, data, now)
-                return
-        self.fork_child(sock, addr, data, now)
+            return True
+        return False
 
     def park(self, sock, addr, data, now):
         if len(self.parked) >= self.opts.max_pending:
@@ -751,7 +815,7 @@ class Server:
         parked = self.parked[fd]
         limit = self.handler_config.limits.head
         try:
-            data = parked.sock.recv(limit + 1 - len(parked.data), socket.MSG_DONTWAIT)
+            data = parked.sock.recv(limit + 1 - len(parked.data), MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError:
@@ -796,19 +860,37 @@ class Server:
 
     # ------------------------------------------------------------ forking
     def fork_child(self, sock, addr, data, accepted_at):
-        self.run_hook("pre_fork", self)
-        flush_stdio()
-        raw_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        if self.flush_before_fork:
+            self.run_hook("pre_fork", self)
+            flush_stdio()
+        # Blocked across fork: a signal in the child before it resets its
+        # handlers would write to the parent's wake-up pipe.
+        raw_sigmask(SIG_BLOCK, HANDLED_SIGNAL_NUMBERS)
         try:
             pid = os.fork()
         except OSError as exc:
-            raw_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+            raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
             self.fork_failed(sock, addr, exc)
             return
         if pid == 0:
             self.run_child(sock, addr, data, accepted_at)   # never returns
-        self.record_child(pid, addr, accepted_at)
-        raw_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        # Recorded here rather than in a method of its own: see serve_forever.
+        opts = self.opts
+        deadline = accepted_at + opts.timeout if opts.timeout and not opts.keep_alive else 0.0
+        self.children[pid] = Child(pid, addr, accepted_at, deadline)
+        if deadline and deadline < self.deadline_check_at:
+            self.deadline_check_at = deadline
+        if opts.max_children_per_ip:
+            self.count_ip(addr, 1)
+        if opts.max_fork_rate:
+            self.fork_tokens -= 1
+        self.served += 1
+        if len(self.children) > self.high_water:
+            self.high_water = len(self.children)
+        if opts.trace:
+            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
+        self.title_dirty = True
+        raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
         if self.opts.lab_parent_keeps_client:
             self.kept_clients.append(sock)   # lab 3: the tutorial's missing close()
         else:
@@ -817,21 +899,6 @@ class Server:
             # Lab 11: the tutorial's print, with signals open, so SIGCHLD can
             # interrupt it while it holds stdout's buffer lock.
             print("Forked child %d for %s" % (pid, format_addr(addr)))
-
-    def record_child(self, pid, addr, accepted_at):
-        timeout = self.opts.timeout
-        deadline = accepted_at + timeout if timeout and not self.opts.keep_alive else 0.0
-        ip = addr[0] if isinstance(addr, tuple) else ""
-        self.children[pid] = Child(pid, addr, accepted_at, deadline, ip)
-        self.count_ip(addr, 1)
-        if self.opts.max_fork_rate:
-            self.fork_tokens -= 1
-        self.served += 1
-        if len(self.children) > self.high_water:
-            self.high_water = len(self.children)
-        if self.opts.trace:
-            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
-        self.title_dirty = True
 
     def fork_failed(self, sock, addr, exc):
         self.log.error("fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
@@ -863,20 +930,22 @@ class Server:
         # Undo the parent: its wake-up fd first, so no signal writes into the
         # parent's pipe, then its handlers (SIGPIPE stays ignored, as Python
         # starts it, so a hang-up is an exception, not a death by signal).
+        # C functions only (os.close rather than socket.close()):
+        # every Python function run here costs page copies (serve_forever).
         signal.set_wakeup_fd(-1)
-        for sig, handler in self.saved_handlers.items():
-            # The C function knows SIG_DFL/SIG_IGN only as plain ints.
-            raw_signal(sig, int(handler) if isinstance(handler, int) else handler)
-        raw_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
+        for sig, handler in self.child_signals:
+            raw_signal(sig, handler)
+        raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
         os.close(self.wake_r)
         os.close(self.wake_w)
         if not self.opts.lab_child_keeps_listener:
-            for listener in self.listeners.values():
-                listener.sock.close()
+            for fd in self.listeners:   # the socket objects are never used here again
+                os.close(fd)
         for parked in self.parked.values():
-            parked.sock.close()
+            os.close(parked.sock.detach())
         gc.disable()   # the frozen heap stays shared; the app may gc.enable()
-        apply_child_limits(self.opts)
+        if self.opts.limit_memory or self.opts.limit_cpu:
+            apply_child_limits(self.opts)
         if self.opts.timeout and not self.opts.keep_alive:
             # Our own deadline: even if the parent is gone, SIGALRM ends us.
             signal.setitimer(signal.ITIMER_REAL, self.opts.timeout)
@@ -898,9 +967,24 @@ class Server:
         if self.sigchld_seen and self.opts.trace:
             self.log.trace("", "SIGCHLD received")
         self.sigchld_seen = False
-        self.log_handler_errors()
-        if self.opts.reaper == "loop" and not self.opts.lab_print_in_handler:
-            reap_all(self.reaped)
+        if self.handler_errors:
+            self.log_handler_errors()
+        if self.reap_inline:
+            # exited_children(), inline (see serve_forever): a clean exit of a
+            # child nobody waits on needs no more than forgetting it.
+            children = self.children
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                if status == 0 and self.plain_exits and not self.terminating and pid in children:
+                    del children[pid]
+                    self.title_dirty = True
+                else:
+                    self.child_exited(pid, status)
         while self.reaped:
             pid, status = self.reaped.pop(0)
             self.child_exited(pid, status)
@@ -938,11 +1022,14 @@ class Server:
     # ------------------------------------------------------------ deadlines
     def check_deadlines(self):
         now = time.monotonic()
-        # No copy of the table: this runs every loop turn and neither branch
-        # adds or removes children (signal_child only fills self.terminating).
+        # No copy of the table: neither branch adds or removes children
+        # (signal_child only fills self.terminating).
+        self.deadline_check_at = INFINITY
         for child in self.children.values():
             if not child.deadline or child.deadline > now:
-                break   # fork order is deadline order
+                if child.deadline:   # fork order is deadline order
+                    self.deadline_check_at = child.deadline
+                break
             if child.pid not in self.terminating:
                 self.log.warning("child %d (client %s) timed out after %.1fs; sending SIGTERM" % (
                     child.pid, format_addr(child.addr), now - child.started))
@@ -951,7 +1038,7 @@ class Server:
             if now >= child.term_at + KILL_GRACE_SECONDS:
                 self.log.warning("child %d ignored SIGTERM; sending SIGKILL" % child.pid)
                 kill(child.pid, signal.SIGKILL)
-                child.term_at = float("inf")
+                child.term_at = INFINITY
 
     def signal_child(self, child, sig):
         kill(child.pid, sig)
@@ -994,6 +1081,7 @@ class Server:
         self.app = app
         self.mtimes = self.loader.source_mtimes() if self.opts.reload else {}
         self.freeze_heap()
+        flush_stdio()
         self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
 
     def check_reload(self):
@@ -1084,9 +1172,8 @@ class Server:
         self.status_dirty = bool(self.opts.status_file)
         if self.set_title is None:
             return
-        where = " ".join(l.description for l in self.listeners.values())
-        self.set_title("forkserver: parent %s children=%d high-water=%d" % (
-            where, len(self.children), self.high_water))
+        self.set_title("%s children=%d high-water=%d" % (
+            self.title_prefix, len(self.children), self.high_water))
 
     def write_status(self):
         """--status-file: the parent's own counts for scripts/watch_children.py,
@@ -1153,21 +1240,6 @@ def flush_stdio():
             pass
 
 
-def first_bytes(sock, limit):
-    """What the client has already sent (b"" if nothing yet), or None at EOF."""
-    try:
-        data = sock.recv(limit, socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return b""
-    except OSError:
-        sock.close()
-        return None
-    if not data:
-        sock.close()
-        return None
-    return data
-
-
 def head_ready(data, limit):
     """Accept filter: hand the connection to a child once its head is complete
     (or can never be: too long, or a bare CR/LF the child will answer 400)."""
@@ -1182,9 +1254,9 @@ def head_ready(data, limit):
 def refuse(sock, status):
     """Answer from the parent without blocking (503, 408), then close."""
     try:
-        sock.send(wsgi_handler.error_response(status), socket.MSG_DONTWAIT)
+        sock.send(wsgi_handler.error_response(status), MSG_DONTWAIT)
         sock.shutdown(socket.SHUT_WR)
-        sock.recv(65536, socket.MSG_DONTWAIT)   # so close() does not reset
+        sock.recv(65536, MSG_DONTWAIT)   # so close() does not reset
     except OSError:
         pass
     sock.close()
