@@ -267,8 +267,12 @@ def open_listener(address, backlog, umask, defer_seconds):
 
 def bind_inet(hostport, backlog, defer_seconds):
     host, port = hostport
+    # As bytes when ASCII: a str host is IDNA-encoded, which imports
+    # encodings.idna, stringprep and unicodedata (0.3 MB of parent that every
+    # fork copies page tables for).
+    name = host.encode("ascii") if host and host.isascii() else host
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ListenError("cannot resolve %r: %s" % (host, exc.strerror)) from None
     family, _, _, _, sockaddr = infos[0]
@@ -520,7 +524,7 @@ class Server:
         # What each child restores, as the C function takes it: SIG_DFL and
         # SIG_IGN as plain ints (getsignal gives them as enum members).
         self.child_signals = tuple(
-            (sig, int(handler) if isinstance(handler, int) else handler)
+            (int(sig), int(handler) if isinstance(handler, int) else handler)
             for sig, handler in self.saved_handlers.items())
 
     def sigchld_handler(self):

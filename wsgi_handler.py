@@ -14,10 +14,12 @@ The parser is strict on purpose (RFC 9112 / RFC 9110).  Each rule below names
 its reason; docs/security.md is the table of them all.
 """
 
+import operator
 import os
 import re
 import socket
 import time
+from _socket import socket as _c_socket
 from http import HTTPStatus
 
 __version__ = "1.0.0"
@@ -139,6 +141,9 @@ FORBIDDEN_TRAILERS = frozenset((
     "if-unmodified-since", "if-range"))
 # Fields that must appear at most once (RFC 9110 5.3: not list-valued).
 SINGLETON_HEADERS = frozenset(("host", "content-length"))
+# The fields the server reads itself: parse_fields collects their values.
+FRAMING_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "expect",
+                            "connection"))
 NO_BODY_STATUSES = frozenset((204, 304))
 # Only this transfer coding is implemented; others get 501 (RFC 9112 6.1).
 KNOWN_CODINGS = frozenset(("chunked",))
@@ -230,10 +235,9 @@ def error_response(status, detail=""):
 
 def http_date(now=None):
     """RFC 9110 5.6.7 IMF-fixdate, without importing ``email``."""
-    t = time.gmtime(now)
+    year, month, day, hour, minute, second, weekday = time.gmtime(now)[:7]
     return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _WEEKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
-        t.tm_hour, t.tm_min, t.tm_sec)
+        _WEEKDAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
 
 
 # --------------------------------------------------------------------------
@@ -277,6 +281,9 @@ class HandlerConfig:
         self.forwarded = kw.pop("forwarded", None)
         self.set_title = kw.pop("set_title", None)
         self.log = kw.pop("log", None) or Log()
+        # wsgi.errors: made here, in the parent, so a child allocates none.
+        # It is flushed after every request, so no partial line crosses one.
+        self.errors = ErrorStream(self.log)
         if kw:
             raise TypeError("unknown HandlerConfig settings: " + ", ".join(sorted(kw)))
 
@@ -379,24 +386,24 @@ class _AtomDict(dict):
 # The request: a pure parse from bytes to a frozen value.
 # --------------------------------------------------------------------------
 
-class Request:
-    """One parsed request head.  Read-only once built."""
+class Request(tuple):
+    """One parsed request head: a tuple, so read-only, and built in one C call
+    (each Python call in a child writes pages it shares with the parent)."""
 
-    __slots__ = ("method", "target", "version", "headers", "path", "query",
-                 "host", "body_kind", "content_length", "expect_continue",
-                 "keep_alive", "raw_request_line")
-
-    def __init__(self, **kw):
-        for name in self.__slots__:
-            object.__setattr__(self, name, kw[name])
-
-    def __setattr__(self, name, value):
-        raise AttributeError("Request is read-only")
+    __slots__ = ()
+    _fields = ("method", "target", "version", "headers", "path", "query",
+               "host", "body_kind", "content_length", "expect_continue",
+               "keep_alive", "raw_request_line")
 
     def header(self, name):
         """The combined value of a field (", " between repeats), or None."""
         values = [v for n, v in self.headers if n == name]
         return ", ".join(values) if values else None
+
+
+for _index, _name in enumerate(Request._fields):
+    setattr(Request, _name, property(operator.itemgetter(_index), doc=_name))
+del _index, _name
 
 
 def find_head_end(buf, start=0):
@@ -432,20 +439,22 @@ def check_partial_head(buf, limits):
         raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
 
 
-def parse_head(data, limits=DEFAULT_LIMITS):
+def parse_head(data, limits=DEFAULT_LIMITS, checked=False):
     """Parse a complete head (ending in CRLFCRLF) into a Request.
 
     Pure: no socket, no clock.  Raises one HTTPError subclass per status.
+    ``checked``: find_head_end already ran over all of it (Connection.read_head).
     """
-    find_head_end(data)  # bare CR / LF check over the whole head
+    if not checked:
+        find_head_end(data)  # bare CR / LF check over the whole head
     if data.startswith(b"\r\n"):
         data = data[2:]  # RFC 9112 2.2: ignore at least one empty line
     if len(data) > limits.head + 4:
         raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
     lines = data[:-4].split(b"\r\n") if data.endswith(b"\r\n\r\n") else data.split(b"\r\n")
     method, target, version = parse_request_line(lines[0], limits)
-    headers = parse_fields(lines[1:], limits)
-    return build_request(method, target, version, headers, lines[0], limits)
+    headers, framing = parse_fields(lines[1:], limits)
+    return build_request(method, target, version, headers, framing, lines[0], limits)
 
 
 def parse_request_line(line, limits):
@@ -463,10 +472,12 @@ def parse_request_line(line, limits):
 
 
 def parse_fields(lines, limits):
-    """Field lines to a list of (lowercase name, value) latin-1 strings."""
+    """Field lines to a list of (lowercase name, value) latin-1 strings, and
+    the values of the fields the server itself reads ({name: [values]})."""
     if len(lines) > limits.fields:
         raise HeaderFieldsTooLarge("more than %d header fields" % limits.fields)
     fields = []
+    framing = {}
     for line in lines:
         if len(line) > limits.field:
             raise HeaderFieldsTooLarge("a header field longer than %d bytes" % limits.field)
@@ -480,28 +491,33 @@ def parse_fields(lines, limits):
         value = value.strip(b" \t")  # only OWS is trimmed: SP / HTAB
         if not FIELD_VALUE_RE.fullmatch(value):
             raise BadRequest("invalid character in header field %r" % name[:50])
-        fields.append((name.decode("ascii").lower(), value.decode("latin-1")))
-    return fields
+        field = (name.decode("ascii").lower(), value.decode("latin-1"))
+        fields.append(field)
+        if field[0] in FRAMING_FIELDS:
+            framing.setdefault(field[0], []).append(field[1])
+    return fields, framing
 
 
-def build_request(method, target, version, headers, raw_line, limits):
-    names = [n for n, _ in headers]
+def build_request(method, target, version, headers, framing, raw_line, limits):
+    """The semantic checks, each only when its field is present."""
+    get = framing.get
     for name in SINGLETON_HEADERS:
-        if names.count(name) > 1:
+        if len(get(name, ())) > 1:
             raise BadRequest("repeated %s header" % name)
-    host = check_host(version, headers)
+    host = check_host(version, get("host"))
     path, query, host = split_target(method, target, host)
-    body_kind, length = body_framing(version, headers, limits)
-    return Request(
-        method=method, target=target, version=version, headers=tuple(headers),
-        path=path, query=query, host=host, body_kind=body_kind,
-        content_length=length, expect_continue=check_expect(version, headers),
-        keep_alive=wants_keep_alive(version, headers),
-        raw_request_line=raw_line.decode("latin-1"))
+    te, cl = get("transfer-encoding"), get("content-length")
+    body_kind, length = body_framing(version, te, cl, limits) if te or cl else ("none", 0)
+    expect, connection = get("expect"), get("connection")
+    return Request((
+        method, target, version, tuple(headers), path, query, host, body_kind, length,
+        check_expect(version, expect) if expect else False,
+        wants_keep_alive(version, connection) if connection else version >= (1, 1),
+        raw_line.decode("latin-1")))
 
 
-def check_host(version, headers):
-    hosts = [v for n, v in headers if n == "host"]
+def check_host(version, hosts):
+    """``hosts``: the Host field values, or None."""
     if not hosts:
         if version >= (1, 1):
             # RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request
@@ -542,10 +558,9 @@ def split_target(method, target, host):
     return path, query, authority
 
 
-def body_framing(version, headers, limits):
-    """Return ("none" | "length" | "chunked", content_length)."""
-    te = [v for n, v in headers if n == "transfer-encoding"]
-    cl = [v for n, v in headers if n == "content-length"]
+def body_framing(version, te, cl, limits):
+    """Return ("none" | "length" | "chunked", content_length) from the
+    Transfer-Encoding and Content-Length values (lists, or None)."""
     if te:
         if cl:
             # RFC 9112 6.1: a request with both is a smuggling attempt; reject.
@@ -582,19 +597,17 @@ def check_codings(values):
             raise NotImplementedCoding("transfer coding %r" % coding[:30])
 
 
-def check_expect(version, headers):
-    expect = [v for n, v in headers if n == "expect"]
-    if not expect:
-        return False
+def check_expect(version, expect):
+    """``expect``: the Expect field values."""
     if [e.lower() for e in expect] != ["100-continue"]:
         raise ExpectationFailed("unsupported expectation %r" % ", ".join(expect)[:50])
     # RFC 9110 10.1.1: ignore 100-continue in an HTTP/1.0 request.
     return version >= (1, 1)
 
 
-def wants_keep_alive(version, headers):
-    tokens = {t.strip(" \t").lower() for n, v in headers if n == "connection"
-              for t in v.split(",")}
+def wants_keep_alive(version, connection):
+    """``connection``: the Connection field values."""
+    tokens = {t.strip(" \t").lower() for v in connection for t in v.split(",")}
     if "close" in tokens:
         return False
     return version >= (1, 1) or "keep-alive" in tokens
@@ -763,7 +776,7 @@ class ChunkedReader:
             if size > MAX_TRAILER_BYTES:
                 raise HeaderFieldsTooLarge("trailer section over %d bytes" % MAX_TRAILER_BYTES)
             lines.append(line)
-        fields = parse_fields(lines, self.limits)
+        fields, _ = parse_fields(lines, self.limits)
         # In place: the environ holds this very list since before the body was read.
         self.trailers[:] = [(n, v) for n, v in fields if n not in FORBIDDEN_TRAILERS]
 
@@ -773,6 +786,9 @@ class NoBody:
 
     def read_some(self, n):
         return b""
+
+
+NO_BODY = NoBody()   # stateless: one for every request without a body
 
 
 class InputStream:
@@ -860,6 +876,9 @@ class InputStream:
 
     def close(self):
         pass
+
+
+EMPTY_INPUT = InputStream(NO_BODY)   # wsgi.input of every request without a body
 
 
 class ErrorStream:
@@ -950,7 +969,9 @@ class Response:
                 exc_info = None   # avoid a reference cycle (PEP 3333)
         elif self.status is not None:
             raise ResponseError("start_response called a second time without exc_info")
-        self.status = check_status(status)
+        if type(status) is not str or not STATUS_RE.fullmatch(status):
+            check_status(status)   # raises, saying what is wrong
+        self.status = status
         self.headers = check_headers(headers)
         return self.write
 
@@ -967,12 +988,18 @@ class Response:
     def status_code(self):
         return int(self.status[:3])
 
-    def decide_framing(self, known_length):
-        code = self.status_code()
-        declared = [v for n, v in self.headers if n.lower() == "content-length"]
+    def decide_framing(self, known_length, names):
+        """``names``: the app's header names, lowercased, in order."""
+        code = int(self.status[:3])
         self.no_body = self.no_body or code < 200 or code in NO_BODY_STATUSES
-        if self.config.close_delimited:
+        if "content-length" not in names:
+            declared = ()
+        elif self.config.close_delimited:
             self.headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
+            return
+        else:
+            declared = [v for n, v in self.headers if n.lower() == "content-length"]
+        if self.config.close_delimited:
             return
         if declared:
             if len(declared) > 1 or not DIGITS_RE.fullmatch(declared[0].encode("latin-1")):
@@ -992,11 +1019,14 @@ class Response:
             # The app swallowed a body error and answered anyway: the client
             # gets the real status (run_app renders it, with Connection: close).
             raise self.stream.error
-        self.decide_framing(known_length)
+        names = []   # a loop, not comprehensions: each is a function call
+        for name, _ in self.headers:
+            names.append(name.lower())
+        self.decide_framing(known_length, names)
         self.keep_alive = self.can_keep_alive()
         lines = ["HTTP/1.1 " + self.status]
-        names = {n.lower() for n, _ in self.headers}
-        lines.extend("%s: %s" % h for h in self.headers)
+        for header in self.headers:
+            lines.append("%s: %s" % header)
         if "date" not in names:
             lines.append("Date: " + http_date())
         if "server" not in names:
@@ -1139,7 +1169,7 @@ def build_environ(request, addr, config, stream, errors):
     environ = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_path(request.path),
+        "PATH_INFO": unquote_path(request.path) if "%" in request.path else request.path,
         "QUERY_STRING": request.query,
         "REQUEST_URI": request.target,
         "RAW_URI": request.target,
@@ -1159,23 +1189,7 @@ def build_environ(request, addr, config, stream, errors):
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
-    add_header_variables(environ, request)
-    if request.host is not None:
-        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
-        # so frameworks that build URLs from HTTP_HOST see the same host.
-        environ["HTTP_HOST"] = request.host
-    if request.host:
-        host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
-        environ["SERVER_NAME"] = host or request.host
-        if port:
-            environ["SERVER_PORT"] = port
-    if config.forwarded is not None:
-        config.forwarded(environ)
-    return environ
-
-
-def add_header_variables(environ, request):
-    for name, value in request.headers:
+    for name, value in request.headers:   # inline: one call less per request
         if "_" in name:
             continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
         if name == "content-type":
@@ -1191,11 +1205,28 @@ def add_header_variables(environ, request):
             environ[key] = value
     if request.body_kind == "chunked":
         environ.pop("CONTENT_LENGTH", None)
+    if request.host is not None:
+        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
+        # so frameworks that build URLs from HTTP_HOST see the same host.
+        environ["HTTP_HOST"] = request.host
+    if request.host:
+        host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
+        environ["SERVER_NAME"] = host or request.host
+        if port:
+            environ["SERVER_PORT"] = port
+    if config.forwarded is not None:
+        config.forwarded(environ)
+    return environ
 
 
 # --------------------------------------------------------------------------
 # One connection.
 # --------------------------------------------------------------------------
+
+# The C method under socket.socket.close(), whose two Python layers would
+# only add copy-on-write pages to every child.
+close_socket = _c_socket.close
+
 
 def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
     """Serve one connection in a forked child; return the child's exit status."""
@@ -1206,7 +1237,10 @@ def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
         return handler.run()
     finally:
         try:
-            sock.close()
+            if isinstance(sock, _c_socket):
+                close_socket(sock)
+            else:
+                sock.close()   # a test's stand-in
         except OSError:
             pass
 
@@ -1223,6 +1257,7 @@ class ConnectionHandler:
         self.started = accepted_at or time.monotonic()
         self.status = EXIT_OK
         self.unread_body = False
+        self.errors = config.errors
 
     def run(self):
         deadline = self.started + self.config.header_timeout
@@ -1243,14 +1278,15 @@ class ConnectionHandler:
             if not keep_going or count + 1 >= self.config.max_requests:
                 break
             deadline = time.monotonic() + self.config.keep_alive
-        self.close_gracefully()
+        if self.conn.buf or self.unread_body:
+            self.close_gracefully()
         return self.status
 
     def read_request(self, deadline):
         head = self.conn.read_head(deadline)
         if self.config.trace:
             self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
-        request = parse_head(head, self.config.limits)
+        request = parse_head(head, self.config.limits, checked=True)
         if self.config.set_title is not None:
             self.config.set_title("forkserver: child %s %s" % (
                 format_addr(self.addr), request.raw_request_line[:200]))
@@ -1269,22 +1305,32 @@ class ConnectionHandler:
     def handle(self, request, last=False):
         """Run the app for one request; True if the connection may go on."""
         started = time.time()
-        reader = self.body_reader(request)
+        reader = self.body_reader(request) if request.body_kind != "none" else NO_BODY
         response = Response(self.conn, request, self.config)
         response.last = last
-        stream = InputStream(reader, self.continue_callback(request, response))
+        if reader is NO_BODY:
+            stream = EMPTY_INPUT   # reading it changes nothing: one for all requests
+        else:
+            stream = InputStream(reader, self.continue_callback(request, response)
+                                 if request.expect_continue else None)
         response.stream = stream
-        errors = ErrorStream(self.log)
+        errors = self.errors
         environ = build_environ(request, self.addr, self.config, stream, errors)
         if isinstance(reader, ChunkedReader):
             environ["forkserver.trailers"] = reader.trailers
-        self.arm_request_timer()
+        # Each step behind a test, not a call that returns at once: every
+        # function a child runs costs it copy-on-write pages (serve_forever).
+        if self.config.request_timeout:
+            self.arm_request_timer()
         try:
             ok = self.run_app(environ, response)
         finally:
-            self.arm_request_timer(0)
-        errors.flush()
-        self.access_log(environ, response, started)
+            if self.config.request_timeout:
+                self.arm_request_timer(0)
+        if errors.partial:
+            errors.flush()
+        if self.log.access_fd is not None:
+            self.access_log(environ, response, started)
         self.unread_body = not reader.done
         if not ok or stream.error is not None:
             return False  # never parse on after a framing error
@@ -1304,7 +1350,7 @@ class ConnectionHandler:
             return LengthReader(self.conn, request.content_length, timeout)
         if request.body_kind == "chunked":
             return ChunkedReader(self.conn, self.config.limits, timeout)
-        return NoBody()
+        return NO_BODY
 
     def continue_callback(self, request, response):
         if not request.expect_continue:
@@ -1352,8 +1398,13 @@ class ConnectionHandler:
                 response.finish()
                 return
         known = None
-        if isinstance(result, (list, tuple)) and all(isinstance(c, bytes) for c in result):
-            known = sum(map(len, result))
+        if isinstance(result, (list, tuple)):
+            known = 0   # the length, if every item is bytes
+            for chunk in result:
+                if not isinstance(chunk, bytes):
+                    known = None
+                    break
+                known += len(chunk)
         for chunk in result:
             if response.status is None:
                 raise ResponseError("app returned a body before calling start_response()")
