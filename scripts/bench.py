@@ -388,6 +388,69 @@ def recheck_zombies(server, result):
         result["zombies_1s"] = "error: %s" % exc
 
 
+# ======================================================= page faults per connection
+
+FAULT_CONNECTIONS = 600     # sequential connections measured
+FAULT_WARMUP = 50           # first: the parent's own first-time work is not counted
+FAULT_SETTLE_SECONDS = 0.5  # for the last children to be reaped (cminflt counts reaped ones)
+
+
+def proc_counters(pid):
+    """(minflt, cminflt, CPU s, children's CPU s) from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    # After the ")": state ppid ... minflt(7) cminflt(8) majflt cmajflt
+    # utime(11) stime(12) cutime(13) cstime(14)
+    return (int(fields[7]), int(fields[8]), (int(fields[11]) + int(fields[12])) / tick,
+            (int(fields[13]) + int(fields[14])) / tick)
+
+
+def one_connection(port):
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        sock.sendall(request)
+        while sock.recv(65536):
+            pass
+
+
+def fault_profile(server, count):
+    """Minor page faults and CPU per connection, the parent and its (reaped)
+    children apart, over ``count`` sequential connections."""
+    for _ in range(FAULT_WARMUP):
+        one_connection(server.port)
+    time.sleep(FAULT_SETTLE_SECONDS)
+    before = proc_counters(server.proc.pid)
+    for _ in range(count):
+        one_connection(server.port)
+    time.sleep(FAULT_SETTLE_SECONDS)
+    after = proc_counters(server.proc.pid)
+    per = [(b - a) / count for a, b in zip(before, after)]
+    return {"parent_faults": per[0], "child_faults": per[1],
+            "parent_cpu_ms": per[2] * 1e3, "child_cpu_ms": per[3] * 1e3}
+
+
+def faults_check(apps, say, logdir):
+    """Where the difference to the floor is: page faults (copy-on-write) per
+    connection in the parent and in the child.  /proc counts in clock ticks:
+    the CPU figures are coarse, the fault counts exact."""
+    rows = []
+    for app in apps:
+        floor = "floor+flask" if app == "flask" else "floor"
+        for name in (floor, "forkserver"):
+            server = Running(name, APPS[app], logdir)
+            try:
+                row = dict(app=app, server=name, connections=FAULT_CONNECTIONS,
+                           **fault_profile(server, FAULT_CONNECTIONS))
+            finally:
+                server.stop()
+            say("  %-6s %-12s parent %5.0f faults %.2f ms | child %5.0f faults %.2f ms" % (
+                app, name, row["parent_faults"], row["parent_cpu_ms"], row["child_faults"],
+                row["child_cpu_ms"]))
+            rows.append(row)
+    return rows
+
+
 # ======================================================= the rounds
 
 def round_order(peers, round_no):
@@ -678,6 +741,15 @@ def markdown(results):
 
 def markdown_extras(results):
     lines = []
+    if results.get("faults"):
+        lines += ["## Page faults and CPU per connection (%d sequential connections; "
+                  "CPU in clock ticks, so coarse)" % results["faults"][0]["connections"], "",
+                  "| app | server | parent faults | parent CPU ms | child faults | child CPU ms |",
+                  "|---|---|---|---|---|---|"]
+        lines += ["| %s | %s | %.0f | %.2f | %.0f | %.2f |" % (
+            r["app"], r["server"], r["parent_faults"], r["parent_cpu_ms"], r["child_faults"],
+            r["child_cpu_ms"]) for r in results["faults"]]
+        lines.append("")
     if results["errors_check"]:
         lines += ["## %d connections at %d clients (ab)" % (results["connections"], ERRORS_CLIENTS),
                   "", "| app | server | complete | errors | req/s | zombies now / 1 s |",
@@ -744,7 +816,8 @@ def parse_args(argv):
                    help="connections of the ab errors check (full: %d)" % FULL_CONNECTIONS)
     p.add_argument("--memory", action="store_true", help="only the per-child memory report")
     p.add_argument("--skip", type=lambda t: t.split(","), default=[],
-                   help="comma-separated sections to skip: rounds,errors,keepalive,memory")
+                   help="comma-separated sections to skip: "
+                        "rounds,errors,keepalive,memory,faults")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "forkserver-bench"),
                    help="directory for bench-<time>.json and .md (default %(default)s)")
     args = p.parse_args(argv)
@@ -811,9 +884,9 @@ def run_all(args):
     results = {"machine": machine_info(args.tool), "apps": args.apps, "clients": args.clients,
                "rounds": args.rounds, "seconds": args.seconds,
                "connections": args.connections, "quick": args.quick, "runs": [],
-               "errors_check": [], "keepalive": [], "memory": []}
+               "errors_check": [], "keepalive": [], "memory": [], "faults": []}
     sections = ["memory"] if args.memory else [
-        s for s in ("rounds", "errors", "keepalive", "memory") if s not in args.skip]
+        s for s in ("rounds", "errors", "keepalive", "memory", "faults") if s not in args.skip]
     for section in sections:
         say("== %s" % section)
         SECTIONS[section](args, results, logdir)
@@ -841,6 +914,8 @@ SECTIONS = {
         keepalive_check(args, say, logdir) if "flask" in args.apps else []),
     "memory": lambda args, results, logdir: results["memory"].extend(
         memory_check(args.apps, say, logdir)),
+    "faults": lambda args, results, logdir: results["faults"].extend(
+        faults_check(args.apps, say, logdir)),
 }
 
 

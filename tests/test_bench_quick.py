@@ -68,3 +68,20 @@ def test_targets_say_met_and_missed():
     assert met == {"hello at 8 clients vs the floor": False,
                    "forkserver zombies 1 s after every run": True,
                    "Flask child USS mid-request": True}
+
+
+def test_fault_profile_counts_the_parent_and_its_reaped_children(tmp_path):
+    # cminflt only grows when a child is reaped: a child figure of zero would
+    # mean the counters were read before the children were waited for.
+    bench = load_bench()
+    server = bench.Running("forkserver", bench.APPS["hello"], str(tmp_path))
+    try:
+        row = bench.fault_profile(server, 20)
+    finally:
+        server.stop()
+    assert row["child_faults"] > 50          # every forked Python child copies pages
+    assert row["parent_faults"] > 0
+    text = bench.markdown_extras({"errors_check": [], "keepalive": [], "memory": [],
+                                  "faults": [dict(row, app="hello", server="forkserver",
+                                                  connections=20)]})
+    assert "| hello | forkserver | %.0f |" % row["parent_faults"] in "\n".join(text)
