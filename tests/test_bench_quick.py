@@ -85,3 +85,10 @@ def test_fault_profile_counts_the_parent_and_its_reaped_children(tmp_path):
                                   "faults": [dict(row, app="hello", server="forkserver",
                                                   connections=20)]})
     assert "| hello | forkserver | %.0f |" % row["parent_faults"] in "\n".join(text)
+
+
+def test_a_missed_ratio_is_never_shown_rounded_up_to_its_goal():
+    bench = load_bench()
+    assert bench.times(0.748, 0.75) == "0.748x"
+    assert bench.times(0.712, 0.75) == "0.71x"
+    assert bench.times(0.751, 0.75) == "0.75x"
