@@ -85,6 +85,7 @@ SIG_BLOCK = int(signal.SIG_BLOCK)
 SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 INFINITY = float("inf")
+MAX_POLL_SECONDS = 1.0                   # the longest the parent sleeps in poll()
 STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
 
@@ -650,7 +651,7 @@ class Server:
     def wait(self):
         timeout = self.next_timeout()
         try:
-            events = self.poller.poll(None if timeout is None else max(timeout * 1000.0, 0.0))
+            events = self.poller.poll(max(timeout * 1000.0, 0.0))
         except InterruptedError:
             return
         for fd, _ in events:
@@ -665,7 +666,7 @@ class Server:
                 self.on_parked_readable(fd)
 
     def next_timeout(self):
-        """Seconds until the next thing the loop must do by itself, or None."""
+        """Seconds until the next thing the loop must do by itself (at most MAX_POLL_SECONDS)."""
         times = []
         times.append(self.deadline_check_at)
         times.extend(c.term_at + KILL_GRACE_SECONDS for c in self.terminating.values())
@@ -681,8 +682,11 @@ class Server:
             times.append(self.status_due)
         if self.opts.reaper != "loop" and self.stop_mode:
             times.append(time.monotonic() + 0.05)   # nobody reaps for us: poll
+        # Never more than MAX_POLL_SECONDS: a wake-up lost anywhere (one was
+        # seen here: poll() asleep with a connection in the listener's queue)
+        # then delays the loop by at most that, instead of until the next event.
         soonest = min(times, default=INFINITY)   # a SIGKILLed child's term_at is infinite
-        return None if soonest == INFINITY else soonest - time.monotonic()
+        return min(soonest - time.monotonic(), MAX_POLL_SECONDS)
 
     def may_accept(self):
         if self.stop_mode:

@@ -60,10 +60,7 @@ class ServerProcess:
         return socket.create_connection((self.host, self.port), timeout=timeout)
 
     def children(self):
-        try:
-            return self.ps.children()
-        except psutil.NoSuchProcess:
-            return []
+        return children_of(self.pid)
 
     def log_text(self):
         with open(self.error_log, errors="replace") as f:
@@ -108,13 +105,34 @@ class ServerProcess:
         self.output_file.close()
 
 
+def children_of(pid, recursive=False):
+    """The processes whose parent is ``pid`` (and their descendants if
+    ``recursive``), found by parent pid alone.
+
+    Not psutil's Process.children(): it also drops a child whose start time
+    looks older than its parent's, a guard against pid reuse that misfires on
+    this VM, where start times are derived from a boot time that jitters.  A
+    test saw [] from it for seconds while ps listed three children, which
+    would also hide zombies from zombies_of()."""
+    by_parent = {}
+    for proc in psutil.process_iter(["ppid"]):
+        by_parent.setdefault(proc.info["ppid"], []).append(proc)
+    found, todo = [], [pid]
+    while todo:
+        for proc in by_parent.get(todo.pop(), []):
+            found.append(proc)
+            if recursive:
+                todo.append(proc.pid)
+    return found
+
+
 def kill_tree(pid):
     """SIGKILL a process we started and all its descendants, then reap them."""
     try:
         root = psutil.Process(pid)
-        procs = root.children(recursive=True) + [root]
     except psutil.NoSuchProcess:
         return
+    procs = children_of(pid, recursive=True) + [root]
     for proc in procs:
         try:
             proc.kill()
@@ -124,10 +142,14 @@ def kill_tree(pid):
 
 
 def zombies_of(ps):
-    try:
-        return [c for c in ps.children() if c.status() == psutil.STATUS_ZOMBIE]
-    except psutil.NoSuchProcess:
-        return []
+    zombies = []
+    for child in children_of(ps.pid):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                zombies.append(child)
+        except psutil.NoSuchProcess:
+            pass   # reaped between the listing and the look
+    return zombies
 
 
 def wait_no_zombies(server, timeout=3.0):

@@ -330,7 +330,7 @@ def test_two_instances_share_load_and_one_stops_without_failed_requests(start_se
         slow = threading.Thread(target=lambda: in_flight.update(
             seen=whoami(http_get(first, "/?ms=%d" % IN_FLIGHT_MS)[:3:2])))
         slow.start()
-        assert wait_for(lambda: first.children())
+        assert wait_for(lambda: first.children()), "no child of the first instance"
         stopped_at = time.monotonic()
         first.signal(signal.SIGTERM)          # a rolling restart's first step
         slow.join(HTTP_TIMEOUT_SECONDS)

@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import ROOT, http_get, wait_children, wait_no_zombies, zombies_of
+from tests.conftest import ROOT, children_of, http_get, wait_children, wait_no_zombies, zombies_of
 
 SCRIPTS = os.path.join(ROOT, "scripts")
 POLL_SECONDS = 0.02
@@ -40,10 +40,13 @@ def wait_for(predicate, timeout=DEADLINE_SECONDS, what="condition"):
 
 
 def statuses(ps):
-    try:
-        return [c.status() for c in ps.children()]
-    except psutil.NoSuchProcess:
-        return []
+    found = []
+    for child in children_of(ps.pid):
+        try:
+            found.append(child.status())
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def request_bytes(path, extra=b""):
