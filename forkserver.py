@@ -506,9 +506,13 @@ class Server:
         self.status_dirty = bool(opts.status_file)   # --status-file needs rewriting
         self.status_due = 0.0                         # not before this (monotonic)
         self.deadline_check_at = INFINITY   # no child can time out before this
-        # The common case of the loop needs none of these: see serve_forever.
         self.child_signals = ()     # (signal, disposition) a child restores
         self.heap_filler = None     # see fill_allocator_holes
+        self.note_fast_paths()
+
+    def note_fast_paths(self):
+        """What the common case of the loop can skip (see serve_forever)."""
+        opts, hooks = self.opts, self.hooks
         self.flush_before_fork = bool(hooks) or opts.lab_print_in_handler
         self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
         self.reap_inline = opts.reaper == "loop" and not opts.lab_print_in_handler
@@ -751,27 +755,32 @@ class Server:
             now = time.monotonic()
             if opts.max_children_per_ip and self.over_ip_limit(sock, addr):
                 continue
-            data = b""
-            if limit:
-                try:
-                    data = sock.recv(limit + 1, MSG_DONTWAIT)
-                except BlockingIOError:
-                    pass               # nothing sent yet: parked below
-                except OSError:
-                    sock.close()       # reset before a word
-                    continue
-                else:
-                    if not data:
-                        sock.close()   # closed without a word
-                        continue
-                # A CRLFCRLF means the head is complete (or malformed, which the
-                # child answers): head_ready's full check only for the rest.
-                if b"\r\n\r\n" not in data and not head_ready(data, limit):
-                    self.park(sock, addr, data, now)
-                    continue
-            self.fork_child(sock, addr, data, now)
+            data = self.filter_head(sock, addr, now, limit) if limit else b""
+            if data is not None:
+                self.fork_child(sock, addr, data, now)
             if not pending(0):
                 return   # the backlog is empty (cheaper than accept's BlockingIOError)
+
+    def filter_head(self, sock, addr, now, limit):
+        """The accept filter: what the client sent, if its head is complete;
+        None if the connection was parked or is gone."""
+        try:
+            data = sock.recv(limit + 1, MSG_DONTWAIT)
+        except BlockingIOError:
+            data = b""         # nothing sent yet: parked below
+        except OSError:
+            sock.close()       # reset before a word
+            return None
+        else:
+            if not data:
+                sock.close()   # closed without a word
+                return None
+        # A CRLFCRLF means the head is complete (or malformed, which the
+        # child answers): head_ready's full check only for the rest.
+        if b"\r\n\r\n" not in data and not head_ready(data, limit):
+            self.park(sock, addr, data, now)
+            return None
+        return data
 
     def accept_failed(self, exc):
         if exc.errno in (errno.ECONNABORTED, errno.EPROTO):

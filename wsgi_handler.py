@@ -1189,7 +1189,23 @@ def build_environ(request, addr, config, stream, errors):
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
-    for name, value in request.headers:   # inline: one call less per request
+    add_header_variables(environ, request)
+    if request.host is not None:
+        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
+        # so frameworks that build URLs from HTTP_HOST see the same host.
+        environ["HTTP_HOST"] = request.host
+    if request.host:
+        host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
+        environ["SERVER_NAME"] = host or request.host
+        if port:
+            environ["SERVER_PORT"] = port
+    if config.forwarded is not None:
+        config.forwarded(environ)
+    return environ
+
+
+def add_header_variables(environ, request):
+    for name, value in request.headers:
         if "_" in name:
             continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
         if name == "content-type":
@@ -1205,18 +1221,6 @@ def build_environ(request, addr, config, stream, errors):
             environ[key] = value
     if request.body_kind == "chunked":
         environ.pop("CONTENT_LENGTH", None)
-    if request.host is not None:
-        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
-        # so frameworks that build URLs from HTTP_HOST see the same host.
-        environ["HTTP_HOST"] = request.host
-    if request.host:
-        host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
-        environ["SERVER_NAME"] = host or request.host
-        if port:
-            environ["SERVER_PORT"] = port
-    if config.forwarded is not None:
-        config.forwarded(environ)
-    return environ
 
 
 # --------------------------------------------------------------------------
