@@ -516,6 +516,7 @@ class Server:
         self.flush_before_fork = bool(hooks) or opts.lab_print_in_handler
         self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
         self.reap_inline = opts.reaper == "loop" and not opts.lab_print_in_handler
+        self.child_cap = opts.max_children or INFINITY
 
     # ------------------------------------------------------------ setup
     def install_signals(self):
@@ -629,7 +630,6 @@ class Server:
         page written costs a copy-on-write fault (docs/performance.md)."""
         self.set_accepting(True)
         opts = self.opts
-        cap = opts.max_children or INFINITY
         while True:
             self.wait()
             if self.pending_signals:
@@ -645,7 +645,7 @@ class Server:
             if opts.reload:
                 self.check_reload()
             if (not self.accepting or self.stop_mode or self.paused_until
-                    or opts.max_fork_rate or len(self.children) >= cap):
+                    or opts.max_fork_rate or len(self.children) >= self.child_cap):
                 self.set_accepting(self.may_accept())
             if self.title_dirty:
                 self.update_title()
@@ -729,8 +729,7 @@ class Server:
     def accept_from(self, listener):
         """Accept until the backlog is empty, forking a child for each
         connection whose request head is in (the accept filter)."""
-        opts = self.opts
-        cap = opts.max_children or INFINITY
+        opts, cap = self.opts, self.child_cap
         limit = self.handler_config.limits.head if opts.accept_filter else 0
         pending = listener.pending
         while True:

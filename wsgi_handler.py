@@ -969,9 +969,7 @@ class Response:
                 exc_info = None   # avoid a reference cycle (PEP 3333)
         elif self.status is not None:
             raise ResponseError("start_response called a second time without exc_info")
-        if type(status) is not str or not STATUS_RE.fullmatch(status):
-            check_status(status)   # raises, saying what is wrong
-        self.status = status
+        self.status = check_status(status)
         self.headers = check_headers(headers)
         return self.write
 
@@ -992,15 +990,13 @@ class Response:
         """``names``: the app's header names, lowercased, in order."""
         code = int(self.status[:3])
         self.no_body = self.no_body or code < 200 or code in NO_BODY_STATUSES
-        if "content-length" not in names:
-            declared = ()
-        elif self.config.close_delimited:
-            self.headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
-            return
-        else:
-            declared = [v for n, v in self.headers if n.lower() == "content-length"]
         if self.config.close_delimited:
+            if "content-length" in names:
+                self.headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
             return
+        declared = ()
+        if "content-length" in names:
+            declared = [v for n, v in self.headers if n.lower() == "content-length"]
         if declared:
             if len(declared) > 1 or not DIGITS_RE.fullmatch(declared[0].encode("latin-1")):
                 raise ResponseError("invalid Content-Length from the app: %r" % declared)
