@@ -96,7 +96,8 @@ TOKEN_RE = re.compile(_TCHAR + rb"+")
 #   field-content = field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ]
 #   field-vchar = VCHAR / obs-text      (no CTLs: NUL, CR, LF are rejected)
 _VCHAR = rb"[\x21-\x7e\x80-\xff]"
-FIELD_VALUE_RE = re.compile(rb"(?:" + _VCHAR + rb"(?:[\t\x20-\x7e\x80-\xff]*" + _VCHAR + rb")?)?")
+_FIELD_CONTENT = _VCHAR + rb"(?:[\t\x20-\x7e\x80-\xff]*" + _VCHAR + rb")?"
+FIELD_VALUE_RE = re.compile(rb"(?:" + _FIELD_CONTENT + rb")?")
 # RFC 9112 3:  request-line = method SP request-target SP HTTP-version
 #   HTTP-version = HTTP-name "/" DIGIT "." DIGIT   (exactly one SP between)
 REQUEST_LINE_RE = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
@@ -120,6 +121,21 @@ DIGITS_RE = re.compile(rb"[0-9]+")
 # MUST be rejected or replaced; bare LF we reject too, as gunicorn 22 does, to
 # avoid disagreeing with a proxy about where a line ends).
 BARE_EOL_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# The common head in one match, on the latin-1 text: an origin-form target
+# with no fragment (RFC 9112 3.2.1), HTTP/1.x, and field lines of the grammar
+# above.  parse_head takes it in one pass; any other head goes through the
+# line-by-line parser, which names what is wrong.
+_TCHAR_TEXT = _TCHAR.decode("ascii")
+_CONTENT_TEXT = _FIELD_CONTENT.decode("latin-1")
+# One optional group holds the value and the OWS after it, so no two parts of
+# the pattern compete for the same spaces (no quadratic backtracking).
+SIMPLE_HEAD_RE = re.compile(
+    r"((" + _TCHAR_TEXT + r"+) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([0-9]))\r\n"
+    r"((?:" + _TCHAR_TEXT + r"+:[ \t]*(?:" + _CONTENT_TEXT + r"[ \t]*)?\r\n)*)\r\n")
+SIMPLE_FIELD_RE = re.compile(
+    r"(" + _TCHAR_TEXT + r"+):[ \t]*(?:(" + _CONTENT_TEXT + r")[ \t]*)?\r\n")
+# RFC 9110 5.6.1: a list's elements are separated by OWS "," OWS.
+LIST_SEPARATOR_RE = re.compile(r"[ \t]*,[ \t]*")
 # RFC 9110 5.6.3:  OWS = *( SP / HTAB ).  The only whitespace ever trimmed from
 # a field value: str.strip with no argument would also drop \x0b, \x0c,
 # \x1c-\x1f, \x85 and \xa0.
@@ -246,7 +262,7 @@ def http_date(now=None):
 
 class Limits:
     """Parser limits; the CLI overrides the module defaults."""
-    __slots__ = ("request_line", "fields", "field", "head", "body", "chunk_line")
+    __slots__ = ("request_line", "fields", "field", "head", "body", "chunk_line", "simple_head")
 
     def __init__(self, request_line=MAX_REQUEST_LINE_BYTES, fields=MAX_HEADER_FIELDS,
                  field=MAX_FIELD_BYTES, head=MAX_HEAD_BYTES, body=MAX_BODY_BYTES,
@@ -257,6 +273,8 @@ class Limits:
         self.head = head
         self.body = body
         self.chunk_line = chunk_line
+        # A head no longer than this has no line over any limit (parse_head).
+        self.simple_head = min(request_line, field, head)
 
 
 DEFAULT_LIMITS = Limits()
@@ -439,14 +457,49 @@ def check_partial_head(buf, limits):
         raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
 
 
-def parse_head(data, limits=DEFAULT_LIMITS, checked=False):
+def parse_head(data, limits=DEFAULT_LIMITS):
     """Parse a complete head (ending in CRLFCRLF) into a Request.
 
     Pure: no socket, no clock.  Raises one HTTPError subclass per status.
-    ``checked``: find_head_end already ran over all of it (Connection.read_head).
+
+    The common head (SIMPLE_HEAD_RE, inside every limit, without a body, an
+    Expect or an unusual target) is taken here in one function and a few C
+    calls, because each Python function a child runs costs it copy-on-write
+    pages (docs/performance.md).  Any other head, valid or not, goes through
+    parse_head_by_line, which returns the same Request or names the error.
     """
-    if not checked:
-        find_head_end(data)  # bare CR / LF check over the whole head
+    match = SIMPLE_HEAD_RE.fullmatch(data.decode("latin-1")) if len(data) <= limits.simple_head else None
+    if match is None:
+        return parse_head_by_line(data, limits)
+    raw_line, method, target, minor, block = match.groups()
+    fields = []
+    host = connection = None
+    for name, value in SIMPLE_FIELD_RE.findall(block):
+        name = name.lower()
+        fields.append((name, value))
+        if name not in FRAMING_FIELDS:
+            continue
+        if name == "connection":
+            connection = value if connection is None else connection + "," + value
+        elif name == "host" and host is None:
+            host = value
+        else:
+            return parse_head_by_line(data, limits)   # a body, Expect, Host twice
+    if (len(fields) > limits.fields or method == "CONNECT" or (host is None and minor != "0")
+            or (host and not HOST_RE.fullmatch(host))):
+        return parse_head_by_line(data, limits)
+    keep_alive = minor != "0"   # HTTP/1.1 and later persist by default (RFC 9112 9.3)
+    if connection is not None:
+        tokens = LIST_SEPARATOR_RE.split(connection.lower().strip(OWS))
+        keep_alive = "close" not in tokens and (keep_alive or "keep-alive" in tokens)
+    path, _, query = target.partition("?")
+    return Request((method, target, (1, int(minor)), tuple(fields), path, query, host,
+                    "none", 0, False, keep_alive, raw_line))
+
+
+def parse_head_by_line(data, limits):
+    """parse_head for any head: each line checked on its own, each error named."""
+    find_head_end(data)  # bare CR / LF check over the whole head
     if data.startswith(b"\r\n"):
         data = data[2:]  # RFC 9112 2.2: ignore at least one empty line
     if len(data) > limits.head + 4:
@@ -645,6 +698,14 @@ class Connection:
 
     def read_head(self, deadline):
         """Bytes of the next head, read with a loop of recv until the blank line."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end > 0 and not self.buf.startswith(b"\r\n"):
+            # Complete already (the accept filter waited for it): parse_head's
+            # grammar rejects a bare CR or LF, so find_head_end's scan is not
+            # needed here.
+            head = bytes(self.buf[:end + 4])
+            del self.buf[:end + 4]
+            return head
         limits = self.config.limits
         scanned = 0
         while True:
@@ -1286,7 +1347,7 @@ class ConnectionHandler:
         head = self.conn.read_head(deadline)
         if self.config.trace:
             self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
-        request = parse_head(head, self.config.limits, checked=True)
+        request = parse_head(head, self.config.limits)
         if self.config.set_title is not None:
             self.config.set_title("forkserver: child %s %s" % (
                 format_addr(self.addr), request.raw_request_line[:200]))

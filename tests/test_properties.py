@@ -4,6 +4,7 @@ Deadlines are off (CI machines are noisy); example counts are bounded so the
 module runs in about 20 seconds."""
 import string
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import wsgi_handler
@@ -151,3 +152,77 @@ def test_valid_chunked_bodies_decode_to_what_was_generated(chunks, trailers):
     assert body == b"".join(data for data, _, _ in chunks)
     assert got_trailers == [(n.lower(), v) for n, v in trailers
                             if n.lower() not in wsgi_handler.FORBIDDEN_TRAILERS]
+
+
+# parse_head takes common heads in one pass (SIMPLE_HEAD_RE) and hands every
+# other head to parse_head_by_line.  Both lanes must agree on every input:
+# the same Request, or the same error with the same detail.
+def parse_outcome(parse, head):
+    try:
+        return parse(head)
+    except wsgi_handler.HTTPError as exc:
+        return type(exc), exc.detail
+
+
+def agree(head):
+    by_line = parse_outcome(
+        lambda data: wsgi_handler.parse_head_by_line(data, wsgi_handler.DEFAULT_LIMITS), head)
+    assert parse_outcome(wsgi_handler.parse_head, head) == by_line
+    return by_line
+
+
+LANE_TARGETS = st.one_of(st.tuples(paths, queries).map(lambda pq: pq[0] + ("?" + pq[1] if pq[1] is not None else "")),
+                         st.sampled_from(["*", "/a#f", "http://h.example/x?y", "h.example:80", "/a b", "/%41"]))
+LANE_VERSIONS = st.sampled_from(["1.1", "1.0", "1.9", "2.0", "0.9", "1.10", "1.1 "])
+LANE_HOSTS = st.one_of(st.none(), hosts, st.sampled_from(["", "bad host", "a@b", "[::1", "x:y"]),
+                       st.tuples(hosts, hosts).map(list))
+CONNECTION_VALUES = ["close", "Close", "keep-alive", " KEEP-ALIVE ", "clo se", "upgrade, close",
+                     "a,,b", "\xa0close", "close\t", "", "keep-alive, close", "xclose"]
+LANE_CONNECTIONS = st.one_of(st.none(), st.lists(st.sampled_from(CONNECTION_VALUES), min_size=1, max_size=3))
+LANE_EXTRA = st.lists(st.sampled_from(
+    ["Content-Length: 3", "Transfer-Encoding: chunked", "Expect: 100-continue", "X_Y: 1",
+     " folded", "Bad Name: 1", "A:\x7f", "A: \xff\xfe", "A:", "A: b \t "]), max_size=2)
+
+
+@VALID_SETTINGS
+@given(st.one_of(token, st.just("CONNECT")), LANE_TARGETS, LANE_VERSIONS, LANE_HOSTS,
+       LANE_CONNECTIONS, st.lists(st.tuples(field_names, field_values), max_size=4), LANE_EXTRA,
+       st.integers(0, 300), st.binary(max_size=3))
+def test_both_parser_lanes_agree_on_heads_near_the_common_one(
+        method, target, version, host, connections, fields, extra, where, junk):
+    lines = ["%s %s HTTP/%s" % (method, target, version)]
+    lines += ["Host: %s" % h for h in ([host] if isinstance(host, str) else host or [])]
+    lines += ["Connection: %s" % c for c in connections or []]
+    lines += ["%s: %s" % f for f in fields] + extra
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if junk:   # and the same head with a few bytes replaced anywhere
+        head = head[:where] + junk + head[where + len(junk):]
+        head = head if head.endswith(b"\r\n\r\n") else head + b"\r\n\r\n"
+    agree(head)
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1"])
+@pytest.mark.parametrize("value", CONNECTION_VALUES)
+def test_both_parser_lanes_agree_on_connection_tokens(value, version):
+    agree(("GET / HTTP/%s\r\nHost: h\r\nConnection: %s\r\n\r\n" % (version, value)).encode("latin-1"))
+    agree(("GET / HTTP/%s\r\nConnection: x\r\nHost: h\r\nConnection: %s\r\n\r\n"
+           % (version, value)).encode("latin-1"))
+
+
+def test_both_parser_lanes_agree_on_the_malformed_table():
+    for case in malformed.CASES:
+        end = case.raw.find(b"\r\n\r\n")
+        agree(case.raw[:end + 4] if end != -1 else case.raw + b"\r\n\r\n")
+
+
+def test_the_one_pass_lane_takes_the_common_head():
+    """The fast lane is really taken: if parse_head_by_line ran, this fails."""
+    head = b"GET /a?b=1 HTTP/1.1\r\nHost: h.example\r\nConnection: Close\r\nAccept: */*\r\n\r\n"
+    original = wsgi_handler.parse_head_by_line
+    wsgi_handler.parse_head_by_line = None
+    try:
+        request = wsgi_handler.parse_head(head)
+    finally:
+        wsgi_handler.parse_head_by_line = original
+    assert request == agree(head)
+    assert (request.path, request.query, request.host, request.keep_alive) == ("/a", "b=1", "h.example", False)
