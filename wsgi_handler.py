@@ -117,6 +117,11 @@ CHUNK_LINE_RE = re.compile(
 #   1*( HTAB / SP / VCHAR / obs-text )
 STATUS_RE = re.compile(r"[1-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
 DIGITS_RE = re.compile(rb"[0-9]+")
+# STATUS_RE, then each header as name CR value (TOKEN_RE, FIELD_VALUE_RE),
+# one per line: start_response checks a whole common response in one match.
+RESPONSE_HEAD_RE = re.compile(
+    STATUS_RE.pattern + r"(?:\n" + _TCHAR.decode("ascii") + r"+\r(?:"
+    + _FIELD_CONTENT.decode("latin-1") + r")?)*")
 # A CR not followed by LF, or an LF not preceded by CR (RFC 9112 2.2: bare CR
 # MUST be rejected or replaced; bare LF we reject too, as gunicorn 22 does, to
 # avoid disagreeing with a proxy about where a line ends).
@@ -1014,7 +1019,7 @@ class Response:
         self.length = None          # Content-Length promised, if any
         self.sent_body = 0
         self.keep_alive = False
-        self.no_body = request.method == "HEAD"
+        self.no_body = request[0] == "HEAD"   # request.method (see build_environ)
         self.failed = None          # status logged when the app failed
         self.stream = None          # wsgi.input, to see a body error the app swallowed
         self.last = False           # --max-requests-per-connection reached
@@ -1030,6 +1035,22 @@ class Response:
                 exc_info = None   # avoid a reference cycle (PEP 3333)
         elif self.status is not None:
             raise ResponseError("start_response called a second time without exc_info")
+        # check_status and check_headers, for the common case in one loop and
+        # one match (each Python function a child runs costs it pages); any
+        # other case goes through them, and they name what is wrong.
+        lines = [status] if type(status) is str and type(headers) is list else None
+        for item in headers if lines is not None else ():
+            if (type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
+                    or type(item[1]) is not str or item[0].lower() in HOP_BY_HOP):
+                lines = None
+                break
+            lines.append(item[0] + "\r" + item[1])
+        if lines is not None:
+            text = "\n".join(lines)
+            # One "\n" per header: a CR or LF inside a name or value cannot fake a line.
+            if text.count("\n") == len(headers) and RESPONSE_HEAD_RE.fullmatch(text):
+                self.status, self.headers = status, headers[:]
+                return self.write
         self.status = check_status(status)
         self.headers = check_headers(headers)
         return self.write
@@ -1047,40 +1068,37 @@ class Response:
     def status_code(self):
         return int(self.status[:3])
 
-    def decide_framing(self, known_length, names):
-        """``names``: the app's header names, lowercased, in order."""
+    def send_head(self, known_length):
+        """Decide the framing (RFC 9112 6.3) and build the head, which goes
+        out with the first body bytes (``out``)."""
+        if self.stream is not None and self.stream.error is not None:
+            # The app swallowed a body error and answered anyway: the client
+            # gets the real status (run_app renders it, with Connection: close).
+            raise self.stream.error
+        names, declared = [], []   # loops, not comprehensions: each is a function call
+        for name, value in self.headers:
+            name = name.lower()
+            names.append(name)
+            if name == "content-length":
+                declared.append(value)
         code = int(self.status[:3])
         self.no_body = self.no_body or code < 200 or code in NO_BODY_STATUSES
         if self.config.close_delimited:
-            if "content-length" in names:
-                self.headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
-            return
-        declared = ()
-        if "content-length" in names:
-            declared = [v for n, v in self.headers if n.lower() == "content-length"]
-        if declared:
+            if declared:
+                self.headers = [h for h in self.headers if h[0].lower() != "content-length"]
+        elif declared:
             if len(declared) > 1 or not DIGITS_RE.fullmatch(declared[0].encode("latin-1")):
                 raise ResponseError("invalid Content-Length from the app: %r" % declared)
             self.length = int(declared[0])
         elif self.no_body:
-            return
+            pass
         elif known_length is not None:
             self.length = known_length
             self.headers.append(("Content-Length", str(known_length)))
         elif self.request.version >= (1, 1):
             self.chunked = True
             self.headers.append(("Transfer-Encoding", "chunked"))
-
-    def send_head(self, known_length):
-        if self.stream is not None and self.stream.error is not None:
-            # The app swallowed a body error and answered anyway: the client
-            # gets the real status (run_app renders it, with Connection: close).
-            raise self.stream.error
-        names = []   # a loop, not comprehensions: each is a function call
-        for name, _ in self.headers:
-            names.append(name.lower())
-        self.decide_framing(known_length, names)
-        self.keep_alive = self.can_keep_alive()
+        self.keep_alive = self.can_keep_alive() if self.config.keep_alive else False
         lines = ["HTTP/1.1 " + self.status]
         for header in self.headers:
             lines.append("%s: %s" % header)
@@ -1222,17 +1240,20 @@ def unquote_path(path):
 
 
 def build_environ(request, addr, config, stream, errors):
-    server_name, server_port = config.server_name, config.server_port
+    # One function, and the request unpacked once: a child copies the pages
+    # of every function it runs, and a property read (Request's fields)
+    # writes the reference count of the field's name (docs/performance.md).
+    method, target, version, headers, path, query, host, body_kind = request[:8]
     environ = {
-        "REQUEST_METHOD": request.method,
+        "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_path(request.path) if "%" in request.path else request.path,
-        "QUERY_STRING": request.query,
-        "REQUEST_URI": request.target,
-        "RAW_URI": request.target,
-        "SERVER_NAME": server_name,
-        "SERVER_PORT": server_port,
-        "SERVER_PROTOCOL": "HTTP/%d.%d" % request.version,
+        "PATH_INFO": unquote_path(path) if "%" in path else path,
+        "QUERY_STRING": query,
+        "REQUEST_URI": target,
+        "RAW_URI": target,
+        "SERVER_NAME": config.server_name,
+        "SERVER_PORT": config.server_port,
+        "SERVER_PROTOCOL": "HTTP/%d.%d" % version,
         "SERVER_SOFTWARE": SERVER_SOFTWARE,
         "REMOTE_ADDR": addr[0] if addr else "",
         "REMOTE_PORT": str(addr[1]) if addr and len(addr) > 1 else "",
@@ -1246,23 +1267,7 @@ def build_environ(request, addr, config, stream, errors):
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
-    add_header_variables(environ, request)
-    if request.host is not None:
-        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
-        # so frameworks that build URLs from HTTP_HOST see the same host.
-        environ["HTTP_HOST"] = request.host
-    if request.host:
-        host, _, port = request.host.rpartition(":") if request.host.rfind(":") > request.host.rfind("]") else (request.host, "", "")
-        environ["SERVER_NAME"] = host or request.host
-        if port:
-            environ["SERVER_PORT"] = port
-    if config.forwarded is not None:
-        config.forwarded(environ)
-    return environ
-
-
-def add_header_variables(environ, request):
-    for name, value in request.headers:
+    for name, value in headers:
         if "_" in name:
             continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
         if name == "content-type":
@@ -1272,12 +1277,23 @@ def add_header_variables(environ, request):
         else:
             key = "HTTP_" + name.upper().replace("-", "_")
         if key in environ:
-            sep = "; " if key == "HTTP_COOKIE" else ", "
-            environ[key] += sep + value
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
         else:
             environ[key] = value
-    if request.body_kind == "chunked":
+    if body_kind == "chunked":
         environ.pop("CONTENT_LENGTH", None)
+    if host is not None:
+        # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
+        # so frameworks that build URLs from HTTP_HOST see the same host.
+        environ["HTTP_HOST"] = host
+    if host:
+        server, _, port = host.rpartition(":") if host.rfind(":") > host.rfind("]") else (host, "", "")
+        environ["SERVER_NAME"] = server or host
+        if port:
+            environ["SERVER_PORT"] = port
+    if config.forwarded is not None and not environ.keys().isdisjoint(FORWARDING_HEADERS):
+        config.forwarded(environ)
+    return environ
 
 
 # --------------------------------------------------------------------------
@@ -1349,8 +1365,10 @@ class ConnectionHandler:
             self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
         request = parse_head(head, self.config.limits)
         if self.config.set_title is not None:
+            addr = self.addr   # format_addr, inline: one function less per child
             self.config.set_title("forkserver: child %s %s" % (
-                format_addr(self.addr), request.raw_request_line[:200]))
+                "%s:%s" % addr[:2] if type(addr) is tuple and len(addr) > 1 else format_addr(addr),
+                request[11][:200]))   # raw_request_line (see build_environ)
         return request
 
     def reject(self, exc):
@@ -1366,7 +1384,8 @@ class ConnectionHandler:
     def handle(self, request, last=False):
         """Run the app for one request; True if the connection may go on."""
         started = time.time()
-        reader = self.body_reader(request) if request.body_kind != "none" else NO_BODY
+        # request[7]: body_kind (a property read costs a page: build_environ)
+        reader = self.body_reader(request) if request[7] != "none" else NO_BODY
         response = Response(self.conn, request, self.config)
         response.last = last
         if reader is NO_BODY:

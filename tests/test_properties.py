@@ -226,3 +226,53 @@ def test_the_one_pass_lane_takes_the_common_head():
         wsgi_handler.parse_head_by_line = original
     assert request == agree(head)
     assert (request.path, request.query, request.host, request.keep_alive) == ("/a", "b=1", "h.example", False)
+
+
+# start_response checks a common response in one loop and one match, and
+# hands anything else to check_status and check_headers: both must agree.
+class Unsent:
+    """Just what Response.start_response reads before the head is sent."""
+    status = None
+    headers_sent = False
+    write = None
+
+
+def start_outcome(status, headers):
+    response = Unsent()
+    try:
+        wsgi_handler.Response.start_response(response, status, headers)
+    except wsgi_handler.ResponseError as exc:
+        return str(exc)
+    return response.status, response.headers
+
+
+def checked_outcome(status, headers):
+    try:
+        return wsgi_handler.check_status(status), wsgi_handler.check_headers(headers)
+    except wsgi_handler.ResponseError as exc:
+        return str(exc)
+
+
+HEADER_TEXT = st.one_of(token, st.text(VALUE_CHARS + " \t\r\n\x00\x7f\xe9\u20ac:", max_size=8),
+                        st.sampled_from(["Connection", "TE", "a\r\nb", "X\n", " v", "v ", ""]))
+HEADER_ITEMS = st.one_of(st.tuples(HEADER_TEXT, HEADER_TEXT), st.just(("a", b"b")),
+                         st.just(["a", "b"]), st.just(("a", "b", "c")))
+STATUSES = st.one_of(st.sampled_from(["200 OK", "404 Not Found", "200", "99 X", "200 OK\r\n",
+                                      "200 \xe9", "200 \u20ac", b"200 OK"]),
+                     st.text(VALUE_CHARS + " \n", max_size=12))
+
+
+@PROPERTY_SETTINGS
+@given(STATUSES, st.one_of(st.lists(HEADER_ITEMS, max_size=4), st.just(()), st.just(None)))
+def test_start_response_and_the_named_checks_agree(status, headers):
+    assert start_outcome(status, headers) == checked_outcome(status, headers)
+
+
+def test_start_response_takes_a_common_response_in_one_pass():
+    original = wsgi_handler.check_headers
+    wsgi_handler.check_headers = None   # called on the slow lane only
+    try:
+        outcome = start_outcome("200 OK", [("Content-Type", "text/plain"), ("X-A", "b\tc")])
+    finally:
+        wsgi_handler.check_headers = original
+    assert outcome == ("200 OK", [("Content-Type", "text/plain"), ("X-A", "b\tc")])
