@@ -37,9 +37,14 @@ import time
 # ValueError.  The child and the fork path call the C functions directly:
 # that Python work dirtied ~45 copy-on-write pages per child.
 from _signal import pthread_sigmask as raw_sigmask, signal as raw_signal
+# What a child calls, bound here: see Server.run_child.
+from _signal import ITIMER_REAL, set_wakeup_fd, setitimer
+from gc import disable as gc_disable
+from os import _exit, close as close_fd
 
 import wsgi_handler
-from wsgi_handler import Log, format_addr
+from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Log, format_addr,
+                          serve_connection)
 
 __version__ = wsgi_handler.__version__
 
@@ -507,6 +512,7 @@ class Server:
         self.status_due = 0.0                         # not before this (monotonic)
         self.deadline_check_at = INFINITY   # no child can time out before this
         self.child_signals = ()     # (signal, disposition) a child restores
+        self.child_plan = None      # what every child reads (plan_children)
         self.heap_filler = None     # see fill_allocator_holes
         self.note_fast_paths()
 
@@ -592,6 +598,7 @@ class Server:
         else:
             soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))  # no core dumps from children
+        self.plan_children()
         self.freeze_heap()
         self.update_title()
         flush_stdio()   # what the app printed: once here, not at every fork
@@ -927,48 +934,58 @@ class Server:
         self.paused_until = time.monotonic() + FORK_BACKOFF_SECONDS
 
     def run_child(self, sock, addr, data, accepted_at):
-        """In the child: set up, serve one connection, and _exit.  Never returns."""
-        status = wsgi_handler.EXIT_ERROR
+        """In the child: set up, serve one connection, and _exit.  Never returns.
+
+        This code never runs in the parent, so CPython never specializes it,
+        and each attribute it looks up writes a page that then has to be
+        copied (the name's reference count).  So it reads one tuple, made by
+        plan_children, and calls C functions bound to module globals."""
+        status = EXIT_ERROR
         try:
-            self.child_setup(sock)
-            if self.hooks.get("post_fork") and not self.child_post_fork(sock):
-                status = wsgi_handler.EXIT_HOOK_FAILED
+            app, config, signals, close_fds, alarm, limits, post_fork = self.child_plan
+            # Undo the parent: its wake-up fd first, so no signal writes into
+            # the parent's pipe, then its handlers (SIGPIPE stays ignored, as
+            # Python starts it, so a hang-up is an exception, not a death).
+            set_wakeup_fd(-1)
+            for sig, handler in signals:
+                raw_signal(sig, handler)
+            raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
+            for fd in close_fds:   # the wake-up pipe, the listeners
+                close_fd(fd)
+            if self.parked:
+                for parked in self.parked.values():
+                    close_fd(parked.sock.detach())
+            gc_disable()   # the frozen heap stays shared; the app may gc.enable()
+            if limits:
+                apply_child_limits(self.opts)
+            if alarm:
+                # Our own deadline: even if the parent is gone, SIGALRM ends us.
+                setitimer(ITIMER_REAL, alarm)
+            if post_fork and not self.child_post_fork(sock):
+                status = EXIT_HOOK_FAILED
                 return
-            status = wsgi_handler.serve_connection(
-                sock, addr, self.app, self.handler_config, data, accepted_at)
+            status = serve_connection(sock, addr, app, config, data, accepted_at)
         except MemoryError:
-            status = wsgi_handler.EXIT_MEMORY_LIMIT
+            status = EXIT_MEMORY_LIMIT
         except BaseException:
             try:
                 self.log.exception("child failed serving %s" % format_addr(addr))
             except BaseException:
                 pass
         finally:
-            os._exit(status)
+            _exit(status)
 
-    def child_setup(self, sock):
-        # Undo the parent: its wake-up fd first, so no signal writes into the
-        # parent's pipe, then its handlers (SIGPIPE stays ignored, as Python
-        # starts it, so a hang-up is an exception, not a death by signal).
-        # C functions only (os.close rather than socket.close()):
-        # every Python function run here costs page copies (serve_forever).
-        signal.set_wakeup_fd(-1)
-        for sig, handler in self.child_signals:
-            raw_signal(sig, handler)
-        raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
-        os.close(self.wake_r)
-        os.close(self.wake_w)
-        if not self.opts.lab_child_keeps_listener:
-            for fd in self.listeners:   # the socket objects are never used here again
-                os.close(fd)
-        for parked in self.parked.values():
-            os.close(parked.sock.detach())
-        gc.disable()   # the frozen heap stays shared; the app may gc.enable()
-        if self.opts.limit_memory or self.opts.limit_cpu:
-            apply_child_limits(self.opts)
-        if self.opts.timeout and not self.opts.keep_alive:
-            # Our own deadline: even if the parent is gone, SIGALRM ends us.
-            signal.setitimer(signal.ITIMER_REAL, self.opts.timeout)
+    def plan_children(self):
+        """What every child reads, in one tuple (run_child): made before the
+        first fork and again after each reload."""
+        opts = self.opts
+        close_fds = (self.wake_r, self.wake_w)
+        if not opts.lab_child_keeps_listener:
+            close_fds += tuple(self.listeners)   # the socket objects are never used there
+        self.child_plan = (
+            self.app, self.handler_config, self.child_signals, close_fds,
+            opts.timeout if opts.timeout and not opts.keep_alive else 0,
+            bool(opts.limit_memory or opts.limit_cpu), bool(self.hooks.get("post_fork")))
 
     def child_post_fork(self, sock):
         try:
@@ -1100,6 +1117,7 @@ class Server:
             return
         self.app = app
         self.mtimes = self.loader.source_mtimes() if self.opts.reload else {}
+        self.plan_children()
         self.freeze_heap()
         flush_stdio()
         self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
