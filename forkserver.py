@@ -41,10 +41,14 @@ from _signal import pthread_sigmask as raw_sigmask, signal as raw_signal
 from _signal import ITIMER_REAL, set_wakeup_fd, setitimer
 from gc import disable as gc_disable
 from os import _exit, close as close_fd
+# What the parent calls per connection, bound here (Server.accept_from).
+from socket import socket as PySocket
+from _socket import socket as _c_socket
+new_socket, init_socket = PySocket.__new__, _c_socket.__init__
 
 import wsgi_handler
-from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Log, format_addr,
-                          serve_connection)
+from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Log, close_socket,
+                          format_addr, serve_connection)
 
 __version__ = wsgi_handler.__version__
 
@@ -678,9 +682,9 @@ class Server:
 
     def next_timeout(self):
         """Seconds until the next thing the loop must do by itself (at most MAX_POLL_SECONDS)."""
-        times = []
-        times.append(self.deadline_check_at)
-        times.extend(c.term_at + KILL_GRACE_SECONDS for c in self.terminating.values())
+        times = [self.deadline_check_at]   # INFINITY when no child has a deadline
+        if self.terminating:   # (a generator expression is a function made at every call)
+            times.extend(c.term_at + KILL_GRACE_SECONDS for c in self.terminating.values())
         if self.parked:
             times.append(min(p.deadline for p in self.parked.values()))
         if self.stop_deadline:
@@ -696,8 +700,8 @@ class Server:
         # Never more than MAX_POLL_SECONDS: a wake-up lost anywhere (one was
         # seen here: poll() asleep with a connection in the listener's queue)
         # then delays the loop by at most that, instead of until the next event.
-        soonest = min(times, default=INFINITY)   # a SIGKILLed child's term_at is infinite
-        return min(soonest - time.monotonic(), MAX_POLL_SECONDS)
+        # (A SIGKILLed child's term_at is infinite.)
+        return min(min(times) - time.monotonic(), MAX_POLL_SECONDS)
 
     def may_accept(self):
         if self.stop_mode:
@@ -757,7 +761,12 @@ class Server:
             except OSError as exc:
                 self.accept_failed(exc)
                 return
-            sock = socket.socket(listener.family, listener.type, 0, fd)
+            # socket.socket(family, type, 0, fd) minus the Python frames of
+            # socket.py's __init__ (every page the parent writes after a fork
+            # is a fault): the C __init__, then the two slots it sets.
+            sock = new_socket(PySocket)
+            init_socket(sock, listener.family, listener.type, 0, fd)
+            sock._io_refs, sock._closed = 0, False
             now = time.monotonic()
             if opts.max_children_per_ip and self.over_ip_limit(sock, addr):
                 continue
@@ -783,7 +792,9 @@ class Server:
                 return None
         # A CRLFCRLF means the head is complete (or malformed, which the
         # child answers): head_ready's full check only for the rest.
-        if b"\r\n\r\n" not in data and not head_ready(data, limit):
+        # (find, not "in": bytes.__contains__ first tries the argument as an
+        # int, and raises and drops a TypeError for every connection.)
+        if data.find(b"\r\n\r\n") == -1 and not head_ready(data, limit):
             self.park(sock, addr, data, now)
             return None
         return data
@@ -921,7 +932,7 @@ class Server:
         if self.opts.lab_parent_keeps_client:
             self.kept_clients.append(sock)   # lab 3: the tutorial's missing close()
         else:
-            sock.close()
+            close_socket(sock)   # the C close: socket.close() is two Python layers
         if self.opts.lab_print_in_handler:
             # Lab 11: the tutorial's print, with signals open, so SIGCHLD can
             # interrupt it while it holds stdout's buffer lock.

@@ -169,6 +169,8 @@ NO_BODY_STATUSES = frozenset((204, 304))
 # Only this transfer coding is implemented; others get 501 (RFC 9112 6.1).
 KNOWN_CODINGS = frozenset(("chunked",))
 
+IMF_FIXDATE = "%s, %02d %s %04d %02d:%02d:%02d GMT"   # RFC 9110 5.6.7
+DATE_FIELD = "Date: " + IMF_FIXDATE
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -257,8 +259,7 @@ def error_response(status, detail=""):
 def http_date(now=None):
     """RFC 9110 5.6.7 IMF-fixdate, without importing ``email``."""
     year, month, day, hour, minute, second, weekday = time.gmtime(now)[:7]
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _WEEKDAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
+    return IMF_FIXDATE % (_WEEKDAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
 
 
 # --------------------------------------------------------------------------
@@ -1102,8 +1103,10 @@ class Response:
         lines = ["HTTP/1.1 " + self.status]
         for header in self.headers:
             lines.append("%s: %s" % header)
-        if "date" not in names:
-            lines.append("Date: " + http_date())
+        if "date" not in names:   # http_date(), inline
+            year, month, day, hour, minute, second, weekday = time.gmtime()[:7]
+            lines.append(DATE_FIELD % (_WEEKDAYS[weekday], day, _MONTHS[month - 1],
+                                       year, hour, minute, second))
         if "server" not in names:
             lines.append("Server: " + SERVER_SOFTWARE)
         if self.keep_alive:
@@ -1340,7 +1343,10 @@ class ConnectionHandler:
         deadline = self.started + self.config.header_timeout
         for count in range(max(self.config.max_requests, 1)):
             try:
-                request = self.read_request(deadline)
+                head = self.conn.read_head(deadline)
+                if self.config.trace:
+                    self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
+                request = parse_head(head, self.config.limits)
             except ClientGone as exc:
                 self.log.debug("client %s: %s" % (format_addr(self.addr), exc))
                 return self.status
@@ -1351,6 +1357,11 @@ class ConnectionHandler:
                     return self.status
                 self.reject(exc)
                 return self.status
+            if self.config.set_title is not None:
+                addr = self.addr   # format_addr, inline: one function less per child
+                self.config.set_title("forkserver: child %s %s" % (
+                    "%s:%s" % addr[:2] if type(addr) is tuple and len(addr) > 1 else format_addr(addr),
+                    request[11][:200]))   # raw_request_line (see build_environ)
             keep_going = self.handle(request, last=count + 1 >= self.config.max_requests)
             if not keep_going or count + 1 >= self.config.max_requests:
                 break
@@ -1358,18 +1369,6 @@ class ConnectionHandler:
         if self.conn.buf or self.unread_body:
             self.close_gracefully()
         return self.status
-
-    def read_request(self, deadline):
-        head = self.conn.read_head(deadline)
-        if self.config.trace:
-            self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
-        request = parse_head(head, self.config.limits)
-        if self.config.set_title is not None:
-            addr = self.addr   # format_addr, inline: one function less per child
-            self.config.set_title("forkserver: child %s %s" % (
-                "%s:%s" % addr[:2] if type(addr) is tuple and len(addr) > 1 else format_addr(addr),
-                request[11][:200]))   # raw_request_line (see build_environ)
-        return request
 
     def reject(self, exc):
         """Answer a bad request and close: nothing after it is parsed."""
@@ -1396,7 +1395,7 @@ class ConnectionHandler:
         response.stream = stream
         errors = self.errors
         environ = build_environ(request, self.addr, self.config, stream, errors)
-        if isinstance(reader, ChunkedReader):
+        if reader is not NO_BODY and isinstance(reader, ChunkedReader):
             environ["forkserver.trailers"] = reader.trailers
         # Each step behind a test, not a call that returns at once: every
         # function a child runs costs it copy-on-write pages (serve_forever).
@@ -1411,7 +1410,7 @@ class ConnectionHandler:
             errors.flush()
         if self.log.access_fd is not None:
             self.access_log(environ, response, started)
-        self.unread_body = not reader.done
+        self.unread_body = reader is not NO_BODY and not reader.done
         if not ok or stream.error is not None:
             return False  # never parse on after a framing error
         return response.keep_alive and self.body_consumed(reader)
@@ -1442,11 +1441,35 @@ class ConnectionHandler:
         return send_continue
 
     def run_app(self, environ, response):
-        """Call the app and send its response; False if the connection is spoilt."""
+        """Call the app and send its response; False if the connection is spoilt.
+        One method with the sending in it: each function a child runs costs pages."""
         result = None
         try:
             result = self.app(environ, response.start_response)
-            self.send_result(result, response)
+            if type(result) is not list and isinstance(result, FileWrapper) and response.status is not None:
+                if response.send_file(result):
+                    response.finish()
+                    return True
+            known = None
+            if isinstance(result, (list, tuple)):
+                known = 0   # the length, if every item is bytes
+                for chunk in result:
+                    if not isinstance(chunk, bytes):
+                        known = None
+                        break
+                    known += len(chunk)
+            for chunk in result:
+                if response.status is None:
+                    raise ResponseError("app returned a body before calling start_response()")
+                if not isinstance(chunk, (bytes, bytearray)):
+                    raise ResponseError("app yielded %s, not bytes" % type(chunk).__name__)
+                if chunk or known is not None:
+                    if not response.headers_sent:
+                        response.send_head(known)
+                    response.send_body(bytes(chunk))
+            if response.status is None:
+                raise ResponseError("app returned without calling start_response()")
+            response.finish()
             return True
         except ClientGone as exc:
             self.log.debug("client %s went away: %s" % (format_addr(self.addr), exc))
@@ -1466,37 +1489,11 @@ class ConnectionHandler:
             return self.fail(response, 500, "error serving %s %s" % (
                 environ["REQUEST_METHOD"], environ.get("REQUEST_URI", "")))
         finally:
-            if hasattr(result, "close"):
+            if type(result) is not list and hasattr(result, "close"):
                 try:
                     result.close()
                 except Exception:
                     self.log.exception("error closing the app's iterable")
-
-    def send_result(self, result, response):
-        if isinstance(result, FileWrapper) and response.status is not None:
-            if response.send_file(result):
-                response.finish()
-                return
-        known = None
-        if isinstance(result, (list, tuple)):
-            known = 0   # the length, if every item is bytes
-            for chunk in result:
-                if not isinstance(chunk, bytes):
-                    known = None
-                    break
-                known += len(chunk)
-        for chunk in result:
-            if response.status is None:
-                raise ResponseError("app returned a body before calling start_response()")
-            if not isinstance(chunk, (bytes, bytearray)):
-                raise ResponseError("app yielded %s, not bytes" % type(chunk).__name__)
-            if chunk or known is not None:
-                if not response.headers_sent:
-                    response.send_head(known)
-                response.send_body(bytes(chunk))
-        if response.status is None:
-            raise ResponseError("app returned without calling start_response()")
-        response.finish()
 
     def fail(self, response, status, message, log_traceback=True):
         """Log; send an error response if nothing was sent yet, else cut the connection."""
