@@ -137,10 +137,6 @@ _CONTENT_TEXT = _FIELD_CONTENT.decode("latin-1")
 SIMPLE_HEAD_RE = re.compile(
     r"((" + _TCHAR_TEXT + r"+) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([0-9]))\r\n"
     r"((?:" + _TCHAR_TEXT + r"+:[ \t]*(?:" + _CONTENT_TEXT + r"[ \t]*)?\r\n)*)\r\n")
-SIMPLE_FIELD_RE = re.compile(
-    r"(" + _TCHAR_TEXT + r"+):[ \t]*(?:(" + _CONTENT_TEXT + r")[ \t]*)?\r\n")
-# RFC 9110 5.6.1: a list's elements are separated by OWS "," OWS.
-LIST_SEPARATOR_RE = re.compile(r"[ \t]*,[ \t]*")
 # RFC 9110 5.6.3:  OWS = *( SP / HTAB ).  The only whitespace ever trimmed from
 # a field value: str.strip with no argument would also drop \x0b, \x0c,
 # \x1c-\x1f, \x85 and \xa0.
@@ -480,8 +476,9 @@ def parse_head(data, limits=DEFAULT_LIMITS):
     raw_line, method, target, minor, block = match.groups()
     fields = []
     host = connection = None
-    for name, value in SIMPLE_FIELD_RE.findall(block):
-        name = name.lower()
+    for line in block.split("\r\n")[:-1]:   # the block ends in CRLF
+        name, _, value = line.partition(":")
+        name, value = name.lower(), value.strip(OWS)
         fields.append((name, value))
         if name not in FRAMING_FIELDS:
             continue
@@ -495,9 +492,13 @@ def parse_head(data, limits=DEFAULT_LIMITS):
             or (host and not HOST_RE.fullmatch(host))):
         return parse_head_by_line(data, limits)
     keep_alive = minor != "0"   # HTTP/1.1 and later persist by default (RFC 9112 9.3)
-    if connection is not None:
-        tokens = LIST_SEPARATOR_RE.split(connection.lower().strip(OWS))
-        keep_alive = "close" not in tokens and (keep_alive or "keep-alive" in tokens)
+    for token in connection.lower().split(",") if connection is not None else ():
+        token = token.strip(OWS)   # RFC 9110 5.6.1: OWS "," OWS
+        if token == "close":
+            keep_alive = False
+            break
+        if token == "keep-alive":
+            keep_alive = True   # HTTP/1.0's opt-in (RFC 9112 9.3)
     path, _, query = target.partition("?")
     return Request((method, target, (1, int(minor)), tuple(fields), path, query, host,
                     "none", 0, False, keep_alive, raw_line))
