@@ -82,6 +82,11 @@ RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are
 STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this often
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
+# Server methods run for every connection (the loop's, then the child's
+# first): relocate_code copies their code side by side.
+HOT_METHODS = ("serve_forever", "wait", "next_timeout", "accept_from", "filter_head",
+               "fork_child", "reap_children", "update_title", "note_sigchld", "note_signal",
+               "run_child")
 PREWARM_PASSES = 16                      # > CPython 3.11's quickening warm-up of 8 calls
 READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 
@@ -597,8 +602,13 @@ class Server:
                                                    self.listeners)
         self.install_signals()
         self.warn_about_threads()
+        # Our own per-connection code, side by side (relocate_code): the
+        # parent's loop, then a child's first function.
+        ours = [getattr(Server, name).__code__ for name in HOT_METHODS]
         if self.opts.prewarm:
-            prewarm(self.app, self.handler_config, self.opts.prewarm, self.log)
+            prewarm(self.app, self.handler_config, self.opts.prewarm, self.log, ours)
+        else:
+            relocate_code(ours)
         if self.opts.limit_memory or self.opts.limit_cpu:
             resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
         else:
@@ -1452,15 +1462,17 @@ def build_handler_config(opts, log, set_title, listeners):
         set_title=set_title, log=log).freeze()
 
 
-def prewarm(app, config, path, log):
+def prewarm(app, config, path, log, first=()):
     """--prewarm: a synthetic GET through the app in the parent, so lazy
     imports and first-request setup are done once and inherited by children.
     Repeated PREWARM_PASSES times: Python 3.11 specializes a function's
     bytecode in place after a few calls (PEP 659), and until then every call
-    writes to the code object, which costs each child a copy-on-write page."""
+    writes to the code object, which costs each child a copy-on-write page.
+    After the first pass, the code the request ran is copied side by side,
+    after ``first`` (relocate_code), and the later passes specialize the copies."""
     quiet = Log(error_fd=log.error_fd, level="critical")
     prewarm_once(app, config, path, quiet)   # lazy imports and set-up first
-    hot = code_run_by(prewarm_once, app, config, path, quiet)
+    hot = list(first) + code_run_by(prewarm_once, app, config, path, quiet)
     log.debug("prewarm: %d code objects moved together, for %d functions"
               % (len(hot), relocate_code(hot)))
     for _ in range(PREWARM_PASSES - 2):
