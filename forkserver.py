@@ -524,6 +524,7 @@ class Server:
         self.deadline_check_at = INFINITY   # no child can time out before this
         self.child_signals = ()     # (signal, disposition) a child restores
         self.child_plan = None      # what every child reads (plan_children)
+        self.filter_view = None     # the accept filter's receive buffer
         self.heap_filler = None     # see fill_allocator_holes
         self.note_fast_paths()
 
@@ -614,6 +615,8 @@ class Server:
         else:
             soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))  # no core dumps from children
+        if self.opts.accept_filter:
+            self.filter_view = memoryview(bytearray(self.handler_config.limits.head + 1))
         self.plan_children()
         self.freeze_heap()
         self.update_title()
@@ -792,16 +795,19 @@ class Server:
         """The accept filter: what the client sent, if its head is complete;
         None if the connection was parked or is gone."""
         try:
-            data = sock.recv(limit + 1, MSG_DONTWAIT)
+            # Into one buffer kept for this: recv() would malloc limit+1
+            # bytes (64 KiB) per connection and shrink them, writing heap
+            # pages that every fork has just shared.
+            count = sock.recv_into(self.filter_view, limit + 1, MSG_DONTWAIT)
         except BlockingIOError:
-            data = b""         # nothing sent yet: parked below
+            count = -1         # nothing sent yet: parked below
         except OSError:
             sock.close()       # reset before a word
             return None
-        else:
-            if not data:
-                sock.close()   # closed without a word
-                return None
+        if count == 0:
+            sock.close()       # closed without a word
+            return None
+        data = self.filter_view[:count].tobytes() if count > 0 else b""
         # A CRLFCRLF means the head is complete (or malformed, which the
         # child answers): head_ready's full check only for the rest.
         # (find, not "in": bytes.__contains__ first tries the argument as an
@@ -1140,6 +1146,8 @@ class Server:
             return
         self.app = app
         self.mtimes = self.loader.source_mtimes() if self.opts.reload else {}
+        if self.opts.accept_filter:
+            self.filter_view = memoryview(bytearray(self.handler_config.limits.head + 1))
         self.plan_children()
         self.freeze_heap()
         flush_stdio()
