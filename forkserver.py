@@ -1641,7 +1641,9 @@ def add_app_options(p):
     g.add_argument("--pythonpath", metavar="DIRS",
                    help="comma-separated directories to put on sys.path")
     g.add_argument("--prewarm", metavar="PATH",
-                   help="send one GET PATH through the app before serving (runs app code)")
+                   help="send GET PATH through the app before serving (runs app code): "
+                   "first-request set-up is done once, and the code it runs is laid out "
+                   "together for every child")
     g.add_argument("--reload", action="store_true",
                    help="development: reload when a source file of the app changes")
 
