@@ -304,6 +304,15 @@ class HandlerConfig:
         # wsgi.errors: made here, in the parent, so a child allocates none.
         # It is flushed after every request, so no partial line crosses one.
         self.errors = ErrorStream(self.log)
+        # The environ entries every request shares: build_environ copies them.
+        self.environ_base = {
+            "SCRIPT_NAME": "", "SERVER_NAME": self.server_name, "SERVER_PORT": self.server_port,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE, "wsgi.version": (1, 0),
+            "wsgi.url_scheme": self.url_scheme, "wsgi.errors": self.errors,
+            "wsgi.multithread": False, "wsgi.multiprocess": True,
+            "wsgi.run_once": not self.keep_alive, "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
         if kw:
             raise TypeError("unknown HandlerConfig settings: " + ", ".join(sorted(kw)))
 
@@ -1243,34 +1252,20 @@ def unquote_path(path):
     return PCT_ENCODED_RE.sub(lambda m: chr(int(m.group(1), 16)), path)
 
 
-def build_environ(request, addr, config, stream, errors):
+def build_environ(request, addr, config, stream):
     # One function, and the request unpacked once: a child copies the pages
     # of every function it runs, and a property read (Request's fields)
     # writes the reference count of the field's name (docs/performance.md).
     method, target, version, headers, path, query, host, body_kind = request[:8]
-    environ = {
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote_path(path) if "%" in path else path,
-        "QUERY_STRING": query,
-        "REQUEST_URI": target,
-        "RAW_URI": target,
-        "SERVER_NAME": config.server_name,
-        "SERVER_PORT": config.server_port,
-        "SERVER_PROTOCOL": "HTTP/%d.%d" % version,
-        "SERVER_SOFTWARE": SERVER_SOFTWARE,
-        "REMOTE_ADDR": addr[0] if addr else "",
-        "REMOTE_PORT": str(addr[1]) if addr and len(addr) > 1 else "",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": config.url_scheme,
-        "wsgi.input": stream,
-        "wsgi.errors": errors,
-        "wsgi.multithread": False,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": not config.keep_alive,
-        "wsgi.input_terminated": True,
-        "wsgi.file_wrapper": FileWrapper,
-    }
+    environ = config.environ_base.copy()
+    environ["REQUEST_METHOD"] = method
+    environ["PATH_INFO"] = unquote_path(path) if "%" in path else path
+    environ["QUERY_STRING"] = query
+    environ["REQUEST_URI"] = environ["RAW_URI"] = target
+    environ["SERVER_PROTOCOL"] = "HTTP/%d.%d" % version
+    environ["REMOTE_ADDR"] = addr[0] if addr else ""
+    environ["REMOTE_PORT"] = str(addr[1]) if addr and len(addr) > 1 else ""
+    environ["wsgi.input"] = stream
     for name, value in headers:
         if "_" in name:
             continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
@@ -1395,7 +1390,7 @@ class ConnectionHandler:
                                  if request.expect_continue else None)
         response.stream = stream
         errors = self.errors
-        environ = build_environ(request, self.addr, self.config, stream, errors)
+        environ = build_environ(request, self.addr, self.config, stream)
         if reader is not NO_BODY and isinstance(reader, ChunkedReader):
             environ["forkserver.trailers"] = reader.trailers
         # Each step behind a test, not a call that returns at once: every
