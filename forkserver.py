@@ -522,10 +522,8 @@ class Server:
         self.status_dirty = bool(opts.status_file)   # --status-file needs rewriting
         self.status_due = 0.0                         # not before this (monotonic)
         self.deadline_check_at = INFINITY   # no child can time out before this
-        self.child_signals = ()     # (signal, disposition) a child restores
-        self.child_plan = None      # what every child reads (plan_children)
-        self.filter_view = None     # the accept filter's receive buffer
-        self.heap_filler = None     # see fill_allocator_holes
+        # Made by prepare(): install_signals, plan_children, fill_allocator_holes...
+        self.child_signals = self.child_plan = self.filter_view = self.heap_filler = None
         self.note_fast_paths()
 
     def note_fast_paths(self):
@@ -965,10 +963,9 @@ class Server:
     def run_child(self, sock, addr, data, accepted_at):
         """In the child: set up, serve one connection, and _exit.  Never returns.
 
-        This code never runs in the parent, so CPython never specializes it,
-        and each attribute it looks up writes a page that then has to be
-        copied (the name's reference count).  So it reads one tuple, made by
-        plan_children, and calls C functions bound to module globals."""
+        This code never runs in the parent, so CPython never specializes it, and
+        each attribute it looks up writes a page (the name's reference count):
+        it reads one tuple (plan_children) and calls C functions bound globally."""
         status = EXIT_ERROR
         try:
             app, config, signals, close_fds, alarm, limits, post_fork = self.child_plan

@@ -469,16 +469,11 @@ def check_partial_head(buf, limits):
 
 
 def parse_head(data, limits=DEFAULT_LIMITS):
-    """Parse a complete head (ending in CRLFCRLF) into a Request.
-
-    Pure: no socket, no clock.  Raises one HTTPError subclass per status.
-
-    The common head (SIMPLE_HEAD_RE, inside every limit, without a body, an
-    Expect or an unusual target) is taken here in one function and a few C
-    calls, because each Python function a child runs costs it copy-on-write
-    pages (docs/performance.md).  Any other head, valid or not, goes through
-    parse_head_by_line, which returns the same Request or names the error.
-    """
+    """Parse a complete head (ending in CRLFCRLF) into a Request; pure, and
+    raises one HTTPError subclass per status.  The common head is taken here in
+    one pass (each function a child runs costs it pages: docs/performance.md);
+    any other goes to parse_head_by_line, which gives the same Request or names
+    the error."""
     match = SIMPLE_HEAD_RE.fullmatch(data.decode("latin-1")) if len(data) <= limits.simple_head else None
     if match is None:
         return parse_head_by_line(data, limits)
@@ -1094,21 +1089,12 @@ class Response:
                 declared.append(value)
         code = int(self.status[:3])
         self.no_body = self.no_body or code < 200 or code in NO_BODY_STATUSES
-        if self.config.close_delimited:
-            if declared:
-                self.headers = [h for h in self.headers if h[0].lower() != "content-length"]
-        elif declared:
+        if declared and not self.config.close_delimited:   # the common case, inline
             if len(declared) > 1 or not DIGITS_RE.fullmatch(declared[0].encode("latin-1")):
                 raise ResponseError("invalid Content-Length from the app: %r" % declared)
             self.length = int(declared[0])
-        elif self.no_body:
-            pass
-        elif known_length is not None:
-            self.length = known_length
-            self.headers.append(("Content-Length", str(known_length)))
-        elif self.request.version >= (1, 1):
-            self.chunked = True
-            self.headers.append(("Transfer-Encoding", "chunked"))
+        else:
+            self.frame_undeclared(known_length, declared)
         self.keep_alive = self.can_keep_alive() if self.config.keep_alive else False
         lines = ["HTTP/1.1 " + self.status]
         for header in self.headers:
@@ -1119,16 +1105,30 @@ class Response:
                                        year, hour, minute, second))
         if "server" not in names:
             lines.append("Server: " + SERVER_SOFTWARE)
-        if self.keep_alive:
-            if self.request.version < (1, 1):
-                lines.append("Connection: keep-alive")
-        else:
+        if not self.keep_alive:
             lines.append("Connection: close")
+        elif self.request.version < (1, 1):
+            lines.append("Connection: keep-alive")
         head = "\r\n".join(lines) + "\r\n\r\n"
         if self.config.trace:
             self.config.log.trace("> ", head.rstrip("\r\n").replace("\r\n", "\n"))
         self.headers_sent = True
         self.head = head.encode("latin-1")
+
+    def frame_undeclared(self, known_length, declared):
+        """send_head's framing when the app gave no Content-Length, or
+        --close-delimited ignores the one it gave."""
+        if self.config.close_delimited:
+            if declared:
+                self.headers = [h for h in self.headers if h[0].lower() != "content-length"]
+        elif self.no_body:
+            pass
+        elif known_length is not None:
+            self.length = known_length
+            self.headers.append(("Content-Length", str(known_length)))
+        elif self.request.version >= (1, 1):
+            self.chunked = True
+            self.headers.append(("Transfer-Encoding", "chunked"))
 
     def out(self, data):
         """Send data, with the head in the same write while it is pending: one
@@ -1253,9 +1253,8 @@ def unquote_path(path):
 
 
 def build_environ(request, addr, config, stream):
-    # One function, and the request unpacked once: a child copies the pages
-    # of every function it runs, and a property read (Request's fields)
-    # writes the reference count of the field's name (docs/performance.md).
+    # One function, the request unpacked once: a child copies the pages of each
+    # function it runs and of each property's name it reads (docs/performance.md).
     method, target, version, headers, path, query, host, body_kind = request[:8]
     environ = config.environ_base.copy()
     environ["REQUEST_METHOD"] = method
@@ -1437,35 +1436,11 @@ class ConnectionHandler:
         return send_continue
 
     def run_app(self, environ, response):
-        """Call the app and send its response; False if the connection is spoilt.
-        One method with the sending in it: each function a child runs costs pages."""
+        """Call the app and send its response; False if the connection is spoilt."""
         result = None
         try:
             result = self.app(environ, response.start_response)
-            if type(result) is not list and isinstance(result, FileWrapper) and response.status is not None:
-                if response.send_file(result):
-                    response.finish()
-                    return True
-            known = None
-            if isinstance(result, (list, tuple)):
-                known = 0   # the length, if every item is bytes
-                for chunk in result:
-                    if not isinstance(chunk, bytes):
-                        known = None
-                        break
-                    known += len(chunk)
-            for chunk in result:
-                if response.status is None:
-                    raise ResponseError("app returned a body before calling start_response()")
-                if not isinstance(chunk, (bytes, bytearray)):
-                    raise ResponseError("app yielded %s, not bytes" % type(chunk).__name__)
-                if chunk or known is not None:
-                    if not response.headers_sent:
-                        response.send_head(known)
-                    response.send_body(bytes(chunk))
-            if response.status is None:
-                raise ResponseError("app returned without calling start_response()")
-            response.finish()
+            self.send_result(result, response)
             return True
         except ClientGone as exc:
             self.log.debug("client %s went away: %s" % (format_addr(self.addr), exc))
@@ -1490,6 +1465,32 @@ class ConnectionHandler:
                     result.close()
                 except Exception:
                     self.log.exception("error closing the app's iterable")
+
+    def send_result(self, result, response):
+        if type(result) is not list and isinstance(result, FileWrapper) and response.status is not None:
+            if response.send_file(result):
+                response.finish()
+                return
+        known = None
+        if isinstance(result, (list, tuple)):
+            known = 0   # the length, if every item is bytes
+            for chunk in result:
+                if not isinstance(chunk, bytes):
+                    known = None
+                    break
+                known += len(chunk)
+        for chunk in result:
+            if response.status is None:
+                raise ResponseError("app returned a body before calling start_response()")
+            if not isinstance(chunk, (bytes, bytearray)):
+                raise ResponseError("app yielded %s, not bytes" % type(chunk).__name__)
+            if chunk or known is not None:
+                if not response.headers_sent:
+                    response.send_head(known)
+                response.send_body(bytes(chunk))
+        if response.status is None:
+            raise ResponseError("app returned without calling start_response()")
+        response.finish()
 
     def fail(self, response, status, message, log_traceback=True):
         """Log; send an error response if nothing was sent yet, else cut the connection."""
