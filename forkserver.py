@@ -1495,11 +1495,12 @@ def code_run_by(call, *args):
         if event == "call" and id(frame.f_code) not in seen:
             seen.add(id(frame.f_code))
             order.append(frame.f_code)
+    previous = sys.getprofile()   # an app's profiler, if any, is put back
     sys.setprofile(note)
     try:
         call(*args)
     finally:
-        sys.setprofile(None)
+        sys.setprofile(previous)
     return order
 
 

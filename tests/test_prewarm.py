@@ -1,6 +1,7 @@
 """--prewarm: the app's first request runs in the parent, and the code
 objects that request runs are copied side by side (relocate_code), so each
 child copies fewer pages of them (docs/performance.md)."""
+import sys
 import time
 
 import forkserver
@@ -38,6 +39,19 @@ def test_code_run_by_lists_what_ran_in_first_run_order():
     codes = forkserver.code_run_by(ns["handle"], [1, 2])
     names = [code.co_name for code in codes]
     assert names == ["handle", "total", "<listcomp>", "make_adder", "add"]
+
+
+def test_code_run_by_puts_back_a_profiler_that_was_set():
+    seen = []
+
+    def profiler(frame, event, arg):
+        seen.append(event)
+    sys.setprofile(profiler)
+    try:
+        forkserver.code_run_by(module()["handle"], [1])
+        assert sys.getprofile() is profiler
+    finally:
+        sys.setprofile(None)
 
 
 def test_relocated_functions_get_equal_fresh_code_and_answer_the_same():
