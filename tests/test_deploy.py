@@ -311,6 +311,23 @@ def run_load(nginx, on_progress):
     return results, failures
 
 
+def slow_request(server, in_flight):
+    try:
+        in_flight["seen"] = whoami(http_get(server, "/?ms=%d" % IN_FLIGHT_MS)[:3:2])
+    except (OSError, AssertionError, ValueError) as exc:
+        in_flight["error"] = repr(exc)
+
+
+def describe_stall(server, in_flight):
+    """What a server that forked no child was doing: for the failure message."""
+    ps = subprocess.run(["ps", "-o", "pid,stat,wchan:24,args", "-p", str(server.pid)],
+                        capture_output=True, text=True).stdout
+    listening = subprocess.run(["ss", "-ltn", "sport = :%d" % server.port],
+                               capture_output=True, text=True).stdout
+    return "no child of the first instance; slow request: %r\n%s%s%s" % (
+        in_flight, ps, listening, server.log_text()[-2000:])
+
+
 def test_two_instances_share_load_and_one_stops_without_failed_requests(start_server,
                                                                          start_nginx):
     first = start_server("tests.apps_deploy:whoami")
@@ -327,10 +344,11 @@ def test_two_instances_share_load_and_one_stops_without_failed_requests(start_se
     try:
         assert progress.wait(LOAD_SECONDS * 5)
         # A request surely in flight on the first instance when it is stopped.
-        slow = threading.Thread(target=lambda: in_flight.update(
-            seen=whoami(http_get(first, "/?ms=%d" % IN_FLIGHT_MS)[:3:2])))
+        slow = threading.Thread(target=slow_request, args=(first, in_flight))
         slow.start()
-        assert wait_for(lambda: first.children()), "no child of the first instance"
+        # (A rare failure here, about 1 full suite in 6 on this VM, is not
+        # understood yet: the message says what the first instance was doing.)
+        assert wait_for(lambda: first.children()), describe_stall(first, in_flight)
         stopped_at = time.monotonic()
         first.signal(signal.SIGTERM)          # a rolling restart's first step
         slow.join(HTTP_TIMEOUT_SECONDS)
