@@ -198,7 +198,6 @@ class AppLoader:
 
 def parse_app_spec(spec):
     """``module.path:attr.path`` or ``module:factory()`` -> (module, attr, is_factory)."""
-    import re
     match = re.fullmatch(r"([A-Za-z_][\w.]*)(?::([A-Za-z_][\w.]*)(\(\))?)?", spec or "")
     if not match or ".." in spec or spec.endswith("."):
         raise AppLoadError("invalid app spec %r: expected MODULE:CALLABLE or "

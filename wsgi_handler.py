@@ -166,7 +166,6 @@ NO_BODY_STATUSES = frozenset((204, 304))
 KNOWN_CODINGS = frozenset(("chunked",))
 
 IMF_FIXDATE = "%s, %02d %s %04d %02d:%02d:%02d GMT"   # RFC 9110 5.6.7
-DATE_FIELD = "Date: " + IMF_FIXDATE
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -1099,10 +1098,8 @@ class Response:
         lines = ["HTTP/1.1 " + self.status]
         for header in self.headers:
             lines.append("%s: %s" % header)
-        if "date" not in names:   # http_date(), inline
-            year, month, day, hour, minute, second, weekday = time.gmtime()[:7]
-            lines.append(DATE_FIELD % (_WEEKDAYS[weekday], day, _MONTHS[month - 1],
-                                       year, hour, minute, second))
+        if "date" not in names:
+            lines.append("Date: " + http_date())
         if "server" not in names:
             lines.append("Server: " + SERVER_SOFTWARE)
         if not self.keep_alive:
@@ -1353,10 +1350,8 @@ class ConnectionHandler:
                 self.reject(exc)
                 return self.status
             if self.config.set_title is not None:
-                addr = self.addr   # format_addr, inline: one function less per child
                 self.config.set_title("forkserver: child %s %s" % (
-                    "%s:%s" % addr[:2] if type(addr) is tuple and len(addr) > 1 else format_addr(addr),
-                    request[11][:200]))   # raw_request_line (see build_environ)
+                    format_addr(self.addr), request[11][:200]))   # raw_request_line (see build_environ)
             keep_going = self.handle(request, last=count + 1 >= self.config.max_requests)
             if not keep_going or count + 1 >= self.config.max_requests:
                 break
