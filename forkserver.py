@@ -46,7 +46,8 @@ from socket import socket as PySocket
 from _socket import socket as _c_socket
 new_socket, init_socket = PySocket.__new__, _c_socket.__init__
 
-from types import CodeType, FunctionType
+from types import CellType, CodeType, FunctionType
+from _weakref import getweakrefcount
 
 import wsgi_handler
 from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Log, close_socket,
@@ -87,6 +88,10 @@ DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filt
 HOT_METHODS = ("serve_forever", "wait", "next_timeout", "accept_from", "filter_head",
                "fork_child", "reap_children", "update_title", "note_sigchld", "note_signal",
                "run_child")
+# What copy_function carries over besides the constructor's arguments
+# (__type_params__ is Python 3.12's).
+FUNCTION_ATTRIBUTES = ("__kwdefaults__", "__qualname__", "__module__", "__doc__",
+                       "__annotations__", "__dict__", "__type_params__")
 PREWARM_PASSES = 16                      # > CPython 3.11's quickening warm-up of 8 calls
 READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 
@@ -606,7 +611,7 @@ class Server:
         if self.opts.prewarm:
             prewarm(self.app, self.handler_config, self.opts.prewarm, self.log, ours)
         else:
-            relocate_code(ours)
+            relocate(ours)
         if self.opts.limit_memory or self.opts.limit_cpu:
             resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
         else:
@@ -616,6 +621,9 @@ class Server:
             self.filter_view = memoryview(bytearray(self.handler_config.limits.head + 1))
         self.plan_children()
         self.freeze_heap()
+        if self.opts.huge_pages:   # at start only: see collapse_heap
+            self.log.info("huge pages: %d MiB of the parent's heap"
+                          % (collapse_heap() // (1 << 20)))
         self.update_title()
         flush_stdio()   # what the app printed: once here, not at every fork
 
@@ -1326,6 +1334,68 @@ def fill_allocator_holes():
     return filler
 
 
+# Huge pages for the parent's heap (collapse_heap).  MADV_COLLAPSE is Linux 6.1's
+# synchronous khugepaged: it works whatever the THP sysfs mode but "never".
+MADV_COLLAPSE = 25
+HUGE_PAGE_BYTES = 2 << 20
+PAGE_BYTES = 4096
+# Collapse a 2 MiB range only when this many of its 512 pages are resident: the
+# collapse makes the rest resident too, so the parent grows by at most 1/8.
+HUGE_PAGE_MIN_RESIDENT = 448
+
+
+def collapse_heap():
+    """Back the nearly full 2 MiB ranges of the parent's heap with huge pages;
+    return the bytes collapsed (0 where the kernel cannot).
+
+    fork() copies one page-table entry per 4 KiB page of the parent's private
+    memory and the child's exit tears them down again: that is most of what a
+    fork costs.  A huge page is one entry.  A child that writes into one gets
+    it split back to 4 KiB entries and copies only the page it wrote, so the
+    gain is the ranges no child writes (docs/performance.md, "Huge pages").
+    Run at start only: after a SIGHUP the heap also holds what the allocator
+    freed of the old app, and collapsing that would copy it into huge pages
+    (a reload test saw the parent 20 MB larger for a while)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        import ctypes
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
+            ranges = [start for start in heap_huge_ranges(maps)
+                      if resident_pages(pagemap, start) >= HUGE_PAGE_MIN_RESIDENT]
+    except (ImportError, OSError, AttributeError):
+        return 0
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    done = 0
+    for start in ranges:
+        if madvise(start, HUGE_PAGE_BYTES, MADV_COLLAPSE) == 0:
+            done += HUGE_PAGE_BYTES
+        elif ctypes.get_errno() == errno.EINVAL:
+            return done   # before Linux 6.1, or THP set to "never"
+    return done
+
+
+def heap_huge_ranges(maps):
+    """Start addresses of the 2 MiB-aligned ranges inside the private anonymous
+    mappings listed in /proc/self/maps (the heap and the allocator's arenas)."""
+    for line in maps:
+        fields = line.split()
+        if fields[1] != "rw-p" or fields[5:] not in ([], ["[heap]"]):
+            continue
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        start = -(-low // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
+        yield from range(start, high - HUGE_PAGE_BYTES + 1, HUGE_PAGE_BYTES)
+
+
+def resident_pages(pagemap, start):
+    """How many 4 KiB pages of the 2 MiB range at ``start`` are resident
+    (bit 63 of each /proc/self/pagemap entry)."""
+    pagemap.seek(start // PAGE_BYTES * 8)
+    entries = memoryview(pagemap.read(HUGE_PAGE_BYTES // PAGE_BYTES * 8)).cast("Q")
+    return sum(entry >> 63 for entry in entries)
+
+
 def exited_children():
     """Yield (pid, status) from waitpid(-1, WNOHANG) until it returns 0 or ECHILD."""
     while True:
@@ -1477,8 +1547,8 @@ def prewarm(app, config, path, log, first=()):
     quiet = Log(error_fd=log.error_fd, level="critical")
     prewarm_once(app, config, path, quiet)   # lazy imports and set-up first
     hot = list(first) + code_run_by(prewarm_once, app, config, path, quiet)
-    log.debug("prewarm: %d code objects moved together, for %d functions"
-              % (len(hot), relocate_code(hot)))
+    log.debug("prewarm: %d function objects and %d code objects moved together"
+              % (relocate(hot), len(hot)))
     for _ in range(PREWARM_PASSES - 2):
         prewarm_once(app, config, path, quiet)
     prewarm_once(app, config, path, log)
@@ -1501,6 +1571,14 @@ def code_run_by(call, *args):
     finally:
         sys.setprofile(previous)
     return order
+
+
+def relocate(codes):
+    """Lay out the functions that run ``codes``, then the code objects, side
+    by side; return how many function objects moved."""
+    moved = relocate_functions(codes)   # first: relocate_code rebinds the copies
+    relocate_code(codes)
+    return moved
 
 
 def relocate_code(codes):
@@ -1535,6 +1613,94 @@ def relocate_code(codes):
             obj.__code__ = copies[id(obj.__code__)]
             rebound += 1
     return rebound
+
+
+def relocate_functions(codes):
+    """Replace the functions whose code is in ``codes`` by copies made one
+    after another, so that they sit together in memory; return how many were
+    replaced.
+
+    A call writes the function object's reference count, as it writes the
+    code object's (relocate_code): spread over the heap, a request's functions
+    cost a child a copy-on-write page each.  A function is replaced only where
+    every reference to it can be pointed at the copy (a dict value, a list
+    item, a closure cell) and those references are all there are: its
+    reference count says so.  Any other holder (a tuple, a bound method, a
+    C object, a weak reference, a running frame) leaves it where it is, so
+    ``is`` keeps holding everywhere."""
+    rank = {id(code): i for i, code in enumerate(codes)}
+    funcs = sorted((f for f in gc.get_objects()
+                    if type(f) is FunctionType and id(f.__code__) in rank),
+                   key=lambda f: rank[id(f.__code__)])
+    for func in funcs:
+        func.__dict__, func.__annotations__   # made now if absent, not among the copies
+    filler = fill_allocator_holes()   # the copies go into fresh pools, together
+    moved = []
+    for i in range(len(funcs)):
+        func, funcs[i] = funcs[i], None
+        places = function_holders(func)
+        if places is not None:
+            moved.append((places, copy_function(func)))
+        del func
+    del filler
+    for places, copy in moved:
+        for holder, key, owner in places:
+            if owner is not None:
+                setattr(owner, key, copy)   # a class: through setattr, for its type cache
+            elif type(holder) is CellType:
+                holder.cell_contents = copy
+            else:
+                holder[key] = copy
+    return len(moved)
+
+
+def function_holders(func):
+    """[(holder, key, owning class or None)] for every reference to ``func``,
+    or None when one of them cannot be repointed.  (No comprehension here:
+    one would hold ``func`` in a cell of its own.)"""
+    if getweakrefcount(func):
+        return None
+    places = []
+    for holder in gc.get_referrers(func):
+        kind = type(holder)
+        if kind is dict:
+            owner = class_of_dict(holder)
+            for key, value in holder.items():
+                if key is func:
+                    return None
+                if value is func:
+                    places.append((holder, key, owner))
+        elif kind is list:
+            for i, value in enumerate(holder):
+                if value is func:
+                    places.append((holder, i, None))
+        elif kind is CellType:
+            places.append((holder, None, None))
+        else:
+            return None
+    value = None
+    # The references not in ``places``: the caller's variable, our argument
+    # and getrefcount's own.
+    return places if sys.getrefcount(func) == len(places) + 3 else None
+
+
+def class_of_dict(namespace):
+    """The class whose __dict__ ``namespace`` is, or None."""
+    for obj in gc.get_referrers(namespace):
+        if isinstance(obj, type) and any(d is namespace for d in gc.get_referents(obj.__dict__)):
+            return obj
+    return None
+
+
+def copy_function(func):
+    """A new function object equal to ``func`` in all but identity; its
+    attribute dict is the same object."""
+    copy = FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__,
+                        func.__closure__)
+    for name in FUNCTION_ATTRIBUTES:
+        if hasattr(func, name):
+            setattr(copy, name, getattr(func, name))
+    return copy
 
 
 def prewarm_once(app, config, path, log):
@@ -1643,6 +1809,9 @@ def add_app_options(p):
                    "together for every child")
     g.add_argument("--reload", action="store_true",
                    help="development: reload when a source file of the app changes")
+    g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
+                   help="keep the parent's heap in 4 KiB pages (by default its nearly "
+                   "full 2 MiB ranges become huge pages, which fork copies as one entry)")
 
 
 def add_supervision_options(p):

@@ -104,3 +104,88 @@ def test_a_prewarmed_server_answers_and_logs_its_prewarm(start_server):
     status, _, body = http_get(server, "/after?y=2")
     assert status == 200
     assert "PATH_INFO='/after'" in body.decode() and "QUERY_STRING='y=2'" in body.decode()
+
+
+HOLDERS_SOURCE = '''
+def helper(x):
+    return x * 2
+
+def decorated(fn):
+    def wrapper(x):
+        return fn(x) + 1            # fn sits in a closure cell
+    wrapper.__wrapped__ = fn        # and in the wrapper's attribute dict
+    return wrapper
+
+@decorated
+def view(x):
+    return helper(x)
+
+REGISTRY = {"view": view, "helper": helper}
+HANDLERS = [helper, view]
+
+class Resource:
+    def get(self, x):
+        return helper(x) + 100
+
+def handle(x):
+    return view(x), Resource().get(x), REGISTRY["helper"](x), HANDLERS[0](x)
+'''
+
+
+def holders_module():
+    namespace = {}
+    exec(compile(HOLDERS_SOURCE, "<holders-test>", "exec"), namespace)
+    return namespace
+
+
+def test_moved_functions_are_the_same_object_everywhere_and_answer_the_same():
+    ns = holders_module()
+    # By id: a dict holding the old functions would be repointed too.
+    old = {"helper": id(ns["helper"]), "get": id(ns["Resource"].__dict__["get"]),
+           "view": id(ns["view"]), "inner": id(ns["view"].__wrapped__)}
+    helper_code = ns["helper"].__code__
+    expected = ns["handle"](5)
+    hot = forkserver.code_run_by(ns["handle"], 5)
+    assert forkserver.relocate_functions(hot) >= 4
+    helper = ns["helper"]
+    assert id(helper) != old["helper"] and helper.__code__ is helper_code
+    # Every holder points at the one new object: module dict, registry dict,
+    # list, and the class (through setattr, so the type cache sees it).
+    assert ns["REGISTRY"]["helper"] is helper and ns["HANDLERS"][0] is helper
+    assert ns["HANDLERS"][1] is ns["view"] is ns["REGISTRY"]["view"]
+    get = ns["Resource"].__dict__["get"]
+    assert id(get) != old["get"] and ns["Resource"]().get.__func__ is get
+    # The decorated function: its cell and its wrapper's __wrapped__ agree.
+    inner = ns["view"].__closure__[0].cell_contents
+    assert id(inner) != old["inner"] and inner is ns["view"].__wrapped__
+    assert id(ns["view"]) != old["view"]
+    assert (helper.__name__, helper.__qualname__, helper.__module__) == (
+        "helper", "helper", None)
+    assert ns["handle"](5) == expected == (11, 110, 10, 10)
+
+
+def test_a_function_with_a_holder_that_cannot_be_repointed_stays_put():
+    import weakref
+    ns = holders_module()
+    old_helper, old_view = ns["helper"], ns["view"]
+    pinned = (old_helper,)                       # a tuple cannot be changed
+    watched = weakref.ref(old_view)              # nor can what a weak reference names
+    bound = ns["Resource"]().get                 # a bound method holds its function
+    hot = forkserver.code_run_by(ns["handle"], 5)
+    forkserver.relocate_functions(hot)
+    assert ns["helper"] is old_helper is pinned[0] is ns["REGISTRY"]["helper"]
+    assert ns["view"] is old_view is watched() is ns["HANDLERS"][1]
+    assert ns["Resource"].__dict__["get"] is bound.__func__
+    assert ns["handle"](5) == (11, 110, 10, 10)
+
+
+def test_copy_function_keeps_defaults_attributes_and_annotations():
+    def original(a, b=2, *, c=3) -> int:
+        "the doc"
+        return a + b + c
+    original.tag = "kept"
+    copy = forkserver.copy_function(original)
+    assert copy is not original and copy(1) == 6 and copy(1, c=0) == 3
+    assert copy.__dict__ is original.__dict__ and copy.tag == "kept"
+    assert (copy.__doc__, copy.__annotations__, copy.__kwdefaults__, copy.__qualname__) == (
+        "the doc", {"return": int}, {"c": 3}, original.__qualname__)
