@@ -1634,17 +1634,18 @@ def relocate_functions(codes):
                    key=lambda f: rank[id(f.__code__)])
     for func in funcs:
         func.__dict__, func.__annotations__   # made now if absent, not among the copies
+    places = function_holders(funcs)
     filler = fill_allocator_holes()   # the copies go into fresh pools, together
     moved = []
-    for i in range(len(funcs)):
-        func, funcs[i] = funcs[i], None
-        places = function_holders(func)
-        if places is not None:
-            moved.append((places, copy_function(func)))
-        del func
-    del filler
-    for places, copy in moved:
-        for holder, key, owner in places:
+    for func in funcs:
+        # Besides ``places``: ``funcs``, this loop's variable, getrefcount's argument.
+        found = places.get(id(func))
+        if found is not None and sys.getrefcount(func) == len(found) + 3 \
+                and not getweakrefcount(func):
+            moved.append((found, copy_function(func)))
+    del filler, func, funcs   # the originals go with the last references to them
+    for found, copy in moved:
+        for holder, key, owner in found:
             if owner is not None:
                 setattr(owner, key, copy)   # a class: through setattr, for its type cache
             elif type(holder) is CellType:
@@ -1654,42 +1655,45 @@ def relocate_functions(codes):
     return len(moved)
 
 
-def function_holders(func):
-    """[(holder, key, owning class or None)] for every reference to ``func``,
-    or None when one of them cannot be repointed.  (No comprehension here:
-    one would hold ``func`` in a cell of its own.)"""
-    if getweakrefcount(func):
-        return None
-    places = []
-    for holder in gc.get_referrers(func):
+def function_holders(funcs):
+    """{id(func): [(holder, key, owning class or None)]} for the references to
+    each of ``funcs`` that can be repointed; a function with any other holder
+    is left out.  One scan of the heap for all of them (gc.get_referrers)."""
+    wanted = {id(func) for func in funcs}
+    places, pinned = {}, set()
+    holders = [h for h in gc.get_referrers(*funcs) if h is not funcs]
+    owners = classes_of_dicts([h for h in holders if type(h) is dict])
+    for holder in holders:
         kind = type(holder)
         if kind is dict:
-            owner = class_of_dict(holder)
-            for key, value in holder.items():
-                if key is func:
-                    return None
-                if value is func:
-                    places.append((holder, key, owner))
+            pinned.update(id(key) for key in holder if id(key) in wanted)
+            entries = [(key, id(value)) for key, value in holder.items()
+                       if id(value) in wanted]
+            owner = owners.get(id(holder))
         elif kind is list:
-            for i, value in enumerate(holder):
-                if value is func:
-                    places.append((holder, i, None))
+            entries = [(i, id(value)) for i, value in enumerate(holder) if id(value) in wanted]
+            owner = None
         elif kind is CellType:
-            places.append((holder, None, None))
+            entries, owner = [(None, id(holder.cell_contents))], None
         else:
-            return None
-    value = None
-    # The references not in ``places``: the caller's variable, our argument
-    # and getrefcount's own.
-    return places if sys.getrefcount(func) == len(places) + 3 else None
+            pinned.update(id(obj) for obj in gc.get_referents(holder) if id(obj) in wanted)
+            continue
+        for key, func_id in entries:
+            places.setdefault(func_id, []).append((holder, key, owner))
+    return {func_id: found for func_id, found in places.items() if func_id not in pinned}
 
 
-def class_of_dict(namespace):
-    """The class whose __dict__ ``namespace`` is, or None."""
-    for obj in gc.get_referrers(namespace):
-        if isinstance(obj, type) and any(d is namespace for d in gc.get_referents(obj.__dict__)):
-            return obj
-    return None
+def classes_of_dicts(namespaces):
+    """{id(namespace): the class whose __dict__ it is} for those of ``namespaces``
+    that are a class's."""
+    wanted = {id(namespace) for namespace in namespaces}
+    owners = {}
+    for obj in gc.get_referrers(*namespaces) if namespaces else ():
+        if isinstance(obj, type):
+            for namespace in gc.get_referents(obj.__dict__):
+                if id(namespace) in wanted:
+                    owners[id(namespace)] = obj
+    return owners
 
 
 def copy_function(func):
@@ -1805,8 +1809,8 @@ def add_app_options(p):
                    help="comma-separated directories to put on sys.path")
     g.add_argument("--prewarm", metavar="PATH",
                    help="send GET PATH through the app before serving (runs app code): "
-                   "first-request set-up is done once, and the code it runs is laid out "
-                   "together for every child")
+                   "first-request set-up is done once, and the functions and code it runs "
+                   "are laid out together for every child")
     g.add_argument("--reload", action="store_true",
                    help="development: reload when a source file of the app changes")
     g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",

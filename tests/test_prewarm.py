@@ -167,12 +167,14 @@ def test_moved_functions_are_the_same_object_everywhere_and_answer_the_same():
 def test_a_function_with_a_holder_that_cannot_be_repointed_stays_put():
     import weakref
     ns = holders_module()
-    old_helper, old_view = ns["helper"], ns["view"]
+    old_helper, old_view, old_handle = ns["helper"], ns["view"], ns["handle"]
     pinned = (old_helper,)                       # a tuple cannot be changed
     watched = weakref.ref(old_view)              # nor can what a weak reference names
     bound = ns["Resource"]().get                 # a bound method holds its function
+    keyed = {old_handle: "a dict key"}           # a key is not repointed
     hot = forkserver.code_run_by(ns["handle"], 5)
     forkserver.relocate_functions(hot)
+    assert ns["handle"] is old_handle and list(keyed) == [old_handle]
     assert ns["helper"] is old_helper is pinned[0] is ns["REGISTRY"]["helper"]
     assert ns["view"] is old_view is watched() is ns["HANDLERS"][1]
     assert ns["Resource"].__dict__["get"] is bound.__func__
