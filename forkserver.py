@@ -1352,7 +1352,7 @@ def collapse_heap():
     memory and the child's exit tears them down again: that is most of what a
     fork costs.  A huge page is one entry.  A child that writes into one gets
     it split back to 4 KiB entries and copies only the page it wrote, so the
-    gain is the ranges no child writes (docs/performance.md, "Huge pages").
+    gain is the ranges no child writes (docs/performance.md, "Fourth pass").
     Run at start only: after a SIGHUP the heap also holds what the allocator
     freed of the old app, and collapsing that would copy it into huge pages
     (a reload test saw the parent 20 MB larger for a while)."""
@@ -1364,8 +1364,8 @@ def collapse_heap():
         with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
             ranges = [start for start in heap_huge_ranges(maps)
                       if resident_pages(pagemap, start) >= HUGE_PAGE_MIN_RESIDENT]
-    except (ImportError, OSError, AttributeError):
-        return 0
+    except (ImportError, OSError, AttributeError, TypeError, ValueError):
+        return 0   # no ctypes, no /proc (a container may hide pagemap)
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     done = 0
     for start in ranges:
