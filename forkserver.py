@@ -1643,7 +1643,8 @@ def relocate_functions(codes):
         if found is not None and sys.getrefcount(func) == len(found) + 3 \
                 and not getweakrefcount(func):
             moved.append((found, copy_function(func)))
-    del filler, func, funcs   # the originals go with the last references to them
+    del filler
+    func = funcs = None   # the originals go with their last references
     for found, copy in moved:
         for holder, key, owner in found:
             if owner is not None:

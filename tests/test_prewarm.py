@@ -28,9 +28,9 @@ def never_called():
 '''
 
 
-def module():
+def module(source=SOURCE, filename="<relocate-test>"):
     namespace = {}
-    exec(compile(SOURCE, "<relocate-test>", "exec"), namespace)
+    exec(compile(source, filename, "exec"), namespace)
     return namespace
 
 
@@ -83,8 +83,7 @@ def test_nested_code_is_copied_into_its_parents_constants():
 
 
 def test_equal_code_in_another_file_is_not_taken_for_the_hot_one():
-    hot_ns, cold_ns = module(), {}
-    exec(compile(SOURCE, "<another-file>", "exec"), cold_ns)
+    hot_ns, cold_ns = module(), module(SOURCE, "<another-file>")
     assert cold_ns["total"].__code__ == hot_ns["total"].__code__   # equal content
     cold = cold_ns["total"].__code__
     forkserver.relocate_code(forkserver.code_run_by(hot_ns["handle"], [1]))
@@ -132,14 +131,8 @@ def handle(x):
 '''
 
 
-def holders_module():
-    namespace = {}
-    exec(compile(HOLDERS_SOURCE, "<holders-test>", "exec"), namespace)
-    return namespace
-
-
 def test_moved_functions_are_the_same_object_everywhere_and_answer_the_same():
-    ns = holders_module()
+    ns = module(HOLDERS_SOURCE, "<holders-test>")
     # By id: a dict holding the old functions would be repointed too.
     old = {"helper": id(ns["helper"]), "get": id(ns["Resource"].__dict__["get"]),
            "view": id(ns["view"]), "inner": id(ns["view"].__wrapped__)}
@@ -166,7 +159,7 @@ def test_moved_functions_are_the_same_object_everywhere_and_answer_the_same():
 
 def test_a_function_with_a_holder_that_cannot_be_repointed_stays_put():
     import weakref
-    ns = holders_module()
+    ns = module(HOLDERS_SOURCE, "<holders-test>")
     old_helper, old_view, old_handle = ns["helper"], ns["view"], ns["handle"]
     pinned = (old_helper,)                       # a tuple cannot be changed
     watched = weakref.ref(old_view)              # nor can what a weak reference names
@@ -191,3 +184,8 @@ def test_copy_function_keeps_defaults_attributes_and_annotations():
     assert copy.__dict__ is original.__dict__ and copy.tag == "kept"
     assert (copy.__doc__, copy.__annotations__, copy.__kwdefaults__, copy.__qualname__) == (
         "the doc", {"return": int}, {"c": 3}, original.__qualname__)
+
+
+def test_nothing_to_move_is_not_an_error():
+    assert forkserver.relocate_functions([]) == 0
+    assert forkserver.relocate([]) == 0
