@@ -1636,24 +1636,36 @@ def relocate_functions(codes):
         func.__dict__, func.__annotations__   # made now if absent, not among the copies
     places = function_holders(funcs)
     filler = fill_allocator_holes()   # the copies go into fresh pools, together
-    moved = []
+    copies = []
     for func in funcs:
         # Besides ``places``: ``funcs``, this loop's variable, getrefcount's argument.
         found = places.get(id(func))
         if found is not None and sys.getrefcount(func) == len(found) + 3 \
                 and not getweakrefcount(func):
-            moved.append((found, copy_function(func)))
+            copies.append((found, copy_function(func)))
     del filler
     func = funcs = None   # the originals go with their last references
-    for found, copy in moved:
-        for holder, key, owner in found:
-            if owner is not None:
-                setattr(owner, key, copy)   # a class: through setattr, for its type cache
-            elif type(holder) is CellType:
-                holder.cell_contents = copy
-            else:
-                holder[key] = copy
-    return len(moved)
+    return sum(repoint(found, copy) for found, copy in copies)
+
+
+def repoint(found, copy):
+    """Point every reference in ``found`` at ``copy``; False, with nothing
+    changed, if a class refuses the new attribute (a metaclass's __setattr__)."""
+    classes = [(owner, key) for holder, key, owner in found if owner is not None]
+    for done, (owner, key) in enumerate(classes):
+        original = vars(owner)[key]
+        try:
+            setattr(owner, key, copy)   # through setattr, for the type cache
+        except Exception:   # noqa: BLE001 - whatever the metaclass raises
+            for undo_owner, undo_key in classes[:done]:
+                setattr(undo_owner, undo_key, original)
+            return False
+    for holder, key, owner in found:
+        if owner is None and type(holder) is CellType:
+            holder.cell_contents = copy
+        elif owner is None:
+            holder[key] = copy
+    return True
 
 
 def function_holders(funcs):

@@ -189,3 +189,27 @@ def test_copy_function_keeps_defaults_attributes_and_annotations():
 def test_nothing_to_move_is_not_an_error():
     assert forkserver.relocate_functions([]) == 0
     assert forkserver.relocate([]) == 0
+
+
+LOCKED_SOURCE = '''
+class Locked(type):
+    def __setattr__(cls, name, value):
+        raise AttributeError("%s is read-only" % cls.__name__)
+
+class Handler(metaclass=Locked):
+    def get(self):
+        return "got"
+
+GET = Handler.__dict__["get"]        # also held by a module dict: repointable
+
+def handle():
+    return Handler().get(), GET(Handler())
+'''
+
+
+def test_a_class_that_refuses_the_copy_keeps_the_original_everywhere():
+    ns = module(LOCKED_SOURCE, "<locked-test>")
+    get_id = id(ns["GET"])
+    forkserver.relocate_functions(forkserver.code_run_by(ns["handle"]))
+    assert id(ns["Handler"].__dict__["get"]) == id(ns["GET"]) == get_id
+    assert ns["handle"]() == ("got", "got")
