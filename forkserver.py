@@ -1669,31 +1669,30 @@ def repoint(found, copy):
 
 
 def function_holders(funcs):
-    """{id(func): [(holder, key, owning class or None)]} for the references to
-    each of ``funcs`` that can be repointed; a function with any other holder
-    is left out.  One scan of the heap for all of them (gc.get_referrers)."""
+    """{id(func): [(holder, key, owning class or None)]}: the references to
+    each of ``funcs`` that can be repointed, found in one scan of the heap
+    (gc.get_referrers).  Any other reference (a tuple, a dict key, a C
+    object) is not listed; the caller's reference count check then keeps that
+    function where it is."""
     wanted = {id(func) for func in funcs}
-    places, pinned = {}, set()
+    places = {}
     holders = [h for h in gc.get_referrers(*funcs) if h is not funcs]
     owners = classes_of_dicts([h for h in holders if type(h) is dict])
     for holder in holders:
         kind = type(holder)
         if kind is dict:
-            pinned.update(id(key) for key in holder if id(key) in wanted)
             entries = [(key, id(value)) for key, value in holder.items()
                        if id(value) in wanted]
-            owner = owners.get(id(holder))
         elif kind is list:
             entries = [(i, id(value)) for i, value in enumerate(holder) if id(value) in wanted]
-            owner = None
         elif kind is CellType:
-            entries, owner = [(None, id(holder.cell_contents))], None
+            entries = [(None, id(holder.cell_contents))]
         else:
-            pinned.update(id(obj) for obj in gc.get_referents(holder) if id(obj) in wanted)
             continue
+        owner = owners.get(id(holder))
         for key, func_id in entries:
             places.setdefault(func_id, []).append((holder, key, owner))
-    return {func_id: found for func_id, found in places.items() if func_id not in pinned}
+    return places
 
 
 def classes_of_dicts(namespaces):
