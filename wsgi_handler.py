@@ -1709,24 +1709,48 @@ class ProxyTrust:
         """RFC 7239 section 4: every proxy appends one element, ``for=`` the node
         it heard from and ``proto=`` how that node reached it.  Walk from the
         right past our trusted proxies; the element naming the first untrusted
-        node is the client's."""
-        for element in reversed(header.split(",")):
-            params = forwarded_params(element)
+        node is the client's.  A header that does not parse names nobody."""
+        client, params = None, {}
+        for params in reversed(forwarded_elements(header) or ()):
             client = forwarded_node(params.get("for", ""))
             if client is None or not self.trusts(client):
                 break
         return client, params.get("proto", "").lower()
 
 
-def forwarded_params(element):
-    """``for=1.2.3.4;proto=https`` -> {"for": "1.2.3.4", "proto": "https"}.
-    RFC 7239 section 4 allows quoted-strings; a quoted ',' or ';' is not
-    supported (no proxy puts one in for= or proto=)."""
-    params = {}
-    for pair in element.split(";"):
-        key, _, value = pair.partition("=")
-        params[key.strip(OWS).lower()] = value.strip(OWS).strip('"')
-    return params
+# RFC 7239 section 4 on the latin-1 text, one item at a time: a parameter
+# (token "=" token / quoted-string), a separator, or OWS.  A quoted-string is
+# qdtext and quoted-pairs (RFC 9110 5.6.4), so '"' and '\' only ever come escaped.
+FORWARDED_ITEM_RE = re.compile(
+    r'(%s+)=(?:(%s+)|"((?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*)")'
+    r"|([;,])|[ \t]+" % (_TCHAR_TEXT, _TCHAR_TEXT))
+QUOTED_PAIR_RE = re.compile(r"\\(.)", re.DOTALL)
+
+
+def forwarded_elements(header):
+    """``for=1.2.3.4;proto=https, for=5.6.7.8`` -> [{"for": "1.2.3.4", "proto":
+    "https"}, {"for": "5.6.7.8"}]: names lower-cased, quoted-strings unquoted.
+    None when the header does not parse (RFC 7239 section 4), so that a quoted
+    ',' or ';' never splits a value, and a client's unterminated quote never
+    swallows the element a proxy appended after it; also None for a parameter
+    given twice in one element, which the RFC forbids."""
+    elements, params, pos = [], {}, 0
+    while pos < len(header):
+        match = FORWARDED_ITEM_RE.match(header, pos)
+        if match is None:
+            return None
+        name, token, quoted, separator = match.groups()
+        if name:
+            name = name.lower()
+            if name in params:
+                return None
+            params[name] = token if token is not None else QUOTED_PAIR_RE.sub(r"\1", quoted)
+        elif separator == ",":
+            elements.append(params)
+            params = {}
+        pos = match.end()
+    elements.append(params)
+    return elements
 
 
 def forwarded_node(value):
