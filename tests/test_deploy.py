@@ -529,10 +529,7 @@ def test_privilege_drop_after_binding(start_server, tmp_path):
         seen=whoami(http_get(server, "/?ms=1500")[:3:2])))
     thread.start()
     try:
-        deadline = time.monotonic() + START_SECONDS
-        while not server.children() and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
-        children = server.children()
+        children = wait_for(server.children)
         assert children and all(c.uids().real == nobody.pw_uid for c in children)
         assert all(c.uids().saved == nobody.pw_uid for c in children)   # no way back to root
     finally:
