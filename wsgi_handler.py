@@ -1733,8 +1733,9 @@ def forwarded_elements(header):
     None when the header does not parse (RFC 7239 section 4), so that a quoted
     ',' or ';' never splits a value, and a client's unterminated quote never
     swallows the element a proxy appended after it; also None for a parameter
-    given twice in one element, which the RFC forbids."""
-    elements, params, pos = [], {}, 0
+    given twice in one element, which the RFC forbids, or two parameters with
+    no ';' or ',' between them."""
+    elements, params, pos, after_pair = [], {}, 0, False
     while pos < len(header):
         match = FORWARDED_ITEM_RE.match(header, pos)
         if match is None:
@@ -1742,12 +1743,15 @@ def forwarded_elements(header):
         name, token, quoted, separator = match.groups()
         if name:
             name = name.lower()
-            if name in params:
+            if name in params or after_pair:
                 return None
             params[name] = token if token is not None else QUOTED_PAIR_RE.sub(r"\1", quoted)
-        elif separator == ",":
-            elements.append(params)
-            params = {}
+            after_pair = True
+        elif separator:
+            after_pair = False
+            if separator == ",":
+                elements.append(params)
+                params = {}
         pos = match.end()
     elements.append(params)
     return elements

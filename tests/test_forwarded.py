@@ -43,6 +43,7 @@ def test_a_quoted_semicolon_does_not_make_a_parameter():
     'for=%s;for=%s' % (FORGED, CLIENT),                 # a parameter twice
     'for=%s;proto=https junk' % FORGED,                 # not a parameter
     'for=%s;=x' % FORGED,                               # no name
+    'for=%s proto=https' % FORGED,                      # no ';' between two parameters
     'for=%s;ext="\x00"' % FORGED,                       # a control in a quoted-string
 ])
 def test_a_header_that_does_not_parse_names_no_client(header):
