@@ -106,6 +106,7 @@ SIG_BLOCK = int(signal.SIG_BLOCK)
 SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 INFINITY = float("inf")
+REFUSE_DRAIN_BYTES = 1 << 20             # the most refuse() reads before it closes
 MAX_POLL_SECONDS = 1.0                   # the longest the parent sleeps in poll()
 STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
@@ -1439,13 +1440,23 @@ def head_ready(data, limit):
 
 
 def refuse(sock, status):
-    """Answer from the parent without blocking (503, 408), then close."""
+    """Answer from the parent without blocking (503, 408), then close.
+
+    First it reads what the client has already sent (a body behind a complete
+    head, up to REFUSE_DRAIN_BYTES): close() with unread data sends a reset
+    instead of a FIN, and a reset can cost the client the answer in flight.
+    What is still on its way is not waited for: the parent never blocks."""
     try:
         sock.send(wsgi_handler.error_response(status), MSG_DONTWAIT)
         sock.shutdown(socket.SHUT_WR)
-        sock.recv(65536, MSG_DONTWAIT)   # so close() does not reset
+        drained = 0
+        while drained < REFUSE_DRAIN_BYTES:
+            chunk = sock.recv(65536, MSG_DONTWAIT)
+            if not chunk:
+                break
+            drained += len(chunk)
     except OSError:
-        pass
+        pass   # BlockingIOError: all that has arrived is read
     sock.close()
 
 

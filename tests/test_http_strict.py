@@ -383,6 +383,44 @@ def test_max_children_per_ip_answers_503(start_server):
         busy.close()
 
 
+TCP_STATE_CLOSE, TCP_STATE_CLOSE_WAIT = 7, 8   # tcpi_state, the first byte of TCP_INFO
+BODY_IN_BUFFER = 90 * 1024   # more than one recv() reads, less than loopback buffers unread
+
+
+def tcp_state(sock):
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def test_no_free_child_answers_503_after_reading_the_body_so_the_close_is_clean(start_server):
+    """A head completed while every child slot is busy waits --header-timeout
+    for one, then gets 503 from the parent.  The body the client sent with it
+    is read before the close: a close with unread data would reset the
+    connection, and a reset can destroy the 503 on its way."""
+    server = start_server("tests.apps:slow", "--max-children", "1", "--header-timeout", "1")
+    waiting = server.connect()
+    waiting.sendall(b"POST / HTTP/1.1\r\nHost: example.com\r\n")   # parked: no child yet
+    time.sleep(0.3)
+    busy = server.connect()
+    busy.sendall(b"GET /?s=4 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    try:
+        assert wait_children(server, 1) == 1          # the only slot is taken
+        waiting.sendall(b"Content-Length: %d\r\n\r\n" % BODY_IN_BUFFER)
+        time.sleep(0.3)   # the parent reads the head's end, then stops polling it
+        waiting.sendall(b"x" * BODY_IN_BUFFER)   # so all of the body waits unread
+        answer = read_all(waiting)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        # A FIN only: the connection stays half-closed, never reset.
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            assert tcp_state(waiting) == TCP_STATE_CLOSE_WAIT, "the parent reset the connection"
+            time.sleep(0.02)
+        assert "no free child" in server.log_text()
+        assert read_all(busy).startswith(b"HTTP/1.1 200 ")
+    finally:
+        waiting.close()
+        busy.close()
+
+
 def test_max_children_per_ip_counts_connections_held_by_the_accept_filter(start_server):
     """Two trickling heads from 127.0.0.1 hold no child, but they fill the
     address's share: a third connection gets 503 until they are gone."""
