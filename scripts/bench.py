@@ -48,6 +48,7 @@ CLIENTS = (1, 8, 64)
 FULL_ROUNDS, QUICK_ROUNDS = 3, 1
 FULL_SECONDS, QUICK_SECONDS = 5.0, 1.0           # one load run
 FULL_CONNECTIONS, QUICK_CONNECTIONS = 5000, 1000  # the ab errors check at 64 clients
+WARM_UP_CLIENTS, WARM_UP_SECONDS = 8, 3.0         # untimed, before the first round
 ERRORS_CLIENTS = 64
 KEEPALIVE_CLIENTS = (8, 64)
 KEEPALIVE_SECONDS = 5                            # idle keep-alive of every server
@@ -905,8 +906,22 @@ def run_all(args):
     return 0
 
 
+def warm_up(args, logdir):
+    """An untimed load on the floor before the first round: the first
+    thousands of forks on a quiet machine run slower (the kernel's caches of
+    processes, page tables and sockets grow), and without this whatever runs
+    first in round 1 would pay for it."""
+    server = Running("floor", APPS["hello"], logdir)
+    try:
+        run = run_wrk if args.tool == "wrk" else run_ab
+        run(server.url, WARM_UP_CLIENTS, WARM_UP_SECONDS)
+    finally:
+        stop_servers({"floor": server}, args)
+
+
 def section_rounds(args, results, logdir):
     peers = available(["forkserver", "stdlib", "werkzeug", "gunicorn", "waitress"], say)
+    warm_up(args, logdir)
     for round_no in range(args.rounds):
         for app in args.apps:
             for runs in run_round(app, peers, args, round_no, say, logdir):

@@ -92,3 +92,29 @@ def test_a_missed_ratio_is_never_shown_rounded_up_to_its_goal():
     assert bench.times(0.748, 0.75) == "0.748x"
     assert bench.times(0.712, 0.75) == "0.71x"
     assert bench.times(0.751, 0.75) == "0.75x"
+
+
+def test_an_untimed_warm_up_on_the_floor_comes_before_the_first_round(monkeypatch):
+    bench = load_bench()
+    events = []
+
+    class FakeRunning:
+        def __init__(self, name, spec, logdir, keepalive=False):
+            self.name, self.url = name, "http://127.0.0.1:1/"
+            events.append(("start", name))
+
+        def stop(self):
+            events.append(("stop", self.name))
+
+    monkeypatch.setattr(bench, "Running", FakeRunning)
+    monkeypatch.setattr(bench, "available", lambda names, say: names)
+    monkeypatch.setattr(bench, "run_wrk", lambda url, clients, seconds, keepalive=False:
+                        events.append(("load", clients, seconds)))
+    monkeypatch.setattr(bench, "run_round", lambda app, peers, args, round_no, say, logdir:
+                        events.append(("round", app, round_no)) or [[{"measured": True}]])
+    args = type("Args", (), dict(tool="wrk", rounds=2, apps=["hello"], zombie_checks=[]))()
+    results = {"runs": []}
+    bench.section_rounds(args, results, "/nonexistent")
+    assert events == [("start", "floor"), ("load", bench.WARM_UP_CLIENTS, bench.WARM_UP_SECONDS),
+                      ("stop", "floor"), ("round", "hello", 0), ("round", "hello", 1)]
+    assert results["runs"] == [{"measured": True}] * 2     # the warm-up is not a result
