@@ -908,9 +908,8 @@ def run_all(args):
 
 def warm_up(args, logdir):
     """An untimed load on the floor before the first round: the first
-    thousands of forks on a quiet machine run slower (the kernel's caches of
-    processes, page tables and sockets grow), and without this whatever runs
-    first in round 1 would pay for it."""
+    thousands of forks on a quiet machine run slower (docs/performance.md,
+    "Method"), and without this whatever runs first in round 1 pays for it."""
     server = Running("floor", APPS["hello"], logdir)
     try:
         run = run_wrk if args.tool == "wrk" else run_ab
