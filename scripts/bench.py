@@ -907,9 +907,10 @@ def run_all(args):
 
 
 def warm_up(args, logdir):
-    """An untimed load on the floor before the first round: the first
-    thousands of forks on a quiet machine run slower (docs/performance.md,
-    "Method"), and without this whatever runs first in round 1 pays for it."""
+    """An untimed load on the floor before the first round, as benchmark
+    hygiene: round 1 ran slower for every server in the full runs, and what
+    ran first in it paid most (docs/performance.md, "Method": this helps
+    --quick but did not cure the full run, so the cause is not only that)."""
     server = Running("floor", APPS["hello"], logdir)
     try:
         run = run_wrk if args.tool == "wrk" else run_ab
