@@ -1209,6 +1209,11 @@ def check_status(status):
 
 
 def check_headers(headers):
+    """The app's headers, checked, with the spaces and tabs around each value
+    stripped: RFC 9110 5.5, OWS around a field value is not part of it.  Django
+    sends every Set-Cookie value with a leading space (it joins
+    ``Morsel.output(header="")``).  start_response's one-match lane takes only
+    values without them, so only the other headers pay for the strip."""
     if not isinstance(headers, list):
         raise ResponseError("headers must be a list, not %s" % type(headers).__name__)
     checked = []
@@ -1216,7 +1221,7 @@ def check_headers(headers):
         if not (isinstance(item, tuple) and len(item) == 2
                 and type(item[0]) is str and type(item[1]) is str):
             raise ResponseError("header must be a (str, str) tuple: %r" % (item,))
-        name, value = item
+        name, value = item[0], item[1].strip(OWS)
         try:
             name_b, value_b = name.encode("latin-1"), value.encode("latin-1")
         except UnicodeEncodeError:
