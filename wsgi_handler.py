@@ -113,9 +113,14 @@ _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff
 CHUNK_LINE_RE = re.compile(
     rb"([0-9A-Fa-f]{1,%d})((?:[ \t]*;[ \t]*" % MAX_CHUNK_SIZE_DIGITS + _TCHAR
     + rb"+(?:[ \t]*=[ \t]*(?:" + _TCHAR + rb"+|" + _QUOTED + rb"))?)*)")
-# PEP 3333: status is "999 Reason phrase"; RFC 9112 4: reason-phrase =
-#   1*( HTAB / SP / VCHAR / obs-text )
-STATUS_RE = re.compile(r"[1-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
+# PEP 3333: status is "999 Reason phrase"; RFC 9112 4: status-line =
+#   HTTP-version SP status-code SP [ reason-phrase ], reason-phrase =
+#   1*( HTAB / SP / VCHAR / obs-text ).  The app gives the final response:
+#   1xx is interim (RFC 9110 15.2), so it is not taken here.
+STATUS_RE = re.compile(r"[2-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
+# Any status check_status can take: a 1xx (then refused by name) or a bare
+# code ("200"), which gets its standard reason phrase.
+ANY_STATUS_RE = re.compile(r"[1-9][0-9]{2}(?: [\t\x20-\x7e\x80-\xff]*)?")
 DIGITS_RE = re.compile(rb"[0-9]+")
 # STATUS_RE, then each header as name CR value (TOKEN_RE, FIELD_VALUE_RE),
 # one per line: start_response checks a whole common response in one match.
@@ -143,9 +148,17 @@ SIMPLE_HEAD_RE = re.compile(
 OWS = " \t"
 
 # RFC 9110 7.6.1: hop-by-hop fields; PEP 3333 forbids the app to set them.
+# An app that sets one gets a logged 500 (the server frames the message and
+# owns the connection: RFC 9112 6), except for APP_DROPPED_HEADERS.
 HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade"))
+# Of HOP_BY_HOP, the two that cannot corrupt the framing: dropped (as gunicorn's
+# Response.process_headers drops every hop-by-hop field), because persistence
+# is the server's to decide; but an app's ``Connection: close`` is honoured
+# (RFC 9112 9.6), so the connection ends after that response even under
+# --keep-alive.
+APP_DROPPED_HEADERS = frozenset(("connection", "keep-alive"))
 # RFC 9110 6.5.1: fields that MUST NOT be sent in a trailer section (framing,
 # routing, request modifiers, authentication, controls).  We drop them.
 FORBIDDEN_TRAILERS = frozenset((
@@ -1028,6 +1041,7 @@ class Response:
         self.failed = None          # status logged when the app failed
         self.stream = None          # wsgi.input, to see a body error the app swallowed
         self.last = False           # --max-requests-per-connection reached
+        self.app_close = False      # the app sent Connection: close
         self.head = b""             # the head, not sent yet: it goes with the first body bytes
 
     # PEP 3333 "The start_response() Callable"
@@ -1038,6 +1052,7 @@ class Response:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None   # avoid a reference cycle (PEP 3333)
+            self.app_close = False   # the new headers replace the old ones
         elif self.status is not None:
             raise ResponseError("start_response called a second time without exc_info")
         # check_status and check_headers, for the common case in one loop and
@@ -1058,6 +1073,8 @@ class Response:
                 return self.write
         self.status = check_status(status)
         self.headers = check_headers(headers)
+        # Only a dropped header (Connection, Keep-Alive) shortens the list.
+        self.app_close = len(self.headers) != len(headers) and app_closes(headers)
         return self.write
 
     def write(self, data):
@@ -1139,7 +1156,8 @@ class Response:
             self.conn.send(data)
 
     def can_keep_alive(self):
-        if not self.config.keep_alive or not self.request.keep_alive or self.last:
+        if (not self.config.keep_alive or not self.request.keep_alive or self.last
+                or self.app_close):
             return False   # RFC 9112 9.6: the last response says Connection: close
         reader = self.stream.reader if self.stream is not None else None
         if isinstance(reader, LengthReader) and reader.remaining > MAX_UNREAD_BODY_BYTES:
@@ -1201,11 +1219,27 @@ class Response:
 
 
 def check_status(status):
+    """The status to send: "200" gets its reason phrase; a 1xx is refused."""
     if not isinstance(status, str):
         raise ResponseError("status must be a native str, not %s" % type(status).__name__)
-    if not STATUS_RE.fullmatch(status):
+    if STATUS_RE.fullmatch(status):
+        return status
+    if not ANY_STATUS_RE.fullmatch(status):
         raise ResponseError("invalid status line %r" % status[:60])
-    return status
+    if status[0] == "1":
+        # RFC 9110 15.2: a 1xx is interim, and the client would go on waiting
+        # for the final response; PEP 3333 gives an app no way to send one.
+        raise ResponseError("status %r is interim (1xx), not a final response" % status[:60])
+    return status + " " + reason_phrase(int(status))
+
+
+def reason_phrase(code):
+    """http.HTTPStatus's phrase; "" for a code it does not know, which RFC
+    9112 4 allows (the SP before it is required, the phrase is not)."""
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return ""
 
 
 def check_headers(headers):
@@ -1231,9 +1265,23 @@ def check_headers(headers):
         if not FIELD_VALUE_RE.fullmatch(value_b):
             raise ResponseError("invalid character in header %r" % name)
         if name.lower() in HOP_BY_HOP:
-            raise ResponseError("hop-by-hop header %r is the server's (PEP 3333)" % name)
+            if name.lower() in APP_DROPPED_HEADERS:
+                continue   # see app_closes
+            raise ResponseError("hop-by-hop header %r is the server's: it frames the message "
+                                "(RFC 9112 6, PEP 3333)" % name)
         checked.append((name, value))
     return checked
+
+
+def app_closes(headers):
+    """True if the app's checked headers hold ``Connection: close``: its
+    Connection field is dropped (check_headers), but the close option is
+    honoured (RFC 9110 7.6.1: a comma-separated list of options)."""
+    for name, value in headers:
+        if name.lower() == "connection":
+            if "close" in [option.strip(OWS).lower() for option in value.split(",")]:
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------

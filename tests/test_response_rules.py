@@ -6,6 +6,7 @@ Driven as tests/test_wsgi.py drives the child: serve_connection() in a thread
 on one end of a socketpair, the test the client on the other.
 """
 import http.cookies
+import sys
 
 import pytest
 
@@ -61,3 +62,107 @@ def test_stripping_never_lets_a_control_character_through(tmp_path, value):
     assert reply.status == 500
     assert b"X-Injected" not in reply.raw
     assert "invalid character in header 'X-A'" in reply.error_log
+
+
+# ------------------------------------------------------------------- status
+
+@pytest.mark.parametrize("status,line", [
+    ("200", "HTTP/1.1 200 OK"),
+    ("404", "HTTP/1.1 404 Not Found"),
+    ("418", "HTTP/1.1 418 I'm a Teapot"),
+    ("299", "HTTP/1.1 299 "),      # no standard phrase: RFC 9112 4 keeps the SP
+    ("200 ", "HTTP/1.1 200 "),     # an empty phrase the app chose stays empty
+])
+def test_status_without_a_reason_phrase_gets_the_standard_one(tmp_path, status, line):
+    reply = exchange(tmp_path, app_with(status, [("Content-Type", "text/plain")]), get())
+    assert reply.status_line == line
+    assert reply.body == b"body"
+    assert "[ERROR]" not in reply.error_log
+
+
+@pytest.mark.parametrize("status", ["100", "100 Continue", "101 Switching Protocols",
+                                    "103 Early Hints", "199 Whatever"])
+def test_interim_1xx_status_from_the_app_is_a_logged_500(tmp_path, status):
+    reply = exchange(tmp_path, app_with(status, [("Content-Type", "text/plain")]), get())
+    assert reply.status == 500
+    assert b"HTTP/1.1 1" not in reply.raw
+    assert "[ERROR]" in reply.error_log and "interim (1xx)" in reply.error_log
+    assert reply.exit_status == wh.EXIT_ERROR
+
+
+# ------------------------------------------------------ hop-by-hop headers
+
+def responses(raw):
+    """[(status, head, body)] of each response in raw (all with Content-Length)."""
+    from tests.test_http_strict import final_responses
+    return final_responses(raw)
+
+
+PIPELINED = get("/first") + get("/second")
+
+
+def path_echo(headers):
+    def app(environ, start_response):
+        body = environ["PATH_INFO"].encode()
+        start_response("200 OK", headers + [("Content-Length", str(len(body)))])
+        return [body]
+    return app
+
+
+@pytest.mark.parametrize("headers", [
+    [("Connection", "keep-alive")], [("Keep-Alive", "timeout=5, max=100")],
+    [("connection", "Keep-Alive"), ("KEEP-ALIVE", "timeout=5")],
+])
+def test_app_connection_and_keep_alive_headers_are_dropped(tmp_path, headers):
+    reply = exchange(tmp_path, path_echo(headers), PIPELINED, keep_alive=5.0)
+    answers = responses(reply.raw)
+    assert [body for _, _, body in answers] == [b"/first", b"/second"]   # still persistent
+    for _, head, _ in answers:
+        assert b"keep-alive" not in head.lower()
+    assert "[ERROR]" not in reply.error_log
+
+
+@pytest.mark.parametrize("value", ["close", "Close", "foo, close", " close\t"])
+def test_app_connection_close_is_honoured_under_keep_alive(tmp_path, value):
+    reply = exchange(tmp_path, path_echo([("Connection", value)]), PIPELINED, keep_alive=5.0)
+    answers = responses(reply.raw)
+    assert [body for _, _, body in answers] == [b"/first"]      # /second never served
+    head = answers[0][1].split(b"\r\n")
+    assert head.count(b"Connection: close") == 1
+    assert len([line for line in head if line.lower().startswith(b"connection:")]) == 1
+    assert "[ERROR]" not in reply.error_log
+
+
+def restarting_app(first, second):
+    """Calls start_response with ``first``, then again with exc_info and ``second``."""
+    def app(environ, start_response):
+        start_response("200 OK", first)
+        try:
+            raise ValueError("changed its mind")
+        except ValueError:
+            start_response("503 Service Unavailable", second + [("Content-Length", "0")],
+                           sys.exc_info())
+        return [b""]
+    return app
+
+
+@pytest.mark.parametrize("first,second,served", [
+    ([("Connection", "close")], [], [503, 503]),
+    ([], [("Connection", "close")], [503]),
+], ids=["close-replaced", "close-in-replacement"])
+def test_the_replacing_headers_of_an_exc_info_call_decide_connection_close(
+        tmp_path, first, second, served):
+    reply = exchange(tmp_path, restarting_app(first, second), PIPELINED, keep_alive=5.0)
+    assert [status for status, _, _ in responses(reply.raw)] == served
+
+
+@pytest.mark.parametrize("name,value", [
+    ("Transfer-Encoding", "chunked"), ("TE", "trailers"), ("Trailer", "X-Sum"),
+    ("Upgrade", "websocket"), ("transfer-encoding", "identity"),
+])
+def test_app_framing_headers_are_a_logged_500(tmp_path, name, value):
+    reply = exchange(tmp_path, app_with("200 OK", [(name, value)]), get())
+    assert reply.status == 500
+    assert reply.header("Transfer-Encoding") is None and reply.header("Upgrade") is None
+    assert "[ERROR]" in reply.error_log
+    assert "hop-by-hop header %r is the server's" % name in reply.error_log
