@@ -1042,6 +1042,7 @@ class Response:
         self.stream = None          # wsgi.input, to see a body error the app swallowed
         self.last = False           # --max-requests-per-connection reached
         self.app_close = False      # the app sent Connection: close
+        self.done = False           # the app's call is over: write() refuses
         self.head = b""             # the head, not sent yet: it goes with the first body bytes
 
     # PEP 3333 "The start_response() Callable"
@@ -1080,6 +1081,10 @@ class Response:
     def write(self, data):
         if self.status is None:
             raise ResponseError("write() before start_response()")
+        if self.done:
+            # A write callable kept from an earlier request on a persistent
+            # connection: its bytes would land inside the next response.
+            raise ResponseError("write() of a response that has already ended")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise ResponseError("response body must be bytes, not %s" % type(data).__name__)
         if not self.headers_sent:
@@ -1497,22 +1502,39 @@ class ConnectionHandler:
         except HTTPError as exc:
             return self.fail(response, exc.status, "client %s: %d %s: %s" % (
                 format_addr(self.addr), exc.status, exc.reason, exc.detail), log_traceback=False)
-        except MemoryError:
-            self.status = EXIT_MEMORY_LIMIT
-            return self.fail(response, 500, "memory limit hit while serving %s" % environ["PATH_INFO"])
-        except CPULimitExceeded:
-            self.status = EXIT_CPU_LIMIT
-            return self.fail(response, 500, "CPU limit hit while serving %s" % environ["PATH_INFO"])
-        except Exception:
-            self.status = EXIT_ERROR
-            return self.fail(response, 500, "error serving %s %s" % (
-                environ["REQUEST_METHOD"], environ.get("REQUEST_URI", "")))
+        except BaseException as exc:
+            # Any exception, SystemExit and KeyboardInterrupt too: before the
+            # head a logged 500, after it a cut connection; never an empty
+            # reply, never a partial body passed off as whole.
+            return self.app_failed(response, environ, exc)
         finally:
+            response.done = True   # a write() kept by the app now raises
             if type(result) is not list and hasattr(result, "close"):
-                try:
-                    result.close()
-                except Exception:
-                    self.log.exception("error closing the app's iterable")
+                self.close_result(result)
+
+    def app_failed(self, response, environ, exc):
+        """The app (or its response) failed: the exit status and log say how."""
+        request = "%s %s" % (environ["REQUEST_METHOD"], environ.get("REQUEST_URI", ""))
+        self.status = EXIT_ERROR
+        if isinstance(exc, MemoryError):
+            self.status = EXIT_MEMORY_LIMIT
+            message = "memory limit hit while serving %s" % environ["PATH_INFO"]
+        elif isinstance(exc, CPULimitExceeded):
+            self.status = EXIT_CPU_LIMIT
+            message = "CPU limit hit while serving %s" % environ["PATH_INFO"]
+        elif isinstance(exc, ResponseError):
+            message = "app broke PEP 3333 serving %s: %s" % (request, exc)
+        elif isinstance(exc, Exception):
+            message = "error serving %s" % request
+        else:
+            message = "app raised %s serving %s" % (type(exc).__name__, request)
+        return self.fail(response, 500, message)
+
+    def close_result(self, result):
+        try:
+            result.close()
+        except BaseException:   # SystemExit too: logged, never out of the child's loop
+            self.log.exception("error closing the app's iterable")
 
     def send_result(self, result, response):
         if type(result) is not list and isinstance(result, FileWrapper) and response.status is not None:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import wsgi_handler as wh
-from tests.test_wsgi import exchange, get
+from tests.test_wsgi import dechunk, exchange, get
 
 
 def app_with(status, headers, body=b"body"):
@@ -166,3 +166,97 @@ def test_app_framing_headers_are_a_logged_500(tmp_path, name, value):
     assert reply.header("Transfer-Encoding") is None and reply.header("Upgrade") is None
     assert "[ERROR]" in reply.error_log
     assert "hop-by-hop header %r is the server's" % name in reply.error_log
+
+
+# ------------------------------------------------- BaseException from the app
+
+class Quit(BaseException):
+    """Neither Exception nor one of the standard ones."""
+
+
+RAISED = [SystemExit(3), SystemExit(0), KeyboardInterrupt(), GeneratorExit(), Quit("quit")]
+
+
+def raises_before_head(exc):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        raise exc
+    return app
+
+
+def raises_after_head(exc):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"partial"
+        raise exc
+    return app
+
+
+def served(tmp_path, app):
+    """exchange(), but an exception out of serve_connection fails the test
+    instead of reaching pytest (a KeyboardInterrupt would stop the session)."""
+    try:
+        return exchange(tmp_path, app, get())
+    except BaseException as exc:  # noqa: BLE001 - what the child would die of
+        pytest.fail("serve_connection raised %r" % exc)
+
+
+@pytest.mark.parametrize("exc", RAISED, ids=[type(e).__name__ for e in RAISED])
+def test_base_exception_before_the_head_is_a_logged_500(tmp_path, exc):
+    reply = served(tmp_path, raises_before_head(exc))
+    assert reply.status == 500
+    assert reply.body == b"500 Internal Server Error\n"
+    assert reply.header("Connection") == "close"
+    assert "[ERROR] app raised %s serving GET /" % type(exc).__name__ in reply.error_log
+    assert reply.exit_status == wh.EXIT_ERROR
+
+
+@pytest.mark.parametrize("exc", RAISED, ids=[type(e).__name__ for e in RAISED])
+def test_base_exception_after_the_head_cuts_the_connection(tmp_path, exc):
+    reply = served(tmp_path, raises_after_head(exc))
+    assert reply.status == 200
+    assert dechunk(reply.body) == (b"partial", False)   # no last chunk: never whole
+    assert b"500" not in reply.body
+    assert "app raised %s" % type(exc).__name__ in reply.error_log
+    assert reply.exit_status == wh.EXIT_ERROR
+
+
+def test_base_exception_from_close_of_the_iterable_is_logged(tmp_path):
+    class Body:
+        def __iter__(self):
+            return iter([b"fine"])
+
+        def close(self):
+            raise SystemExit(2)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+    reply = served(tmp_path, app)
+    assert dechunk(reply.body) == (b"fine", True)
+    assert "error closing the app's iterable" in reply.error_log
+
+
+# ------------------------------------------- a write() kept from a request
+
+def keeps_its_first_write():
+    kept = []
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        if not kept:
+            kept.append(write)
+            write(b"first")
+            return []
+        kept[0](b"INJECTED")   # the old response's write, in the new request
+        return [b"second"]
+    return app
+
+
+def test_write_kept_from_an_earlier_response_raises_in_the_app(tmp_path):
+    reply = exchange(tmp_path, keeps_its_first_write(), PIPELINED, keep_alive=5.0)
+    assert b"INJECTED" not in reply.raw
+    first, _, rest = reply.raw.partition(b"\r\n0\r\n\r\n")   # the first, chunked, ends
+    assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"\r\n\r\n5\r\nfirst")
+    assert rest.startswith(b"HTTP/1.1 500 ")
+    assert "write() of a response that has already ended" in reply.error_log
