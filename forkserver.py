@@ -82,6 +82,7 @@ ACCEPT_BACKOFF_SECONDS = 0.1             # after accept() fails with EMFILE/ENFI
 RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
 STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this often
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
+PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
 # Server methods run for every connection (the loop's, then the child's
 # first): relocate_code copies their code side by side.
@@ -108,6 +109,11 @@ MSG_DONTWAIT = int(socket.MSG_DONTWAIT)
 INFINITY = float("inf")
 REFUSE_DRAIN_BYTES = 1 << 20             # the most refuse() reads before it closes
 MAX_POLL_SECONDS = 1.0                   # the longest the parent sleeps in poll()
+# One loop turn accepts for at most this long, then goes round the loop (signals,
+# reaping, deadlines, parked heads) even if the backlog is not empty: under
+# steady load it never is.  A fork costs ~1-3 ms here, so a turn forks a few
+# dozen children at most; docs/operations.md has the measured latencies.
+ACCEPT_BUDGET_SECONDS = 0.02
 STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
 
@@ -511,7 +517,7 @@ class Server:
         self.stop_mode = None
         self.stop_deadline = None
         self.paused_until = 0.0
-        self.fork_tokens = float(opts.max_fork_rate or 0)
+        self.fork_tokens = max(float(opts.max_fork_rate or 0), 1.0)
         self.fork_tokens_at = time.monotonic()
         self.mtimes = loader.source_mtimes() if opts.reload else {}
         self.next_mtime_check = time.monotonic() + RELOAD_POLL_SECONDS
@@ -725,8 +731,10 @@ class Server:
         return min(min(times) - time.monotonic(), MAX_POLL_SECONDS)
 
     def may_accept(self):
-        if self.stop_mode:
-            return False
+        return not self.stop_mode and self.may_fork()
+
+    def may_fork(self):
+        """Is a child slot free (--max-children, --max-fork-rate, a back-off)?"""
         now = time.monotonic()
         if self.paused_until:
             if now < self.paused_until:
@@ -743,8 +751,10 @@ class Server:
         return True
 
     def refill_fork_tokens(self, now):
+        # The bucket holds at least one token: with a rate below 1/s (one fork
+        # every few seconds) a bucket of `rate` tokens would never allow one.
         rate = self.opts.max_fork_rate
-        self.fork_tokens = min(rate, self.fork_tokens + (now - self.fork_tokens_at) * rate)
+        self.fork_tokens = min(max(rate, 1.0), self.fork_tokens + (now - self.fork_tokens_at) * rate)
         self.fork_tokens_at = now
 
     def set_accepting(self, on):
@@ -759,11 +769,13 @@ class Server:
 
     # ------------------------------------------------------------ accepting
     def accept_from(self, listener):
-        """Accept until the backlog is empty, forking a child for each
-        connection whose request head is in (the accept filter)."""
+        """Accept until the backlog is empty or the turn's ACCEPT_BUDGET_SECONDS
+        are spent, forking a child for each connection whose request head is
+        in (the accept filter)."""
         opts, cap = self.opts, self.child_cap
         limit = self.handler_config.limits.head if opts.accept_filter else 0
         pending = listener.pending
+        budget_end = time.monotonic() + ACCEPT_BUDGET_SECONDS
         while True:
             if ((self.stop_mode or self.paused_until or opts.max_fork_rate
                     or len(self.children) >= cap) and not self.may_accept()):
@@ -794,8 +806,10 @@ class Server:
             data = self.filter_head(sock, addr, now, limit) if limit else b""
             if data is not None:
                 self.fork_child(sock, addr, data, now)
-            if not pending(0):
-                return   # the backlog is empty (cheaper than accept's BlockingIOError)
+            if now >= budget_end or self.pending_signals or not pending(0):
+                # The turn's time is spent, a signal waits, or the backlog is
+                # empty (cheaper than accept's BlockingIOError): back to the loop.
+                return
 
     def filter_head(self, sock, addr, now, limit):
         """The accept filter: what the client sent, if its head is complete;
@@ -892,7 +906,7 @@ class Server:
         parked.data += data
         if not head_ready(parked.data, limit):
             return
-        if self.may_accept():
+        if self.may_fork():
             self.unpark(fd)
             self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
         else:
@@ -916,7 +930,7 @@ class Server:
                 self.log.info("client %s: no complete request head in %.0fs; 408" % (
                     format_addr(parked.addr), self.opts.header_timeout))
                 refuse(parked.sock, 408)
-            elif head_ready(parked.data, limit) and self.may_accept():
+            elif head_ready(parked.data, limit) and self.may_fork():
                 self.unpark(fd)
                 self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
 
@@ -976,13 +990,16 @@ class Server:
         it reads one tuple (plan_children) and calls C functions bound globally."""
         status = EXIT_ERROR
         try:
-            app, config, signals, close_fds, alarm, limits, post_fork = self.child_plan
+            (app, config, signals, close_fds, alarm, limits, post_fork,
+             die_with_parent) = self.child_plan
             # Undo the parent: its wake-up fd first, so no signal writes into
             # the parent's pipe, then its handlers (SIGPIPE stays ignored, as
             # Python starts it, so a hang-up is an exception, not a death).
             set_wakeup_fd(-1)
             for sig, handler in signals:
                 raw_signal(sig, handler)
+            if die_with_parent:
+                die_with_parent()
             raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
             for fd in close_fds:   # the wake-up pipe, the listeners
                 close_fd(fd)
@@ -1019,7 +1036,8 @@ class Server:
         self.child_plan = (
             self.app, self.handler_config, self.child_signals, close_fds,
             opts.timeout if opts.timeout and not opts.keep_alive else 0,
-            bool(opts.limit_memory or opts.limit_cpu), bool(self.hooks.get("post_fork")))
+            bool(opts.limit_memory or opts.limit_cpu), bool(self.hooks.get("post_fork")),
+            None if opts.lab_orphans else parent_death_signal(os.getpid()))
 
     def child_post_fork(self, sock):
         try:
@@ -1178,7 +1196,7 @@ class Server:
         self.log.info("%s: stopping (%s), %d children in flight" % (why, mode, len(self.children)))
         sd_notify("STOPPING=1")
         self.close_listeners()
-        self.stop_parked(hand_over=mode == "graceful")
+        self.stop_parked(graceful=mode == "graceful")
         if mode == "fast":
             self.stop_deadline = now + FAST_STOP_SECONDS
             for child in list(self.children.values()):
@@ -1191,6 +1209,7 @@ class Server:
             self.log.info("%s again: stopping fast" % why)
             self.stop_mode = "fast"
             self.stop_deadline = time.monotonic() + FAST_STOP_SECONDS
+            self.refuse_parked()
             for child in list(self.children.values()):
                 self.signal_child(child, signal.SIGTERM)
         else:
@@ -1202,24 +1221,39 @@ class Server:
         for listener in self.listeners.values():
             listener.close()
         self.listeners = {}
+        # A child forked from now on (a parked head, handed over) must not
+        # close the listeners' old descriptor numbers: they are closed, or
+        # already reused by another socket.
+        self.plan_children()
 
-    def stop_parked(self, hand_over):
+    def stop_parked(self, graceful):
+        """On stop, a complete parked head stays parked and check_parked forks
+        it when a slot is free (never past --max-children); it gets 503 if none
+        frees up before the stop deadline.  An incomplete head, and every head
+        on a fast stop, gets 503 at once."""
+        limit = self.handler_config.limits.head
+        for fd, parked in list(self.parked.items()):
+            if not (graceful and head_ready(parked.data, limit)):
+                self.unpark(fd)
+                refuse(parked.sock, 503)
+        self.check_parked()
+
+    def refuse_parked(self):
         for fd in list(self.parked):
-            parked = self.unpark(fd)
-            if hand_over:
-                self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
-            else:
-                parked.sock.close()
+            refuse(self.unpark(fd).sock, 503)
 
     def stopped(self):
         """True once every child is gone, killing what is left at the deadline."""
         if self.opts.reaper != "loop":
             reap_all(self.reaped)
             self.reap_children()
-        if not self.children:
+        if not self.children and not self.parked:
             return True
         if time.monotonic() < self.stop_deadline:
             return False
+        if self.parked:
+            self.log.warning("stop deadline passed: %d parked requests get 503" % len(self.parked))
+            self.refuse_parked()
         self.log.warning("stop deadline passed: killing %d children" % len(self.children))
         for pid in list(self.children):
             kill(pid, signal.SIGKILL)
@@ -1758,6 +1792,29 @@ def write_atomically(path, text):
     os.replace(tmp, path)
 
 
+def parent_death_signal(parent_pid):
+    """A function that a child calls to be SIGKILLed when its parent dies
+    (prctl PR_SET_PDEATHSIG), or None where prctl(2) is not to be had.
+
+    With the parent gone nobody enforces --timeout or reaps, and the child's
+    own SIGALRM timer can be ignored by the app: SIGKILL is the one signal
+    that always ends it.  A parent that dies between fork() and the prctl
+    call sends nothing, so the child then checks that its parent is still
+    the one that forked it (it was reparented otherwise) and exits."""
+    try:
+        import ctypes   # already loaded by collapse_heap (huge pages, the default)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    sigkill = int(signal.SIGKILL)
+
+    def die_with_parent():
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            _exit(EXIT_ERROR)
+    return die_with_parent
+
+
 def become_subreaper():
     """prctl(PR_SET_CHILD_SUBREAPER): orphaned grandchildren (an app's daemons)
     are reparented to us instead of PID 1, and reaped quietly like unknown pids."""
@@ -1935,6 +1992,9 @@ def add_lab_options(p):
                    help="MISTAKE: reap and print() inside the SIGCHLD handler")
     g.add_argument("--no-gc-freeze", action="store_true",
                    help="MISTAKE: skip gc.freeze() before forking (copy-on-write lab)")
+    g.add_argument("--lab-orphans", action="store_true",
+                   help="MISTAKE: children outlive a SIGKILLed parent (no "
+                        "PR_SET_PDEATHSIG), as the tutorial's do (lab 12)")
 
 
 def _number(kind, check, what):

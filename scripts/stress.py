@@ -16,6 +16,7 @@ run within --max-seconds.
 
     python scripts/stress.py --port 8888 --concurrency 64 --connections 80
     python scripts/stress.py --port 8888 --concurrency 64 --total 5000 --json
+    python scripts/stress.py --port 8888 --concurrency 64 --total 100000 --duration 10
 """
 import argparse
 import asyncio
@@ -40,6 +41,8 @@ class Results:
     """What the clients saw; filled in by every connection."""
 
     def __init__(self):
+        self.started = 0.0
+        self.planned = 0        # connections the clients set out to make
         self.sent = 0
         self.completed = 0
         self.errors = {}
@@ -120,8 +123,13 @@ def record_response(data, opts, results, latency):
 
 
 async def client(opts, count, request, results, stop_at):
-    """One client: its connections one after another, never past stop_at."""
+    """One client: its connections one after another, never past stop_at.
+    With --duration it starts none after that and counts only those it
+    started: steady load for a time, every connection given its --timeout."""
     for _ in range(count):
+        if opts.duration and time.monotonic() >= results.started + opts.duration:
+            return
+        results.planned += 1
         left = stop_at - time.monotonic()
         if left <= 0:
             results.error("not started: --max-seconds reached")
@@ -138,11 +146,11 @@ async def run(opts):
                "User-Agent: forkserver-stress\r\n\r\n" % (
                    opts.method, opts.path, opts.host, opts.port)).encode("latin-1")
     results = Results()
-    started = time.monotonic()
+    started = results.started = time.monotonic()
     stop_at = started + opts.max_seconds
     counts = connections_per_client(opts)
     await asyncio.gather(*(client(opts, n, request, results, stop_at) for n in counts))
-    return results.summary(sum(counts), time.monotonic() - started)
+    return results.summary(results.planned, time.monotonic() - started)
 
 
 def connections_per_client(opts):
@@ -209,6 +217,9 @@ def build_parser():
                    help="seconds per connection (default %(default)s)")
     p.add_argument("--max-seconds", type=positive_float, default=DEFAULT_MAX_SECONDS,
                    help="stop starting connections after this (default %(default)s)")
+    p.add_argument("--duration", type=positive_float, default=None,
+                   help="steady load: start connections for this many seconds (bounded "
+                        "by -n/--total), then let those in flight finish")
     p.add_argument("--expect-status", type=bounded_int(100, 599), default=200,
                    help="the status that counts as success (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -33,12 +33,21 @@ def hang_ignoring_term(environ, start_response):
     return apps.hang(environ, start_response)
 
 
+def hang_deaf(environ, start_response):
+    """Hangs, deaf to SIGHUP, SIGTERM and SIGALRM: neither its own deadline
+    nor a polite signal ends it; only a SIGKILL does."""
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(sig, signal.SIG_IGN)
+    return apps.hang(environ, start_response)
+
+
 ROUTES = {
     "/": apps.hello,
     "/slow": apps.slow,
     "/hang": apps.hang,
     "/hang-ignoring-hangup": hang_ignoring_hangup,
     "/hang-ignoring-term": hang_ignoring_term,
+    "/hang-deaf": hang_deaf,
     "/alloc": apps.allocate_forever,
     "/cpu": apps.burn_cpu,
     "/subprocess": apps.subprocess_true,

@@ -393,7 +393,8 @@ def test_lab12_orphan_is_reparented_and_ended_by_its_own_deadline(tmp_path):
     # The test becomes the nearest subreaper, so the orphan is ours to reap.
     set_subreaper(True)
     orphan = None
-    proc, port = start_plain(tmp_path, "tests.apps:slow", "--timeout", str(timeout))
+    proc, port = start_plain(tmp_path, "tests.apps:slow", "--timeout", str(timeout),
+                             "--lab-orphans")
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_SECONDS) as sock:
             sock.sendall(request_bytes("/?s=60"))

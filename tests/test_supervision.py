@@ -280,9 +280,11 @@ def test_parent_waiting_for_a_far_deadline_does_not_spin(start_server):
     assert inflight(30) in (b"", b"<RESET>")
 
 
-def test_parent_killed_by_sigkill_leaves_no_child_past_its_timeout(start_server):
-    server = start_server(APP, "--timeout", "2")
-    inflight = in_background(raw_exchange, server, get_bytes("/hang-ignoring-hangup"))
+def test_parent_killed_by_sigkill_takes_a_deaf_child_with_it(start_server):
+    # The child ignores SIGHUP (the pty's hang-up), SIGTERM and its own SIGALRM,
+    # and its deadline is far: only PR_SET_PDEATHSIG's SIGKILL can end it soon.
+    server = start_server(APP, "--timeout", "60")
+    inflight = in_background(raw_exchange, server, get_bytes("/hang-deaf"))
     child = one_child(server)
     started = time.monotonic()
     server.ps.kill()
@@ -292,11 +294,38 @@ def test_parent_killed_by_sigkill_leaves_no_child_past_its_timeout(start_server)
             return child.status() == psutil.STATUS_ZOMBIE   # dead; init reaps it
         except psutil.NoSuchProcess:
             return True
-    time.sleep(0.5)
-    assert not gone(), "the child died with its parent: nothing tested its own deadline"
-    wait_for(gone, 2 + SCHEDULING_SLACK_SECONDS, "the orphaned child to end at its deadline")
-    assert time.monotonic() - started <= 2 + SCHEDULING_SLACK_SECONDS
+    try:
+        wait_for(gone, SCHEDULING_SLACK_SECONDS, "the orphaned child to die with its parent")
+    finally:
+        if not gone():
+            child.kill()
+    assert time.monotonic() - started < SCHEDULING_SLACK_SECONDS
     assert inflight() in (b"", b"<RESET>")
+
+
+def test_child_whose_parent_died_before_prctl_exits_at_once():
+    # The race PR_SET_PDEATHSIG leaves open: the parent dies between fork()
+    # and the child's prctl call, and no signal ever comes.  The child
+    # sees it was reparented and exits.
+    import forkserver
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:   # the "parent": forks the child, then dies at once
+        try:
+            die_with_parent = forkserver.parent_death_signal(os.getpid())
+            if os.fork() == 0:
+                try:
+                    time.sleep(0.5)                 # the "parent" is gone by now
+                    die_with_parent()
+                    os.write(write_end, b"survived")
+                finally:
+                    os._exit(0)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(middle, 0)
+    with os.fdopen(read_end, "rb") as pipe:
+        assert pipe.read() == b"", "the orphan went on after its parent died before prctl"
 
 
 # ---------------------------------------------------------------- limits
