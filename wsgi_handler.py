@@ -159,21 +159,43 @@ HOP_BY_HOP = frozenset((
 # (RFC 9112 9.6), so the connection ends after that response even under
 # --keep-alive.
 APP_DROPPED_HEADERS = frozenset(("connection", "keep-alive"))
-# RFC 9110 6.5.1: fields that MUST NOT be sent in a trailer section (framing,
-# routing, request modifiers, authentication, controls).  We drop them.
+# Fields a trailer section must not carry.  RFC 9110 6.5.1: "Many fields
+# cannot be processed outside the header section because their evaluation is
+# necessary prior to receiving the content, such as those that describe
+# message framing, routing, authentication, request modifiers, response
+# controls, or content format."  The list is RFC 7230 4.1.2's, which named
+# them: framing (Transfer-Encoding, Content-Length), routing (Host), request
+# modifiers (RFC 7231 5.1 controls: Cache-Control, Expect, Host, Max-Forwards,
+# Pragma, Range, TE; 5.2 conditionals: If-*), authentication (RFC 7235,
+# RFC 6265: Authorization, Proxy-Authorization, WWW-Authenticate,
+# Proxy-Authenticate, Cookie, Set-Cookie), response control data (RFC 7231
+# 7.1: Age, Cache-Control, Expires, Date, Location, Retry-After, Vary,
+# Warning), and "how to process the payload" (Content-Encoding, Content-Type,
+# Content-Range, Trailer); with the connection's own fields (RFC 9110 7.6.1).
+# A request whose trailer holds one is 400 when the app reads the body's end:
+# the sender broke a MUST NOT, and a proxy may have merged it into the header.
 FORBIDDEN_TRAILERS = frozenset((
     "content-length", "transfer-encoding", "host", "content-type", "content-range",
     "content-encoding", "trailer", "te", "connection", "keep-alive", "upgrade",
-    "expect", "range", "max-forwards", "cache-control", "authorization",
+    "expect", "range", "max-forwards", "cache-control", "pragma", "authorization",
     "proxy-authorization", "cookie", "set-cookie", "www-authenticate",
     "proxy-authenticate", "age", "expires", "date", "location", "retry-after",
     "vary", "warning", "if-match", "if-none-match", "if-modified-since",
     "if-unmodified-since", "if-range"))
-# Fields that must appear at most once (RFC 9110 5.3: not list-valued).
-SINGLETON_HEADERS = frozenset(("host", "content-length"))
-# The fields the server reads itself: parse_fields collects their values.
+# Fields whose repeat is 400: their grammar is a single value (RFC 9110 5.3: a
+# sender "MUST NOT generate multiple field lines with the same name" unless
+# the field is a list), so two copies mean whatever the reader picks, and a
+# proxy may have picked the other (Authorization's credentials hold commas, so
+# even joining them changes them).  RFC 9110 8.6 lets a recipient accept a
+# Content-Length repeated with one value; we refuse that too (gunicorn does).
+SINGLETON_HEADERS = frozenset(("host", "content-length", "content-type", "authorization"))
+# The fields the server reads itself.
 FRAMING_FIELDS = frozenset(("host", "content-length", "transfer-encoding", "expect",
                             "connection"))
+# What parse_fields collects the values of: those, and the singletons.
+COUNTED_FIELDS = FRAMING_FIELDS | SINGLETON_HEADERS
+# The singletons the one-pass lane of parse_head lets through once.
+PLAIN_SINGLETONS = SINGLETON_HEADERS - FRAMING_FIELDS
 NO_BODY_STATUSES = frozenset((204, 304))
 # Only this transfer coding is implemented; others get 501 (RFC 9112 6.1).
 KNOWN_CODINGS = frozenset(("chunked",))
@@ -490,20 +512,22 @@ def parse_head(data, limits=DEFAULT_LIMITS):
     if match is None:
         return parse_head_by_line(data, limits)
     raw_line, method, target, minor, block = match.groups()
-    fields = []
+    fields, singletons = [], []
     host = connection = None
     for line in block.split("\r\n")[:-1]:   # the block ends in CRLF
         name, _, value = line.partition(":")
         name, value = name.lower(), value.strip(OWS)
         fields.append((name, value))
-        if name not in FRAMING_FIELDS:
+        if name not in COUNTED_FIELDS:
             continue
         if name == "connection":
             connection = value if connection is None else connection + "," + value
         elif name == "host" and host is None:
             host = value
-        else:
-            return parse_head_by_line(data, limits)   # a body, Expect, Host twice
+        elif name in PLAIN_SINGLETONS and name not in singletons:
+            singletons.append(name)
+        else:   # a body, Expect, a singleton twice: the other lane names it
+            return parse_head_by_line(data, limits)
     if (len(fields) > limits.fields or method == "CONNECT" or (host is None and minor != "0")
             or (host and not HOST_RE.fullmatch(host))):
         return parse_head_by_line(data, limits)
@@ -549,7 +573,8 @@ def parse_request_line(line, limits):
 
 def parse_fields(lines, limits):
     """Field lines to a list of (lowercase name, value) latin-1 strings, and
-    the values of the fields the server itself reads ({name: [values]})."""
+    the values of the COUNTED_FIELDS ({name: [values]}): the fields the server
+    itself reads, and the singletons whose repeat build_request refuses."""
     if len(lines) > limits.fields:
         raise HeaderFieldsTooLarge("more than %d header fields" % limits.fields)
     fields = []
@@ -569,7 +594,7 @@ def parse_fields(lines, limits):
             raise BadRequest("invalid character in header field %r" % name[:50])
         field = (name.decode("ascii").lower(), value.decode("latin-1"))
         fields.append(field)
-        if field[0] in FRAMING_FIELDS:
+        if field[0] in COUNTED_FIELDS:
             framing.setdefault(field[0], []).append(field[1])
     return fields, framing
 
@@ -861,8 +886,11 @@ class ChunkedReader:
                 raise HeaderFieldsTooLarge("trailer section over %d bytes" % MAX_TRAILER_BYTES)
             lines.append(line)
         fields, _ = parse_fields(lines, self.limits)
+        for name, _ in fields:
+            if name in FORBIDDEN_TRAILERS:
+                raise BadRequest("%s in the trailer section (RFC 9110 6.5.1)" % name)
         # In place: the environ holds this very list since before the body was read.
-        self.trailers[:] = [(n, v) for n, v in fields if n not in FORBIDDEN_TRAILERS]
+        self.trailers[:] = fields
 
 
 class NoBody:
@@ -1188,6 +1216,11 @@ class Response:
             self.out(data)
 
     def finish(self):
+        if self.stream is not None and self.stream.error is not None:
+            # The app swallowed a body error (a bad trailer, a body cut short)
+            # and answered anyway: before the head that is the error's status
+            # (send_head), after it a cut connection, never a whole response.
+            raise self.stream.error
         if not self.headers_sent:
             self.send_head(0)
         self.out(b"0\r\n\r\n" if self.chunked else b"")

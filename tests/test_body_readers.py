@@ -175,8 +175,6 @@ BODIES = [
     ("chunked-trailers", CHUNKED,
      b"3\r\nabc\r\n0\r\nX-Checksum: 123\r\nX-Other:  two \r\n\r\n", b"abc",
      [("x-checksum", "123"), ("x-other", "two")]),
-    ("chunked-forbidden-trailer-dropped", CHUNKED,
-     b"3\r\nabc\r\n0\r\nContent-Length: 99\r\nX-Ok: 1\r\n\r\n", b"abc", [("x-ok", "1")]),
     ("chunked-lines", CHUNKED,
      b"%x\r\n%s\r\n0\r\n\r\n" % (len(LINES_BODY), LINES_BODY), LINES_BODY, []),
     ("chunked-lines-split", CHUNKED,
@@ -344,6 +342,7 @@ BAD_CHUNKED = [
     ("no-crlf-after-data", b"3\r\nabcX\r\n0\r\n\r\n"),
     ("negative-size", b"-3\r\nabc\r\n0\r\n\r\n"),
     ("size-overflow", b"1" * 17 + b"\r\nabc\r\n0\r\n\r\n"),
+    ("forbidden-trailer", b"3\r\nabc\r\n0\r\nX-Ok: 1\r\nContent-Length: 99\r\n\r\n"),
 ]
 
 
