@@ -1305,8 +1305,8 @@ def check_headers(headers):
         if name.lower() in HOP_BY_HOP:
             if name.lower() in APP_DROPPED_HEADERS:
                 continue   # see app_closes
-            raise ResponseError("hop-by-hop header %r is the server's: it frames the message "
-                                "(RFC 9112 6, PEP 3333)" % name)
+            raise ResponseError("hop-by-hop header %r is the server's to send "
+                                "(PEP 3333, RFC 9110 7.6.1)" % name)
         checked.append((name, value))
     return checked
 
