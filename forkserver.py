@@ -84,6 +84,7 @@ STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this o
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
 PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
+RESERVED_FDS = 64                        # descriptors --max-pending leaves for the rest
 # Server methods run for every connection (the loop's, then the child's
 # first): relocate_code copies their code side by side.
 HOT_METHODS = ("serve_forever", "wait", "next_timeout", "accept_from", "filter_head",
@@ -261,6 +262,9 @@ class Listener:
             self.unix_path = None
 
 
+ASCII_DIGITS_RE = re.compile(r"[0-9]{1,10}")   # str.isdigit() takes "²" and "٣"
+
+
 def parse_bind(address):
     """Split an address into (kind, value): ("unix", path), ("fd", n), ("inet", (host, port))."""
     if address.startswith("unix:"):
@@ -268,7 +272,7 @@ def parse_bind(address):
             raise UsageError("empty unix socket path in --bind %r" % address)
         return "unix", address[5:]
     if address.startswith("fd://"):
-        if not address[5:].isdigit():
+        if not ASCII_DIGITS_RE.fullmatch(address[5:]):
             raise UsageError("--bind %r: fd:// needs a file descriptor number" % address)
         return "fd", int(address[5:])
     if address.startswith("["):
@@ -280,7 +284,7 @@ def parse_bind(address):
         if not sep or ":" in host:
             raise UsageError("--bind %r: expected HOST:PORT, [IPv6]:PORT, unix:PATH "
                              "or fd://N" % address)
-    if not port.isdigit() or int(port) > 65535:
+    if not ASCII_DIGITS_RE.fullmatch(port) or int(port) > 65535:
         raise UsageError("--bind %r: port must be a number from 0 to 65535" % address)
     return "inet", (host or "0.0.0.0", int(port))
 
@@ -421,29 +425,35 @@ def sd_notify(message):
         pass
 
 
-def drop_privileges(user, group, listeners):
-    """Bind first (as root), then become ``user``/``group`` before accepting."""
+def resolve_owner(user, group):
+    """(uid, gid) of --user/--group (the user's own group by default)."""
     import grp
     import pwd
     try:
         pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
+    except (KeyError, OverflowError):
         raise ListenError("no such user: %r" % user) from None
     gid = pw.pw_gid
     if group:
         try:
             gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
+        except (KeyError, OverflowError):
             raise ListenError("no such group: %r" % group) from None
+    return pw.pw_uid, gid
+
+
+def drop_privileges(owner, listeners):
+    """Bind first (as root), then become the (uid, gid) owner before accepting."""
+    uid, gid = owner
     for listener in listeners:
         if listener.unix_path:
-            os.chown(listener.unix_path, pw.pw_uid, gid)
+            os.chown(listener.unix_path, uid, gid)
     try:
         os.setgroups([])
         os.setgid(gid)
-        os.setuid(pw.pw_uid)
+        os.setuid(uid)
     except PermissionError:
-        raise ListenError("cannot switch to user %r: not running as root" % user) from None
+        raise ListenError("cannot switch to user %d: not running as root" % uid) from None
 
 
 # =============================================================== the children
@@ -626,6 +636,7 @@ class Server:
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))  # no core dumps from children
         if self.opts.accept_filter:
             self.filter_view = memoryview(bytearray(self.handler_config.limits.head + 1))
+            self.bound_max_pending()
         self.plan_children()
         self.freeze_heap()
         if self.opts.huge_pages:   # at start only: see collapse_heap
@@ -633,6 +644,21 @@ class Server:
                           % (collapse_heap() // (1 << 20)))
         self.update_title()
         flush_stdio()   # what the app printed: once here, not at every fork
+
+    def bound_max_pending(self):
+        """Each parked connection is a descriptor of the parent's: --max-pending
+        must leave RESERVED_FDS for listeners, logs, the app's own files and the
+        socket of the connection being forked."""
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        room = INFINITY if soft == resource.RLIM_INFINITY else max(soft - RESERVED_FDS, 1)
+        if self.opts.max_pending is None:   # the default: as many as fit, silently
+            self.opts.max_pending = min(DEFAULT_MAX_PENDING, room)
+        if self.opts.max_pending <= room:
+            return
+        self.log.warning("--max-pending %d is more than RLIMIT_NOFILE (%d) leaves room for; "
+                         "holding at most %d (raise it with ulimit -n or LimitNOFILE=)"
+                         % (self.opts.max_pending, soft, room))
+        self.opts.max_pending = room
 
     def freeze_heap(self):
         # Move everything alive now into the permanent generation: a collection
@@ -1309,6 +1335,8 @@ class Server:
             sock.close()
         reap_all(self.reaped)
         self.reaped.clear()
+        if self.child_plan is None:
+            return   # never got as far as serving (prepare failed)
         self.log.info("stopped: served %d connections, at most %d children at once (high-water mark)"
                       % (self.served, self.high_water))
 
@@ -1587,14 +1615,52 @@ def prewarm(app, config, path, log, first=()):
     writes to the code object, which costs each child a copy-on-write page.
     After the first pass, the code the request ran is copied side by side,
     after ``first`` (relocate_code), and the later passes specialize the copies."""
+    check_prewarm(app, config, path)   # lazy imports and set-up first
     quiet = Log(error_fd=log.error_fd, level="critical")
-    prewarm_once(app, config, path, quiet)   # lazy imports and set-up first
     hot = list(first) + code_run_by(prewarm_once, app, config, path, quiet)
     log.debug("prewarm: %d function objects and %d code objects moved together"
               % (relocate(hot), len(hot)))
     for _ in range(PREWARM_PASSES - 2):
         prewarm_once(app, config, path, quiet)
-    prewarm_once(app, config, path, log)
+    log.info("prewarm GET %s: %s" % (path, prewarm_once(app, config, path, quiet)))
+
+
+class CapturedLog(Log):
+    """A Log that keeps its lines instead of writing them."""
+
+    def __init__(self):
+        super().__init__(error_fd=-1, level="warning")
+        self.lines = []
+
+    def write_line(self, fd, line):
+        self.lines.append(line)
+
+
+def check_prewarm(app, config, path):
+    """The first --prewarm request: an app that fails it (raises, exits, answers
+    5xx or nothing) stops the start (AppLoadError), with its own traceback."""
+    captured = CapturedLog()
+    status = prewarm_once(app, config, path, captured)
+    code = status.split(" ", 2)[1:2]
+    if code and code[0].isdigit() and int(code[0]) < 500:
+        return
+    detail = without_our_frames("\n".join(captured.lines))
+    raise AppLoadError("--prewarm GET %s answered %s%s" % (
+        path, status, (":\n" + detail) if detail else ""))
+
+
+def without_our_frames(text):
+    """A logged traceback without the frames of forkserver's own files."""
+    ours = (os.path.abspath(__file__), os.path.abspath(wsgi_handler.__file__))
+    kept, skipping = [], False
+    for line in text.splitlines():
+        if line.startswith('  File "'):
+            skipping = line[8:].partition('"')[0] in ours
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def code_run_by(call, *args):
@@ -1763,33 +1829,77 @@ def copy_function(func):
 
 
 def prewarm_once(app, config, path, log):
+    """GET path through the app, the handler logging to log; the status line."""
     ours, theirs = socket.socketpair()
     try:
         theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                        % path.encode("latin-1"))
-        quiet = Log(error_fd=log.error_fd, access_fd=None, level="warning")
-        cfg = wsgi_handler.HandlerConfig(limits=config.limits, log=quiet, send_timeout=1.0)
+        cfg = wsgi_handler.HandlerConfig(limits=config.limits, log=log, send_timeout=1.0)
         wsgi_handler.serve_connection(ours, ("127.0.0.1", 0), app, cfg)
         theirs.settimeout(1.0)
         status = theirs.recv(64).split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        log.info("prewarm GET %s: %s" % (path, status or "no response"))
+        return status or "no response"
     except OSError as exc:
-        log.warning("prewarm GET %s failed: %s" % (path, exc))
+        return "no response (%s)" % exc
     finally:
         ours.close()
         theirs.close()
 
 
-def write_pidfile(path):
-    write_atomically(path, "%d\n" % os.getpid())
+def write_pidfile(path, owner=None):
+    try:
+        write_atomically(path, "%d\n" % os.getpid(), owner)
+    except OSError as exc:
+        raise UsageError("cannot write --pidfile %r: %s" % (path, exc.strerror)) from None
 
 
-def write_atomically(path, text):
-    """Readers see the old file or the new one, never half of one (rename(2))."""
-    tmp = "%s.%d.tmp" % (path, os.getpid())
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def check_status_dir(path):
+    """--status-file is rewritten (a new file renamed over it) as the user
+    the server runs as: its directory must exist and be writable by us."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.stat(directory)
+    except FileNotFoundError:
+        raise UsageError("--status-file %r: no such directory %r" % (path, directory)) from None
+    except OSError as exc:
+        raise UsageError("--status-file %r: directory %r: %s (uid %d)"
+                         % (path, directory, exc.strerror, os.geteuid())) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError("--status-file %r: directory %r is not writable by uid %d"
+                         % (path, directory, os.geteuid()))
+
+
+# O_EXCL|O_NOFOLLOW: a name planted in the directory (a symlink to a file
+# we must not touch) is never opened, let alone followed; as mkstemp does.
+TEMP_FILE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                   | getattr(os, "O_CLOEXEC", 0))
+TEMP_FILE_TRIES = 8
+
+
+def write_atomically(path, text, owner=None):
+    """Readers see the old file or the new one, never half of one (rename(2)).
+    The temporary file is new and ours (TEMP_FILE_FLAGS), in the same directory."""
+    for _ in range(TEMP_FILE_TRIES):
+        tmp = "%s.%d.%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
+        try:
+            fd = os.open(tmp, TEMP_FILE_FLAGS, 0o644)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name", path)
+    try:
+        os.write(fd, text.encode())
+        if owner:
+            os.fchown(fd, *owner)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)   # replaces a symlink at path itself, never its target
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(tmp)
+        raise
 
 
 def parent_death_signal(parent_pid):
@@ -1844,7 +1954,7 @@ def remove_pidfile(path):
 def build_parser():
     import argparse
     p = argparse.ArgumentParser(
-        prog="forkserver",
+        prog="forkserver", allow_abbrev=False,   # --max-requests is not --max-requests-per-...
         description="A WSGI server that forks one child process per connection.",
         epilog="Exit statuses: 0 stopped cleanly, 1 internal error, 2 bad usage or "
                "config, 3 the app could not be loaded, 4 could not listen. "
@@ -1900,20 +2010,20 @@ def add_supervision_options(p):
     g = p.add_argument_group("supervision")
     g.add_argument("--max-children", type=non_negative_int, default=DEFAULT_MAX_CHILDREN,
                    metavar="N", help="most live children; 0 = no cap (default %(default)s)")
-    g.add_argument("--timeout", type=non_negative_float, default=DEFAULT_TIMEOUT_SECONDS,
+    g.add_argument("--timeout", type=non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS,
                    metavar="SECONDS", help="kill a child serving longer than this; 0 = never "
                    "(default %(default)s)")
-    g.add_argument("--graceful-timeout", type=non_negative_float,
+    g.add_argument("--graceful-timeout", type=non_negative_seconds,
                    default=DEFAULT_GRACEFUL_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="on SIGTERM, how long in-flight children may finish (default %(default)s)")
-    g.add_argument("--limit-memory", type=non_negative_float, default=0, metavar="MB",
+    g.add_argument("--limit-memory", type=megabytes, default=0, metavar="MB",
                    help="memory a child may add to what it shares with the parent")
     g.add_argument("--limit-cpu", type=non_negative_int, default=0, metavar="SECONDS",
                    help="CPU seconds a child may use")
     g.add_argument("--max-children-per-ip", type=non_negative_int, default=0, metavar="N",
                    help="most live children plus connections held by the accept "
                         "filter per client address; 0 = off (default)")
-    g.add_argument("--max-fork-rate", type=non_negative_float, default=0, metavar="PER_SECOND",
+    g.add_argument("--max-fork-rate", type=rate, default=0, metavar="PER_SECOND",
                    help="most forks per second; 0 = off (default)")
     g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")
     g.add_argument("--status-file", metavar="PATH",
@@ -1925,18 +2035,18 @@ def add_supervision_options(p):
 
 def add_http_options(p):
     g = p.add_argument_group("HTTP")
-    g.add_argument("--keep-alive", type=non_negative_float, default=0.0, metavar="SECONDS",
+    g.add_argument("--keep-alive", type=non_negative_seconds, default=0.0, metavar="SECONDS",
                    help="serve more requests per connection until idle this long; "
                         "0 = one request per connection (default)")
     g.add_argument("--max-requests-per-connection", type=positive_int, default=100, metavar="N",
                    help="with --keep-alive, close after this many requests (default %(default)s)")
-    g.add_argument("--header-timeout", type=positive_float,
+    g.add_argument("--header-timeout", type=positive_seconds,
                    default=wsgi_handler.HEADER_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="the whole request head must arrive within this (default %(default)s)")
-    g.add_argument("--read-timeout", type=positive_float,
+    g.add_argument("--read-timeout", type=positive_seconds,
                    default=wsgi_handler.READ_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="a stalled body read gets 408 (default %(default)s)")
-    g.add_argument("--max-body", type=non_negative_int, default=wsgi_handler.MAX_BODY_BYTES,
+    g.add_argument("--max-body", type=byte_count, default=wsgi_handler.MAX_BODY_BYTES,
                    metavar="BYTES", help="largest request body (default 1 GiB)")
     g.add_argument("--limit-request-line", type=positive_int,
                    default=wsgi_handler.MAX_REQUEST_LINE_BYTES, metavar="BYTES",
@@ -1957,8 +2067,9 @@ def add_http_options(p):
     g.add_argument("--no-accept-filter", dest="accept_filter", action="store_false",
                    help="fork as soon as a connection is accepted instead of "
                         "when its head is complete")
-    g.add_argument("--max-pending", type=positive_int, default=DEFAULT_MAX_PENDING,
-                   metavar="N", help="connections the accept filter may hold (default %(default)s)")
+    g.add_argument("--max-pending", type=positive_int, default=None, metavar="N",
+                   help="connections the accept filter may hold (default %d, less if "
+                        "RLIMIT_NOFILE leaves no room for them)" % DEFAULT_MAX_PENDING)
 
 
 def add_logging_options(p):
@@ -1997,13 +2108,25 @@ def add_lab_options(p):
                         "PR_SET_PDEATHSIG), as the tutorial's do (lab 12)")
 
 
-def _number(kind, check, what):
+# What the number options accept, so that no value that starts the server can
+# fail every request later (a C timeval, an rlimit, listen()'s int overflowing).
+MAX_OPTION_COUNT = 2 ** 31 - 1            # a C int: listen()'s backlog, counts
+MAX_OPTION_BYTES = 1 << 50                # --max-body: 1 PiB
+MAX_OPTION_SECONDS = 365 * 24 * 3600.0    # timeouts: a year
+MAX_OPTION_MB = float(1 << 30)            # --limit-memory: 1 PiB
+MAX_OPTION_RATE = 1e6                     # --max-fork-rate, per second
+
+
+def _number(kind, low, high, what, low_open=False):
+    """An argparse type: a finite `kind` from low (or above it) to high,
+    written in ASCII digits; anything else is an error naming the value."""
     def convert(text):
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparseerror("%r is not a %s" % (text, what)) from None
-        if not check(value):
+            value = kind(text) if str(text).isascii() else None
+        except (ValueError, OverflowError):
+            value = None
+        if (value is None or value != value or value < low or value > high
+                or (low_open and value == low)):
             raise argparseerror("%r is not a %s" % (text, what))
         return value
     convert.__name__ = what
@@ -2015,11 +2138,17 @@ def argparseerror(message):
     return argparse.ArgumentTypeError(message)
 
 
-positive_int = _number(int, lambda v: v > 0, "positive integer")
-non_negative_int = _number(int, lambda v: v >= 0, "non-negative integer")
-positive_float = _number(float, lambda v: v > 0, "positive number")
-non_negative_float = _number(float, lambda v: v >= 0, "non-negative number")
-octal = _number(lambda t: int(t, 8), lambda v: 0 <= v <= 0o777, "octal umask")
+positive_int = _number(int, 1, MAX_OPTION_COUNT, "whole number from 1 to %d" % MAX_OPTION_COUNT)
+non_negative_int = _number(int, 0, MAX_OPTION_COUNT,
+                           "whole number from 0 to %d" % MAX_OPTION_COUNT)
+byte_count = _number(int, 0, MAX_OPTION_BYTES, "number of bytes from 0 to %d" % MAX_OPTION_BYTES)
+positive_seconds = _number(float, 0.0, MAX_OPTION_SECONDS, "number of seconds above 0 and "
+                           "at most %d" % MAX_OPTION_SECONDS, low_open=True)
+non_negative_seconds = _number(float, 0.0, MAX_OPTION_SECONDS,
+                               "number of seconds from 0 to %d" % MAX_OPTION_SECONDS)
+megabytes = _number(float, 0.0, MAX_OPTION_MB, "number of MB from 0 to %d" % MAX_OPTION_MB)
+rate = _number(float, 0.0, MAX_OPTION_RATE, "rate from 0 to %d per second" % MAX_OPTION_RATE)
+octal = _number(lambda t: int(t, 8), 0, 0o777, "umask in octal, from 000 to 777")
 
 
 NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cannot set
@@ -2186,11 +2315,21 @@ def open_listeners(opts):
             for address in opts.bind or [DEFAULT_BIND]:
                 listeners.append(open_listener(address, opts.backlog, opts.umask,
                                                opts.header_timeout))
-        if opts.user or opts.group:
-            drop_privileges(opts.user or str(os.getuid()), opts.group, listeners)
+        owner = resolve_owner(opts.user or str(os.getuid()), opts.group) if (
+            opts.user or opts.group) else None
+        # The pidfile is written while we may still write where root can, and
+        # given to --user, so that a later run as that user can replace it.
+        if opts.pidfile:
+            write_pidfile(opts.pidfile, owner)
+        if owner:
+            drop_privileges(owner, listeners)
+        if opts.status_file:
+            check_status_dir(opts.status_file)
     except (ListenError, UsageError):
         for listener in listeners:
             listener.close()    # a unix socket file bound before the failure goes too
+        if opts.pidfile:
+            remove_pidfile(opts.pidfile)
         raise
     for listener in listeners:
         listener.sock.setblocking(False)
@@ -2221,15 +2360,21 @@ def main(argv=None):
 def run(opts, hooks, log):
     loader = AppLoader(opts.app)
     app = loader.load()
-    listeners = open_listeners(opts)   # binds, then drops privileges (--user/--group)
-    if opts.subreaper:
-        become_subreaper()
-    server = Server(opts, loader, app, listeners, log, hooks)
-    server.run_hook("on_starting", server)
-    server.prepare()
-    if opts.pidfile:
-        write_pidfile(opts.pidfile)
+    # Binds, writes the pidfile, then drops privileges (--user/--group).
+    listeners = open_listeners(opts)
     try:
+        if opts.subreaper:
+            become_subreaper()
+        server = Server(opts, loader, app, listeners, log, hooks)
+    except BaseException:
+        for listener in listeners:
+            listener.close()
+        if opts.pidfile:
+            remove_pidfile(opts.pidfile)
+        raise
+    try:
+        server.run_hook("on_starting", server)
+        server.prepare()
         announce(server, listeners)
         server.serve_forever()
     finally:

@@ -104,11 +104,11 @@ def test_command_line_wins_over_config_file(start_server, tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ("max_children = -3", "setting max_children: '-3' is not a non-negative integer"),
-    ("timeout = None", "setting timeout: None is not a non-negative number"),
+    ("max_children = -3", "setting max_children: '-3' is not a whole number from 0 to 2147483647"),
+    ("timeout = None", "setting timeout: None is not a number of seconds from 0 to 31536000"),
     ("reload = 1", "setting reload: 1 is not True or False"),
     ("log_level = 'loud'", "setting log_level: 'loud' is not one of debug"),
-    ("umask = 0o1777", "setting umask: '1777' is not a octal umask"),
+    ("umask = 0o1777", "setting umask: '1777' is not a umask in octal, from 000 to 777"),
     ("bind = 8000", "bind must be a string or a list of strings"),
     ("post_fork = 3", "hook post_fork must be a function"),
 ])

@@ -24,8 +24,9 @@ APP = "tests.apps:hello"
 # option takes "7" (numbers), its last choice, or a made-up path or name.
 SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
                   "umask": "027", "read_timeout": "7"}
-NUMBER_TYPES = ("positive integer", "non-negative integer", "positive number",
-                "non-negative number")
+NUMBER_TYPES = (forkserver.positive_int, forkserver.non_negative_int, forkserver.byte_count,
+                forkserver.positive_seconds, forkserver.non_negative_seconds,
+                forkserver.megabytes, forkserver.rate)
 
 
 def long_options():
@@ -41,7 +42,7 @@ def sample_value(action):
         return SPECIAL_VALUES[action.dest]
     if action.choices:
         return list(action.choices)[-1]
-    if getattr(action.type, "__name__", "") in NUMBER_TYPES:
+    if action.type in NUMBER_TYPES:
         return "7"
     return "/tmp/sample-" + action.dest
 

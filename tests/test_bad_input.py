@@ -1,0 +1,231 @@
+"""Bad input to the server itself gets a clear error and loses nothing (issue
+14, part 7): absurd numbers, abbreviated options, pidfiles and status files in
+bad places or with a name planted beside them, --max-pending beyond the
+descriptor limit, an explicit --prewarm that fails."""
+import json
+import os
+import pwd
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.conftest import FORKSERVER, ROOT, READY_RE, needs, read_until_close
+from tests.test_cli import EXIT_APP_LOAD, EXIT_USAGE, assert_one_clear_line, run_cli, write_module
+
+STATUS_INTERVAL_SECONDS = 1.0   # forkserver.STATUS_INTERVAL_SECONDS
+START_SECONDS = 20
+
+
+@pytest.mark.parametrize("args, option", [
+    (("--timeout", "inf"), "--timeout"),
+    (("--timeout", "nan"), "--timeout"),
+    (("--graceful-timeout", "-inf"), "--graceful-timeout"),
+    (("--keep-alive", "1e300"), "--keep-alive"),
+    (("--header-timeout", "0"), "--header-timeout"),
+    (("--read-timeout", "1e20"), "--read-timeout"),
+    (("--max-children", "99999999999999999999"), "--max-children"),
+    (("--backlog", "99999999999999999999"), "--backlog"),
+    (("--limit-cpu", "12345678901234567890"), "--limit-cpu"),
+    (("--limit-memory", "1e300"), "--limit-memory"),
+    (("--max-fork-rate", "inf"), "--max-fork-rate"),
+    (("--max-body", "1e3"), "--max-body"),
+    (("--max-pending", "\u0663"), "--max-pending"),          # ARABIC-INDIC DIGIT THREE
+    (("--bind", "127.0.0.1:\u00b2"), "--bind"),               # SUPERSCRIPT TWO
+    (("--bind", "127.0.0.1:99999999999999999999"), "--bind"),
+    (("--bind", "fd://\u0663"), "--bind"),
+])
+def test_absurd_number_is_exit_2_naming_the_option(args, option):
+    result = run_cli("examples.hello:app", *args)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert option in result.stderr and "Traceback" not in result.stderr
+    assert "ready" not in result.stdout
+
+
+@pytest.mark.parametrize("setting, value", [
+    ("timeout", 'float("inf")'),
+    ("keep_alive", "1e300"),
+    ("max_children", "10 ** 20"),
+    ("max_fork_rate", 'float("nan")'),
+])
+def test_absurd_number_in_a_config_file_is_exit_2_naming_the_setting(tmp_path, setting, value):
+    config = tmp_path / "conf.py"
+    config.write_text("%s = %s\n" % (setting, value))
+    result = run_cli("examples.hello:app", "--config", str(config))
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert setting in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_abbreviated_option_is_not_taken_for_a_longer_one():
+    # --max-requests (gunicorn's) must not silently mean --max-requests-per-connection.
+    result = run_cli("examples.hello:app", "--max-requests", "1000")
+    assert result.returncode == EXIT_USAGE
+    assert "--max-requests" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pidfile_in_a_missing_directory_is_one_line_and_removes_the_unix_socket(tmp_path):
+    sock = tmp_path / "fs.sock"
+    result = run_cli("examples.hello:app", "--bind", "unix:%s" % sock,
+                     "--pidfile", str(tmp_path / "missing" / "fs.pid"))
+    assert result.returncode == EXIT_USAGE
+    assert_one_clear_line(result, "--pidfile", "No such file or directory")
+    assert not sock.exists()
+
+
+def test_status_file_in_a_missing_directory_is_one_line(tmp_path):
+    result = run_cli("examples.hello:app", "--pidfile", str(tmp_path / "fs.pid"),
+                     "--status-file", str(tmp_path / "missing" / "status.json"))
+    assert result.returncode == EXIT_USAGE
+    assert_one_clear_line(result, "--status-file", "no such directory")
+    assert not (tmp_path / "fs.pid").exists()
+
+
+def nobody():
+    needs(os.geteuid() == 0, "root, to run the server as nobody")
+    return pwd.getpwnam("nobody")
+
+
+def test_status_file_in_a_directory_the_user_cannot_write_is_one_line(tmp_path):
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-closed-")   # 0700 root's, in /tmp
+    try:
+        os.chmod(closed, 0o755)          # nobody may look, not write
+        result = run_cli("examples.hello:app", "--user", "nobody",
+                         "--status-file", os.path.join(closed, "status.json"))
+        assert result.returncode == EXIT_USAGE
+        assert_one_clear_line(result, "--status-file", "not writable by uid")
+        os.chmod(closed, 0o700)          # nobody may not even look
+        result = run_cli("examples.hello:app", "--user", "nobody",
+                         "--status-file", os.path.join(closed, "sub", "status.json"))
+        assert result.returncode == EXIT_USAGE
+        assert_one_clear_line(result, "--status-file", "Permission denied")
+    finally:
+        os.rmdir(closed)
+
+
+def start(args, cwd=ROOT, preexec_fn=None):
+    proc = subprocess.Popen([sys.executable, FORKSERVER] + list(args), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=preexec_fn)
+    line = proc.stdout.readline()
+    match = READY_RE.match(line)
+    if not match:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("no ready line: %r %r" % (line, proc.stderr.read()))
+    proc.port = int(match.group(2).rpartition(b":")[2])
+    return proc
+
+
+def get(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        return read_until_close(sock)
+
+
+def stop(proc):
+    proc.terminate()
+    try:
+        return proc.wait(START_SECONDS)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr_text = proc.stderr.read().decode(errors="replace")
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_pidfile_is_written_before_dropping_privileges_and_owned_by_the_user(tmp_path):
+    user = nobody()
+    os.chmod(str(tmp_path), 0o1777)      # a sticky, shared directory, as /tmp
+    pidfile = tmp_path / "fs.pid"
+    pidfile.write_text("12345\n")       # left by a root run killed with SIGKILL
+    proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
+                  "--pidfile", str(pidfile), "--no-access-log"])
+    try:
+        assert pidfile.read_text() == "%d\n" % proc.pid
+        # The user's own: in a sticky directory, a later run as that user
+        # can replace (rename over) it.
+        assert os.stat(str(pidfile)).st_uid == user.pw_uid
+        assert [p for p in os.listdir(str(tmp_path)) if p.endswith(".tmp")] == []
+    finally:
+        stop(proc)
+    assert "Traceback" not in proc.stderr_text
+
+
+def test_a_symlink_planted_at_the_status_files_temporary_name_is_not_followed(tmp_path):
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious\n")
+    status = tmp_path / "status.json"
+    proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--no-access-log",
+                  "--status-file", str(status)])
+    try:
+        # The name an older forkserver used for its temporary file: PATH.PID.tmp.
+        planted = tmp_path / ("status.json.%d.tmp" % proc.pid)
+        os.symlink(str(victim), str(planted))
+        deadline = time.monotonic() + 10
+        first = status.stat().st_mtime_ns if status.exists() else None
+        while time.monotonic() < deadline:
+            assert get(proc.port).startswith(b"HTTP/1.1 200")   # rewritten within 1 s
+            time.sleep(STATUS_INTERVAL_SECONDS / 2)
+            if status.exists() and status.stat().st_mtime_ns != first:
+                break
+        time.sleep(STATUS_INTERVAL_SECONDS * 1.5)
+        assert victim.read_text() == "precious\n"
+        assert json.loads(status.read_text())["pid"] == proc.pid
+        assert os.path.islink(str(planted))
+    finally:
+        stop(proc)
+
+
+def test_max_pending_is_bounded_by_the_descriptor_limit(tmp_path):
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--no-access-log",
+                  "--max-pending", "5000"], preexec_fn=low_limit)
+    try:
+        assert get(proc.port).startswith(b"HTTP/1.1 200")
+    finally:
+        stop(proc)
+    err = proc.stderr_text
+    assert "--max-pending 5000 is more than RLIMIT_NOFILE (200) leaves room for" in err, err
+
+
+def test_the_default_max_pending_fits_a_low_descriptor_limit_silently(tmp_path):
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--no-access-log"],
+                 preexec_fn=low_limit)
+    stop(proc)
+    assert "max-pending" not in proc.stderr_text
+
+
+FAILING_APP = """
+    import sys
+
+    def helper():
+        raise RuntimeError("database is down")
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/exit":
+            sys.exit(3)
+        helper()
+"""
+
+
+@pytest.mark.parametrize("path, error", [("/", "RuntimeError: database is down"),
+                                         ("/exit", "SystemExit: 3")])
+def test_an_explicit_prewarm_that_fails_stops_the_start_with_exit_3(tmp_path, path, error):
+    write_module(tmp_path, "failingapp", FAILING_APP)
+    result = run_cli("failingapp:app", "--prewarm", path, cwd=str(tmp_path))
+    assert result.returncode == EXIT_APP_LOAD, result.stderr
+    assert "ready" not in result.stdout
+    err = result.stderr
+    assert err.count("Traceback") == 1, err
+    assert error in err and "failingapp.py" in err
+    assert "wsgi_handler.py" not in err and "forkserver.py" not in err, err
