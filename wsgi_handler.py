@@ -512,8 +512,7 @@ def parse_head(data, limits=DEFAULT_LIMITS):
     if match is None:
         return parse_head_by_line(data, limits)
     raw_line, method, target, minor, block = match.groups()
-    fields, singletons = [], []
-    host = connection = None
+    fields, singletons, host, connection = [], [], None, None
     for line in block.split("\r\n")[:-1]:   # the block ends in CRLF
         name, _, value = line.partition(":")
         name, value = name.lower(), value.strip(OWS)
