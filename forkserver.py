@@ -50,8 +50,8 @@ from types import CellType, CodeType, FunctionType
 from _weakref import getweakrefcount
 
 import wsgi_handler
-from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Log, close_socket,
-                          format_addr, serve_connection)
+from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Drain, Log,
+                          close_socket, format_addr, serve_connection)
 
 __version__ = wsgi_handler.__version__
 
@@ -85,6 +85,13 @@ PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
 PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
 RESERVED_FDS = 64                        # descriptors --max-pending leaves for the rest
+# A request body of at most this (by Content-Length) is read by the accept
+# filter before the fork, so a client that trickles a small body holds no
+# child; larger bodies are the child's, under --read-timeout and --timeout.
+PARENT_BODY_BYTES = 64 * 1024
+# Requests that (nearly always) have no body: the filter's fast path forks
+# them as soon as the head is in.
+NO_BODY_PREFIXES = (b"GET ", b"HEAD ")
 # Server methods run for every connection (the loop's, then the child's
 # first): relocate_code copies their code side by side.
 HOT_METHODS = ("serve_forever", "wait", "next_timeout", "accept_from", "filter_head",
@@ -471,8 +478,10 @@ class Child:
 
 
 class Parked:
-    """A connection held by the accept filter until its head is complete."""
-    __slots__ = ("sock", "addr", "data", "accepted_at", "deadline")
+    """A connection held by the accept filter until its request is ready
+    (request_ready): the head, and a small body with it."""
+    __slots__ = ("sock", "addr", "data", "accepted_at", "deadline", "head_end", "head_at",
+                 "idle")
 
     def __init__(self, sock, addr, data, accepted_at, deadline):
         self.sock = sock
@@ -480,6 +489,19 @@ class Parked:
         self.data = data
         self.accepted_at = accepted_at
         self.deadline = deadline
+        self.head_end = 0      # where the body starts, once the head is in
+        self.head_at = 0.0     # when the head was complete
+        self.idle = False      # a kept-alive connection handed back, no byte since
+
+    def body_progress(self, now, grace, rate):
+        """The head is in and the filter waits for a small body: mod_reqtimeout's
+        MinRate.  The body gets a grace of `grace` seconds from the head, and
+        a second more for each `rate` bytes received (--min-body-rate), so a body
+        trickled at 1 byte every 5 s is cut while a slow, honest link goes on."""
+        if not self.head_end:
+            self.head_end, self.head_at = wsgi_handler.find_head_end(self.data), now
+        received = len(self.data) - self.head_end
+        self.deadline = self.head_at + grace + received / (rate or INFINITY)
 
 
 def describe_status(status):
@@ -516,6 +538,7 @@ class Server:
         self.children = {}        # pid -> Child, in fork order (= deadline order)
         self.terminating = {}     # pid -> Child sent SIGTERM, awaiting SIGKILL
         self.parked = {}          # fd -> Parked
+        self.handback = None      # --keep-alive: where children hand idle connections back
         self.kept_clients = []    # lab: the parent "forgets" to close these
         self.per_ip = {}
         self.pending_signals = []
@@ -618,8 +641,13 @@ class Server:
 
     def prepare(self):
         """Everything between loading the app and the first accept."""
+        handback = None
+        if self.opts.keep_alive:   # idle connections handed back by children (Drain)
+            self.handback, handback = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.handback.setblocking(False)
+            self.poller.register(self.handback.fileno(), select.POLLIN)
         self.handler_config = build_handler_config(self.opts, self.log, self.set_title,
-                                                   self.listeners)
+                                                   self.listeners, handback)
         self.install_signals()
         self.warn_about_threads()
         # Our own per-connection code, side by side (relocate_code): the
@@ -732,6 +760,8 @@ class Server:
                 self.accept_from(self.listeners[fd])
             elif fd in self.parked:
                 self.on_parked_readable(fd)
+            elif self.handback is not None and fd == self.handback.fileno():
+                self.take_back()
 
     def next_timeout(self):
         """Seconds until the next thing the loop must do by itself (at most MAX_POLL_SECONDS)."""
@@ -854,13 +884,15 @@ class Server:
             sock.close()       # closed without a word
             return None
         data = self.filter_view[:count].tobytes() if count > 0 else b""
-        # A CRLFCRLF means the head is complete (or malformed, which the
-        # child answers): head_ready's full check only for the rest.
+        # A GET or HEAD whose CRLFCRLF is in is ready (a malformed head is
+        # the child's to answer): request_state's full check for the rest.
         # (find, not "in": bytes.__contains__ first tries the argument as an
         # int, and raises and drops a TypeError for every connection.)
-        if data.find(b"\r\n\r\n") == -1 and not head_ready(data, limit):
-            self.park(sock, addr, data, now)
-            return None
+        if data.find(b"\r\n\r\n") == -1 or not data.startswith(NO_BODY_PREFIXES):
+            state = request_state(data, limit)
+            if state != READY:
+                self.park(sock, addr, data, now, state)
+                return None
         return data
 
     def accept_failed(self, exc):
@@ -880,7 +912,30 @@ class Server:
             return True
         return False
 
-    def park(self, sock, addr, data, now):
+    def take_back(self):
+        """Idle kept-alive connections a child handed back on the Drain notice
+        (wsgi_handler ConnectionHandler.hand_back): held like new ones, so
+        their next request gets a child with the code of now.  While stopping
+        they are closed (their clients' next request goes elsewhere)."""
+        for _ in range(self.opts.max_pending):
+            try:
+                _, fds, _, _ = socket.recv_fds(self.handback, 16, 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            for fd in fds:
+                sock = socket.socket(fileno=fd)
+                if (self.stop_mode or len(self.parked) >= self.opts.max_pending) and (
+                        close_if_quiet(sock)):
+                    continue
+                try:
+                    addr = sock.getpeername()
+                except OSError:
+                    sock.close()   # the client left meanwhile
+                    continue
+                self.park(sock, addr, b"", time.monotonic(), HEAD_INCOMPLETE,
+                          idle=not self.stop_mode)
+
+    def park(self, sock, addr, data, now, state, idle=False):
         if len(self.parked) >= self.opts.max_pending:
             oldest = min(self.parked.values(), key=lambda p: p.accepted_at)
             self.log.warning("accept filter full (%d): dropping %s" % (
@@ -888,8 +943,12 @@ class Server:
             self.unpark(oldest.sock.fileno())
             refuse(oldest.sock, 503)
         fd = sock.fileno()
-        self.parked[fd] = Parked(sock, addr, bytearray(data), now,
-                                 now + self.opts.header_timeout)
+        parked = self.parked[fd] = Parked(sock, addr, bytearray(data), now,
+                                          now + self.opts.header_timeout)
+        if idle:   # handed back: idle for up to --keep-alive, then closed silently
+            parked.idle, parked.deadline = True, now + self.opts.keep_alive
+        if state == BODY_INCOMPLETE:
+            parked.body_progress(now, self.opts.header_timeout, self.opts.min_body_rate)
         self.poller.register(fd, select.POLLIN)
         self.count_ip(addr, 1)
 
@@ -917,20 +976,28 @@ class Server:
         parked = self.parked[fd]
         limit = self.handler_config.limits.head
         try:
-            data = parked.sock.recv(limit + 1 - len(parked.data), MSG_DONTWAIT)
+            data = parked.sock.recv(limit + 1 + PARENT_BODY_BYTES - len(parked.data), MSG_DONTWAIT)
         except BlockingIOError:
             return
         except OSError:
             data = b""
         if not data:
             self.unpark(fd)
-            if parked.data.strip(b"\r\n"):
+            if parked.data.strip(b"\r\n") and not parked.idle:
                 refuse(parked.sock, 400)   # closed inside the head: as the child would say
             else:
                 parked.sock.close()
             return
+        if parked.idle:   # the next request of a handed-back connection begins
+            parked.idle = False
+            parked.accepted_at = time.monotonic()
+            parked.deadline = parked.accepted_at + self.opts.header_timeout
         parked.data += data
-        if not head_ready(parked.data, limit):
+        state = request_state(parked.data, limit)
+        if state == BODY_INCOMPLETE:
+            parked.body_progress(time.monotonic(), self.opts.header_timeout,
+                                 self.opts.min_body_rate)
+        if state != READY:
             return
         if self.may_fork():
             self.unpark(fd)
@@ -946,17 +1013,22 @@ class Server:
         now = time.monotonic()
         limit = self.handler_config.limits.head
         for fd, parked in list(self.parked.items()):
+            state = request_state(parked.data, limit)
             if now >= parked.deadline:
                 self.unpark(fd)
-                if head_ready(parked.data, limit):   # complete, but no child was free
+                if parked.idle:   # RFC 9112 9.5: an idle connection is closed, no 408
+                    parked.sock.close()
+                    continue
+                if state == READY:   # complete, but no child was free
                     self.log.warning("client %s: no free child in %.0fs; 503" % (
-                        format_addr(parked.addr), self.opts.header_timeout))
+                        format_addr(parked.addr), now - parked.accepted_at))
                     refuse(parked.sock, 503)
                     continue
-                self.log.info("client %s: no complete request head in %.0fs; 408" % (
-                    format_addr(parked.addr), self.opts.header_timeout))
+                self.log.info("client %s: no complete request %s in %.0fs; 408" % (
+                    format_addr(parked.addr), "body" if parked.head_end else "head",
+                    now - parked.accepted_at))
                 refuse(parked.sock, 408)
-            elif head_ready(parked.data, limit) and self.may_fork():
+            elif state == READY and self.may_fork():
                 self.unpark(fd)
                 self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
 
@@ -1017,7 +1089,7 @@ class Server:
         status = EXIT_ERROR
         try:
             (app, config, signals, close_fds, alarm, limits, post_fork,
-             die_with_parent) = self.child_plan
+             die_with_parent, draining) = self.child_plan
             # Undo the parent: its wake-up fd first, so no signal writes into
             # the parent's pipe, then its handlers (SIGPIPE stays ignored, as
             # Python starts it, so a hang-up is an exception, not a death).
@@ -1026,6 +1098,8 @@ class Server:
                 raw_signal(sig, handler)
             if die_with_parent:
                 die_with_parent()
+            if draining:   # forked while stopping: one response, then close
+                Drain.note(None, None)
             raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
             for fd in close_fds:   # the wake-up pipe, the listeners
                 close_fd(fd)
@@ -1057,13 +1131,20 @@ class Server:
         first fork and again after each reload."""
         opts = self.opts
         close_fds = (self.wake_r, self.wake_w)
+        if self.handback is not None:
+            close_fds += (self.handback.fileno(),)
         if not opts.lab_child_keeps_listener:
             close_fds += tuple(self.listeners)   # the socket objects are never used there
+        signals = self.child_signals
+        if opts.keep_alive:   # SIGHUP: finish the response, then close (Drain)
+            signals = tuple((sig, Drain.note if sig == signal.SIGHUP else handler)
+                            for sig, handler in signals)
         self.child_plan = (
-            self.app, self.handler_config, self.child_signals, close_fds,
+            self.app, self.handler_config, signals, close_fds,
             opts.timeout if opts.timeout and not opts.keep_alive else 0,
             bool(opts.limit_memory or opts.limit_cpu), bool(self.hooks.get("post_fork")),
-            None if opts.lab_orphans else parent_death_signal(os.getpid()))
+            None if opts.lab_orphans else parent_death_signal(os.getpid()),
+            bool(self.stop_mode and opts.keep_alive))
 
     def child_post_fork(self, sock):
         try:
@@ -1201,6 +1282,17 @@ class Server:
         self.freeze_heap()
         flush_stdio()
         self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
+        self.drain_kept_alive()
+
+    def drain_kept_alive(self):
+        """--keep-alive: tell every child to close its connection after the
+        response in progress, at once if idle (wsgi_handler.Drain), so a
+        proxy's pooled connections meet the new code, or let a stop go."""
+        if not self.opts.keep_alive:
+            return
+        for child in self.children.values():
+            if child.pid not in self.terminating:
+                kill(child.pid, signal.SIGHUP)
 
     def check_reload(self):
         if not self.opts.reload or time.monotonic() < self.next_mtime_check:
@@ -1229,6 +1321,7 @@ class Server:
                 self.signal_child(child, signal.SIGTERM)
         else:
             self.stop_deadline = now + self.opts.graceful_timeout
+            self.drain_kept_alive()
 
     def escalate_stop(self, why):
         if self.stop_mode == "graceful":
@@ -1259,14 +1352,24 @@ class Server:
         on a fast stop, gets 503 at once."""
         limit = self.handler_config.limits.head
         for fd, parked in list(self.parked.items()):
-            if not (graceful and head_ready(parked.data, limit)):
+            if parked.idle:
+                if close_if_quiet(parked.sock):
+                    self.unpark(fd)
+                else:   # a request is coming in: served like any other
+                    parked.idle = False
+                    parked.deadline = time.monotonic() + self.opts.header_timeout
+            elif not (graceful and request_state(parked.data, limit) == READY):
                 self.unpark(fd)
                 refuse(parked.sock, 503)
         self.check_parked()
 
     def refuse_parked(self):
         for fd in list(self.parked):
-            refuse(self.unpark(fd).sock, 503)
+            parked = self.unpark(fd)
+            if parked.idle:
+                parked.sock.close()
+            else:
+                refuse(parked.sock, 503)
 
     def stopped(self):
         """True once every child is gone, killing what is left at the deadline."""
@@ -1490,15 +1593,54 @@ def flush_stdio():
             pass
 
 
-def head_ready(data, limit):
-    """Accept filter: hand the connection to a child once its head is complete
-    (or can never be: too long, or a bare CR/LF the child will answer 400)."""
-    if len(data) > limit:
-        return True
+HEAD_INCOMPLETE, BODY_INCOMPLETE, READY = range(3)   # request_state()
+
+
+def request_state(data, limit):
+    """Accept filter: a connection goes to a child once it is READY: its head
+    is complete (or can never be: too long, or a bare CR/LF the child answers
+    400), and so is its body if that is small (filter_body_bytes)."""
+    if len(data) > limit + PARENT_BODY_BYTES:
+        return READY
     try:
-        return wsgi_handler.find_head_end(data) != -1
+        end = wsgi_handler.find_head_end(data)
     except wsgi_handler.HTTPError:
-        return True
+        return READY
+    if end == -1:
+        return READY if len(data) > limit else HEAD_INCOMPLETE
+    return BODY_INCOMPLETE if len(data) - end < filter_body_bytes(data, end) else READY
+
+
+def filter_body_bytes(data, end):
+    """How much body the accept filter waits for after the head ending at end:
+    its Content-Length if that is at most PARENT_BODY_BYTES, else 0.  Only a
+    plain, single, small Content-Length: the child alone parses the request
+    (a repeated or bad one is its 400), answers Expect: 100-continue (the
+    client sends nothing before it) and reads chunked bodies."""
+    head = data[:end].lower()
+    at = head.find(b"\r\ncontent-length:")
+    if at == -1 or head.find(b"\r\ncontent-length:", at + 1) != -1 or (
+            b"\r\nexpect:" in head or b"\r\ntransfer-encoding:" in head):
+        return 0
+    value = head[at + 17:head.find(b"\r\n", at + 17)].strip(b" \t")
+    if not ASCII_DIGITS_RE.fullmatch(value.decode("latin-1")) or int(value) > PARENT_BODY_BYTES:
+        return 0
+    return int(value)
+
+
+def close_if_quiet(sock):
+    """Close an idle connection unless the client has begun a request on it
+    (closing over unread bytes resets the connection and loses the request).
+    True if it was closed."""
+    try:
+        if sock.recv(1, socket.MSG_PEEK | MSG_DONTWAIT):
+            return False
+    except BlockingIOError:
+        pass
+    except OSError:
+        pass   # reset: nothing to lose
+    sock.close()
+    return True
 
 
 def refuse(sock, status):
@@ -1587,7 +1729,7 @@ def open_log(path, default_fd):
         raise UsageError("cannot open log file %r: %s" % (path, exc.strerror)) from None
 
 
-def build_handler_config(opts, log, set_title, listeners):
+def build_handler_config(opts, log, set_title, listeners, handback=None):
     first = next(iter(listeners.values()), None)
     host, port = "localhost", "80"
     if first is not None and first.description.startswith("http://"):
@@ -1600,10 +1742,11 @@ def build_handler_config(opts, log, set_title, listeners):
     return wsgi_handler.HandlerConfig(
         limits=limits, server_name=host, server_port=port,
         header_timeout=opts.header_timeout, read_timeout=opts.read_timeout,
+        min_body_rate=opts.min_body_rate,
         keep_alive=opts.keep_alive, max_requests=opts.max_requests_per_connection,
         request_timeout=opts.timeout if opts.keep_alive else 0.0,
         close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
-        forwarded=wsgi_handler.ProxyTrust(opts.forwarded_allow_ips),
+        forwarded=wsgi_handler.ProxyTrust(opts.forwarded_allow_ips), handback=handback,
         set_title=set_title, log=log).freeze()
 
 
@@ -2023,7 +2166,7 @@ def add_supervision_options(p):
     g.add_argument("--max-children-per-ip", type=non_negative_int, default=0, metavar="N",
                    help="most live children plus connections held by the accept "
                         "filter per client address; 0 = off (default)")
-    g.add_argument("--max-fork-rate", type=rate, default=0, metavar="PER_SECOND",
+    g.add_argument("--max-fork-rate", type=per_second, default=0, metavar="PER_SECOND",
                    help="most forks per second; 0 = off (default)")
     g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")
     g.add_argument("--status-file", metavar="PATH",
@@ -2046,6 +2189,10 @@ def add_http_options(p):
     g.add_argument("--read-timeout", type=positive_seconds,
                    default=wsgi_handler.READ_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="a stalled body read gets 408 (default %(default)s)")
+    g.add_argument("--min-body-rate", type=per_second, default=wsgi_handler.MIN_BODY_RATE,
+                   metavar="BYTES_PER_SECOND",
+                   help="after a grace of --header-timeout, a request body slower than "
+                        "this gets 408 (default %(default)s, as Apache's MinRate); 0 = off")
     g.add_argument("--max-body", type=byte_count, default=wsgi_handler.MAX_BODY_BYTES,
                    metavar="BYTES", help="largest request body (default 1 GiB)")
     g.add_argument("--limit-request-line", type=positive_int,
@@ -2147,7 +2294,7 @@ positive_seconds = _number(float, 0.0, MAX_OPTION_SECONDS, "number of seconds ab
 non_negative_seconds = _number(float, 0.0, MAX_OPTION_SECONDS,
                                "number of seconds from 0 to %d" % MAX_OPTION_SECONDS)
 megabytes = _number(float, 0.0, MAX_OPTION_MB, "number of MB from 0 to %d" % MAX_OPTION_MB)
-rate = _number(float, 0.0, MAX_OPTION_RATE, "rate from 0 to %d per second" % MAX_OPTION_RATE)
+per_second = _number(float, 0.0, MAX_OPTION_RATE, "rate from 0 to %d per second" % MAX_OPTION_RATE)
 octal = _number(lambda t: int(t, 8), 0, 0o777, "umask in octal, from 000 to 777")
 
 

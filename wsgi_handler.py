@@ -55,6 +55,9 @@ MAX_CONTENT_LENGTH_DIGITS = 19
 # Timeouts, in seconds.
 HEADER_TIMEOUT_SECONDS = 10.0      # whole head must arrive within it (408)
 READ_TIMEOUT_SECONDS = 15.0        # a stalled body read (408); below --timeout
+# After a grace of HEADER_TIMEOUT_SECONDS, a request body must come at least
+# this fast (bytes/s), or 408: Apache mod_reqtimeout's default MinRate.
+MIN_BODY_RATE = 500.0
 SEND_TIMEOUT_SECONDS = 30.0        # a client that does not read our response
 # After an error response: shut down our side, then read and discard what the
 # client still sends so that close() does not turn into a reset that destroys
@@ -325,9 +328,12 @@ class HandlerConfig:
         self.server_port = str(kw.pop("server_port", "80"))
         self.url_scheme = kw.pop("url_scheme", "http")
         self.header_timeout = kw.pop("header_timeout", HEADER_TIMEOUT_SECONDS)
+        self.min_body_rate = kw.pop("min_body_rate", MIN_BODY_RATE)
         self.read_timeout = kw.pop("read_timeout", READ_TIMEOUT_SECONDS)
         self.send_timeout = kw.pop("send_timeout", SEND_TIMEOUT_SECONDS)
         self.keep_alive = kw.pop("keep_alive", 0.0)
+        # --keep-alive: the parent's end for idle connections handed back (Drain).
+        self.handback = kw.pop("handback", None)
         self.max_requests = kw.pop("max_requests", 100)
         self.request_timeout = kw.pop("request_timeout", 0.0)
         self.close_delimited = kw.pop("close_delimited", False)
@@ -725,22 +731,44 @@ class Connection:
         self.config = config
         self.buf = bytearray(initial)
         self.eof = False
+        self.body_rate = 0.0     # while a body is read: its least rate (start_body)
+        self.body_due = 0.0      # the body's grace ends (monotonic); 0 = not yet started
+        self.body_bytes = 0      # bytes received since the body started
+
+    def start_body(self):
+        """Apache mod_reqtimeout's MinRate for the body of the request: after a
+        grace of --header-timeout from its first read, the body must keep
+        coming at --min-body-rate bytes/s, or the client gets 408 (a body
+        trickled at 1 byte every 5 s never stalls a whole --read-timeout)."""
+        self.body_rate = self.config.min_body_rate
+        self.body_due, self.body_bytes = 0.0, len(self.buf)
+
+    def end_body(self):
+        self.body_rate = 0.0
 
     def recv_into_buffer(self, timeout):
         """One recv; False at EOF.  Raises RequestTimeout or ClientGone."""
+        what = "timed out waiting for the client"
+        if self.body_rate:
+            if not self.body_due:
+                self.body_due = time.monotonic() + self.config.header_timeout
+            left = self.body_due + self.body_bytes / self.body_rate - time.monotonic()
+            if left < timeout:
+                timeout, what = left, "request body slower than %g bytes/s" % self.body_rate
         if timeout <= 0:
-            raise RequestTimeout("timed out waiting for the client")
+            raise RequestTimeout(what)
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(RECV_BYTES)
         except socket.timeout:
-            raise RequestTimeout("timed out waiting for the client") from None
+            raise RequestTimeout(what) from None
         except ConnectionError as exc:
             raise ClientGone(str(exc)) from None
         if not data:
             self.eof = True
             return False
         self.buf += data
+        self.body_bytes += len(data)
         return True
 
     def read_head(self, deadline):
@@ -1189,7 +1217,7 @@ class Response:
 
     def can_keep_alive(self):
         if (not self.config.keep_alive or not self.request.keep_alive or self.last
-                or self.app_close):
+                or self.app_close or Drain.requested):
             return False   # RFC 9112 9.6: the last response says Connection: close
         reader = self.stream.reader if self.stream is not None else None
         if isinstance(reader, LengthReader) and reader.remaining > MAX_UNREAD_BODY_BYTES:
@@ -1390,6 +1418,21 @@ def build_environ(request, addr, config, stream):
 close_socket = _c_socket.close
 
 
+class Drain:
+    """The parent's notice to a kept-alive child to end its connection: SIGHUP,
+    sent on reload (so the next request on a proxy's pooled connection meets
+    the new code) and on a graceful stop (so an idle connection does not hold
+    the stop for --keep-alive).  The parent installs ``note`` as the child's
+    SIGHUP handler before the child may receive signals; the response in
+    progress then says Connection: close, and an idle connection is closed
+    at once (wait_for_next_request wakes up on the signal's wake-up fd)."""
+    requested = False
+
+    @staticmethod
+    def note(signum, frame):
+        Drain.requested = True
+
+
 def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
     """Serve one connection in a forked child; return the child's exit status."""
     if config.keep_alive:
@@ -1420,6 +1463,7 @@ class ConnectionHandler:
         self.status = EXIT_OK
         self.unread_body = False
         self.errors = config.errors
+        self.wake_fd = None       # drain_wakeup's pipe, once idle
 
     def run(self):
         deadline = self.started + self.config.header_timeout
@@ -1443,12 +1487,63 @@ class ConnectionHandler:
                 self.config.set_title("forkserver: child %s %s" % (
                     format_addr(self.addr), request[11][:200]))   # raw_request_line (see build_environ)
             keep_going = self.handle(request, last=count + 1 >= self.config.max_requests)
-            if not keep_going or count + 1 >= self.config.max_requests:
+            if (not keep_going or count + 1 >= self.config.max_requests
+                    or not self.wait_for_next_request()):
                 break
-            deadline = time.monotonic() + self.config.keep_alive
+            # --header-timeout applies to each head, from its first byte.
+            deadline = time.monotonic() + self.config.header_timeout
         if self.conn.buf or self.unread_body:
             self.close_gracefully()
         return self.status
+
+    def wait_for_next_request(self):
+        """Idle between two requests of a kept-alive connection: True once the
+        client sends something, False after --keep-alive idle seconds, at EOF,
+        or on the parent's Drain notice (RFC 9112 9.5: an idle connection may
+        be closed at any time; a client retries a request it had not sent)."""
+        if self.conn.buf:
+            return True
+        if not Drain.requested:
+            import select
+            poller = select.poll()
+            poller.register(self.conn.sock, select.POLLIN)
+            wake = self.drain_wakeup()
+            if wake is not None:
+                poller.register(wake, select.POLLIN)
+            events = poller.poll(self.config.keep_alive * 1000.0)
+            if not Drain.requested:
+                return any(fd != wake for fd, _ in events)
+        self.hand_back()
+        return False
+
+    def hand_back(self):
+        """On the Drain notice, an idle connection goes back to the parent
+        (SCM_RIGHTS) instead of being closed: the parent holds it like a new
+        one, and forks a child, with the code of now, for its next request.
+        Closing it instead races the client: a proxy may be sending a request
+        on it that very moment, and nginx does not retry a POST that met a
+        closed pooled connection (502).  Without the parent's socket (a test's
+        config) the connection is just closed."""
+        if self.config.handback is None or self.conn.buf:
+            return
+        try:
+            socket.send_fds(self.config.handback, [b"idle"], [self.conn.sock.fileno()])
+        except OSError as exc:
+            self.log.warning("cannot hand the idle connection back to the parent: %s" % exc)
+
+    def drain_wakeup(self):
+        """A pipe the SIGHUP of Drain writes to (signal.set_wakeup_fd), so an
+        idle poll wakes up; made at the first idle wait, None if it cannot be."""
+        if self.wake_fd is None:
+            import signal
+            try:
+                read_fd, write_fd = os.pipe()
+                os.set_blocking(write_fd, False)
+                signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+                self.wake_fd = read_fd
+            except (OSError, ValueError):
+                self.wake_fd = -1
+        return self.wake_fd if self.wake_fd >= 0 else None
 
     def reject(self, exc):
         """Answer a bad request and close: nothing after it is parsed."""
@@ -1481,9 +1576,12 @@ class ConnectionHandler:
         # function a child runs costs it copy-on-write pages (serve_forever).
         if self.config.request_timeout:
             self.arm_request_timer()
+        if reader is not NO_BODY:
+            self.conn.start_body()
         try:
             ok = self.run_app(environ, response)
         finally:
+            self.conn.end_body()
             if self.config.request_timeout:
                 self.arm_request_timer(0)
         if errors.partial:

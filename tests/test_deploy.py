@@ -90,12 +90,15 @@ def free_port():
 class Nginx:
     """nginx in the foreground (daemon off) with everything under a temp prefix."""
 
-    def __init__(self, prefix, upstreams, cert):
+    def __init__(self, prefix, upstreams, cert, edit=None):
+        """edit: a function of the site file's text, for a test that switches
+        on what deploy/nginx.conf leaves commented out."""
         self.prefix = str(prefix)
         os.makedirs(self.prefix, exist_ok=True)
         self.http_port, self.https_port = free_port(), free_port()
+        text = site_conf(upstreams, self.http_port, self.https_port, cert)
         with open(os.path.join(self.prefix, "site.conf"), "w") as f:
-            f.write(site_conf(upstreams, self.http_port, self.https_port, cert))
+            f.write(edit(text) if edit else text)
         with open(os.path.join(self.prefix, "nginx.conf"), "w") as f:
             f.write(MAIN_CONF.format(prefix=self.prefix,
                                      user="user root;" if os.geteuid() == 0 else ""))

@@ -26,7 +26,7 @@ SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
                   "umask": "027", "read_timeout": "7"}
 NUMBER_TYPES = (forkserver.positive_int, forkserver.non_negative_int, forkserver.byte_count,
                 forkserver.positive_seconds, forkserver.non_negative_seconds,
-                forkserver.megabytes, forkserver.rate)
+                forkserver.megabytes, forkserver.per_second)
 
 
 def long_options():
