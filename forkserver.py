@@ -24,6 +24,7 @@ Exit statuses: see EXIT_* below and docs/operations.md.
 
 import errno
 import gc
+import mmap
 import os
 import re
 import resource
@@ -40,7 +41,7 @@ from _signal import pthread_sigmask as raw_sigmask, signal as raw_signal
 # What a child calls, bound here: see Server.run_child.
 from _signal import ITIMER_REAL, set_wakeup_fd, setitimer
 from gc import disable as gc_disable
-from os import _exit, close as close_fd
+from os import _exit, close as close_fd, getpid
 # What the parent calls per connection, bound here (Server.accept_from).
 from socket import socket as PySocket
 from _socket import socket as _c_socket
@@ -84,6 +85,8 @@ STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this o
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
 PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
+PID_MAX_FILE = "/proc/sys/kernel/pid_max"   # pids are below it (proc(5))
+PID_MAX_LIMIT = 4 * 1024 * 1024          # Linux's ceiling on 64-bit (<linux/threads.h>)
 RESERVED_FDS = 64                        # descriptors --max-pending leaves for the rest
 # A request body of at most this (by Content-Length) is read by the accept
 # filter before the fork, so a client that trickles a small body holds no
@@ -519,6 +522,20 @@ def describe_status(status):
     return "exited with status %d%s" % (code, " (%s)" % reason if reason else "")
 
 
+def exit_marks():
+    """One shared byte per pid: a child sets its own in run_child's finally,
+    just before forkserver's _exit.  A child that ends without it (the app
+    called os._exit, which runs no finally) is told apart at reaping even
+    when its status is 0.  Anonymous and MAP_SHARED, so the children's writes
+    reach the parent; only the pages touched are ever allocated."""
+    try:
+        with open(PID_MAX_FILE) as f:
+            size = int(f.read())
+    except (OSError, ValueError):
+        size = PID_MAX_LIMIT
+    return mmap.mmap(-1, size)
+
+
 def is_normal_exit(status):
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
@@ -665,6 +682,7 @@ class Server:
         if self.opts.accept_filter:
             self.filter_view = memoryview(bytearray(self.handler_config.limits.head + 1))
             self.bound_max_pending()
+        self.exit_marks = exit_marks()
         self.plan_children()
         self.freeze_heap()
         if self.opts.huge_pages:   # at start only: see collapse_heap
@@ -1087,6 +1105,7 @@ class Server:
         each attribute it looks up writes a page (the name's reference count):
         it reads one tuple (plan_children) and calls C functions bound globally."""
         status = EXIT_ERROR
+        marks = self.exit_marks
         try:
             (app, config, signals, close_fds, alarm, limits, post_fork,
              die_with_parent, draining) = self.child_plan
@@ -1124,7 +1143,12 @@ class Server:
             except BaseException:
                 pass
         finally:
-            _exit(status)
+            try:
+                marks[getpid()] = 1   # through our own exit (exit_marks)
+            except IndexError:
+                pass   # pid_max raised after the start: no mark, no report
+            finally:
+                _exit(status)
 
     def plan_children(self):
         """What every child reads, in one tuple (run_child): made before the
@@ -1168,7 +1192,7 @@ class Server:
         if self.reap_inline:
             # exited_children(), inline (see serve_forever): a clean exit of a
             # child nobody waits on needs no more than forgetting it.
-            children = self.children
+            children, marks = self.children, self.exit_marks
             while True:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
@@ -1176,7 +1200,9 @@ class Server:
                     break
                 if pid == 0:
                     break
-                if status == 0 and self.plain_exits and not self.terminating and pid in children:
+                if (status == 0 and self.plain_exits and not self.terminating and pid in children
+                        and pid < len(marks) and marks[pid]):
+                    marks[pid] = 0
                     del children[pid]
                     self.title_dirty = True
                 else:
@@ -1188,6 +1214,10 @@ class Server:
     def child_exited(self, pid, status):
         child = self.children.pop(pid, None)
         self.terminating.pop(pid, None)
+        marks = self.exit_marks
+        ours = pid >= len(marks) or marks[pid]   # see exit_marks
+        if pid < len(marks):
+            marks[pid] = 0
         if child is None:
             # Not ours: as PID 1 or a subreaper we adopt orphans.  Reap quietly.
             self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
@@ -1195,10 +1225,21 @@ class Server:
         self.count_ip(child.addr, -1)
         if self.opts.trace:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)))
-        if not is_normal_exit(status):
+        if os.WIFEXITED(status) and not ours:
+            self.log_app_exit(child, status)
+        elif not is_normal_exit(status):
             self.log_abnormal_exit(child, status)
         self.run_hook("child_exit", self, pid, status)
         self.title_dirty = True
+
+    def log_app_exit(self, child, status):
+        """The child ended without forkserver's own _exit: the app (or a
+        hook) called os._exit, so the status is the app's, not an EXIT_* code."""
+        self.log.log("info" if self.stop_mode else "warning",
+                     "child %d (client %s, %.2fs) exited with status %d from inside the app "
+                     "(os._exit), not through forkserver: its connection may have had no answer"
+                     % (child.pid, format_addr(child.addr), time.monotonic() - child.started,
+                        os.WEXITSTATUS(status)))
 
     def log_abnormal_exit(self, child, status):
         age = time.monotonic() - child.started

@@ -19,6 +19,7 @@ import time
 import psutil
 import pytest
 
+import forkserver
 from tests.conftest import ROOT, children_of, http_get, wait_children, wait_no_zombies, zombies_of
 
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -215,9 +216,11 @@ def test_lab4_without_reaper_zombies_pile_up_until_the_cap(start_server):
 # ------------------------------------------------------------ 5 and 6. lost signals, the loop
 
 def exit_while_parent_stopped(server, count):
-    """Hold ``count`` children in their request (each waits for a 1-byte body),
-    freeze the parent, let them all exit, and thaw it."""
-    head = request_bytes("/", b"Content-Length: 1\r\n").replace(b"GET", b"POST")
+    """Hold ``count`` children in their request (each waits for its body, one
+    byte more than the accept filter reads itself), freeze the parent, let
+    them all exit, and thaw it."""
+    body = b"x" * (forkserver.PARENT_BODY_BYTES + 1)
+    head = request_bytes("/", b"Content-Length: %d\r\n" % len(body)).replace(b"GET", b"POST")
     socks = []
     for _ in range(count):
         sock = server.connect()
@@ -228,7 +231,7 @@ def exit_while_parent_stopped(server, count):
     try:
         wait_for(lambda: server.ps.status() == psutil.STATUS_STOPPED, what="parent stopped")
         for sock in socks:
-            sock.sendall(b"x")
+            sock.sendall(body)
             assert status_of(read_to_eof(sock)) == 200
             sock.close()
         wait_for(lambda: statuses(server.ps) == [psutil.STATUS_ZOMBIE] * count,
