@@ -1788,7 +1788,7 @@ def build_handler_config(opts, log, set_title, listeners, handback=None):
         request_timeout=opts.timeout if opts.keep_alive else 0.0,
         close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
         forwarded=wsgi_handler.ProxyTrust(opts.forwarded_allow_ips), handback=handback,
-        set_title=set_title, log=log).freeze()
+        set_title=set_title, title_query=opts.title_with_query, log=log).freeze()
 
 
 def prewarm(app, config, path, log, first=()):
@@ -2271,6 +2271,9 @@ def add_logging_options(p):
                    help="error log file, - for stderr (default)")
     g.add_argument("--log-level", default="info", choices=sorted(wsgi_handler.LEVELS,
                    key=wsgi_handler.LEVELS.get))
+    g.add_argument("--title-with-query", action="store_true",
+                   help="show the query string in children's process titles (hidden by "
+                        "default: tokens travel there, and ps shows titles to every user)")
     g.add_argument("--trace", action="store_true",
                    help="print request and response heads and fork/SIGCHLD/reap events")
 
@@ -2473,6 +2476,7 @@ def parse_options(argv):
             opts.bind = config_binds
     try:
         wsgi_handler.ProxyTrust(opts.forwarded_allow_ips)
+        wsgi_handler.check_access_format(opts.access_log_format)
     except ValueError as exc:
         parser.error(str(exc))
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:

@@ -279,10 +279,14 @@ class CPULimitExceeded(BaseException):
     """Raised from the SIGXCPU handler the parent installs under --limit-cpu."""
 
 
+def error_body(status):
+    return ("%d %s\n" % (status, HTTPStatus(status).phrase)).encode("latin-1")
+
+
 def error_response(status, detail=""):
     """Bytes of a complete error response with ``Connection: close``."""
     phrase = HTTPStatus(status).phrase
-    body = ("%d %s\n" % (status, phrase)).encode("latin-1")
+    body = error_body(status)
     head = ("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
             "Content-Length: %d\r\nConnection: close\r\nDate: %s\r\nServer: %s\r\n\r\n"
             % (status, phrase, len(body), http_date(), SERVER_SOFTWARE))
@@ -340,6 +344,7 @@ class HandlerConfig:
         self.trace = kw.pop("trace", False)
         self.forwarded = kw.pop("forwarded", None)
         self.set_title = kw.pop("set_title", None)
+        self.title_query = kw.pop("title_query", False)
         self.log = kw.pop("log", None) or Log()
         # wsgi.errors: made here, in the parent, so a child allocates none.
         # It is flushed after every request, so no partial line crosses one.
@@ -434,6 +439,17 @@ class Log:
         except (KeyError, ValueError, TypeError) as exc:
             line = "access log format error: %s" % exc
         self.write_line(self.access_fd, line)
+
+
+def check_access_format(fmt):
+    """Raise ValueError naming what is wrong with an --access-log-format,
+    so a bad one is refused at start, not written on every request."""
+    sample = {atom: "-" for atom in "hlutrmUqHsBbfaTDMLp"}
+    sample.update(_environ={}, _resp_headers={})
+    try:
+        fmt % _AtomDict(sample)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError("bad --access-log-format %r: %s" % (fmt, exc)) from None
 
 
 class _AtomDict(dict):
@@ -1484,8 +1500,7 @@ class ConnectionHandler:
                 self.reject(exc)
                 return self.status
             if self.config.set_title is not None:
-                self.config.set_title("forkserver: child %s %s" % (
-                    format_addr(self.addr), request[11][:200]))   # raw_request_line (see build_environ)
+                self.set_title(request)
             keep_going = self.handle(request, last=count + 1 >= self.config.max_requests)
             if (not keep_going or count + 1 >= self.config.max_requests
                     or not self.wait_for_next_request()):
@@ -1495,6 +1510,17 @@ class ConnectionHandler:
         if self.conn.buf or self.unread_body:
             self.close_gracefully()
         return self.status
+
+    def set_title(self, request):
+        """The child's process title: client and request line, without the
+        query string unless --title-with-query (tokens travel there, and any
+        user of the machine can read a title with ps)."""
+        line = request[11]   # raw_request_line (see build_environ)
+        if not self.config.title_query and "?" in line:
+            method, _, rest = line.partition(" ")
+            target, _, version = rest.rpartition(" ")
+            line = "%s %s?... %s" % (method, target.partition("?")[0], version)
+        self.config.set_title("forkserver: child %s %s" % (format_addr(self.addr), line[:200]))
 
     def wait_for_next_request(self):
         """Idle between two requests of a kept-alive connection: True once the
@@ -1700,6 +1726,8 @@ class ConnectionHandler:
             self.log.info(message)
         response.failed = status
         if not response.headers_sent:
+            # The access log's bytes are those of the response really sent.
+            response.sent_body = len(error_body(status))
             try:
                 self.conn.send(error_response(status))
                 self.close_gracefully(drain=True)

@@ -2,6 +2,7 @@
 14, part 7): absurd numbers, abbreviated options, pidfiles and status files in
 bad places or with a name planted beside them, --max-pending beyond the
 descriptor limit, an explicit --prewarm that fails."""
+import importlib.util
 import json
 import os
 import pwd
@@ -229,3 +230,41 @@ def test_an_explicit_prewarm_that_fails_stops_the_start_with_exit_3(tmp_path, pa
     assert err.count("Traceback") == 1, err
     assert error in err and "failingapp.py" in err
     assert "wsgi_handler.py" not in err and "forkserver.py" not in err, err
+
+
+@pytest.mark.parametrize("fmt", ["%(h)d", "%(h", "%s %s", "%(s)s %"])
+def test_a_bad_access_log_format_is_refused_at_start(fmt):
+    result = run_cli("examples.hello:app", "--access-log-format", fmt)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert "--access-log-format" in result.stderr and "Traceback" not in result.stderr
+    assert "ready" not in result.stdout
+
+
+def test_the_access_log_counts_the_bytes_of_the_servers_own_error_response(start_server):
+    server = start_server("tests.apps:boom")
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = read_until_close(sock)
+    body = reply.partition(b"\r\n\r\n")[2]
+    assert reply.startswith(b"HTTP/1.1 500") and body == b"500 Internal Server Error\n"
+    deadline = time.monotonic() + 10
+    while '"GET / HTTP/1.1" 500' not in server.access_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.access_text().rstrip().endswith('"GET / HTTP/1.1" 500 %d' % len(body)), \
+        server.access_text()
+
+
+@needs(importlib.util.find_spec("setproctitle") is not None, "setproctitle (extra proctitle)")
+@pytest.mark.parametrize("flag, shown", [((), False), (("--title-with-query",), True)])
+def test_process_titles_hide_the_query_string_unless_asked(start_server, flag, shown):
+    server = start_server("tests.apps:slow", *flag)
+    with server.connect() as sock:
+        sock.sendall(b"GET /?s=1&token=s3cret HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline, title = time.monotonic() + 10, ""
+        while "GET" not in title and time.monotonic() < deadline:
+            kids = server.children()
+            title = " ".join(kids[0].cmdline()).strip() if kids else ""
+            time.sleep(0.02)
+        read_until_close(sock)
+    assert ("token=s3cret" in title) == shown, title
+    assert title.endswith(" HTTP/1.1") and ("GET /?... HTTP/1.1" in title) != shown, title

@@ -490,7 +490,7 @@ def test_process_titles_show_the_parent_address_and_the_child_request(start_serv
     child = one_child(server)
     expected = "forkserver: child 127.0.0.1:"
     wait_for(lambda: " ".join(child.cmdline()).startswith(expected), 5, "the child's title")
-    assert "GET /slow?s=1 HTTP/1.1" in " ".join(child.cmdline())
+    assert "GET /slow?... HTTP/1.1" in " ".join(child.cmdline())
     parent = " ".join(server.ps.cmdline())
     assert parent.startswith("forkserver: parent %s children=1 high-water=1" % server.url)
     ps = subprocess.run(["ps", "-o", "args=", "-p", str(server.pid)], capture_output=True,
