@@ -7,8 +7,11 @@ are in docs/operations.md); here each must be under LATE_SECONDS, far above
 what a bounded loop turn takes and far below what an unbounded one took
 (seconds: the whole load)."""
 import importlib.util
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -25,6 +28,8 @@ SLOW_SECONDS = 0.6
 COMPLETE_PARKED = 8
 INCOMPLETE_PARKED = 12
 POLL_SECONDS = 0.01
+HUPS = 3
+HUP_SPACING_SECONDS = 0.8       # three reloads inside the 4 s of load
 
 
 def load_script(name):
@@ -101,3 +106,30 @@ def test_sigterm_with_parked_heads_serves_or_refuses_each_within_the_cap(start_s
     assert peak[0] <= CAP
     log = server.log_text()
     assert "Traceback" not in log and "Errno 9" not in log, log
+
+
+def test_no_request_is_lost_across_sighups_under_steady_load(start_server):
+    server = start_server(APP, "--no-access-log")
+    stress = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts", "stress.py"), "--port", str(server.port),
+         "-c", str(LOAD_CLIENTS), "--total", "1000000", "--duration", "4", "--json"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        for count in range(1, HUPS + 1):
+            time.sleep(HUP_SPACING_SECONDS)
+            server.signal(signal.SIGHUP)
+            deadline = time.monotonic() + LATE_SECONDS   # acted on while the load runs
+            while server.log_text().count("reloaded ") < count:
+                assert time.monotonic() < deadline, "SIGHUP %d not acted on in 1 s" % count
+                time.sleep(POLL_SECONDS)
+        assert stress.poll() is None, "the load ended before the last reload"
+        summary = json.loads(stress.communicate(timeout=60)[0])
+    finally:
+        if stress.poll() is None:
+            stress.kill()
+            stress.wait()
+    log = server.log_text()
+    # Every reload ran while the load was on, and no connection failed.
+    assert log.count("reloaded ") == HUPS, log
+    assert summary["completed"] > 0 and summary["failed"] == 0, summary
+    assert summary["errors"] == {}, summary
