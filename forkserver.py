@@ -522,6 +522,23 @@ def describe_status(status):
     return "exited with status %d%s" % (code, " (%s)" % reason if reason else "")
 
 
+def exit_child(marks, status):
+    """The child's only way out: mark the exit as ours (exit_marks), then _exit."""
+    try:
+        marks[getpid()] = 1
+    except IndexError:
+        pass   # pid_max raised after the start: no mark, no report
+    finally:
+        _exit(status)
+
+
+def log_child_failure(log, addr):
+    try:
+        log.exception("child failed serving %s" % format_addr(addr))
+    except BaseException:
+        pass   # the child exits anyway; nothing must escape into the parent's loop
+
+
 def exit_marks():
     """One shared byte per pid: a child sets its own in run_child's finally,
     just before forkserver's _exit.  A child that ends without it (the app
@@ -555,7 +572,6 @@ class Server:
         self.children = {}        # pid -> Child, in fork order (= deadline order)
         self.terminating = {}     # pid -> Child sent SIGTERM, awaiting SIGKILL
         self.parked = {}          # fd -> Parked
-        self.handback = None      # --keep-alive: where children hand idle connections back
         self.kept_clients = []    # lab: the parent "forgets" to close these
         self.per_ip = {}
         self.pending_signals = []
@@ -564,11 +580,9 @@ class Server:
         self.sigchld_seen = False
         self.high_water = 0
         self.served = 0
-        self.stop_mode = None
-        self.stop_deadline = None
+        self.stop_mode = self.stop_deadline = None
         self.paused_until = 0.0
-        self.fork_tokens = max(float(opts.max_fork_rate or 0), 1.0)
-        self.fork_tokens_at = time.monotonic()
+        self.fork_tokens, self.fork_tokens_at = max(opts.max_fork_rate, 1.0), time.monotonic()
         self.mtimes = loader.source_mtimes() if opts.reload else {}
         self.next_mtime_check = time.monotonic() + RELOAD_POLL_SECONDS
         self.handler_config = None
@@ -583,8 +597,10 @@ class Server:
         self.status_dirty = bool(opts.status_file)   # --status-file needs rewriting
         self.status_due = 0.0                         # not before this (monotonic)
         self.deadline_check_at = INFINITY   # no child can time out before this
-        # Made by prepare(): install_signals, plan_children, fill_allocator_holes...
+        # Made by prepare(): install_signals, plan_children, fill_allocator_holes,
+        # and with --keep-alive the socket children hand idle connections back on.
         self.child_signals = self.child_plan = self.filter_view = self.heap_filler = None
+        self.handback = self.exit_marks = None
         self.note_fast_paths()
 
     def note_fast_paths(self):
@@ -881,9 +897,7 @@ class Server:
             if data is not None:
                 self.fork_child(sock, addr, data, now)
             if now >= budget_end or self.pending_signals or not pending(0):
-                # The turn's time is spent, a signal waits, or the backlog is
-                # empty (cheaper than accept's BlockingIOError): back to the loop.
-                return
+                return   # the turn's time spent, a signal waiting, or the backlog empty
 
     def filter_head(self, sock, addr, now, limit):
         """The accept filter: what the client sent, if its head is complete;
@@ -1100,25 +1114,21 @@ class Server:
 
     def run_child(self, sock, addr, data, accepted_at):
         """In the child: set up, serve one connection, and _exit.  Never returns.
-
-        This code never runs in the parent, so CPython never specializes it, and
-        each attribute it looks up writes a page (the name's reference count):
-        it reads one tuple (plan_children) and calls C functions bound globally."""
+        It reads one tuple (plan_children) and calls C functions bound globally:
+        each attribute looked up here writes a page (docs/performance.md)."""
         status = EXIT_ERROR
         marks = self.exit_marks
         try:
             (app, config, signals, close_fds, alarm, limits, post_fork,
-             die_with_parent, draining) = self.child_plan
+             setups) = self.child_plan
             # Undo the parent: its wake-up fd first, so no signal writes into
             # the parent's pipe, then its handlers (SIGPIPE stays ignored, as
             # Python starts it, so a hang-up is an exception, not a death).
             set_wakeup_fd(-1)
             for sig, handler in signals:
                 raw_signal(sig, handler)
-            if die_with_parent:
-                die_with_parent()
-            if draining:   # forked while stopping: one response, then close
-                Drain.note(None, None)
+            for setup in setups:   # before any signal: die with the parent, Drain
+                setup()
             raw_sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
             for fd in close_fds:   # the wake-up pipe, the listeners
                 close_fd(fd)
@@ -1138,17 +1148,9 @@ class Server:
         except MemoryError:
             status = EXIT_MEMORY_LIMIT
         except BaseException:
-            try:
-                self.log.exception("child failed serving %s" % format_addr(addr))
-            except BaseException:
-                pass
+            log_child_failure(self.log, addr)
         finally:
-            try:
-                marks[getpid()] = 1   # through our own exit (exit_marks)
-            except IndexError:
-                pass   # pid_max raised after the start: no mark, no report
-            finally:
-                _exit(status)
+            exit_child(marks, status)
 
     def plan_children(self):
         """What every child reads, in one tuple (run_child): made before the
@@ -1167,8 +1169,16 @@ class Server:
             self.app, self.handler_config, signals, close_fds,
             opts.timeout if opts.timeout and not opts.keep_alive else 0,
             bool(opts.limit_memory or opts.limit_cpu), bool(self.hooks.get("post_fork")),
-            None if opts.lab_orphans else parent_death_signal(os.getpid()),
-            bool(self.stop_mode and opts.keep_alive))
+            self.child_setups())
+
+    def child_setups(self):
+        """What a child runs before it may receive a signal: the parent-death
+        signal (not in lab 12), and, forked while stopping with --keep-alive,
+        the Drain notice (one response, then close)."""
+        setups = () if self.opts.lab_orphans else (parent_death_signal(os.getpid()),)
+        if self.stop_mode and self.opts.keep_alive:
+            setups += (Drain.drain_now,)
+        return tuple(setup for setup in setups if setup is not None)
 
     def child_post_fork(self, sock):
         try:
@@ -2097,7 +2107,10 @@ def parent_death_signal(parent_pid):
     the one that forked it (it was reparented otherwise) and exits."""
     try:
         import ctypes   # already loaded by collapse_heap (huge pages, the default)
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
+        # Without use_errno: the call cannot fail with these arguments, and
+        # saving errno around it wrote 7 more pages per child (20 minor
+        # faults a child with it, 13 without, measured with wait4's rusage).
+        prctl = ctypes.CDLL(None).prctl
     except (ImportError, OSError, AttributeError):
         return None
     sigkill = int(signal.SIGKILL)
@@ -2231,9 +2244,8 @@ def add_http_options(p):
                    default=wsgi_handler.READ_TIMEOUT_SECONDS, metavar="SECONDS",
                    help="a stalled body read gets 408 (default %(default)s)")
     g.add_argument("--min-body-rate", type=per_second, default=wsgi_handler.MIN_BODY_RATE,
-                   metavar="BYTES_PER_SECOND",
-                   help="after a grace of --header-timeout, a request body slower than "
-                        "this gets 408 (default %(default)s, as Apache's MinRate); 0 = off")
+                   metavar="BYTES_PER_SECOND", help="after a grace of --header-timeout, "
+                   "a slower request body gets 408 (default %(default)s, as Apache's MinRate)")
     g.add_argument("--max-body", type=byte_count, default=wsgi_handler.MAX_BODY_BYTES,
                    metavar="BYTES", help="largest request body (default 1 GiB)")
     g.add_argument("--limit-request-line", type=positive_int,

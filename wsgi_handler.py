@@ -1448,6 +1448,10 @@ class Drain:
     def note(signum, frame):
         Drain.requested = True
 
+    @staticmethod
+    def drain_now():
+        Drain.requested = True
+
 
 def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
     """Serve one connection in a forked child; return the child's exit status."""
