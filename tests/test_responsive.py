@@ -15,8 +15,6 @@ import sys
 import threading
 import time
 
-import psutil
-
 from tests.conftest import ROOT, read_until_close
 
 LATE_SECONDS = 1.0
@@ -64,16 +62,6 @@ def test_max_fork_rate_below_one_still_forks(start_server):
     assert 1.0 < time.monotonic() - started < 5.0
 
 
-def count_children(pid, peak, stop):
-    parent = psutil.Process(pid)
-    while not stop.is_set():
-        try:
-            peak[0] = max(peak[0], len(parent.children()))
-        except psutil.NoSuchProcess:
-            return
-        time.sleep(POLL_SECONDS)
-
-
 def test_sigterm_with_parked_heads_serves_or_refuses_each_within_the_cap(start_server):
     server = start_server(APP, "--max-children", str(CAP), "--graceful-timeout", "20")
     slow = b"GET /slow?s=%.1f HTTP/1.1\r\nHost: x\r\n" % SLOW_SECONDS
@@ -88,7 +76,8 @@ def test_sigterm_with_parked_heads_serves_or_refuses_each_within_the_cap(start_s
     for sock in parked[:COMPLETE_PARKED]:   # complete some: they wait for a free child
         sock.sendall(b"\r\n")
     peak, stop = [0], threading.Event()
-    watcher = threading.Thread(target=count_children, args=(server.pid, peak, stop))
+    watch_children = load_script("slow_clients").watch_children   # samples every 0.1 s
+    watcher = threading.Thread(target=watch_children, args=(server.pid, stop, peak))
     watcher.start()
     try:
         time.sleep(0.1)
