@@ -77,6 +77,7 @@ DEFAULT_MAX_CHILDREN = 256
 DEFAULT_TIMEOUT_SECONDS = 30.0           # as gunicorn's --timeout
 DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 30.0  # as gunicorn's --graceful-timeout
 FAST_STOP_SECONDS = 1.0                  # SIGINT/SIGQUIT: SIGTERM, then SIGKILL after this
+STOP_HEAD_GRACE_SECONDS = 1.0            # SIGTERM: what an incomplete parked head has left
 KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
 FORK_BACKOFF_SECONDS = 0.1               # after fork() fails with EAGAIN/ENOMEM
 ACCEPT_BACKOFF_SECONDS = 0.1             # after accept() fails with EMFILE/ENFILE
@@ -440,14 +441,15 @@ def resolve_owner(user, group):
     import grp
     import pwd
     try:
-        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except (KeyError, OverflowError):
+        pw = pwd.getpwuid(int(user)) if ASCII_DIGITS_RE.fullmatch(user) else pwd.getpwnam(user)
+    except (KeyError, OverflowError, ValueError):
         raise ListenError("no such user: %r" % user) from None
     gid = pw.pw_gid
     if group:
         try:
-            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except (KeyError, OverflowError):
+            gid = (grp.getgrgid(int(group)).gr_gid if ASCII_DIGITS_RE.fullmatch(group)
+                   else grp.getgrnam(group).gr_gid)
+        except (KeyError, OverflowError, ValueError):
             raise ListenError("no such group: %r" % group) from None
     return pw.pw_uid, gid
 
@@ -504,7 +506,7 @@ class Parked:
         if not self.head_end:
             self.head_end, self.head_at = wsgi_handler.find_head_end(self.data), now
         received = len(self.data) - self.head_end
-        self.deadline = self.head_at + grace + received / (rate or INFINITY)
+        self.deadline = self.head_at + grace + received / rate
 
 
 def describe_status(status):
@@ -610,6 +612,7 @@ class Server:
         self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
         self.reap_inline = opts.reaper == "loop" and not opts.lab_print_in_handler
         self.child_cap = opts.max_children or INFINITY
+        self.filter_bodies = opts.min_body_rate > 0   # request_state
 
     # ------------------------------------------------------------ setup
     def install_signals(self):
@@ -697,7 +700,7 @@ class Server:
             resource.setrlimit(resource.RLIMIT_CORE, (0, hard))  # no core dumps from children
         if self.opts.accept_filter:
             self.filter_view = memoryview(bytearray(self.handler_config.limits.head + 1))
-            self.bound_max_pending()
+        self.bound_max_pending()   # parked connections also come from stops and hand-backs
         self.exit_marks = exit_marks()
         self.plan_children()
         self.freeze_heap()
@@ -860,8 +863,7 @@ class Server:
     # ------------------------------------------------------------ accepting
     def accept_from(self, listener):
         """Accept until the backlog is empty or the turn's ACCEPT_BUDGET_SECONDS
-        are spent, forking a child for each connection whose request head is
-        in (the accept filter)."""
+        are spent, forking a child for each connection whose request is ready."""
         opts, cap = self.opts, self.child_cap
         limit = self.handler_config.limits.head if opts.accept_filter else 0
         pending = listener.pending
@@ -892,8 +894,9 @@ class Server:
             sock._io_refs, sock._closed = 0, False
             now = time.monotonic()
             if opts.max_children_per_ip and self.over_ip_limit(sock, addr):
-                continue
-            data = self.filter_head(sock, addr, now, limit) if limit else b""
+                data = None   # refused (503); the turn's budget still counts it
+            else:
+                data = self.filter_head(sock, addr, now, limit) if limit else b""
             if data is not None:
                 self.fork_child(sock, addr, data, now)
             if now >= budget_end or self.pending_signals or not pending(0):
@@ -921,7 +924,7 @@ class Server:
         # (find, not "in": bytes.__contains__ first tries the argument as an
         # int, and raises and drops a TypeError for every connection.)
         if data.find(b"\r\n\r\n") == -1 or not data.startswith(NO_BODY_PREFIXES):
-            state = request_state(data, limit)
+            state = request_state(data, limit, self.filter_bodies)
             if state != READY:
                 self.park(sock, addr, data, now, state)
                 return None
@@ -947,8 +950,8 @@ class Server:
     def take_back(self):
         """Idle kept-alive connections a child handed back on the Drain notice
         (wsgi_handler ConnectionHandler.hand_back): held like new ones, so
-        their next request gets a child with the code of now.  While stopping
-        they are closed (their clients' next request goes elsewhere)."""
+        their next request gets a child with the code of now (while stopping,
+        for STOP_HEAD_GRACE_SECONDS: see stop_parked)."""
         for _ in range(self.opts.max_pending):
             try:
                 _, fds, _, _ = socket.recv_fds(self.handback, 16, 1)
@@ -956,29 +959,34 @@ class Server:
                 return
             for fd in fds:
                 sock = socket.socket(fileno=fd)
-                if (self.stop_mode or len(self.parked) >= self.opts.max_pending) and (
-                        close_if_quiet(sock)):
+                if len(self.parked) >= self.opts.max_pending and close_if_quiet(sock):
                     continue
                 try:
                     addr = sock.getpeername()
                 except OSError:
                     sock.close()   # the client left meanwhile
                     continue
-                self.park(sock, addr, b"", time.monotonic(), HEAD_INCOMPLETE,
-                          idle=not self.stop_mode)
+                self.park(sock, addr, b"", time.monotonic(), HEAD_INCOMPLETE, idle=True)
 
     def park(self, sock, addr, data, now, state, idle=False):
         if len(self.parked) >= self.opts.max_pending:
-            oldest = min(self.parked.values(), key=lambda p: p.accepted_at)
+            # An idle handed-back connection goes first, closed without a word
+            # (a 503 on it could be taken as the answer to its next request).
+            oldest = min(self.parked.values(), key=lambda p: (not p.idle, p.accepted_at))
             self.log.warning("accept filter full (%d): dropping %s" % (
                 len(self.parked), format_addr(oldest.addr)))
             self.unpark(oldest.sock.fileno())
-            refuse(oldest.sock, 503)
+            if oldest.idle:
+                oldest.sock.close()
+            else:
+                refuse(oldest.sock, 503)
         fd = sock.fileno()
         parked = self.parked[fd] = Parked(sock, addr, bytearray(data), now,
                                           now + self.opts.header_timeout)
         if idle:   # handed back: idle for up to --keep-alive, then closed silently
-            parked.idle, parked.deadline = True, now + self.opts.keep_alive
+            parked.idle = True
+            parked.deadline = now + (STOP_HEAD_GRACE_SECONDS if self.stop_mode
+                                     else self.opts.keep_alive)
         if state == BODY_INCOMPLETE:
             parked.body_progress(now, self.opts.header_timeout, self.opts.min_body_rate)
         self.poller.register(fd, select.POLLIN)
@@ -1023,9 +1031,10 @@ class Server:
         if parked.idle:   # the next request of a handed-back connection begins
             parked.idle = False
             parked.accepted_at = time.monotonic()
-            parked.deadline = parked.accepted_at + self.opts.header_timeout
+            parked.deadline = parked.accepted_at + (
+                STOP_HEAD_GRACE_SECONDS if self.stop_mode else self.opts.header_timeout)
         parked.data += data
-        state = request_state(parked.data, limit)
+        state = request_state(parked.data, limit, self.filter_bodies)
         if state == BODY_INCOMPLETE:
             parked.body_progress(time.monotonic(), self.opts.header_timeout,
                                  self.opts.min_body_rate)
@@ -1039,27 +1048,41 @@ class Server:
             # check_parked forks it when a child slot frees up.
             self.poller.unregister(fd)
 
+    def close_idle(self, parked):
+        """Close an idle parked connection, unless a request has just begun on
+        it: then it is held like one that is coming in."""
+        if close_if_quiet(parked.sock):
+            return
+        now = time.monotonic()
+        parked.idle, parked.accepted_at = False, now
+        parked.deadline = now + (STOP_HEAD_GRACE_SECONDS if self.stop_mode
+                                 else self.opts.header_timeout)
+        self.parked[parked.sock.fileno()] = parked
+        self.poller.register(parked.sock.fileno(), select.POLLIN)
+        self.count_ip(parked.addr, 1)
+
     def check_parked(self):
         if not self.parked:
             return
         now = time.monotonic()
         limit = self.handler_config.limits.head
         for fd, parked in list(self.parked.items()):
-            state = request_state(parked.data, limit)
+            state = request_state(parked.data, limit, self.filter_bodies)
             if now >= parked.deadline:
                 self.unpark(fd)
                 if parked.idle:   # RFC 9112 9.5: an idle connection is closed, no 408
-                    parked.sock.close()
+                    self.close_idle(parked)
                     continue
                 if state == READY:   # complete, but no child was free
                     self.log.warning("client %s: no free child in %.0fs; 503" % (
                         format_addr(parked.addr), now - parked.accepted_at))
                     refuse(parked.sock, 503)
                     continue
-                self.log.info("client %s: no complete request %s in %.0fs; 408" % (
+                status = 503 if self.stop_mode else 408   # stopping: do not come back
+                self.log.info("client %s: no complete request %s in %.0fs; %d" % (
                     format_addr(parked.addr), "body" if parked.head_end else "head",
-                    now - parked.accepted_at))
-                refuse(parked.sock, 408)
+                    now - parked.accepted_at, status))
+                refuse(parked.sock, status)
             elif state == READY and self.may_fork():
                 self.unpark(fd)
                 self.fork_child(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
@@ -1176,6 +1199,11 @@ class Server:
         signal (not in lab 12), and, forked while stopping with --keep-alive,
         the Drain notice (one response, then close)."""
         setups = () if self.opts.lab_orphans else (parent_death_signal(os.getpid()),)
+        if self.opts.keep_alive:
+            # SA_RESTART, as gunicorn's workers: the Drain notice must not make
+            # a blocking call of the app fail with EINTR (the idle poll still
+            # wakes up, on the wake-up fd).
+            setups += (lambda: signal.siginterrupt(signal.SIGHUP, False),)
         if self.stop_mode and self.opts.keep_alive:
             setups += (Drain.drain_now,)
         return tuple(setup for setup in setups if setup is not None)
@@ -1364,14 +1392,16 @@ class Server:
         self.stop_mode = mode
         self.log.info("%s: stopping (%s), %d children in flight" % (why, mode, len(self.children)))
         sd_notify("STOPPING=1")
+        self.stop_deadline = now + (FAST_STOP_SECONDS if mode == "fast"
+                                    else self.opts.graceful_timeout)
+        if mode == "graceful":
+            self.drain_backlog()
         self.close_listeners()
         self.stop_parked(graceful=mode == "graceful")
         if mode == "fast":
-            self.stop_deadline = now + FAST_STOP_SECONDS
             for child in list(self.children.values()):
                 self.signal_child(child, signal.SIGTERM)
         else:
-            self.stop_deadline = now + self.opts.graceful_timeout
             self.drain_kept_alive()
 
     def escalate_stop(self, why):
@@ -1386,6 +1416,20 @@ class Server:
             self.log.info("%s again: killing %d children" % (why, len(self.children)))
             self.stop_deadline = time.monotonic()
 
+    def drain_backlog(self):
+        """A graceful stop first takes the connections the kernel has already
+        accepted for us: closing a listener resets those still in its queue,
+        and a proxy does not retry a POST whose connection was reset (502).
+        They are held like any new connection; stop_parked decides."""
+        now = time.monotonic()
+        for listener in self.listeners.values():
+            for _ in range(self.opts.backlog):
+                try:
+                    sock, addr = listener.sock.accept()
+                except OSError:   # BlockingIOError: the queue is empty
+                    break
+                self.park(sock, addr, b"", now, HEAD_INCOMPLETE)
+
     def close_listeners(self):
         self.set_accepting(False)
         for listener in self.listeners.values():
@@ -1397,21 +1441,26 @@ class Server:
         self.plan_children()
 
     def stop_parked(self, graceful):
-        """On stop, a complete parked head stays parked and check_parked forks
-        it when a slot is free (never past --max-children); it gets 503 if none
-        frees up before the stop deadline.  An incomplete head, and every head
-        on a fast stop, gets 503 at once."""
-        limit = self.handler_config.limits.head
+        """On a graceful stop, a complete parked request stays parked and
+        check_parked forks it when a slot is free (never past --max-children),
+        or answers 503 if none frees up before the stop deadline; an incomplete
+        one has STOP_HEAD_GRACE_SECONDS more to complete (a proxy that has just
+        connected is sending it), then 503.  An idle handed-back connection
+        gets the same grace: a request on it is served (and the connection
+        closed after it), a quiet one is closed.  A proxy that picks this
+        server meanwhile uses up its pooled connections, or meets the closed
+        listener and marks the server failed; either way it stops picking the
+        idle ones before they close, so none is closed under a request it was
+        sending.  On a fast stop every parked connection gets 503."""
+        now = time.monotonic()
         for fd, parked in list(self.parked.items()):
-            if parked.idle:
-                if close_if_quiet(parked.sock):
-                    self.unpark(fd)
-                else:   # a request is coming in: served like any other
-                    parked.idle = False
-                    parked.deadline = time.monotonic() + self.opts.header_timeout
-            elif not (graceful and request_state(parked.data, limit) == READY):
+            if not graceful:
                 self.unpark(fd)
                 refuse(parked.sock, 503)
+            elif parked.head_end:   # the head is in, a small body is coming
+                parked.deadline = min(parked.deadline, self.stop_deadline)
+            else:
+                parked.deadline = min(parked.deadline, now + STOP_HEAD_GRACE_SECONDS)
         self.check_parked()
 
     def refuse_parked(self):
@@ -1427,6 +1476,8 @@ class Server:
         if self.opts.reaper != "loop":
             reap_all(self.reaped)
             self.reap_children()
+        if self.handback is not None and not self.children:
+            self.take_back()   # what the last children handed back before they exited
         if not self.children and not self.parked:
             return True
         if time.monotonic() < self.stop_deadline:
@@ -1647,10 +1698,12 @@ def flush_stdio():
 HEAD_INCOMPLETE, BODY_INCOMPLETE, READY = range(3)   # request_state()
 
 
-def request_state(data, limit):
+def request_state(data, limit, bodies=True):
     """Accept filter: a connection goes to a child once it is READY: its head
     is complete (or can never be: too long, or a bare CR/LF the child answers
-    400), and so is its body if that is small (filter_body_bytes)."""
+    400), and so is its body if that is small (filter_body_bytes) and the
+    filter waits for bodies (not with --min-body-rate 0: no rate to hold
+    them to)."""
     if len(data) > limit + PARENT_BODY_BYTES:
         return READY
     try:
@@ -1659,7 +1712,9 @@ def request_state(data, limit):
         return READY
     if end == -1:
         return READY if len(data) > limit else HEAD_INCOMPLETE
-    return BODY_INCOMPLETE if len(data) - end < filter_body_bytes(data, end) else READY
+    if not bodies or len(data) - end >= filter_body_bytes(data, end):
+        return READY
+    return BODY_INCOMPLETE
 
 
 def filter_body_bytes(data, end):
@@ -2045,6 +2100,21 @@ def write_pidfile(path, owner=None):
         write_atomically(path, "%d\n" % os.getpid(), owner)
     except OSError as exc:
         raise UsageError("cannot write --pidfile %r: %s" % (path, exc.strerror)) from None
+
+
+def writable_by(directory, uid, gid):
+    """Can uid:gid create and remove files in directory (mode bits only)?"""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & 0o300 == 0o300)
+    if st.st_gid == gid:
+        return bool(st.st_mode & 0o030 == 0o030)
+    return bool(st.st_mode & 0o003 == 0o003)
 
 
 def check_status_dir(path):
@@ -2524,7 +2594,11 @@ def open_listeners(opts):
         # The pidfile is written while we may still write where root can, and
         # given to --user, so that a later run as that user can replace it.
         if opts.pidfile:
-            write_pidfile(opts.pidfile, owner)
+            # Given to the user only where that user may also remove it at exit:
+            # a user-owned pidfile in root's directory would outlive us, and
+            # root's scripts would signal whatever pid the app wrote there.
+            write_pidfile(opts.pidfile, owner if owner and writable_by(
+                os.path.dirname(os.path.abspath(opts.pidfile)), *owner) else None)
         if owner:
             drop_privileges(owner, listeners)
         if opts.status_file:
@@ -2566,6 +2640,11 @@ def run(opts, hooks, log):
     app = loader.load()
     # Binds, writes the pidfile, then drops privileges (--user/--group).
     listeners = open_listeners(opts)
+    if opts.pidfile and not writable_by(os.path.dirname(os.path.abspath(opts.pidfile)),
+                                        os.geteuid(), os.getegid()):
+        log.warning("--pidfile %r: its directory is not writable by uid %d, so the pidfile "
+                    "will stay after the server stops (give it a directory of its own, e.g. "
+                    "systemd's RuntimeDirectory=)" % (opts.pidfile, os.geteuid()))
     try:
         if opts.subreaper:
             become_subreaper()

@@ -46,10 +46,13 @@ POLL_SECONDS = 0.005
 ACTIONS = ("hup", "timeout", "header", "pieces", "term")
 
 APP = '''
+import signal
 import time
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/hang":
+        # Deaf to the child's own SIGALRM deadline: only the parent ends it.
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
         time.sleep(3600)
     body = b"ok\\n"
     start_response("200 OK", [("Content-Type", "text/plain"),

@@ -268,3 +268,47 @@ def test_process_titles_hide_the_query_string_unless_asked(start_server, flag, s
         read_until_close(sock)
     assert ("token=s3cret" in title) == shown, title
     assert title.endswith(" HTTP/1.1") and ("GET /?... HTTP/1.1" in title) != shown, title
+
+
+def test_a_planted_symlink_at_the_temporary_name_is_never_followed(tmp_path, monkeypatch):
+    # Every temporary name collides with a planted link (urandom pinned): the
+    # write fails rather than open the link's target (O_EXCL|O_NOFOLLOW).
+    import forkserver
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious\n")
+    target = tmp_path / "status.json"
+    monkeypatch.setattr(forkserver.os, "urandom", lambda n: b"\0" * n)
+    planted = tmp_path / ("status.json.%d.%s.tmp" % (os.getpid(), "00" * 4))
+    os.symlink(str(victim), str(planted))
+    with pytest.raises(FileExistsError):
+        forkserver.write_atomically(str(target), "{}\n")
+    assert victim.read_text() == "precious\n" and not target.exists()
+    assert os.path.islink(str(planted))
+
+
+@pytest.mark.parametrize("option", ["--user", "--group"])
+def test_a_non_ascii_user_or_group_number_is_one_line_and_removes_the_socket(tmp_path, option):
+    sock = tmp_path / "fs.sock"
+    result = run_cli("examples.hello:app", "--bind", "unix:%s" % sock, option, "\u00b2")
+    assert result.returncode == 4, result.stderr
+    assert_one_clear_line(result, "no such")
+    assert not sock.exists()
+
+
+def test_a_pidfile_in_a_directory_the_user_cannot_write_stays_roots_and_is_warned(tmp_path):
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-run-")   # root's, 0755
+    os.chmod(closed, 0o755)
+    pidfile = os.path.join(closed, "fs.pid")
+    try:
+        proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
+                      "--pidfile", pidfile, "--no-access-log"])
+        try:
+            assert os.stat(pidfile).st_uid == 0    # not handed to a user who could rewrite it
+        finally:
+            stop(proc)
+        assert "will stay after the server stops" in proc.stderr_text
+    finally:
+        if os.path.exists(pidfile):
+            os.unlink(pidfile)
+        os.rmdir(closed)

@@ -231,3 +231,52 @@ def test_timeout_applies_per_request_under_keep_alive(start_server, client):
     started = time.monotonic()
     assert reader.at_eof(), "a request past --timeout was answered: %r" % reader.buf
     assert time.monotonic() - started < 4, "the child outlived --timeout"
+
+
+def test_sighup_with_keep_alive_and_no_accept_filter_keeps_the_parent(start_server):
+    # Hand-backs park connections even without the accept filter (--max-pending
+    # must be set then too: it was None, and take_back raised TypeError).
+    import signal
+    server = start_server("tests.apps:hello", "--keep-alive", "15", "--no-accept-filter")
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        server.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded" not in server.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")   # the handed-back connection
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    assert server.ps.is_running() and "Traceback" not in server.log_text()
+
+
+EINTR_APP = """
+    import ctypes, os, threading, time
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def app(environ, start_response):
+        r, w = os.pipe()
+        threading.Timer(1.0, os.write, (w, b"x")).start()
+        buf = ctypes.create_string_buffer(1)
+        got = libc.read(r, buf, 1)      # a C call Python does not retry (PEP 475)
+        body = b"%d %d" % (got, ctypes.get_errno() if got < 0 else 0)
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+"""
+
+
+def test_the_drain_notice_does_not_interrupt_the_apps_blocking_calls(start_server, tmp_path):
+    import signal
+    import textwrap
+    (tmp_path / "eintrapp.py").write_text(textwrap.dedent(EINTR_APP))
+    server = start_server("eintrapp:app", "--keep-alive", "5", cwd=str(tmp_path))
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.4)
+        server.signal(signal.SIGHUP)       # the child gets the Drain notice mid-read
+        sock.settimeout(10)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"1 0"), reply

@@ -117,11 +117,11 @@ def test_each_kept_alive_head_gets_its_own_header_timeout(start_server):
 
 
 def test_timeout_applies_to_each_kept_alive_request_not_the_connection(start_server):
-    server = start_server("tests.apps:slow", "--keep-alive", "10", "--timeout", "1")
+    server = start_server("tests.apps:slow", "--keep-alive", "10", "--timeout", "2")
     with server.connect() as sock:
         sock.settimeout(10)
-        for _ in range(3):      # 1.8 s on one connection, each request 0.6 s
-            sock.sendall(b"GET /?s=0.6 HTTP/1.1\r\nHost: x\r\n\r\n")
+        for _ in range(3):      # 3 s on one connection, each request 1 s
+            sock.sendall(b"GET /?s=1 HTTP/1.1\r\nHost: x\r\n\r\n")
             data = b""
             while not data.endswith(b"slow done\n"):
                 chunk = sock.recv(65536)
@@ -132,4 +132,59 @@ def test_timeout_applies_to_each_kept_alive_request_not_the_connection(start_ser
         started = time.monotonic()
         reply = read_until_close(sock)
         assert not reply.startswith(b"HTTP/1.1 200"), reply[:60]
-        assert time.monotonic() - started < 1 + LATE_SECONDS
+        assert time.monotonic() - started < 2 + LATE_SECONDS
+
+
+def test_min_body_rate_0_turns_the_rate_off_in_the_parent_too(start_server):
+    server = start_server(APP, "--header-timeout", str(GRACE_SECONDS), "--min-body-rate", "0")
+    body = b"v" * 3000
+    with server.connect() as sock:
+        sock.sendall(post_head(len(body)))
+        for i in range(0, len(body), 500):      # 2.5 s: past the grace, no rate to meet
+            sock.sendall(body[i:i + 500])
+            time.sleep(0.5)
+        reply = read_until_close(sock)
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(body), reply[:60]
+
+
+def test_a_small_body_still_coming_at_sigterm_is_served(start_server):
+    import signal
+    server = start_server(APP)              # defaults: the body has 10 s from its head
+    with server.connect() as sock:
+        sock.sendall(post_head(10) + b"hello")
+        time.sleep(0.3)
+        server.signal(signal.SIGTERM)
+        time.sleep(1.5)                     # past STOP_HEAD_GRACE_SECONDS: a body keeps its own
+        sock.sendall(b"world")
+        reply = read_until_close(sock)
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"helloworld"), reply[:60]
+    assert server.wait_exit() == 0
+
+
+SLOW_READER_APP = """
+    import time
+
+    def app(environ, start_response):
+        total = 0
+        while True:
+            data = environ["wsgi.input"].read(64 * 1024)
+            if not data:
+                break
+            total += len(data)
+            time.sleep(0.2)             # the app, not the client, is slow
+        body = b"%d" % total
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+"""
+
+
+def test_the_body_rate_is_the_clients_not_the_apps(start_server, tmp_path):
+    import textwrap
+    (tmp_path / "slowreader.py").write_text(textwrap.dedent(SLOW_READER_APP))
+    server = start_server("slowreader:app", "--header-timeout", str(GRACE_SECONDS),
+                          "--min-body-rate", "1000000", cwd=str(tmp_path))
+    body = b"r" * (1024 * 1024)          # sent at once; read at 320 KB/s by the app
+    with server.connect() as sock:
+        sock.sendall(post_head(len(body)) + body)
+        reply = read_until_close(sock)
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"%d" % len(body)), reply[:80]

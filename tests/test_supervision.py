@@ -172,7 +172,9 @@ def test_sigterm_lets_the_inflight_request_finish_and_refuses_new_connections(st
     assert not psutil.pid_exists(child.pid)
 
 
-def test_sigterm_refuses_connections_still_in_the_backlog(start_server):
+def test_sigterm_serves_connections_already_in_the_backlog(start_server):
+    # Closing the listener would reset them, and a proxy does not retry a POST
+    # that met a reset: the parent takes them first (drain_backlog).
     server = start_server(APP, "--max-children", "1")
     inflight = in_background(raw_exchange, server, get_bytes("/slow?s=1"))
     one_child(server)
@@ -180,7 +182,7 @@ def test_sigterm_refuses_connections_still_in_the_backlog(start_server):
     queued.sendall(get_bytes("/"))
     time.sleep(0.2)                                   # it is in the accept queue now
     server.signal(signal.SIGTERM)
-    assert read_until_close(queued) in (b"", b"<RESET>")      # refused, never parked or served
+    assert status_of(read_until_close(queued)) == 200   # served once the cap allows
     queued.close()
     assert status_of(inflight()) == 200
     assert server.wait_exit() == 0
@@ -308,6 +310,7 @@ def test_child_whose_parent_died_before_prctl_exits_at_once():
     # and the child's prctl call, and no signal ever comes.  The child
     # sees it was reparented and exits.
     import forkserver
+    assert forkserver.parent_death_signal(os.getpid()) is not None, "no prctl(2) here"
     read_end, write_end = os.pipe()
     middle = os.fork()
     if middle == 0:   # the "parent": forks the child, then dies at once
