@@ -478,7 +478,10 @@ def test_pidfile_and_status_file_are_written_and_removed(start_server, tmp_path)
     server = start_server(APP, "--pidfile", str(pidfile), "--status-file", str(status))
     assert pidfile.read_text() == "%d\n" % server.pid
     http_get(server, "/")
-    wait_for(lambda: json.loads(status.read_text())["high_water"] == 1, 5, "status update")
+    # Written at the end of the loop turn that forked the child: the child may
+    # answer first, so the file may not be there yet when the response is.
+    wait_for(lambda: status.exists() and json.loads(status.read_text())["high_water"] == 1,
+             5, "status update")
     report = json.loads(status.read_text())
     assert (report["pid"], report["max_children"]) == (server.pid, 256)
     assert server.stop() == 0
