@@ -1948,7 +1948,7 @@ def relocate_code(codes):
     reference count a frame takes).  Spread over the heap as import left them,
     a request's code objects cost a child one copy-on-write page each; side
     by side they share pages (docs/performance.md: about 50 fewer faults per
-    Flask child).  A code object nested in another (a comprehension, a
+    Flask child).  A code object nested in another (a generator expression, a
     closure) is copied too, and the copy put in its parent's constants, so
     that functions made at run time get it.  Code objects are matched by
     identity: two equal ones (same content, another file) are not the same."""
