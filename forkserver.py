@@ -1852,7 +1852,8 @@ def build_handler_config(opts, log, set_title, listeners, handback=None):
         keep_alive=opts.keep_alive, max_requests=opts.max_requests_per_connection,
         request_timeout=opts.timeout if opts.keep_alive else 0.0,
         close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
-        forwarded=wsgi_handler.ProxyTrust(opts.forwarded_allow_ips), handback=handback,
+        forwarded=wsgi_handler.ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers),
+        handback=handback,
         set_title=set_title, title_query=opts.title_with_query, log=log).freeze()
 
 
@@ -2255,6 +2256,11 @@ def add_socket_options(p):
     g.add_argument("--forwarded-allow-ips", default="127.0.0.1,::1", metavar="LIST",
                    help="peers trusted for X-Forwarded-* and Forwarded: addresses, "
                         "CIDRs or * (default %(default)s); unix socket peers are trusted")
+    g.add_argument("--forwarded-headers", choices=sorted(wsgi_handler.FORWARDING_FAMILIES),
+                   default=wsgi_handler.DEFAULT_FORWARDING_FAMILY,
+                   help="the header family the proxy sets, the only one believed: "
+                        "x-forwarded (X-Forwarded-For/-Proto, as nginx; default) or "
+                        "forwarded (RFC 7239)")
 
 
 def add_app_options(p):
@@ -2557,7 +2563,7 @@ def parse_options(argv):
         if opts.bind is None:
             opts.bind = config_binds
     try:
-        wsgi_handler.ProxyTrust(opts.forwarded_allow_ips)
+        wsgi_handler.ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers)
         wsgi_handler.check_access_format(opts.access_log_format)
     except ValueError as exc:
         parser.error(str(exc))

@@ -1423,7 +1423,7 @@ def build_environ(request, addr, config, stream):
         environ["SERVER_NAME"] = server or host
         if port:
             environ["SERVER_PORT"] = port
-    if config.forwarded is not None and not environ.keys().isdisjoint(FORWARDING_HEADERS):
+    if config.forwarded is not None and not environ.keys().isdisjoint(config.forwarded.headers):
         config.forwarded(environ)
     return environ
 
@@ -1871,18 +1871,30 @@ def parse_ip(text):
     return None
 
 
-FORWARDING_HEADERS = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO")
+# The header families a proxy may set (--forwarded-headers): only the one the
+# proxy in front is configured to set is read, because a proxy overwrites
+# its own family but passes the others through from the client.  (nginx's
+# stock config sets X-Forwarded-For and -Proto and passes Forwarded on: a
+# server believing Forwarded too lets any client choose its address.)
+FORWARDING_FAMILIES = {
+    "x-forwarded": ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO"),
+    "forwarded": ("HTTP_FORWARDED",),                 # RFC 7239
+}
+DEFAULT_FORWARDING_FAMILY = "x-forwarded"
 
 
 class ProxyTrust:
-    """Rewrites REMOTE_ADDR and wsgi.url_scheme from X-Forwarded-For,
-    X-Forwarded-Proto or Forwarded (RFC 7239), for trusted peers only.
+    """Rewrites REMOTE_ADDR and wsgi.url_scheme from the header family the
+    proxy sets (X-Forwarded-For and X-Forwarded-Proto, or Forwarded of RFC
+    7239), for trusted peers only.
 
     Built from a comma-separated list of addresses, CIDRs or ``*``.  Peers on
     a unix socket (no address) are trusted: only local processes reach them.
     """
 
-    def __init__(self, allow):
+    def __init__(self, allow, family=DEFAULT_FORWARDING_FAMILY):
+        self.headers = FORWARDING_FAMILIES[family]
+        self.forwarded = family == "forwarded"
         self.any = False
         self.networks = []
         for item in (allow or "").split(","):
@@ -1917,13 +1929,12 @@ class ProxyTrust:
     def __call__(self, environ):
         # Most requests carry none of these headers: then the peer's address
         # need not be parsed at all (a child pays for every page it touches).
-        if environ.keys().isdisjoint(FORWARDING_HEADERS):
+        if environ.keys().isdisjoint(self.headers):
             return
         if not self.trusts(environ.get("REMOTE_ADDR")):
             return
-        forwarded = environ.get("HTTP_FORWARDED")
-        if forwarded:
-            client, proto = self.from_forwarded(forwarded)
+        if self.forwarded:
+            client, proto = self.from_forwarded(environ["HTTP_FORWARDED"])
         else:
             client = self.rightmost_untrusted(environ.get("HTTP_X_FORWARDED_FOR", ""))
             proto = environ.get("HTTP_X_FORWARDED_PROTO", "").split(",")[-1].strip(OWS).lower()

@@ -246,6 +246,34 @@ def test_app_sees_client_address_and_https_scheme_through_nginx(start_server, st
     assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
 
 
+SPOOFS = {   # what a client of nginx may send to pass itself off as another
+    "Forwarded": "for=%s;proto=https" % SPOOFED_IP,
+    "X-Forwarded-For": SPOOFED_IP,
+    "X-Forwarded-Proto": "https",
+    "X-Real-IP": SPOOFED_IP,
+    "X-Forwarded-Host": "evil.example",
+    "X-Forwarded-Port": "443",
+    "X-Forwarded-Prefix": "/evil",
+}
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+@pytest.mark.parametrize("spoof", sorted(SPOOFS) + ["all"])
+def test_a_client_of_the_shipped_nginx_cannot_choose_its_address_or_scheme(
+        start_server, start_nginx, tmp_path, transport, spoof):
+    args = ("--bind", "unix:%s" % (tmp_path / "fs.sock")) if transport == "unix" else ()
+    server = start_server("tests.apps_deploy:whoami", *args)
+    nginx = start_nginx([upstream_of(server)])
+    headers = SPOOFS if spoof == "all" else {spoof: SPOOFS[spoof]}
+    seen = whoami(nginx.request("GET", "/", headers=headers))
+    assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http"), seen
+    assert seen["passed_on"] == {}, seen        # cleared by deploy/nginx.conf
+    deadline = time.monotonic() + 10
+    while not server.access_text() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    assert server.access_text().startswith(CLIENT_IP + " "), server.access_text()
+
+
 # ================================================================ trust
 
 FORGED = {"X-Forwarded-For": SPOOFED_IP, "X-Forwarded-Proto": "https",
@@ -267,8 +295,9 @@ def test_forged_proxy_headers_from_an_untrusted_peer_are_ignored(start_server):
     server = start_server("tests.apps_deploy:whoami")   # default: trust 127.0.0.1, ::1
     seen = direct_whoami(server, CLIENT_IP, FORGED)
     assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
-    # The same headers from a trusted peer are believed (Forwarded wins).
-    seen = direct_whoami(server, "127.0.0.1", FORGED)
+    # The same headers from a trusted peer: X-Forwarded-* is believed, the
+    # family --forwarded-headers names (default); Forwarded is not.
+    seen = direct_whoami(server, "127.0.0.1", dict(FORGED, Forwarded="for=192.0.2.9"))
     assert (seen["remote_addr"], seen["scheme"]) == (SPOOFED_IP, "https")
 
 
@@ -502,7 +531,8 @@ def test_ipv6_bind_and_trust(start_server):
                           "--forwarded-allow-ips", "127.0.0.1")
     assert server.address.startswith("http://[::1]:")
     assert direct_whoami(server, "::1", FORGED)["remote_addr"] == "::1"   # ::1 not trusted
-    trusting = start_server("tests.apps_deploy:whoami", "--bind", "[::1]:0")   # default
+    trusting = start_server("tests.apps_deploy:whoami", "--bind", "[::1]:0",
+                            "--forwarded-headers", "forwarded")
     seen = direct_whoami(trusting, "::1", {"Forwarded": 'for="[2001:db8::1]:4711";proto=https'})
     assert (seen["remote_addr"], seen["scheme"]) == ("2001:db8::1", "https")
 

@@ -14,7 +14,7 @@ FORGED = "192.0.2.1"
 def rewrite(forwarded, peer=PEER):
     environ = {"REMOTE_ADDR": peer, "REMOTE_PORT": "4242", "wsgi.url_scheme": "http",
                "HTTP_FORWARDED": forwarded}
-    wsgi_handler.ProxyTrust("127.0.0.1,::1")(environ)
+    wsgi_handler.ProxyTrust("127.0.0.1,::1", "forwarded")(environ)   # --forwarded-headers
     return environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]
 
 
@@ -78,3 +78,18 @@ def test_any_text_parses_or_is_refused_never_raises(header):
     elements = wsgi_handler.forwarded_elements(header)
     assert elements is None or all(isinstance(e, dict) for e in elements)
     rewrite(header)
+
+
+def test_forwarded_is_ignored_unless_it_is_the_family_the_proxy_sets():
+    # nginx sets X-Forwarded-* and passes a client's Forwarded through: by
+    # default only X-Forwarded-* is believed, even from a trusted peer.
+    environ = {"REMOTE_ADDR": PEER, "REMOTE_PORT": "4242", "wsgi.url_scheme": "http",
+               "HTTP_FORWARDED": "for=%s;proto=https" % FORGED,
+               "HTTP_X_FORWARDED_FOR": CLIENT}
+    wsgi_handler.ProxyTrust("127.0.0.1,::1")(environ)
+    assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == (CLIENT, "http")
+    environ = {"REMOTE_ADDR": PEER, "REMOTE_PORT": "4242", "wsgi.url_scheme": "http",
+               "HTTP_FORWARDED": "for=%s" % CLIENT, "HTTP_X_FORWARDED_FOR": FORGED,
+               "HTTP_X_FORWARDED_PROTO": "https"}
+    wsgi_handler.ProxyTrust("127.0.0.1,::1", "forwarded")(environ)
+    assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == (CLIENT, "http")
