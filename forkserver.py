@@ -2256,7 +2256,7 @@ def add_socket_options(p):
     g.add_argument("--forwarded-allow-ips", default="127.0.0.1,::1", metavar="LIST",
                    help="peers trusted for X-Forwarded-* and Forwarded: addresses, "
                         "CIDRs or * (default %(default)s); unix socket peers are trusted")
-    g.add_argument("--forwarded-headers", choices=sorted(wsgi_handler.FORWARDING_FAMILIES),
+    g.add_argument("--forwarded-headers", choices=tuple(wsgi_handler.FORWARDING_FAMILIES),
                    default=wsgi_handler.DEFAULT_FORWARDING_FAMILY,
                    help="the header family the proxy sets, the only one believed: "
                         "x-forwarded (X-Forwarded-For/-Proto, as nginx; default) or "
