@@ -484,9 +484,9 @@ class Child:
 
 class Parked:
     """A connection held by the accept filter until its request is ready
-    (request_ready): the head, and a small body with it."""
+    (request_state): the head, and a small body with it."""
     __slots__ = ("sock", "addr", "data", "accepted_at", "deadline", "head_end", "head_at",
-                 "idle")
+                 "idle", "state")
 
     def __init__(self, sock, addr, data, accepted_at, deadline):
         self.sock = sock
@@ -497,6 +497,7 @@ class Parked:
         self.head_end = 0      # where the body starts, once the head is in
         self.head_at = 0.0     # when the head was complete
         self.idle = False      # a kept-alive connection handed back, no byte since
+        self.state = HEAD_INCOMPLETE   # request_state(data), kept as data comes in
 
     def body_progress(self, now, grace, rate):
         """The head is in and the filter waits for a small body: mod_reqtimeout's
@@ -983,6 +984,7 @@ class Server:
         fd = sock.fileno()
         parked = self.parked[fd] = Parked(sock, addr, bytearray(data), now,
                                           now + self.opts.header_timeout)
+        parked.state = state
         if idle:   # handed back: idle for up to --keep-alive, then closed silently
             parked.idle = True
             parked.deadline = now + (STOP_HEAD_GRACE_SECONDS if self.stop_mode
@@ -1034,7 +1036,7 @@ class Server:
             parked.deadline = parked.accepted_at + (
                 STOP_HEAD_GRACE_SECONDS if self.stop_mode else self.opts.header_timeout)
         parked.data += data
-        state = request_state(parked.data, limit, self.filter_bodies)
+        state = parked.state = request_state(parked.data, limit, self.filter_bodies)
         if state == BODY_INCOMPLETE:
             parked.body_progress(time.monotonic(), self.opts.header_timeout,
                                  self.opts.min_body_rate)
@@ -1065,9 +1067,8 @@ class Server:
         if not self.parked:
             return
         now = time.monotonic()
-        limit = self.handler_config.limits.head
         for fd, parked in list(self.parked.items()):
-            state = request_state(parked.data, limit, self.filter_bodies)
+            state = parked.state   # only on_parked_readable changes its data
             if now >= parked.deadline:
                 self.unpark(fd)
                 if parked.idle:   # RFC 9112 9.5: an idle connection is closed, no 408
