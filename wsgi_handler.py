@@ -22,7 +22,7 @@ import time
 from _socket import socket as _c_socket
 from http import HTTPStatus
 
-__version__ = "1.0.0"
+from forkparts import __version__
 
 SERVER_SOFTWARE = "forkserver/" + __version__
 
