@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.conftest import FORKSERVER, ROOT, READY_RE, needs, read_until_close
-from tests.test_cli import EXIT_APP_LOAD, EXIT_USAGE, assert_one_clear_line, run_cli, write_module
+from tests.parts.test_cli import EXIT_APP_LOAD, EXIT_USAGE, assert_one_clear_line, run_cli, write_module
 
 STATUS_INTERVAL_SECONDS = 1.0   # forkserver.STATUS_INTERVAL_SECONDS
 START_SECONDS = 20
@@ -273,15 +273,15 @@ def test_process_titles_hide_the_query_string_unless_asked(start_server, flag, s
 def test_a_planted_symlink_at_the_temporary_name_is_never_followed(tmp_path, monkeypatch):
     # Every temporary name collides with a planted link (urandom pinned): the
     # write fails rather than open the link's target (O_EXCL|O_NOFOLLOW).
-    import forkserver
+    from forkparts import privileges
     victim = tmp_path / "precious.txt"
     victim.write_text("precious\n")
     target = tmp_path / "status.json"
-    monkeypatch.setattr(forkserver.os, "urandom", lambda n: b"\0" * n)
+    monkeypatch.setattr(privileges.os, "urandom", lambda n: b"\0" * n)
     planted = tmp_path / ("status.json.%d.%s.tmp" % (os.getpid(), "00" * 4))
     os.symlink(str(victim), str(planted))
     with pytest.raises(FileExistsError):
-        forkserver.write_atomically(str(target), "{}\n")
+        privileges.write_atomically(str(target), "{}\n")
     assert victim.read_text() == "precious\n" and not target.exists()
     assert os.path.islink(str(planted))
 

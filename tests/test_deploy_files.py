@@ -12,7 +12,9 @@ import socket
 
 import pytest
 
-import forkserver
+from forkparts import cli, configfile
+from forkparts.cli import build_parser
+from forkparts.configfile import parse_options, read_config_file
 from tests.test_deploy import HTTP_TIMEOUT_SECONDS, STOP_SECONDS, Activated
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
@@ -24,17 +26,17 @@ APP = "tests.apps:hello"
 # option takes "7" (numbers), its last choice, or a made-up path or name.
 SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
                   "umask": "027", "read_timeout": "7"}
-NUMBER_TYPES = (forkserver.positive_int, forkserver.non_negative_int, forkserver.byte_count,
-                forkserver.positive_seconds, forkserver.non_negative_seconds,
-                forkserver.megabytes, forkserver.per_second)
+NUMBER_TYPES = (cli.positive_int, cli.non_negative_int, cli.byte_count,
+                cli.positive_seconds, cli.non_negative_seconds,
+                cli.megabytes, cli.per_second)
 
 
 def long_options():
     """(option string, action) for every long option a config file may set."""
-    parser = forkserver.build_parser()
+    parser = build_parser()
     return [(option, action) for action in parser._actions
             for option in action.option_strings
-            if option.startswith("--") and action.dest not in forkserver.NOT_SETTINGS]
+            if option.startswith("--") and action.dest not in configfile.NOT_SETTINGS]
 
 
 def sample_value(action):
@@ -61,9 +63,9 @@ def test_every_option_has_a_config_setting_of_the_same_name(option, action, tmp_
         cli, line = [option, value], "%s = %r" % (setting_name(option), value)
     path = tmp_path / "forkserver.conf.py"
     path.write_text(line + "\n")
-    from_cli, _ = forkserver.parse_options([APP] + cli)
-    from_file, _ = forkserver.parse_options([APP, "--config", str(path)])
-    default, _ = forkserver.parse_options([APP])
+    from_cli, _ = parse_options([APP] + cli)
+    from_file, _ = parse_options([APP, "--config", str(path)])
+    default, _ = parse_options([APP])
     assert from_file.config_warnings == []
     assert getattr(from_file, action.dest) == getattr(from_cli, action.dest)
     assert getattr(from_cli, action.dest) != getattr(default, action.dest), \
@@ -73,7 +75,7 @@ def test_every_option_has_a_config_setting_of_the_same_name(option, action, tmp_
 def test_switch_setting_set_to_false_keeps_the_default(tmp_path):
     path = tmp_path / "forkserver.conf.py"
     path.write_text("no_access_log = False\nno_accept_filter = False\n")
-    opts, _ = forkserver.parse_options([APP, "--config", str(path)])
+    opts, _ = parse_options([APP, "--config", str(path)])
     assert opts.access_log == "-" and opts.accept_filter is True
 
 
@@ -86,7 +88,7 @@ def unit_exec_start(path):
 def test_service_unit_exec_start_uses_real_options_and_the_example_config():
     argv = unit_exec_start(SERVICE_UNIT)
     flags = [a.split("=")[0] for a in argv if a.startswith("-")]
-    known = {o for a in forkserver.build_parser()._actions for o in a.option_strings}
+    known = {o for a in build_parser()._actions for o in a.option_strings}
     assert flags and set(flags) <= known, set(flags) - known
     # The unit points at the example config's installed name.
     config = argv[argv.index("--config") + 1]
@@ -97,7 +99,7 @@ def test_example_config_binds_nothing_so_socket_activation_works():
     """forkserver.service runs with the example config and the socket of
     forkserver.socket: a bind in the config would bind the unit's socket path
     a second time (exit 4, "in use by another server")."""
-    settings, _, warnings = forkserver.read_config_file(EXAMPLE_CONFIG, forkserver.build_parser())
+    settings, _, warnings = read_config_file(EXAMPLE_CONFIG, build_parser())
     assert "bind" not in settings and warnings == []
 
 

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-import forkserver
+from forkparts.listeners import bind_inet
 
 HEADER_TIMEOUT_SECONDS = 10.0
 BACKLOG = 16
@@ -12,7 +12,7 @@ BACKLOG = 16
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
 def test_tcp_listener_defers_accept_until_data_arrives():
-    listener = forkserver.bind_inet(("127.0.0.1", 0), BACKLOG, HEADER_TIMEOUT_SECONDS)
+    listener = bind_inet(("127.0.0.1", 0), BACKLOG, HEADER_TIMEOUT_SECONDS)
     try:
         # The kernel rounds the seconds to its SYN-ACK retransmission steps.
         assert listener.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) > 0

@@ -1,0 +1,146 @@
+"""App loading: the app spec, the import, the reload, and the user's traceback.
+
+DESIGN note: everything that turns ``MODULE:CALLABLE`` into the WSGI callable
+and tells the user's code from ours lives here: the parent imports the app
+once, before the first fork, and again on SIGHUP (AppLoader.reload).  It is
+a room of its own because it is the one place that runs the user's import,
+and the one place that knows which files are the server's own (OUR_FILES,
+also used by --prewarm and the accelerations, which touch only our code).
+"""
+
+import os
+import re
+import sys
+
+from forkparts.cli import UsageError
+
+# The server's own source files: the two front doors beside this package, and
+# the package's modules.  Real paths: compare them with os.path.realpath().
+PACKAGE_DIR = os.path.dirname(os.path.realpath(__file__))
+FRONT_DOORS = ("forkserver.py", "wsgi_handler.py")
+OUR_FILES = frozenset(
+    [os.path.join(os.path.dirname(PACKAGE_DIR), name) for name in FRONT_DOORS]
+    + [os.path.join(PACKAGE_DIR, name) for name in os.listdir(PACKAGE_DIR)
+       if name.endswith(".py")])
+
+
+def is_our_file(filename):
+    """Is ``filename`` (a code object's co_filename) one of the server's own?"""
+    return os.path.realpath(filename) in OUR_FILES
+
+
+class AppLoadError(Exception):
+    """The app spec could not be turned into a callable: exit status 3."""
+
+
+class AppLoader:
+    """Resolves ``MODULE:CALLABLE`` or ``MODULE:factory()``, and re-imports it."""
+
+    def __init__(self, spec):
+        self.module_name, self.attr, self.factory = parse_app_spec(spec)
+        self.spec = spec
+        self.baseline = set(sys.modules)
+        self.prefixes = tuple({os.path.realpath(p) + os.sep for p in
+                               (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+
+    def load(self):
+        import importlib
+        try:
+            module = importlib.import_module(self.module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (self.module_name + ".").startswith(exc.name + "."):
+                raise AppLoadError("no module named %r (sys.path: %s)" % (
+                    exc.name, ", ".join(sys.path[:4]))) from None
+            raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
+        except BaseException:
+            raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
+        return self.resolve(module)
+
+    def resolve(self, module):
+        obj = module
+        for part in self.attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise AppLoadError("module %r has no attribute %r" % (
+                    self.module_name, self.attr)) from None
+        if self.factory:
+            try:
+                obj = obj()
+            except BaseException:
+                raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
+        if not callable(obj):
+            raise AppLoadError("%s is not callable (it is a %s)" % (self.spec, type(obj).__name__))
+        return obj
+
+    def user_modules(self):
+        """Modules the app import brought in that live outside the installation."""
+        found = {}
+        for name, module in list(sys.modules.items()):
+            path = getattr(module, "__file__", None)
+            if name in self.baseline or not path or name == "__main__":
+                continue
+            if not os.path.realpath(path).startswith(self.prefixes):
+                found[name] = module
+        return found
+
+    def reload(self):
+        """Import the app afresh; on any failure put the old modules back."""
+        import importlib
+        saved = self.user_modules()
+        for name in saved:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        try:
+            return self.load()
+        except AppLoadError:
+            for name in self.user_modules():
+                del sys.modules[name]
+            sys.modules.update(saved)
+            raise
+
+    def source_mtimes(self):
+        mtimes = {}
+        for module in self.user_modules().values():
+            try:
+                mtimes[module.__file__] = os.stat(module.__file__).st_mtime_ns
+            except OSError:
+                pass
+        return mtimes
+
+
+def parse_app_spec(spec):
+    """``module.path:attr.path`` or ``module:factory()`` -> (module, attr, is_factory)."""
+    match = re.fullmatch(r"([A-Za-z_][\w.]*)(?::([A-Za-z_][\w.]*)(\(\))?)?", spec or "")
+    if not match or ".." in spec or spec.endswith("."):
+        raise AppLoadError("invalid app spec %r: expected MODULE:CALLABLE or "
+                           "MODULE:factory()" % spec)
+    return match.group(1), match.group(2) or "application", bool(match.group(3))
+
+
+def user_traceback(what):
+    """The traceback of the user's own code, without our frames."""
+    import traceback
+    etype, value, tb = sys.exc_info()
+    frames = traceback.extract_tb(tb)
+    frozen = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+    keep = [f for f in frames if f.filename not in frozen and "importlib" not in f.filename
+            and not is_our_file(f.filename)]
+    text = "".join(traceback.format_list(keep)) + "".join(
+        traceback.format_exception_only(etype, value))
+    return "%s:\nTraceback (most recent call last):\n%s" % (what, text.rstrip())
+
+
+def setup_paths(opts):
+    if opts.chdir:
+        try:
+            os.chdir(opts.chdir)
+        except OSError as exc:
+            raise UsageError("--chdir %r: %s" % (opts.chdir, exc.strerror)) from None
+    # As gunicorn: the current directory is importable, then --pythonpath.
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    for entry in reversed((opts.pythonpath or "").split(",")):
+        if entry:
+            sys.path.insert(0, os.path.abspath(entry))

@@ -1,0 +1,244 @@
+"""The command line: the argparse parser, its option groups and converters.
+
+DESIGN note: every option, its default and its help text is declared here,
+once; the config file (forkparts/configfile.py) reads its settings through
+the same parser, so a setting is checked as its option is.  A room of its
+own because it is the server's whole user-facing vocabulary, read far more
+often than it changes, and the parent's loop never needs it after start.
+"""
+
+from forkparts import __version__
+# The child's defaults and vocabulary, shown in the help and checked here.
+from wsgi_handler import (COMMON_LOG_FORMAT, DEFAULT_FORWARDING_FAMILY, FORWARDING_FAMILIES,
+                          HEADER_TIMEOUT_SECONDS, LEVELS, MAX_BODY_BYTES, MAX_CHUNK_LINE_BYTES,
+                          MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADER_FIELDS,
+                          MAX_REQUEST_LINE_BYTES, MIN_BODY_RATE, READ_TIMEOUT_SECONDS)
+
+DEFAULT_BIND = "127.0.0.1:8888"     # the tutorial's port, on loopback only
+# Linux caps this at net.core.somaxconn (4096 on current kernels).  The stdlib's
+# 5 drops connections at 64 concurrent clients.
+DEFAULT_BACKLOG = 1024
+# httpd prefork allows 256 workers, socketserver.ForkingMixIn 40.  Slow clients
+# do not hold a child here (the accept filter parks them in the parent until
+# their head is complete), so every child is doing app work: 256 of them is
+# already far more than 2 cores can run, and at ~3 MB private memory each a
+# full house stays under 1 GB.  docs/operations.md has the reasoning.
+DEFAULT_MAX_CHILDREN = 256
+DEFAULT_TIMEOUT_SECONDS = 30.0           # as gunicorn's --timeout
+DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 30.0  # as gunicorn's --graceful-timeout
+DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
+
+
+class UsageError(Exception):
+    """A bad option, address or config file: exit status 2."""
+
+
+def build_parser():
+    import argparse
+    p = argparse.ArgumentParser(
+        prog="forkserver", allow_abbrev=False,   # --max-requests is not --max-requests-per-...
+        description="A WSGI server that forks one child process per connection.",
+        epilog="Exit statuses: 0 stopped cleanly, 1 internal error, 2 bad usage or "
+               "config, 3 the app could not be loaded, 4 could not listen. "
+               "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload the app, "
+               "USR1 reopen log files.")
+    p.add_argument("app", metavar="MODULE:CALLABLE",
+                   help="the WSGI app, e.g. examples.flaskapp:app or mymodule:create_app()")
+    p.add_argument("--version", action="version", version="forkserver " + __version__)
+    p.add_argument("--config", metavar="PATH",
+                   help="a Python file of settings (same names as the options) and hooks")
+    add_socket_options(p)
+    add_app_options(p)
+    add_supervision_options(p)
+    add_http_options(p)
+    add_logging_options(p)
+    add_lab_options(p)
+    return p
+
+
+def add_socket_options(p):
+    g = p.add_argument_group("sockets")
+    g.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+                   help="HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
+                        "(default %s; port 0 picks a free port)" % DEFAULT_BIND)
+    g.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG,
+                   help="listen backlog (default %(default)s)")
+    g.add_argument("--umask", type=octal, default=0o022,
+                   help="umask for unix socket files (default 022)")
+    g.add_argument("--user", help="switch to this user after binding (when root)")
+    g.add_argument("--group", help="switch to this group after binding (when root)")
+    g.add_argument("--forwarded-allow-ips", default="127.0.0.1,::1", metavar="LIST",
+                   help="peers trusted for X-Forwarded-* and Forwarded: addresses, "
+                        "CIDRs or * (default %(default)s); unix socket peers are trusted")
+    g.add_argument("--forwarded-headers", choices=tuple(FORWARDING_FAMILIES),
+                   default=DEFAULT_FORWARDING_FAMILY,
+                   help="the header family the proxy sets, the only one believed: "
+                        "x-forwarded (X-Forwarded-For/-Proto, as nginx; default) or "
+                        "forwarded (RFC 7239)")
+
+
+def add_app_options(p):
+    g = p.add_argument_group("the app")
+    g.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
+    g.add_argument("--pythonpath", metavar="DIRS",
+                   help="comma-separated directories to put on sys.path")
+    g.add_argument("--prewarm", metavar="PATH",
+                   help="send GET PATH through the app before serving (runs app code): "
+                   "first-request set-up is done once, and the functions and code it runs "
+                   "are laid out together for every child")
+    g.add_argument("--reload", action="store_true",
+                   help="development: reload when a source file of the app changes")
+    g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
+                   help="keep the parent's heap in 4 KiB pages (by default its nearly "
+                   "full 2 MiB ranges become huge pages, which fork copies as one entry)")
+
+
+def add_supervision_options(p):
+    g = p.add_argument_group("supervision")
+    g.add_argument("--max-children", type=non_negative_int, default=DEFAULT_MAX_CHILDREN,
+                   metavar="N", help="most live children; 0 = no cap (default %(default)s)")
+    g.add_argument("--timeout", type=non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS,
+                   metavar="SECONDS", help="kill a child serving longer than this; 0 = never "
+                   "(default %(default)s)")
+    g.add_argument("--graceful-timeout", type=non_negative_seconds,
+                   default=DEFAULT_GRACEFUL_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="on SIGTERM, how long in-flight children may finish (default %(default)s)")
+    g.add_argument("--limit-memory", type=megabytes, default=0, metavar="MB",
+                   help="memory a child may add to what it shares with the parent")
+    g.add_argument("--limit-cpu", type=non_negative_int, default=0, metavar="SECONDS",
+                   help="CPU seconds a child may use")
+    g.add_argument("--max-children-per-ip", type=non_negative_int, default=0, metavar="N",
+                   help="most live children plus connections held by the accept "
+                        "filter per client address; 0 = off (default)")
+    g.add_argument("--max-fork-rate", type=per_second, default=0, metavar="PER_SECOND",
+                   help="most forks per second; 0 = off (default)")
+    g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")
+    g.add_argument("--status-file", metavar="PATH",
+                   help="write the parent's live/high-water child counts here as JSON, "
+                        "at most once a second (for scripts/watch_children.py)")
+    g.add_argument("--subreaper", action="store_true",
+                   help="adopt and reap orphaned grandchildren, as PID 1 would (Linux)")
+
+
+def add_http_options(p):
+    g = p.add_argument_group("HTTP")
+    g.add_argument("--keep-alive", type=non_negative_seconds, default=0.0, metavar="SECONDS",
+                   help="serve more requests per connection until idle this long; "
+                        "0 = one request per connection (default)")
+    g.add_argument("--max-requests-per-connection", type=positive_int, default=100, metavar="N",
+                   help="with --keep-alive, close after this many requests (default %(default)s)")
+    g.add_argument("--header-timeout", type=positive_seconds,
+                   default=HEADER_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="the whole request head must arrive within this (default %(default)s)")
+    g.add_argument("--read-timeout", type=positive_seconds,
+                   default=READ_TIMEOUT_SECONDS, metavar="SECONDS",
+                   help="a stalled body read gets 408 (default %(default)s)")
+    g.add_argument("--min-body-rate", type=per_second, default=MIN_BODY_RATE,
+                   metavar="BYTES_PER_SECOND", help="after a grace of --header-timeout, "
+                   "a slower request body gets 408 (default %(default)s, as Apache's MinRate)")
+    g.add_argument("--max-body", type=byte_count, default=MAX_BODY_BYTES,
+                   metavar="BYTES", help="largest request body (default 1 GiB)")
+    g.add_argument("--limit-request-line", type=positive_int,
+                   default=MAX_REQUEST_LINE_BYTES, metavar="BYTES",
+                   help="longest request line; longer is 414 (default %(default)s)")
+    g.add_argument("--limit-request-fields", type=positive_int,
+                   default=MAX_HEADER_FIELDS, metavar="N",
+                   help="most header fields; more is 431 (default %(default)s)")
+    g.add_argument("--limit-request-field-size", type=positive_int,
+                   default=MAX_FIELD_BYTES, metavar="BYTES",
+                   help="longest header field line; longer is 431 (default %(default)s)")
+    g.add_argument("--limit-request-head", type=positive_int,
+                   default=MAX_HEAD_BYTES, metavar="BYTES",
+                   help="largest request head; larger is 431 (default %(default)s)")
+    g.add_argument("--limit-chunk-line", type=positive_int,
+                   default=MAX_CHUNK_LINE_BYTES, metavar="BYTES",
+                   help="a chunk-size line with its extensions (default %(default)s); "
+                        "longer is 400")
+    g.add_argument("--no-accept-filter", dest="accept_filter", action="store_false",
+                   help="fork as soon as a connection is accepted instead of "
+                        "when its head is complete")
+    g.add_argument("--max-pending", type=positive_int, default=None, metavar="N",
+                   help="connections the accept filter may hold (default %d, less if "
+                        "RLIMIT_NOFILE leaves no room for them)" % DEFAULT_MAX_PENDING)
+
+
+def add_logging_options(p):
+    g = p.add_argument_group("logging")
+    g.add_argument("--access-log", default="-", metavar="PATH",
+                   help="access log file, - for stdout (default)")
+    g.add_argument("--no-access-log", dest="access_log", action="store_const", const=None)
+    g.add_argument("--access-log-format", default=COMMON_LOG_FORMAT,
+                   metavar="FORMAT", help="gunicorn-style atoms (default: Common Log Format)")
+    g.add_argument("--error-log", default="-", metavar="PATH",
+                   help="error log file, - for stderr (default)")
+    g.add_argument("--log-level", default="info", choices=sorted(LEVELS,
+                   key=LEVELS.get))
+    g.add_argument("--title-with-query", action="store_true",
+                   help="show the query string in children's process titles (hidden by "
+                        "default: tokens travel there, and ps shows titles to every user)")
+    g.add_argument("--trace", action="store_true",
+                   help="print request and response heads and fork/SIGCHLD/reap events")
+
+
+def add_lab_options(p):
+    g = p.add_argument_group(
+        "lab switches",
+        "For learning only: each reproduces a classic mistake of fork servers on "
+        "purpose (docs/labs.md).  Never use them in production.")
+    g.add_argument("--reaper", choices=("loop", "once", "none"), default="loop",
+                   help="loop: correct waitpid loop (default); once: one waitpid per "
+                        "SIGCHLD (lost signals leave zombies); none: no reaper")
+    g.add_argument("--lab-parent-keeps-client", action="store_true",
+                   help="MISTAKE: the parent never closes its copy of the client socket")
+    g.add_argument("--lab-child-keeps-listener", action="store_true",
+                   help="MISTAKE: the child keeps its copy of the listening socket")
+    g.add_argument("--lab-print-in-handler", action="store_true",
+                   help="MISTAKE: reap and print() inside the SIGCHLD handler")
+    g.add_argument("--no-gc-freeze", action="store_true",
+                   help="MISTAKE: skip gc.freeze() before forking (copy-on-write lab)")
+    g.add_argument("--lab-orphans", action="store_true",
+                   help="MISTAKE: children outlive a SIGKILLed parent (no "
+                        "PR_SET_PDEATHSIG), as the tutorial's do (lab 12)")
+
+
+# What the number options accept, so that no value that starts the server can
+# fail every request later (a C timeval, an rlimit, listen()'s int overflowing).
+MAX_OPTION_COUNT = 2 ** 31 - 1            # a C int: listen()'s backlog, counts
+MAX_OPTION_BYTES = 1 << 50                # --max-body: 1 PiB
+MAX_OPTION_SECONDS = 365 * 24 * 3600.0    # timeouts: a year
+MAX_OPTION_MB = float(1 << 30)            # --limit-memory: 1 PiB
+MAX_OPTION_RATE = 1e6                     # --max-fork-rate, per second
+
+
+def _number(kind, low, high, what, low_open=False):
+    """An argparse type: a finite `kind` from low (or above it) to high,
+    written in ASCII digits; anything else is an error naming the value."""
+    def convert(text):
+        try:
+            value = kind(text) if str(text).isascii() else None
+        except (ValueError, OverflowError):
+            value = None
+        if (value is None or value != value or value < low or value > high
+                or (low_open and value == low)):
+            raise argparseerror("%r is not a %s" % (text, what))
+        return value
+    convert.__name__ = what
+    return convert
+
+
+def argparseerror(message):
+    import argparse
+    return argparse.ArgumentTypeError(message)
+
+
+positive_int = _number(int, 1, MAX_OPTION_COUNT, "whole number from 1 to %d" % MAX_OPTION_COUNT)
+non_negative_int = _number(int, 0, MAX_OPTION_COUNT,
+                           "whole number from 0 to %d" % MAX_OPTION_COUNT)
+byte_count = _number(int, 0, MAX_OPTION_BYTES, "number of bytes from 0 to %d" % MAX_OPTION_BYTES)
+positive_seconds = _number(float, 0.0, MAX_OPTION_SECONDS, "number of seconds above 0 and "
+                           "at most %d" % MAX_OPTION_SECONDS, low_open=True)
+non_negative_seconds = _number(float, 0.0, MAX_OPTION_SECONDS,
+                               "number of seconds from 0 to %d" % MAX_OPTION_SECONDS)
+megabytes = _number(float, 0.0, MAX_OPTION_MB, "number of MB from 0 to %d" % MAX_OPTION_MB)
+per_second = _number(float, 0.0, MAX_OPTION_RATE, "rate from 0 to %d per second" % MAX_OPTION_RATE)
+octal = _number(lambda t: int(t, 8), 0, 0o777, "umask in octal, from 000 to 777")

@@ -1,0 +1,219 @@
+"""Listening sockets: the --bind addresses, binding them, and systemd's.
+
+DESIGN note: a Listener is the server's own object around one listening
+socket: what the parent polls and accepts from, and how the ready line names
+it.  Binding (TCP with TCP_DEFER_ACCEPT, unix sockets with their stale-file
+check, inherited fds, systemd socket activation) happens once, before the
+app's first fork; it is a room of its own because none of it is the loop's
+business, and every bind failure is a ListenError (exit status 4).
+"""
+
+import os
+import re
+import select
+import socket
+
+from forkparts.cli import UsageError
+
+
+class ListenError(Exception):
+    """Could not bind, listen or drop privileges: exit status 4."""
+
+
+class Listener:
+    """A listening socket and how to describe it.
+
+    accept() returns (socket, address) through the public socket API;
+    forkparts.accel may replace it on this instance with a faster one."""
+
+    def __init__(self, sock, description, unix_path=None):
+        self.sock = sock
+        self.fd = sock.fileno()
+        # Plain ints for socket.socket(family, type, 0, fd) at each accept:
+        # given only the fd, the constructor asks the kernel with getsockopt.
+        self.family = int(sock.family)
+        self.type = int(sock.type)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        self.pending = poller.poll   # pending(0): is a connection waiting?
+        self.description = description
+        self.unix_path = unix_path
+
+    def accept(self):
+        """(socket, address) of the next connection (socket.socket.accept)."""
+        return self.sock.accept()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.unix_path:
+            try:
+                os.unlink(self.unix_path)
+            except OSError:
+                pass
+            self.unix_path = None
+
+
+ASCII_DIGITS_RE = re.compile(r"[0-9]{1,10}")   # str.isdigit() takes "²" and "٣"
+
+
+def parse_bind(address):
+    """Split an address into (kind, value): ("unix", path), ("fd", n), ("inet", (host, port))."""
+    if address.startswith("unix:"):
+        if not address[5:]:
+            raise UsageError("empty unix socket path in --bind %r" % address)
+        return "unix", address[5:]
+    if address.startswith("fd://"):
+        if not ASCII_DIGITS_RE.fullmatch(address[5:]):
+            raise UsageError("--bind %r: fd:// needs a file descriptor number" % address)
+        return "fd", int(address[5:])
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            raise UsageError("--bind %r: expected [IPv6]:PORT" % address)
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or ":" in host:
+            raise UsageError("--bind %r: expected HOST:PORT, [IPv6]:PORT, unix:PATH "
+                             "or fd://N" % address)
+    if not ASCII_DIGITS_RE.fullmatch(port) or int(port) > 65535:
+        raise UsageError("--bind %r: port must be a number from 0 to 65535" % address)
+    return "inet", (host or "0.0.0.0", int(port))
+
+
+def open_listener(address, backlog, umask, defer_seconds):
+    kind, value = parse_bind(address)
+    if kind == "unix":
+        return bind_unix(value, backlog, umask)
+    if kind == "fd":
+        return adopt_fd(value, backlog)
+    return bind_inet(value, backlog, defer_seconds)
+
+
+def bind_inet(hostport, backlog, defer_seconds):
+    host, port = hostport
+    # As bytes when ASCII: a str host is IDNA-encoded, which imports
+    # encodings.idna, stringprep and unicodedata (0.3 MB of parent that every
+    # fork copies page tables for).
+    name = host.encode("ascii") if host and host.isascii() else host
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError("cannot resolve %r: %s" % (host, exc.strerror)) from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError("cannot listen on %s:%d: %s" % (host, port, exc.strerror)) from None
+    set_defer_accept(sock, defer_seconds)
+    bound = sock.getsockname()
+    if family == socket.AF_INET6:
+        return Listener(sock, "http://[%s]:%d" % (bound[0], bound[1]))
+    return Listener(sock, "http://%s:%d" % (bound[0], bound[1]))
+
+
+def set_defer_accept(sock, seconds):
+    """Linux TCP_DEFER_ACCEPT: accept() returns only once the client has sent data,
+    so a client that connects and says nothing costs no fork (until the kernel
+    gives up waiting, when it meets --header-timeout)."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is not None and seconds > 0:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(int(seconds), 1))
+        except OSError:
+            pass
+
+
+def bind_unix(path, backlog, umask):
+    remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(umask)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror)) from None
+    finally:
+        os.umask(old)
+    return Listener(sock, "unix:" + path, unix_path=path)
+
+
+def remove_stale_socket(path):
+    """Replace a socket file nobody listens on; refuse one that is alive."""
+    import stat
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError("unix:%s exists and is not a socket" % path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)   # stale: left by a server that died
+        return
+    finally:
+        probe.close()
+    raise ListenError("unix:%s is in use by another server" % path)
+
+
+def adopt_fd(fd, backlog):
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ListenError("fd://%d is not a socket: %s" % (fd, exc.strerror)) from None
+    if sock.type != socket.SOCK_STREAM:
+        raise ListenError("fd://%d is not a stream socket" % fd)
+    try:
+        sock.listen(backlog)
+    except OSError as exc:
+        raise ListenError("fd://%d cannot listen: %s" % (fd, exc.strerror)) from None
+    return Listener(sock, describe_socket(sock, "fd://%d" % fd))
+
+
+def describe_socket(sock, fallback):
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return "unix:" + (name if isinstance(name, str) else fallback)
+    if sock.family == socket.AF_INET6:
+        return "http://[%s]:%d" % name[:2]
+    if sock.family == socket.AF_INET:
+        return "http://%s:%d" % name
+    return fallback
+
+
+def systemd_listeners(backlog):
+    """Sockets passed by systemd (sd_listen_fds): fds 3 .. 3+LISTEN_FDS-1."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        raise UsageError("LISTEN_FDS is not a number: %r" % os.environ["LISTEN_FDS"]) from None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)   # not for the app nor our children
+    return [adopt_fd(3 + i, backlog) for i in range(count)]
+
+
+def sd_notify(message):
+    """Send a systemd notification (READY=1, STOPPING=1) if NOTIFY_SOCKET is set."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode("ascii"), path)
+    except OSError:
+        pass

@@ -1,0 +1,163 @@
+"""Privileges: bind as root, write the pidfile, then become --user/--group.
+
+DESIGN note: the order matters and is kept in one place (open_listeners):
+bind (a low port needs root), write the pidfile where root may and give it
+to the user who must remove it, drop privileges, then check that the user
+can write the status file.  Files the server writes are written atomically
+(write_atomically: new file, O_EXCL|O_NOFOLLOW, rename), so readers never
+see half of one and a planted symlink is never followed.  A room of its own
+because it is the security-sensitive start-up, read and reviewed as a whole.
+"""
+
+import errno
+import os
+
+from forkparts.cli import DEFAULT_BIND, UsageError
+from forkparts.listeners import ASCII_DIGITS_RE, ListenError, open_listener, systemd_listeners
+
+
+def open_listeners(opts):
+    listeners = systemd_listeners(opts.backlog)
+    try:
+        if not listeners or opts.bind:
+            for address in opts.bind or [DEFAULT_BIND]:
+                listeners.append(open_listener(address, opts.backlog, opts.umask,
+                                               opts.header_timeout))
+        owner = resolve_owner(opts.user or str(os.getuid()), opts.group) if (
+            opts.user or opts.group) else None
+        # The pidfile is written while we may still write where root can, and
+        # given to --user, so that a later run as that user can replace it.
+        if opts.pidfile:
+            # Given to the user only where that user may also remove it at exit:
+            # a user-owned pidfile in root's directory would outlive us, and
+            # root's scripts would signal whatever pid the app wrote there.
+            write_pidfile(opts.pidfile, owner if owner and writable_by(
+                os.path.dirname(os.path.abspath(opts.pidfile)), *owner) else None)
+        if owner:
+            drop_privileges(owner, listeners)
+        if opts.status_file:
+            check_status_dir(opts.status_file)
+    except (ListenError, UsageError):
+        for listener in listeners:
+            listener.close()    # a unix socket file bound before the failure goes too
+        if opts.pidfile:
+            remove_pidfile(opts.pidfile)
+        raise
+    for listener in listeners:
+        listener.sock.setblocking(False)
+    return listeners
+
+
+def resolve_owner(user, group):
+    """(uid, gid) of --user/--group (the user's own group by default)."""
+    import grp
+    import pwd
+    try:
+        pw = pwd.getpwuid(int(user)) if ASCII_DIGITS_RE.fullmatch(user) else pwd.getpwnam(user)
+    except (KeyError, OverflowError, ValueError):
+        raise ListenError("no such user: %r" % user) from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = (grp.getgrgid(int(group)).gr_gid if ASCII_DIGITS_RE.fullmatch(group)
+                   else grp.getgrnam(group).gr_gid)
+        except (KeyError, OverflowError, ValueError):
+            raise ListenError("no such group: %r" % group) from None
+    return pw.pw_uid, gid
+
+
+def drop_privileges(owner, listeners):
+    """Bind first (as root), then become the (uid, gid) owner before accepting."""
+    uid, gid = owner
+    for listener in listeners:
+        if listener.unix_path:
+            os.chown(listener.unix_path, uid, gid)
+    try:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except PermissionError:
+        raise ListenError("cannot switch to user %d: not running as root" % uid) from None
+
+
+def write_pidfile(path, owner=None):
+    try:
+        write_atomically(path, "%d\n" % os.getpid(), owner)
+    except OSError as exc:
+        raise UsageError("cannot write --pidfile %r: %s" % (path, exc.strerror)) from None
+
+
+def writable_by(directory, uid, gid):
+    """Can uid:gid create and remove files in directory (mode bits only)?"""
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & 0o300 == 0o300)
+    if st.st_gid == gid:
+        return bool(st.st_mode & 0o030 == 0o030)
+    return bool(st.st_mode & 0o003 == 0o003)
+
+
+def check_status_dir(path):
+    """--status-file is rewritten (a new file renamed over it) as the user
+    the server runs as: its directory must exist and be writable by us."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.stat(directory)
+    except FileNotFoundError:
+        raise UsageError("--status-file %r: no such directory %r" % (path, directory)) from None
+    except OSError as exc:
+        raise UsageError("--status-file %r: directory %r: %s (uid %d)"
+                         % (path, directory, exc.strerror, os.geteuid())) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError("--status-file %r: directory %r is not writable by uid %d"
+                         % (path, directory, os.geteuid()))
+
+
+# O_EXCL|O_NOFOLLOW: a name planted in the directory (a symlink to a file
+# we must not touch) is never opened, let alone followed; as mkstemp does.
+TEMP_FILE_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                   | getattr(os, "O_CLOEXEC", 0))
+TEMP_FILE_TRIES = 8
+
+
+def write_atomically(path, text, owner=None):
+    """Readers see the old file or the new one, never half of one (rename(2)).
+    The temporary file is new and ours (TEMP_FILE_FLAGS), in the same directory."""
+    for _ in range(TEMP_FILE_TRIES):
+        tmp = "%s.%d.%s.tmp" % (path, os.getpid(), os.urandom(4).hex())
+        try:
+            fd = os.open(tmp, TEMP_FILE_FLAGS, 0o644)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temporary name", path)
+    try:
+        os.write(fd, text.encode())
+        if owner:
+            os.fchown(fd, *owner)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)   # replaces a symlink at path itself, never its target
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(tmp)
+        raise
+
+
+def remove_pidfile(path):
+    """Remove our pidfile (or --status-file): only if it still names our pid."""
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        if text != str(os.getpid()) and not text.startswith('{"pid": %d,' % os.getpid()):
+            return   # another server owns it now
+        os.unlink(path)
+    except OSError:
+        pass

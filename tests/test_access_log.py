@@ -1,0 +1,85 @@
+"""Access-log atoms (gunicorn's --access-log-format), and whole lines when
+many children write at once."""
+import re
+import threading
+import time
+
+from tests.conftest import http_get
+
+POLL_SECONDS = 0.02
+LOG_WAIT_SECONDS = 10.0
+
+
+def wait_for_text(read, needle, timeout=LOG_WAIT_SECONDS):
+    deadline = time.monotonic() + timeout
+    while needle not in read() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    return read()
+
+
+FULL_FORMAT = ('%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" '
+               '%(T)s %(D)s %(L)s %(M)s %(p)s %({x-req}i)s %({x-resp}o)s %(m)s %(U)s %(q)s %(H)s')
+LINE_RE = re.compile(
+    r'(?P<h>\S+) - (?P<u>\S+) \[(?P<t>\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] '
+    r'"(?P<r>[^"]*)" (?P<s>\d{3}) (?P<b>\d+|-) "(?P<f>[^"]*)" "(?P<a>[^"]*)" '
+    r'(?P<T>\d+) (?P<D>\d+) (?P<L>\d+\.\d{6}) (?P<M>\d+) <(?P<p>\d+)> (?P<i>\S+) (?P<o>\S+) '
+    r'(?P<m>\S+) (?P<U>\S+) (?P<q>\S*) (?P<H>\S+)$')
+SLOW_MS = 300
+
+
+def test_access_log_format_atoms(start_server):
+    server = start_server("tests.apps_deploy:with_response_header",
+                          "--access-log-format", FULL_FORMAT)
+    headers = {"Referer": "http://example.test/from", "User-Agent": "atom-test/1.0",
+               "X-Req": "in-value", "Authorization": "Basic YWxpY2U6c2VjcmV0"}  # alice:secret
+    status, _, body = http_get(server, "/some/path?ms=%d" % SLOW_MS, headers=headers)
+    assert (status, body) == (200, b"logged\n")
+    line = wait_for_text(server.access_text, "\n").strip()
+    match = LINE_RE.match(line)
+    assert match, line
+    atoms = match.groupdict()
+    assert (atoms["h"], atoms["u"]) == ("127.0.0.1", "alice")
+    assert atoms["r"] == "GET /some/path?ms=%d HTTP/1.1" % SLOW_MS
+    assert (atoms["s"], atoms["b"]) == ("200", str(len(b"logged\n")))
+    assert (atoms["f"], atoms["a"]) == (headers["Referer"], headers["User-Agent"])
+    assert (atoms["i"], atoms["o"]) == ("in-value", "out-value")
+    assert (atoms["m"], atoms["U"], atoms["q"], atoms["H"]) == (
+        "GET", "/some/path", "ms=%d" % SLOW_MS, "HTTP/1.1")
+    assert int(atoms["D"]) >= SLOW_MS * 1000 and int(atoms["M"]) >= SLOW_MS
+    assert float(atoms["L"]) >= SLOW_MS / 1000.0 and atoms["T"] == "0"
+    assert int(atoms["p"]) not in (server.pid, 0)      # written by the child
+
+
+CONCURRENT_CLIENTS = 16
+CONCURRENT_REQUESTS = 240
+PAD_BYTES = 1500          # long lines: more room for two writes to interleave
+
+
+def test_access_log_lines_stay_whole_under_many_children(start_server):
+    server = start_server("tests.apps_deploy:with_response_header",
+                          "--access-log-format", FULL_FORMAT)
+    pad = "p" * PAD_BYTES
+    failures, lock = [], threading.Lock()
+
+    def client(count):
+        for _ in range(count):
+            try:
+                status = http_get(server, "/", headers={"X-Req": pad})[0]
+            except OSError as exc:
+                status = repr(exc)
+            if status != 200:
+                with lock:
+                    failures.append(status)
+    threads = [threading.Thread(target=client, args=(CONCURRENT_REQUESTS // CONCURRENT_CLIENTS,))
+               for _ in range(CONCURRENT_CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures
+    deadline = time.monotonic() + LOG_WAIT_SECONDS
+    while server.access_text().count("\n") < CONCURRENT_REQUESTS and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    lines = server.access_text().splitlines()
+    assert len(lines) == CONCURRENT_REQUESTS
+    assert all(LINE_RE.match(line) and pad in line for line in lines)
