@@ -26,7 +26,6 @@ import errno
 import gc
 import mmap
 import os
-import re
 import resource
 import select
 import signal
@@ -47,13 +46,12 @@ from socket import socket as PySocket
 from _socket import socket as _c_socket
 new_socket, init_socket = PySocket.__new__, _c_socket.__init__
 
-from types import CellType, CodeType, FunctionType
-from _weakref import getweakrefcount
-
 import wsgi_handler
 from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Drain, Log,
                           close_socket, format_addr, serve_connection)
 
+import forkparts.prewarm
+from forkparts.accel import collapse_heap, fill_allocator_holes, relocate
 from forkparts.apps import AppLoadError, AppLoader, setup_paths
 from forkparts.cli import DEFAULT_MAX_PENDING, UsageError
 from forkparts.configfile import parse_options
@@ -94,11 +92,6 @@ NO_BODY_PREFIXES = (b"GET ", b"HEAD ")
 HOT_METHODS = ("serve_forever", "wait", "next_timeout", "accept_from", "filter_head",
                "fork_child", "reap_children", "update_title", "note_sigchld", "note_signal",
                "run_child")
-# What copy_function carries over besides the constructor's arguments
-# (__type_params__ is Python 3.12's).
-FUNCTION_ATTRIBUTES = ("__kwdefaults__", "__qualname__", "__module__", "__doc__",
-                       "__annotations__", "__dict__", "__type_params__")
-PREWARM_PASSES = 16                      # > CPython 3.11's quickening warm-up of 8 calls
 READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 
 # Signals the parent handles; children put them back as they found them.
@@ -1201,120 +1194,6 @@ class Server:
 
 # ================================================================ helpers
 
-# One row of sys._debugmallocstats()'s table: class, size, pools, blocks in use, free blocks.
-PYMALLOC_ROW_RE = re.compile(r"^\s*\d+\s+(\d+)\s+\d+\s+\d+\s+(\d+)\s*$", re.M)
-FILL_MAX_OBJECTS = 200000
-
-
-def pymalloc_free_blocks():
-    """{block size: free blocks in partly used pools} of CPython's small-object
-    allocator, from the table sys._debugmallocstats() writes to fd 2; {} where
-    this Python has no such table."""
-    debug = getattr(sys, "_debugmallocstats", None)
-    if debug is None or not hasattr(os, "memfd_create"):
-        return {}
-    flush_stdio()
-    fd = os.memfd_create("forkserver-mallocstats")
-    try:
-        saved = os.dup(2)
-        try:
-            os.dup2(fd, 2)
-            debug()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        text = os.pread(fd, 1 << 20, 0).decode("ascii", "replace")
-    finally:
-        os.close(fd)
-    return {int(size): int(free) for size, free in PYMALLOC_ROW_RE.findall(text)}
-
-
-def fill_allocator_holes():
-    """Fill the free blocks of the allocator's partly used pools; return the
-    filler, which the parent keeps.
-
-    A child's new objects then go into fresh, contiguous blocks instead of
-    into holes left by the parent's freed objects, scattered over pages the
-    child shares with the parent: each page written there is a page copied
-    (about 20 per hello child, docs/performance.md).  The blocks were already
-    resident, so the parent hardly grows.  Every object made here is of a
-    size class the table names: object() is 16 bytes, a float 24 (class 32),
-    bytes(n) 33 + n."""
-    filler = []
-    empty = sys.getsizeof(b"")
-    for size, free in sorted(pymalloc_free_blocks().items(), reverse=True):
-        count = min(free, FILL_MAX_OBJECTS - len(filler))
-        # Iterating over bytes(count) yields the cached int 0: no temporary
-        # object that would free a block again.
-        if size == 16:
-            filler.extend([object() for _ in bytes(count)])
-        elif size == 32:
-            filler.extend(map(float, bytes(count)))
-        elif size >= empty + 1:
-            filler.extend([bytes(size - empty) for _ in bytes(count)])
-    return filler
-
-
-# Huge pages for the parent's heap (collapse_heap).  MADV_COLLAPSE is Linux 6.1's
-# synchronous khugepaged: it works whatever the THP sysfs mode but "never".
-MADV_COLLAPSE = 25
-HUGE_PAGE_BYTES = 2 << 20
-PAGE_BYTES = 4096
-# Collapse a 2 MiB range only when this many of its 512 pages are resident: the
-# collapse makes the rest resident too, so the parent grows by at most 1/8.
-HUGE_PAGE_MIN_RESIDENT = 448
-
-
-def collapse_heap():
-    """Back the nearly full 2 MiB ranges of the parent's heap with huge pages;
-    return the bytes collapsed (0 where the kernel cannot).
-
-    fork() copies one page-table entry per 4 KiB page of the parent's private
-    memory and the child's exit tears them down again: that is most of what a
-    fork costs.  A huge page is one entry.  A child that writes into one gets
-    it split back to 4 KiB entries and copies only the page it wrote, so the
-    gain is the ranges no child writes (docs/performance.md, "Fourth pass").
-    Run at start only: after a SIGHUP the heap also holds what the allocator
-    freed of the old app, and collapsing that would copy it into huge pages
-    (a reload test saw the parent 20 MB larger for a while)."""
-    if not sys.platform.startswith("linux"):
-        return 0
-    try:
-        import ctypes
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-        with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
-            ranges = [start for start in heap_huge_ranges(maps)
-                      if resident_pages(pagemap, start) >= HUGE_PAGE_MIN_RESIDENT]
-    except (ImportError, OSError, AttributeError, TypeError, ValueError):
-        return 0   # no ctypes, no /proc (a container may hide pagemap)
-    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    # Each range is tried on its own: EINVAL means an old kernel or THP "never",
-    # but also one mapping marked MADV_NOHUGEPAGE, and ENOMEM/EAGAIN one range
-    # the kernel had no huge page for.  A failed call costs about a microsecond.
-    return sum(HUGE_PAGE_BYTES for start in ranges
-               if madvise(start, HUGE_PAGE_BYTES, MADV_COLLAPSE) == 0)
-
-
-def heap_huge_ranges(maps):
-    """Start addresses of the 2 MiB-aligned ranges inside the private anonymous
-    mappings listed in /proc/self/maps (the heap and the allocator's arenas)."""
-    for line in maps:
-        fields = line.split()
-        if fields[1] != "rw-p" or fields[5:] not in ([], ["[heap]"]):
-            continue
-        low, high = (int(x, 16) for x in fields[0].split("-"))
-        start = -(-low // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
-        yield from range(start, high - HUGE_PAGE_BYTES + 1, HUGE_PAGE_BYTES)
-
-
-def resident_pages(pagemap, start):
-    """How many 4 KiB pages of the 2 MiB range at ``start`` are resident
-    (bit 63 of each /proc/self/pagemap entry)."""
-    pagemap.seek(start // PAGE_BYTES * 8)
-    entries = memoryview(pagemap.read(HUGE_PAGE_BYTES // PAGE_BYTES * 8)).cast("Q")
-    return sum(entry >> 63 for entry in entries)
-
-
 def exited_children():
     """Yield (pid, status) from waitpid(-1, WNOHANG) until it returns 0 or ECHILD."""
     while True:
@@ -1511,242 +1390,8 @@ def build_handler_config(opts, log, set_title, listeners, handback=None):
 
 
 def prewarm(app, config, path, log, first=()):
-    """--prewarm: a synthetic GET through the app in the parent, so lazy
-    imports and first-request setup are done once and inherited by children.
-    Repeated PREWARM_PASSES times: Python 3.11 specializes a function's
-    bytecode in place after a few calls (PEP 659), and until then every call
-    writes to the code object, which costs each child a copy-on-write page.
-    After the first pass, the code the request ran is copied side by side,
-    after ``first`` (relocate_code), and the later passes specialize the copies."""
-    check_prewarm(app, config, path)   # lazy imports and set-up first
-    quiet = Log(error_fd=log.error_fd, level="critical")
-    hot = list(first) + code_run_by(prewarm_once, app, config, path, quiet)
-    log.debug("prewarm: %d function objects and %d code objects moved together"
-              % (relocate(hot), len(hot)))
-    for _ in range(PREWARM_PASSES - 2):
-        prewarm_once(app, config, path, quiet)
-    log.info("prewarm GET %s: %s" % (path, prewarm_once(app, config, path, quiet)))
-
-
-class CapturedLog(Log):
-    """A Log that keeps its lines instead of writing them."""
-
-    def __init__(self):
-        super().__init__(error_fd=-1, level="warning")
-        self.lines = []
-
-    def write_line(self, fd, line):
-        self.lines.append(line)
-
-
-def check_prewarm(app, config, path):
-    """The first --prewarm request: an app that fails it (raises, exits, answers
-    5xx or nothing) stops the start (AppLoadError), with its own traceback."""
-    captured = CapturedLog()
-    status = prewarm_once(app, config, path, captured)
-    code = status.split(" ", 2)[1:2]
-    if code and code[0].isdigit() and int(code[0]) < 500:
-        return
-    detail = without_our_frames("\n".join(captured.lines))
-    raise AppLoadError("--prewarm GET %s answered %s%s" % (
-        path, status, (":\n" + detail) if detail else ""))
-
-
-def without_our_frames(text):
-    """A logged traceback without the frames of forkserver's own files."""
-    ours = (os.path.abspath(__file__), os.path.abspath(wsgi_handler.__file__))
-    kept, skipping = [], False
-    for line in text.splitlines():
-        if line.startswith('  File "'):
-            skipping = line[8:].partition('"')[0] in ours
-        elif not line.startswith("    "):
-            skipping = False
-        if not skipping:
-            kept.append(line)
-    return "\n".join(kept)
-
-
-def code_run_by(call, *args):
-    """The code objects of every Python function that call(*args) runs, in
-    the order they first ran."""
-    seen, order = set(), []
-
-    def note(frame, event, arg):
-        # By id: code objects compare equal by content, even across files.
-        if event == "call" and id(frame.f_code) not in seen:
-            seen.add(id(frame.f_code))
-            order.append(frame.f_code)
-    previous = sys.getprofile()   # an app's profiler, if any, is put back
-    sys.setprofile(note)
-    try:
-        call(*args)
-    finally:
-        sys.setprofile(previous)
-    return order
-
-
-def relocate(codes):
-    """Lay out the functions that run ``codes``, then the code objects, side
-    by side; return how many function objects moved."""
-    moved = relocate_functions(codes)   # first: relocate_code rebinds the copies
-    relocate_code(codes)
-    return moved
-
-
-def relocate_code(codes):
-    """Give the functions of ``codes`` fresh copies of their code objects,
-    made one after another, so that they sit together in memory; return how
-    many functions were rebound.
-
-    Every child writes to the code object of each function it runs (the
-    reference count a frame takes).  Spread over the heap as import left them,
-    a request's code objects cost a child one copy-on-write page each; side
-    by side they share pages (docs/performance.md: about 50 fewer faults per
-    Flask child).  A code object nested in another (a generator expression, a
-    closure) is copied too, and the copy put in its parent's constants, so
-    that functions made at run time get it.  Code objects are matched by
-    identity: two equal ones (same content, another file) are not the same."""
-    hot = {id(code) for code in codes}
-    copies = {}   # id(original) -> copy; ``codes`` keeps the originals alive
-
-    def copy(code):
-        if id(code) not in copies:
-            consts = code.co_consts
-            if any(type(c) is CodeType and id(c) in hot for c in consts):
-                consts = tuple(copy(c) if type(c) is CodeType and id(c) in hot else c
-                               for c in consts)
-            copies[id(code)] = code.replace(co_consts=consts)
-        return copies[id(code)]
-    for code in codes:
-        copy(code)
-    rebound = 0
-    for obj in gc.get_objects():
-        if type(obj) is FunctionType and id(obj.__code__) in copies:
-            obj.__code__ = copies[id(obj.__code__)]
-            rebound += 1
-    return rebound
-
-
-def relocate_functions(codes):
-    """Replace the functions whose code is in ``codes`` by copies made one
-    after another, so that they sit together in memory; return how many were
-    replaced.
-
-    A call writes the function object's reference count, as it writes the
-    code object's (relocate_code): spread over the heap, a request's functions
-    cost a child a copy-on-write page each.  A function is replaced only where
-    every reference to it can be pointed at the copy (a dict value, a list
-    item, a closure cell) and those references are all there are: its
-    reference count says so.  Any other holder (a tuple, a bound method, a
-    C object, a weak reference, a running frame) leaves it where it is, so
-    ``is`` keeps holding everywhere."""
-    rank = {id(code): i for i, code in enumerate(codes)}
-    funcs = sorted((f for f in gc.get_objects()
-                    if type(f) is FunctionType and id(f.__code__) in rank),
-                   key=lambda f: rank[id(f.__code__)])
-    for func in funcs:
-        func.__dict__, func.__annotations__   # made now if absent, not among the copies
-    places = function_holders(funcs)
-    filler = fill_allocator_holes()   # the copies go into fresh pools, together
-    copies = []
-    for func in funcs:
-        # Besides ``places``: ``funcs``, this loop's variable, getrefcount's argument.
-        found = places.get(id(func))
-        if found is not None and sys.getrefcount(func) == len(found) + 3 \
-                and not getweakrefcount(func):
-            copies.append((found, copy_function(func)))
-    del filler
-    func = funcs = None   # the originals go with their last references
-    return sum(repoint(found, copy) for found, copy in copies)
-
-
-def repoint(found, copy):
-    """Point every reference in ``found`` at ``copy``; False, with nothing
-    changed, if a class refuses the new attribute (a metaclass's __setattr__)."""
-    classes = [(owner, key) for holder, key, owner in found if owner is not None]
-    for done, (owner, key) in enumerate(classes):
-        original = vars(owner)[key]
-        try:
-            setattr(owner, key, copy)   # through setattr, for the type cache
-        except Exception:   # noqa: BLE001 - whatever the metaclass raises
-            for undo_owner, undo_key in classes[:done]:
-                setattr(undo_owner, undo_key, original)
-            return False
-    for holder, key, owner in found:
-        if owner is None and type(holder) is CellType:
-            holder.cell_contents = copy
-        elif owner is None:
-            holder[key] = copy
-    return True
-
-
-def function_holders(funcs):
-    """{id(func): [(holder, key, owning class or None)]}: the references to
-    each of ``funcs`` that can be repointed, found in one scan of the heap
-    (gc.get_referrers).  Any other reference (a tuple, a dict key, a C
-    object) is not listed; the caller's reference count check then keeps that
-    function where it is."""
-    wanted = {id(func) for func in funcs}
-    places = {}
-    holders = [h for h in gc.get_referrers(*funcs) if h is not funcs]
-    owners = classes_of_dicts([h for h in holders if type(h) is dict])
-    for holder in holders:
-        kind = type(holder)
-        if kind is dict:
-            entries = [(key, id(value)) for key, value in holder.items()
-                       if id(value) in wanted]
-        elif kind is list:
-            entries = [(i, id(value)) for i, value in enumerate(holder) if id(value) in wanted]
-        elif kind is CellType:
-            entries = [(None, id(holder.cell_contents))]
-        else:
-            continue
-        owner = owners.get(id(holder))
-        for key, func_id in entries:
-            places.setdefault(func_id, []).append((holder, key, owner))
-    return places
-
-
-def classes_of_dicts(namespaces):
-    """{id(namespace): the class whose __dict__ it is} for those of ``namespaces``
-    that are a class's."""
-    wanted = {id(namespace) for namespace in namespaces}
-    owners = {}
-    for obj in gc.get_referrers(*namespaces) if namespaces else ():
-        if isinstance(obj, type):
-            for namespace in gc.get_referents(obj.__dict__):
-                if id(namespace) in wanted:
-                    owners[id(namespace)] = obj
-    return owners
-
-
-def copy_function(func):
-    """A new function object equal to ``func`` in all but identity; its
-    attribute dict is the same object."""
-    copy = FunctionType(func.__code__, func.__globals__, func.__name__, func.__defaults__,
-                        func.__closure__)
-    for name in FUNCTION_ATTRIBUTES:
-        if hasattr(func, name):
-            setattr(copy, name, getattr(func, name))
-    return copy
-
-
-def prewarm_once(app, config, path, log):
-    """GET path through the app, the handler logging to log; the status line."""
-    ours, theirs = socket.socketpair()
-    try:
-        theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                       % path.encode("latin-1"))
-        cfg = wsgi_handler.HandlerConfig(limits=config.limits, log=log, send_timeout=1.0)
-        wsgi_handler.serve_connection(ours, ("127.0.0.1", 0), app, cfg)
-        theirs.settimeout(1.0)
-        status = theirs.recv(64).split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        return status or "no response"
-    except OSError as exc:
-        return "no response (%s)" % exc
-    finally:
-        ours.close()
-        theirs.close()
+    """--prewarm (forkparts.prewarm), through the child's entry point."""
+    forkparts.prewarm.prewarm(serve_connection, app, config, path, log, first)
 
 
 def parent_death_signal(parent_pid):

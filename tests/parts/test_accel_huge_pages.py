@@ -1,4 +1,4 @@
-"""The parent's heap in huge pages (forkserver.collapse_heap): fork() copies
+"""The parent's heap in huge pages (forkparts.accel.collapse_heap): fork() copies
 a 2 MiB huge page as one page-table entry instead of 512
 (docs/performance.md, "Huge pages")."""
 import ctypes
@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
-import forkserver
+from forkparts import accel
 from tests.conftest import ROOT, http_get, needs
 
-HUGE = forkserver.HUGE_PAGE_BYTES
-PAGE = forkserver.PAGE_BYTES
+HUGE = accel.HUGE_PAGE_BYTES
+PAGE = accel.PAGE_BYTES
 MADV_NOHUGEPAGE = 15
 PROT_RW = 0x1 | 0x2
 MAP_PRIVATE_ANONYMOUS = 0x02 | 0x20
@@ -53,13 +53,13 @@ def kernel_collapses():
     try:
         start = -(-address // HUGE) * HUGE
         ctypes.memset(start, 1, HUGE)
-        return madvise(start, HUGE, forkserver.MADV_COLLAPSE) == 0
+        return madvise(start, HUGE, accel.MADV_COLLAPSE) == 0
     finally:
         unmap()
 
 
 def test_the_ranges_are_the_aligned_2mib_ones_inside_private_anonymous_memory():
-    starts = list(forkserver.heap_huge_ranges(MAPS.splitlines()))
+    starts = list(accel.heap_huge_ranges(MAPS.splitlines()))
     # Not the library's data, the read-only mapping, the 1 MiB one or the stack.
     assert starts == [0x55d0a0000000, 0x55d0a0200000, 0x7f0000200000, 0x7f0000400000]
 
@@ -74,9 +74,9 @@ def test_resident_pages_counts_the_pages_written():
         for i in range(100):
             ctypes.memset(start + 3 * i * PAGE, 1, 1)
         with open("/proc/self/pagemap", "rb") as pagemap:
-            assert forkserver.resident_pages(pagemap, start) == 100
+            assert accel.resident_pages(pagemap, start) == 100
             ctypes.memset(start + PAGE, 1, 1)          # a page between two written ones
-            assert forkserver.resident_pages(pagemap, start) == 101
+            assert accel.resident_pages(pagemap, start) == 101
     finally:
         unmap()
 
@@ -84,8 +84,8 @@ def test_resident_pages_counts_the_pages_written():
 COLLAPSE_SCRIPT = r"""
 import ctypes, json, sys
 sys.path.insert(0, ROOT)
-import forkserver
-from tests.test_huge_pages import private_mapping, HUGE, PAGE, MADV_NOHUGEPAGE, libc_function
+from forkparts import accel
+from tests.parts.test_accel_huge_pages import private_mapping, HUGE, PAGE, MADV_NOHUGEPAGE, libc_function
 
 def huge_kb(low=0, high=1 << 64):
     # AnonHugePages of the mappings that overlap [low, high) (/proc/self/smaps).
@@ -101,7 +101,7 @@ def huge_kb(low=0, high=1 << 64):
 
 def resident(start):
     with open("/proc/self/pagemap", "rb") as pagemap:
-        return forkserver.resident_pages(pagemap, start)
+        return accel.resident_pages(pagemap, start)
 
 madvise = libc_function("madvise", ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 # Eight aligned 2 MiB ranges, all written; the lower four marked NOHUGEPAGE, so
@@ -116,7 +116,7 @@ sparse_start = -(-sparse // HUGE) * HUGE
 for i in range(10):
     ctypes.memset(sparse_start + 40 * i * PAGE, 1, 1)
 sparse_before = resident(sparse_start)
-done = forkserver.collapse_heap()
+done = accel.collapse_heap()
 print(json.dumps(dict(done=done, total_kb=huge_kb(), refused_kb=huge_kb(dense_start, middle),
                       collapsed_kb=huge_kb(middle, dense_end), sparse_before=sparse_before,
                       sparse_after=resident(sparse_start))))

@@ -1,0 +1,188 @@
+"""Accelerations: the performance tricks, on the server's own objects only.
+
+DESIGN note: this is the one module of tricks that trade clarity for copy-on-
+write page faults or fork time (docs/performance.md gives each one's figure).
+Each is a function acting on the server's own objects (its heap, its code,
+its listeners), never on the app's, a framework's or the standard library's
+(DESIGN.md, issue 15); each says which private API it uses and why a public
+one cannot do it.  The rest of the server reads correctly without any of
+them: take this module away and only the figures change.
+"""
+
+import gc
+import os
+import re
+import sys
+from types import CodeType, FunctionType
+
+from forkparts.apps import is_our_file
+
+
+# One row of sys._debugmallocstats()'s table: class, size, pools, blocks in use, free blocks.
+PYMALLOC_ROW_RE = re.compile(r"^\s*\d+\s+(\d+)\s+\d+\s+\d+\s+(\d+)\s*$", re.M)
+FILL_MAX_OBJECTS = 200000
+
+
+def pymalloc_free_blocks():
+    """{block size: free blocks in partly used pools} of CPython's small-object
+    allocator, from the table sys._debugmallocstats() writes to fd 2; {} where
+    this Python has no such table."""
+    debug = getattr(sys, "_debugmallocstats", None)
+    if debug is None or not hasattr(os, "memfd_create"):
+        return {}
+    try:
+        sys.stderr.flush()   # what Python holds for fd 2 goes there, not into the table
+    except (AttributeError, ValueError, OSError):
+        pass
+    fd = os.memfd_create("forkserver-mallocstats")
+    try:
+        saved = os.dup(2)
+        try:
+            os.dup2(fd, 2)
+            debug()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        text = os.pread(fd, 1 << 20, 0).decode("ascii", "replace")
+    finally:
+        os.close(fd)
+    return {int(size): int(free) for size, free in PYMALLOC_ROW_RE.findall(text)}
+
+
+def fill_allocator_holes():
+    """Fill the free blocks of the allocator's partly used pools; return the
+    filler, which the parent keeps.
+
+    A child's new objects then go into fresh, contiguous blocks instead of
+    into holes left by the parent's freed objects, scattered over pages the
+    child shares with the parent: each page written there is a page copied
+    (about 20 per hello child, docs/performance.md).  The blocks were already
+    resident, so the parent hardly grows.  Every object made here is of a
+    size class the table names: object() is 16 bytes, a float 24 (class 32),
+    bytes(n) 33 + n."""
+    filler = []
+    empty = sys.getsizeof(b"")
+    for size, free in sorted(pymalloc_free_blocks().items(), reverse=True):
+        count = min(free, FILL_MAX_OBJECTS - len(filler))
+        # Iterating over bytes(count) yields the cached int 0: no temporary
+        # object that would free a block again.
+        if size == 16:
+            filler.extend([object() for _ in bytes(count)])
+        elif size == 32:
+            filler.extend(map(float, bytes(count)))
+        elif size >= empty + 1:
+            filler.extend([bytes(size - empty) for _ in bytes(count)])
+    return filler
+
+
+# Huge pages for the parent's heap (collapse_heap).  MADV_COLLAPSE is Linux 6.1's
+# synchronous khugepaged: it works whatever the THP sysfs mode but "never".
+MADV_COLLAPSE = 25
+HUGE_PAGE_BYTES = 2 << 20
+PAGE_BYTES = 4096
+# Collapse a 2 MiB range only when this many of its 512 pages are resident: the
+# collapse makes the rest resident too, so the parent grows by at most 1/8.
+HUGE_PAGE_MIN_RESIDENT = 448
+
+
+def collapse_heap():
+    """Back the nearly full 2 MiB ranges of the parent's heap with huge pages;
+    return the bytes collapsed (0 where the kernel cannot).
+
+    fork() copies one page-table entry per 4 KiB page of the parent's private
+    memory and the child's exit tears them down again: that is most of what a
+    fork costs.  A huge page is one entry.  A child that writes into one gets
+    it split back to 4 KiB entries and copies only the page it wrote, so the
+    gain is the ranges no child writes (docs/performance.md, "Fourth pass").
+    Run at start only: after a SIGHUP the heap also holds what the allocator
+    freed of the old app, and collapsing that would copy it into huge pages
+    (a reload test saw the parent 20 MB larger for a while)."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    try:
+        import ctypes
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        with open("/proc/self/maps") as maps, open("/proc/self/pagemap", "rb") as pagemap:
+            ranges = [start for start in heap_huge_ranges(maps)
+                      if resident_pages(pagemap, start) >= HUGE_PAGE_MIN_RESIDENT]
+    except (ImportError, OSError, AttributeError, TypeError, ValueError):
+        return 0   # no ctypes, no /proc (a container may hide pagemap)
+    madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    # Each range is tried on its own: EINVAL means an old kernel or THP "never",
+    # but also one mapping marked MADV_NOHUGEPAGE, and ENOMEM/EAGAIN one range
+    # the kernel had no huge page for.  A failed call costs about a microsecond.
+    return sum(HUGE_PAGE_BYTES for start in ranges
+               if madvise(start, HUGE_PAGE_BYTES, MADV_COLLAPSE) == 0)
+
+
+def heap_huge_ranges(maps):
+    """Start addresses of the 2 MiB-aligned ranges inside the private anonymous
+    mappings listed in /proc/self/maps (the heap and the allocator's arenas)."""
+    for line in maps:
+        fields = line.split()
+        if fields[1] != "rw-p" or fields[5:] not in ([], ["[heap]"]):
+            continue
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        start = -(-low // HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES
+        yield from range(start, high - HUGE_PAGE_BYTES + 1, HUGE_PAGE_BYTES)
+
+
+def resident_pages(pagemap, start):
+    """How many 4 KiB pages of the 2 MiB range at ``start`` are resident
+    (bit 63 of each /proc/self/pagemap entry)."""
+    pagemap.seek(start // PAGE_BYTES * 8)
+    entries = memoryview(pagemap.read(HUGE_PAGE_BYTES // PAGE_BYTES * 8)).cast("Q")
+    return sum(entry >> 63 for entry in entries)
+
+
+def relocate(codes):
+    """Lay out our own code objects among ``codes`` side by side
+    (relocate_code); return how many of our functions were rebound."""
+    return relocate_code(codes)
+
+
+def our_codes(codes, is_ours):
+    """Those of ``codes`` whose file is ours, in order (is_ours asked once a file)."""
+    files = {}
+    for code in codes:
+        if code.co_filename not in files:
+            files[code.co_filename] = is_ours(code.co_filename)
+    return [code for code in codes if files[code.co_filename]]
+
+
+def relocate_code(codes, is_ours=is_our_file):
+    """Give our functions among those of ``codes`` fresh copies of their code
+    objects, made one after another, so that they sit together in memory;
+    return how many functions were rebound.  A code object is ours when its
+    file is (``is_ours(co_filename)``: forkserver.py, wsgi_handler.py and
+    this package); any other (the app's, a framework's, the standard
+    library's) is left alone, and so is every function running it.
+
+    Every child writes to the code object of each function it runs (the
+    reference count a frame takes).  Spread over the heap as import left them,
+    a request's code objects cost a child one copy-on-write page each; side
+    by side they share pages (docs/performance.md: about 50 fewer faults per
+    Flask child).  A code object nested in another (a generator expression, a
+    closure) is copied too, and the copy put in its parent's constants, so
+    that functions made at run time get it.  Code objects are matched by
+    identity: two equal ones (same content, another file) are not the same."""
+    codes = our_codes(codes, is_ours)
+    hot = {id(code) for code in codes}
+    copies = {}   # id(original) -> copy; ``codes`` keeps the originals alive
+
+    def copy(code):
+        if id(code) not in copies:
+            consts = code.co_consts
+            if any(type(c) is CodeType and id(c) in hot for c in consts):
+                consts = tuple(copy(c) if type(c) is CodeType and id(c) in hot else c
+                               for c in consts)
+            copies[id(code)] = code.replace(co_consts=consts)
+        return copies[id(code)]
+    for code in codes:
+        copy(code)
+    rebound = 0
+    for obj in gc.get_objects():
+        if type(obj) is FunctionType and id(obj.__code__) in copies:
+            obj.__code__ = copies[id(obj.__code__)]
+            rebound += 1
+    return rebound
