@@ -51,7 +51,8 @@ from wsgi_handler import (EXIT_ERROR, EXIT_HOOK_FAILED, EXIT_MEMORY_LIMIT, Drain
                           close_socket, format_addr, serve_connection)
 
 import forkparts.prewarm
-from forkparts.accel import collapse_heap, fill_allocator_holes, relocate
+from forkparts.accel import (collapse_heap, configure as configure_accel, fill_allocator_holes,
+                             relocate)
 from forkparts.apps import AppLoadError, AppLoader, setup_paths
 from forkparts.cli import DEFAULT_MAX_PENDING, UsageError
 from forkparts.configfile import parse_options
@@ -1458,6 +1459,7 @@ def run(opts, hooks, log):
     app = loader.load()
     # Binds, writes the pidfile, then drops privileges (--user/--group).
     listeners = open_listeners(opts)
+    configure_accel(opts, log, listeners)   # the tricks' switches and version gates
     if opts.pidfile and not writable_by(os.path.dirname(os.path.abspath(opts.pidfile)),
                                         os.geteuid(), os.getegid()):
         log.warning("--pidfile %r: its directory is not writable by uid %d, so the pidfile "

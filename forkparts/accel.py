@@ -13,9 +13,83 @@ import gc
 import os
 import re
 import sys
-from types import CodeType, FunctionType
+from socket import socket as PySocket
+from types import CodeType, FunctionType, MethodType
+
+from _socket import socket as _c_socket
 
 from forkparts.apps import is_our_file
+
+# Each trick's version gate: the first and last CPython (major, minor) it runs
+# on.  Its figures were measured on 3.11 (docs/performance.md); the private
+# APIs were checked from 3.9 to 3.13.  A measurement narrows these later.
+HUGE_PAGES_PYTHONS = ((3, 9), (3, 13))
+ALLOCATOR_FILL_PYTHONS = ((3, 9), (3, 13))
+CODE_LAYOUT_PYTHONS = ((3, 9), (3, 13))
+FAST_ACCEPT_PYTHONS = ((3, 9), (3, 13))
+# option dest -> (version gate, what the log line calls it)
+TRICKS = {"huge_pages": (HUGE_PAGES_PYTHONS, "huge pages"),
+          "allocator_fill": (ALLOCATOR_FILL_PYTHONS, "allocator fill"),
+          "code_layout": (CODE_LAYOUT_PYTHONS, "code layout"),
+          "fast_accept": (FAST_ACCEPT_PYTHONS, "fast accept")}
+# Which tricks are on: all until configure() reads the switches (today's default).
+enabled = dict.fromkeys(TRICKS, True)
+# --fast-accept/--no-fast-accept: what neither of them means (a measurement decides).
+FAST_ACCEPT_BY_DEFAULT = True
+
+
+def configure(opts, log, listeners, version=sys.version_info[:2]):
+    """Read the switches (--no-huge-pages, --no-allocator-fill,
+    --no-code-layout, --no-fast-accept) and the version gates into
+    ``enabled``, one info line for each trick a gate turns off; install the
+    fast accept on our listeners if it is on."""
+    for name, (gate, what) in TRICKS.items():
+        on = getattr(opts, name)
+        if on is None:   # a pair of switches, neither given (--fast-accept)
+            on = FAST_ACCEPT_BY_DEFAULT
+        if on and not gate[0] <= version <= gate[1]:
+            log.info("%s: off on Python %d.%d (measured on %d.%d to %d.%d)"
+                     % ((what,) + version + gate[0] + gate[1]))
+            on = False
+        enabled[name] = on
+    opts.huge_pages = enabled["huge_pages"]   # the Server reads the switch
+    if enabled["fast_accept"]:
+        install_fast_accept(listeners)
+
+
+# ------------------------------------------------------------ fast accept
+
+# Bound once: PySocket.__new__ and the C socket's __init__ (see fast_accept).
+new_socket, init_socket = PySocket.__new__, _c_socket.__init__
+
+
+def fast_accept(listener):
+    """(socket, address) of the next connection, as Listener.accept() returns
+    it, minus the Python layers of socket.py.
+
+    socket.socket.accept() converts family and type to enums for the new
+    object and runs socket.py's Python __init__: about 20 pages the parent
+    writes per connection, each a copy-on-write fault after a fork.  This
+    calls the private ``listener.sock._accept()`` (the C accept, returning
+    the fd), then builds the socket.socket with ``PySocket.__new__`` and the
+    C ``_socket.socket.__init__``, and sets the two slots socket.py's
+    __init__ sets (``_io_refs``, ``_closed``).  No public API makes a
+    socket.socket from an accepted fd without those Python frames."""
+    fd, addr = listener.sock._accept()
+    sock = new_socket(PySocket)
+    init_socket(sock, listener.family, listener.type, 0, fd)
+    sock._io_refs, sock._closed = 0, False
+    return sock, addr
+
+
+def install_fast_accept(listeners):
+    """Make each of our Listeners' accept() the fast one (an attribute of that
+    instance: the Listener class and socket.socket stay as they are)."""
+    for listener in listeners:
+        listener.accept = MethodType(fast_accept, listener)
+
+
+# -------------------------------------------------------- the heap and code
 
 
 # One row of sys._debugmallocstats()'s table: class, size, pools, blocks in use, free blocks.
@@ -26,7 +100,12 @@ FILL_MAX_OBJECTS = 200000
 def pymalloc_free_blocks():
     """{block size: free blocks in partly used pools} of CPython's small-object
     allocator, from the table sys._debugmallocstats() writes to fd 2; {} where
-    this Python has no such table."""
+    this Python has no such table.
+
+    Private API: sys._debugmallocstats(), whose text is parsed from a
+    memfd put in place of fd 2 for the call.  No public API reports
+    pymalloc's free blocks per size class (sys.getallocatedblocks() counts
+    only the blocks in use, tracemalloc sees objects, not pools)."""
     debug = getattr(sys, "_debugmallocstats", None)
     if debug is None or not hasattr(os, "memfd_create"):
         return {}
@@ -59,8 +138,11 @@ def fill_allocator_holes():
     (about 20 per hello child, docs/performance.md).  The blocks were already
     resident, so the parent hardly grows.  Every object made here is of a
     size class the table names: object() is 16 bytes, a float 24 (class 32),
-    bytes(n) 33 + n."""
+    bytes(n) 33 + n.  Off with --no-allocator-fill (returns []).  Private
+    API: the free-block table of sys._debugmallocstats (pymalloc_free_blocks)."""
     filler = []
+    if not enabled["allocator_fill"]:
+        return filler
     empty = sys.getsizeof(b"")
     for size, free in sorted(pymalloc_free_blocks().items(), reverse=True):
         count = min(free, FILL_MAX_OBJECTS - len(filler))
@@ -96,7 +178,11 @@ def collapse_heap():
     gain is the ranges no child writes (docs/performance.md, "Fourth pass").
     Run at start only: after a SIGHUP the heap also holds what the allocator
     freed of the old app, and collapsing that would copy it into huge pages
-    (a reload test saw the parent 20 MB larger for a while)."""
+    (a reload test saw the parent 20 MB larger for a while).
+
+    Off with --no-huge-pages.  No private CPython API: madvise(2) through
+    ctypes, and /proc/self/maps and pagemap.  The public mmap.madvise()
+    acts only on a mapping Python made, not on the allocator's heap."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -137,8 +223,9 @@ def resident_pages(pagemap, start):
 
 def relocate(codes):
     """Lay out our own code objects among ``codes`` side by side
-    (relocate_code); return how many of our functions were rebound."""
-    return relocate_code(codes)
+    (relocate_code); return how many of our functions were rebound (0 with
+    --no-code-layout)."""
+    return relocate_code(codes) if enabled["code_layout"] else 0
 
 
 def our_codes(codes, is_ours):
@@ -165,7 +252,9 @@ def relocate_code(codes, is_ours=is_our_file):
     Flask child).  A code object nested in another (a generator expression, a
     closure) is copied too, and the copy put in its parent's constants, so
     that functions made at run time get it.  Code objects are matched by
-    identity: two equal ones (same content, another file) are not the same."""
+    identity: two equal ones (same content, another file) are not the same.
+    No private API, but it sets ``__code__`` of live functions, which only our
+    own may have done to them; there is no public way to move an object."""
     codes = our_codes(codes, is_ours)
     hot = {id(code) for code in codes}
     copies = {}   # id(original) -> copy; ``codes`` keeps the originals alive

@@ -84,13 +84,24 @@ def add_app_options(p):
                    help="comma-separated directories to put on sys.path")
     g.add_argument("--prewarm", metavar="PATH",
                    help="send GET PATH through the app before serving (runs app code): "
-                   "first-request set-up is done once, and the functions and code it runs "
-                   "are laid out together for every child")
+                   "first-request set-up is done once, and the server's own code it runs "
+                   "is laid out together for every child")
     g.add_argument("--reload", action="store_true",
                    help="development: reload when a source file of the app changes")
     g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
                    help="keep the parent's heap in 4 KiB pages (by default its nearly "
                    "full 2 MiB ranges become huge pages, which fork copies as one entry)")
+    g.add_argument("--no-allocator-fill", dest="allocator_fill", action="store_false",
+                   help="leave the holes in the allocator's pools (by default they are "
+                   "filled before forking, so children's new objects go to fresh pages)")
+    g.add_argument("--no-code-layout", dest="code_layout", action="store_false",
+                   help="leave the server's own code objects where import put them (by "
+                   "default those run per connection are copied side by side)")
+    g.add_argument("--fast-accept", dest="fast_accept", action="store_true", default=None,
+                   help="accept with socket.py's C layer only, without its Python "
+                   "__init__ (the default for now)")
+    g.add_argument("--no-fast-accept", dest="fast_accept", action="store_false",
+                   help="accept with the public socket.accept()")
 
 
 def add_supervision_options(p):

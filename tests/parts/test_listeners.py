@@ -30,3 +30,17 @@ def test_tcp_listener_defers_accept_until_data_arrives():
             client.close()
     finally:
         listener.close()
+
+
+def test_listener_accept_returns_a_socket_object_and_the_peer_address():
+    listener = bind_inet(("127.0.0.1", 0), BACKLOG, 0)
+    client = socket.create_connection(listener.sock.getsockname()[:2])
+    try:
+        sock, addr = listener.accept()
+        with sock:
+            assert type(sock) is socket.socket and addr == client.getsockname()
+            client.sendall(b"ping")
+            assert sock.recv(4) == b"ping"
+    finally:
+        client.close()
+        listener.close()
