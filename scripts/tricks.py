@@ -12,9 +12,17 @@ Both are warmed first (--warmup sequential requests each, uncounted).  A
 round then sends --requests sequential requests, one connection each
 (``Connection: close``, a plain socket client, every request bounded by a
 timeout), to A then B, or to B then A: the order alternates each round, so
-neither side always runs first.  Before and after each side's run the script
-waits until the server has reaped every child (its /proc/PID/task/PID/children
-is empty), then reads the parent's /proc/PID/stat:
+neither side always runs first.  Each round starts a new pair of servers:
+within one server the faults per child repeat to a fraction of a fault, but
+between two starts of the same command they differ by ten or more (where
+the heap and the mappings land), so rounds on one pair would give a narrow
+interval that holds for that pair's layout only, and two runs could give
+opposite verdicts.  --same-servers measures every round on one pair (faster,
+for a quick look).
+
+Before and after each side's run the script waits until the server has
+reaped every child (its /proc/PID/task/PID/children is empty: zombies are
+listed until reaped), then reads the parent's /proc/PID/stat:
 
     cminflt, cutime, cstime   the rusage sums of the children the parent has
                               reaped with wait4/waitpid: exactly what wait4
@@ -254,11 +262,11 @@ def server_env():
     return env
 
 
-def start_pair(pair, args, started):
+def start_pair(pair, args, tag, started):
     """Both servers of a trick, started at once, ready, warmed."""
     sides = {}
     for side in ("on", "off"):
-        name = "%s-%s" % (pair["trick"], side)
+        name = "%s-%s-%s" % (pair["trick"], side, tag)
         sides[side] = Server(name, args.forkserver, args.app, pair[side], args.out)
         started.append(sides[side])
     for server in sides.values():
@@ -287,30 +295,39 @@ def measure_side(server, count):
             "req_per_s": count / seconds, **per_connection(before, after, count)}
 
 
-def run_rounds(sides, args, say):
-    rounds = []
-    for number in range(args.rounds):
-        order = ("on", "off") if number % 2 == 0 else ("off", "on")
-        record = {"round": number, "order": list(order)}
-        for side in order:
-            record[side] = measure_side(sides[side], args.requests)
-        rounds.append(record)
-        say("  round %2d (%s first): child faults %.1f vs %.1f, child CPU %.0f vs %.0f us"
-            % (number + 1, order[0], record["on"]["child_faults"],
-               record["off"]["child_faults"], record["on"]["child_cpu_us"],
-               record["off"]["child_cpu_us"]))
-    return rounds
+def one_round(sides, number, args, say):
+    """Both sides once, in the order of the round: on first in even rounds."""
+    order = ("on", "off") if number % 2 == 0 else ("off", "on")
+    record = {"round": number, "order": list(order),
+              "pids": {side: server.pid for side, server in sides.items()}}
+    for side in order:
+        record[side] = measure_side(sides[side], args.requests)
+    say("  round %2d (%s first): child faults %.1f vs %.1f, child CPU %.0f vs %.0f us"
+        % (number + 1, order[0], record["on"]["child_faults"], record["off"]["child_faults"],
+           record["on"]["child_cpu_us"], record["off"]["child_cpu_us"]))
+    return record
+
+
+def with_servers(pair, args, tag, work):
+    """work(sides) with a new pair of servers, always stopped after."""
+    started = []
+    try:
+        return work(start_pair(pair, args, tag, started))
+    finally:
+        stop_all(started)
 
 
 def measure_trick(pair, args, say):
-    """One trick: both servers, the rounds, the summary; servers always stopped."""
+    """One trick: the rounds, each on a new pair of servers (or all on one
+    with --same-servers), and their summary."""
     say("== %s: on %r, off %r" % (pair["trick"], pair["on"], pair["off"]))
-    started = []
-    try:
-        sides = start_pair(pair, args, started)
-        rounds = run_rounds(sides, args, say)
-    finally:
-        stop_all(started)
+    if args.same_servers:
+        rounds = with_servers(pair, args, "all", lambda sides: [
+            one_round(sides, n, args, say) for n in range(args.rounds)])
+    else:
+        rounds = [with_servers(pair, args, "r%d" % (n + 1),
+                               lambda sides, n=n: one_round(sides, n, args, say))
+                  for n in range(args.rounds)]
     return dict(pair, rounds=rounds, summary=summarize(rounds))
 
 
@@ -435,6 +452,8 @@ def parse_args(argv):
                    help="sequential requests per side per round (default %(default)s)")
     p.add_argument("--warmup", type=at_least(0), default=DEFAULT_WARMUP,
                    help="uncounted requests to each server first (default %(default)s)")
+    p.add_argument("--same-servers", action="store_true",
+                   help="one pair of servers for all rounds (default: a new pair each round)")
     p.add_argument("--forkserver", default=FORKSERVER,
                    help="the forkserver.py to measure (default: this checkout's)")
     p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
@@ -509,6 +528,7 @@ def main(argv=None):
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, raise_interrupt)
     results = {"app": args.app, "forkserver": args.forkserver, "rounds": args.rounds,
+               "same_servers": args.same_servers,
                "requests": args.requests, "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}
     try:
