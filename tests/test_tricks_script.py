@@ -1,0 +1,106 @@
+"""scripts/tricks.py: a short real run (table with figures, nothing left
+running), its errors, and the arithmetic of its intervals."""
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT
+
+TRICKS = os.path.join(ROOT, "scripts", "tricks.py")
+RUN_TIMEOUT_SECONDS = 120      # the quick run takes a few seconds; a hang fails
+NUMBER = r"[+-]\d+\.?\d*"
+CELL = r"%s \[%s, %s\]" % (NUMBER, NUMBER, NUMBER)
+
+
+def load_tricks():
+    spec = importlib.util.spec_from_file_location("tricks_under_test", TRICKS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args):
+    return subprocess.run([sys.executable, TRICKS] + list(args), capture_output=True,
+                          text=True, timeout=RUN_TIMEOUT_SECONDS)
+
+
+def servers_started(out_dir):
+    """The pid of every server the run started, from its JSON."""
+    (path,) = [p for p in os.listdir(out_dir) if p.endswith(".json")]
+    with open(os.path.join(out_dir, path)) as f:
+        results = json.load(f)
+    return results, {pid for trick in results["tricks"] for r in trick["rounds"]
+                     for pid in r["pids"].values()}
+
+
+def left_in_sessions(sids):
+    """Live processes in a session the script started (each server leads one)."""
+    left = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) in sids and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            pass
+    return left
+
+
+def test_a_quick_run_prints_the_table_with_figures_and_leaves_no_server(tmp_path):
+    out = run("--trick", "gc-freeze", "--rounds", "10", "--requests", "20", "--warmup", "20",
+              "--app", "examples.bench_apps:hello", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = [line for line in out.stdout.splitlines() if line.startswith("| gc-freeze | hello |")]
+    assert len(row) == 1, out.stdout
+    assert len(re.findall(CELL, row[0])) == 4, row[0]
+    assert re.search(r"\| \d+ / \d+ \|$", row[0]), row[0]         # req/s on / off
+    results, pids = servers_started(tmp_path)
+    rounds = results["tricks"][0]["rounds"]
+    assert len(rounds) == 10 and len(pids) == 20                 # a new pair each round
+    assert [r["order"][0] for r in rounds[:2]] == ["on", "off"]  # the order alternates
+    assert all(r[side]["child_faults"] > 50 for r in rounds for side in ("on", "off"))
+    assert left_in_sessions(pids) == []
+
+
+def test_a_server_that_does_not_start_is_named_with_its_output_and_stopped(tmp_path):
+    out = run("--on", "", "--off", "--no-such-switch", "--rounds", "10", "--out", str(tmp_path))
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "exited" in out.stdout and "unrecognized arguments: --no-such-switch" in out.stdout
+    ours = [p for p in psutil.process_iter(["cmdline"])
+            if "--no-such-switch" in (p.info["cmdline"] or [])
+            and p.status() != psutil.STATUS_ZOMBIE]
+    assert ours == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--trick", "nope"], "unknown trick nope"),
+    (["--trick", "gc-freeze", "--rounds", "9"], "must be at least 10"),
+    (["--on", "--fast-accept"], "--on and --off go together"),
+    ([], "--trick NAME or --on FLAGS --off FLAGS"),
+])
+def test_bad_arguments_exit_2_naming_the_problem(args, message):
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_interval_and_its_verdict():
+    tricks = load_tricks()
+    ci = tricks.interval([-3.0, -1.0] * 5)
+    # mean -2, sd 1.0541 (n-1), se 0.3333, t(0.975, 9) = 2.262
+    assert ci["mean"] == pytest.approx(-2.0)
+    assert ci["high"] == pytest.approx(-2.0 + 2.262 * 1.05409 / 10 ** 0.5, abs=1e-4)
+    assert tricks.verdict(ci) == "earns its keep"
+    assert tricks.verdict({"low": 0.5, "high": 2.0}) == "costs"
+    assert tricks.verdict({"low": -0.5, "high": 2.0}) == "no measurable effect"
+
+
+def test_t_quantiles_past_the_table_join_it_smoothly():
+    tricks = load_tricks()
+    assert abs(tricks.t_quantile(41) - tricks.t_quantile(40)) < 0.002
+    assert 1.96 < tricks.t_quantile(1000) < tricks.t_quantile(41) < tricks.t_quantile(40)
