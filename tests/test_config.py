@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import FORKSERVER, ROOT, http_get, unix_get
 
 EXIT_USAGE = 2
-EXIT_HOOK_FAILED = 5           # wsgi_handler.EXIT_HOOK_FAILED: post_fork raised
+EXIT_HOOK_FAILED = 5           # forkparts.exits.EXIT_HOOK_FAILED: post_fork raised
 POLL_SECONDS = 0.02
 LOG_WAIT_SECONDS = 10.0
 
