@@ -6,7 +6,8 @@ parent's accept filter can use find_head_end too.  It is strict on purpose
 (RFC 9112 / RFC 9110): each rule names its reason, and raises one HTTPError
 class per status; docs/security.md is the table of them all.  parse_head has
 two lanes, one regex pass for the common head and a line-by-line lane that
-names what is wrong.
+names what is wrong; both apply the same field policy (field_policy) for Host,
+the target and Connection.
 """
 
 import operator
@@ -113,14 +114,17 @@ def check_partial_head(buf, limits):
 def parse_head(data, limits=DEFAULT_LIMITS):
     """Parse a complete head (ending in CRLFCRLF) into a Request; pure, and
     raises one HTTPError subclass per status.  The common head is taken here in
-    one pass (each function a child runs costs it pages: docs/performance.md);
-    any other goes to parse_head_by_line, which gives the same Request or names
-    the error."""
+    one pass (each function a child runs costs it pages: docs/performance.md),
+    with Host, the target and Connection through field_policy as in the other
+    lane; any other head goes to parse_head_by_line, which gives the same
+    Request or names the error."""
     match = SIMPLE_HEAD_RE.fullmatch(data.decode("latin-1")) if len(data) <= limits.simple_head else None
     if match is None:
         return parse_head_by_line(data, limits)
     raw_line, method, target, minor, block = match.groups()
     fields, singletons, host, connection = [], [], None, None
+    # The count and repeat rules of parse_fields and build_request, in one
+    # loop; a head they would refuse goes to the other lane, which names it.
     for line in block.split("\r\n")[:-1]:   # the block ends in CRLF
         name, _, value = line.partition(":")
         name, value = name.lower(), value.strip(OWS)
@@ -135,19 +139,11 @@ def parse_head(data, limits=DEFAULT_LIMITS):
             singletons.append(name)
         else:   # a body, Expect, a singleton twice: the other lane names it
             return parse_head_by_line(data, limits)
-    if (len(fields) > limits.fields or method == "CONNECT" or (host is None and minor != "0")
-            or (host and not HOST_RE.fullmatch(host))):
+    if len(fields) > limits.fields:
         return parse_head_by_line(data, limits)
-    keep_alive = minor != "0"   # HTTP/1.1 and later persist by default (RFC 9112 9.3)
-    for token in connection.lower().split(",") if connection is not None else ():
-        token = token.strip(OWS)   # RFC 9110 5.6.1: OWS "," OWS
-        if token == "close":
-            keep_alive = False
-            break
-        if token == "keep-alive":
-            keep_alive = True   # HTTP/1.0's opt-in (RFC 9112 9.3)
-    path, _, query = target.partition("?")
-    return Request((method, target, (1, int(minor)), tuple(fields), path, query, host,
+    version = (1, int(minor))
+    path, query, host, keep_alive = field_policy(method, target, version, host, connection)
+    return Request((method, target, version, tuple(fields), path, query, host,
                     "none", 0, False, keep_alive, raw_line))
 
 
@@ -212,29 +208,44 @@ def build_request(method, target, version, headers, framing, raw_line, limits):
     for name in SINGLETON_HEADERS:
         if len(get(name, ())) > 1:
             raise BadRequest("repeated %s header" % name)
-    host = check_host(version, get("host"))
-    path, query, host = split_target(method, target, host)
+    hosts, connection = get("host"), get("connection")
+    path, query, host, keep_alive = field_policy(
+        method, target, version, hosts[0] if hosts else None,
+        ",".join(connection) if connection else None)
     te, cl = get("transfer-encoding"), get("content-length")
     body_kind, length = body_framing(version, te, cl, limits) if te or cl else ("none", 0)
-    expect, connection = get("expect"), get("connection")
+    expect = get("expect")
     return Request((
         method, target, version, tuple(headers), path, query, host, body_kind, length,
-        check_expect(version, expect) if expect else False,
-        wants_keep_alive(version, connection) if connection else version >= (1, 1),
+        check_expect(version, expect) if expect else False, keep_alive,
         raw_line.decode("latin-1")))
 
 
-def check_host(version, hosts):
-    """``hosts``: the Host field values, or None."""
-    if not hosts:
+def field_policy(method, target, version, host, connection):
+    """Host, the request target and Connection: the one policy of both lanes
+    of parse_head.  ``host`` is the Host value (a repeat is refused before) or
+    None; ``connection`` the Connection values joined with ",", or None.
+    Returns (path, query, host, keep_alive).  The common case is inline: each
+    function a child runs costs it pages (docs/performance.md)."""
+    if host is None:
         if version >= (1, 1):
             # RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request
             # that lacks a Host header field.
             raise BadRequest("missing Host header")
-        return None
-    if hosts[0] and not HOST_RE.fullmatch(hosts[0]):
-        raise BadRequest("invalid Host header %r" % hosts[0][:100])
-    return hosts[0]
+    elif host and not HOST_RE.fullmatch(host):
+        raise BadRequest("invalid Host header %r" % host[:100])
+    if target[0] == "/" and "#" not in target and method != "CONNECT":
+        path, _, query = target.partition("?")   # origin-form (RFC 9112 3.2.1)
+    else:
+        path, query, host = split_target(method, target, host)
+    keep_alive = version >= (1, 1)   # HTTP/1.1 and later persist by default (RFC 9112 9.3)
+    for token in connection.lower().split(",") if connection is not None else ():
+        token = token.strip(OWS)   # RFC 9110 5.6.1: OWS "," OWS
+        if token == "close":
+            return path, query, host, False
+        if token == "keep-alive":
+            keep_alive = True   # HTTP/1.0's opt-in (RFC 9112 9.3)
+    return path, query, host, keep_alive
 
 
 def split_target(method, target, host):
@@ -311,11 +322,3 @@ def check_expect(version, expect):
         raise ExpectationFailed("unsupported expectation %r" % ", ".join(expect)[:50])
     # RFC 9110 10.1.1: ignore 100-continue in an HTTP/1.0 request.
     return version >= (1, 1)
-
-
-def wants_keep_alive(version, connection):
-    """``connection``: the Connection field values."""
-    tokens = {t.strip(" \t").lower() for v in connection for t in v.split(",")}
-    if "close" in tokens:
-        return False
-    return version >= (1, 1) or "keep-alive" in tokens
