@@ -208,7 +208,7 @@ class Response:
         self.length = None          # Content-Length promised, if any
         self.sent_body = 0
         self.keep_alive = False
-        self.no_body = request[0] == "HEAD"   # request.method (see build_environ)
+        self.no_body = request.method == "HEAD"
         self.failed = None          # status logged when the app failed
         self.stream = None          # wsgi.input, to see a body error the app swallowed
         self.last = False           # --max-requests-per-connection reached
@@ -472,6 +472,8 @@ def app_closes(headers):
 # RFC 3986 2.1:  pct-encoded = "%" HEXDIG HEXDIG  (anything else stays as sent,
 # as urllib.parse.unquote does: "%2" or "%+1" is not an escape).
 PCT_ENCODED_RE = re.compile(r"%([0-9A-Fa-f]{2})")
+# PEP 3333: the two request fields whose environ keys have no HTTP_ prefix.
+UNPREFIXED_KEYS = {"content-type": "CONTENT_TYPE", "content-length": "CONTENT_LENGTH"}
 
 
 def unquote_path(path):
@@ -484,32 +486,27 @@ def unquote_path(path):
 
 
 def build_environ(request, addr, config, stream):
-    # One function, the request unpacked once: a child copies the pages of each
-    # function it runs and of each property's name it reads (docs/performance.md).
-    method, target, version, headers, path, query, host, body_kind = request[:8]
+    """The environ of one request: one function, each field of the request
+    read once (a child copies the pages of each function it runs)."""
+    path, host = request.path, request.host
     environ = config.environ_base.copy()
-    environ["REQUEST_METHOD"] = method
+    environ["REQUEST_METHOD"] = request.method
     environ["PATH_INFO"] = unquote_path(path) if "%" in path else path
-    environ["QUERY_STRING"] = query
-    environ["REQUEST_URI"] = environ["RAW_URI"] = target
-    environ["SERVER_PROTOCOL"] = "HTTP/%d.%d" % version
+    environ["QUERY_STRING"] = request.query
+    environ["REQUEST_URI"] = environ["RAW_URI"] = request.target
+    environ["SERVER_PROTOCOL"] = "HTTP/%d.%d" % request.version
     environ["REMOTE_ADDR"] = addr[0] if addr else ""
     environ["REMOTE_PORT"] = str(addr[1]) if addr and len(addr) > 1 else ""
     environ["wsgi.input"] = stream
-    for name, value in headers:
+    for name, value in request.headers:
         if "_" in name:
             continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
-        if name == "content-type":
-            key = "CONTENT_TYPE"
-        elif name == "content-length":
-            key = "CONTENT_LENGTH"
-        else:
-            key = "HTTP_" + name.upper().replace("-", "_")
+        key = UNPREFIXED_KEYS.get(name) or "HTTP_" + name.upper().replace("-", "_")
         if key in environ:
             environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
         else:
             environ[key] = value
-    if body_kind == "chunked":
+    if request.body_kind == "chunked":
         environ.pop("CONTENT_LENGTH", None)
     if host is not None:
         # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
@@ -523,9 +520,6 @@ def build_environ(request, addr, config, stream):
     if config.forwarded is not None and not environ.keys().isdisjoint(config.forwarded.headers):
         config.forwarded(environ)
     return environ
-
-
-# --------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------
@@ -619,7 +613,7 @@ class ConnectionHandler:
         """The child's process title: client and request line, without the
         query string unless --title-with-query (tokens travel there, and any
         user of the machine can read a title with ps)."""
-        line = request[11]   # raw_request_line (see build_environ)
+        line = request.raw_request_line
         if not self.config.title_query and "?" in line:
             method, _, rest = line.partition(" ")
             target, _, version = rest.rpartition(" ")
@@ -688,8 +682,7 @@ class ConnectionHandler:
     def handle(self, request, last=False):
         """Run the app for one request; True if the connection may go on."""
         started = time.time()
-        # request[7]: body_kind (a property read costs a page: build_environ)
-        reader = self.body_reader(request) if request[7] != "none" else NO_BODY
+        reader = self.body_reader(request) if request.body_kind != "none" else NO_BODY
         response = Response(self.conn, request, self.config)
         response.last = last
         if reader is NO_BODY:
