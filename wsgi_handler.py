@@ -21,7 +21,9 @@ import time
 from _socket import socket as _c_socket
 from http import HTTPStatus
 
-from forkparts.bodies import EMPTY_INPUT, NO_BODY, ChunkedReader, InputStream, LengthReader
+from forkparts.bodies import (
+    EMPTY_INPUT, MAX_UNREAD_BODY_BYTES, NO_BODY, ChunkedReader, InputStream, LengthReader,
+    drain_unread)
 from forkparts.exits import (
     EXIT_CPU_LIMIT, EXIT_ERROR, EXIT_MEMORY_LIMIT, EXIT_OK, CPULimitExceeded)
 from forkparts.http11 import (
@@ -31,7 +33,7 @@ from forkparts.http11 import (
     error_body, error_response, http_date)
 from forkparts.logs import Log, access_atoms, format_addr
 from forkparts.parser import parse_head
-from forkparts.wire import RECV_BYTES, Connection, abort, close_socket, set_no_delay
+from forkparts.wire import Connection, abort, close_socket, set_no_delay
 
 # Re-exported for forkserver.py until its imports move to the parts.
 from forkparts import __version__  # noqa: F401,E402
@@ -43,15 +45,6 @@ from forkparts.logs import COMMON_LOG_FORMAT, LEVELS, check_access_format  # noq
 from forkparts.parser import find_head_end  # noqa: F401,E402
 from forkparts.proxy import (  # noqa: F401,E402
     DEFAULT_FORWARDING_FAMILY, FORWARDING_FAMILIES, ProxyTrust)
-
-# After an error response: shut down our side, then read and discard what the
-# client still sends so that close() does not turn into a reset that destroys
-# the response in flight (RFC 9112 9.6, "tear-down").
-DRAIN_TIMEOUT_SECONDS = 1.0
-MAX_DRAIN_BYTES = 1024 * 1024
-# With keep-alive, a body the app left unread is drained up to this much before
-# the next request; more than that and the connection is closed instead.
-MAX_UNREAD_BODY_BYTES = 64 * 1024
 
 # A body chunk up to this size is copied behind the head into one send().
 COALESCE_MAX_BYTES = 64 * 1024
@@ -534,7 +527,7 @@ class Drain:
     the stop for --keep-alive).  The parent installs ``note`` as the child's
     SIGHUP handler before the child may receive signals; the response in
     progress then says Connection: close, and an idle connection is closed
-    at once (wait_for_next_request wakes up on the signal's wake-up fd)."""
+    at once (IdleConnection.wait wakes up on the signal's wake-up fd)."""
     requested = False
 
     @staticmethod
@@ -563,68 +556,23 @@ def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
             pass
 
 
+class IdleConnection:
+    """The wait between two requests of a kept-alive connection (--keep-alive):
+    over when the client sends its next request, after --keep-alive idle
+    seconds, at EOF, or on the parent's Drain notice, which hands the
+    connection back to the parent.  Made at the first idle wait, so a child
+    without keep-alive never runs any of it."""
 
-class ConnectionHandler:
-    """The per-connection state: one or more requests on one socket."""
-
-    def __init__(self, sock, addr, app, config, initial, accepted_at):
-        self.conn = Connection(sock, config, initial)
-        self.addr = addr
-        self.app = app
+    def __init__(self, conn, config):
+        self.conn = conn
         self.config = config
-        self.log = config.log
-        self.started = accepted_at or time.monotonic()
-        self.status = EXIT_OK
-        self.unread_body = False
-        self.errors = config.errors
-        self.wake_fd = None       # drain_wakeup's pipe, once idle
+        self.wake_fd = None       # drain_wakeup's pipe
 
-    def run(self):
-        deadline = self.started + self.config.header_timeout
-        for count in range(max(self.config.max_requests, 1)):
-            try:
-                head = self.conn.read_head(deadline)
-                if self.config.trace:
-                    self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
-                request = parse_head(head, self.config.limits)
-            except ClientGone as exc:
-                self.log.debug("client %s: %s" % (format_addr(self.addr), exc))
-                return self.status
-            except HTTPError as exc:
-                if count and isinstance(exc, RequestTimeout) and not self.conn.buf:
-                    # RFC 9112 9.5: an idle persistent connection is just
-                    # closed; a 408 there could cross a client's new request.
-                    return self.status
-                self.reject(exc)
-                return self.status
-            if self.config.set_title is not None:
-                self.set_title(request)
-            keep_going = self.handle(request, last=count + 1 >= self.config.max_requests)
-            if (not keep_going or count + 1 >= self.config.max_requests
-                    or not self.wait_for_next_request()):
-                break
-            # --header-timeout applies to each head, from its first byte.
-            deadline = time.monotonic() + self.config.header_timeout
-        if self.conn.buf or self.unread_body:
-            self.close_gracefully()
-        return self.status
-
-    def set_title(self, request):
-        """The child's process title: client and request line, without the
-        query string unless --title-with-query (tokens travel there, and any
-        user of the machine can read a title with ps)."""
-        line = request.raw_request_line
-        if not self.config.title_query and "?" in line:
-            method, _, rest = line.partition(" ")
-            target, _, version = rest.rpartition(" ")
-            line = "%s %s?... %s" % (method, target.partition("?")[0], version)
-        self.config.set_title("forkserver: child %s %s" % (format_addr(self.addr), line[:200]))
-
-    def wait_for_next_request(self):
-        """Idle between two requests of a kept-alive connection: True once the
-        client sends something, False after --keep-alive idle seconds, at EOF,
-        or on the parent's Drain notice (RFC 9112 9.5: an idle connection may
-        be closed at any time; a client retries a request it had not sent)."""
+    def wait(self):
+        """True once the client sends something, False after --keep-alive idle
+        seconds, at EOF, or on the parent's Drain notice (RFC 9112 9.5: an idle
+        connection may be closed at any time; a client retries a request it
+        had not sent)."""
         if self.conn.buf:
             return True
         if not Drain.requested:
@@ -653,7 +601,7 @@ class ConnectionHandler:
         try:
             socket.send_fds(self.config.handback, [b"idle"], [self.conn.sock.fileno()])
         except OSError as exc:
-            self.log.warning("cannot hand the idle connection back to the parent: %s" % exc)
+            self.config.log.warning("cannot hand the idle connection back to the parent: %s" % exc)
 
     def drain_wakeup(self):
         """A pipe the SIGHUP of Drain writes to (signal.set_wakeup_fd), so an
@@ -669,6 +617,65 @@ class ConnectionHandler:
                 self.wake_fd = -1
         return self.wake_fd if self.wake_fd >= 0 else None
 
+
+class ConnectionHandler:
+    """The per-connection state: one or more requests on one socket."""
+
+    def __init__(self, sock, addr, app, config, initial, accepted_at):
+        self.conn = Connection(sock, config, initial)
+        self.addr = addr
+        self.app = app
+        self.config = config
+        self.log = config.log
+        self.started = accepted_at or time.monotonic()
+        self.status = EXIT_OK
+        self.unread_body = False
+        self.errors = config.errors
+
+    def run(self):
+        deadline = self.started + self.config.header_timeout
+        idle = None
+        for count in range(max(self.config.max_requests, 1)):
+            try:
+                head = self.conn.read_head(deadline)
+                if self.config.trace:
+                    self.log.trace("< ", head.decode("latin-1").rstrip("\r\n").replace("\r\n", "\n"))
+                request = parse_head(head, self.config.limits)
+            except ClientGone as exc:
+                self.log.debug("client %s: %s" % (format_addr(self.addr), exc))
+                return self.status
+            except HTTPError as exc:
+                if count and isinstance(exc, RequestTimeout) and not self.conn.buf:
+                    # RFC 9112 9.5: an idle persistent connection is just
+                    # closed; a 408 there could cross a client's new request.
+                    return self.status
+                self.reject(exc)
+                return self.status
+            if self.config.set_title is not None:
+                self.set_title(request)
+            last = count + 1 >= self.config.max_requests
+            if not self.handle(request, last) or last:
+                break
+            idle = idle or IdleConnection(self.conn, self.config)
+            if not idle.wait():
+                break
+            # --header-timeout applies to each head, from its first byte.
+            deadline = time.monotonic() + self.config.header_timeout
+        if self.conn.buf or self.unread_body:
+            self.conn.close_gracefully()
+        return self.status
+
+    def set_title(self, request):
+        """The child's process title: client and request line, without the
+        query string unless --title-with-query (tokens travel there, and any
+        user of the machine can read a title with ps)."""
+        line = request.raw_request_line
+        if not self.config.title_query and "?" in line:
+            method, _, rest = line.partition(" ")
+            target, _, version = rest.rpartition(" ")
+            line = "%s %s?... %s" % (method, target.partition("?")[0], version)
+        self.config.set_title("forkserver: child %s %s" % (format_addr(self.addr), line[:200]))
+
     def reject(self, exc):
         """Answer a bad request and close: nothing after it is parsed."""
         self.log.info("client %s: %d %s: %s" % (
@@ -677,7 +684,7 @@ class ConnectionHandler:
             self.conn.send(error_response(exc.status))
         except ClientGone:
             return
-        self.close_gracefully(drain=True)
+        self.conn.close_gracefully()
 
     def handle(self, request, last=False):
         """Run the app for one request; True if the connection may go on."""
@@ -714,7 +721,7 @@ class ConnectionHandler:
         self.unread_body = reader is not NO_BODY and not reader.done
         if not ok or stream.error is not None:
             return False  # never parse on after a framing error
-        return response.keep_alive and self.body_consumed(reader)
+        return response.keep_alive and drain_unread(reader)
 
     def arm_request_timer(self, seconds=None):
         """With keep-alive, --timeout applies per request: the child re-arms
@@ -827,7 +834,7 @@ class ConnectionHandler:
             response.sent_body = len(error_body(status))
             try:
                 self.conn.send(error_response(status))
-                self.close_gracefully(drain=True)
+                self.conn.close_gracefully()
             except ClientGone:
                 pass
             return False
@@ -836,45 +843,10 @@ class ConnectionHandler:
         abort(self.conn.sock)
         return False
 
-    def body_consumed(self, reader):
-        """For keep-alive: drain a small unread body, or give up the connection."""
-        if reader.done:
-            return True
-        drained = 0
-        try:
-            while drained <= MAX_UNREAD_BODY_BYTES:
-                data = reader.read_some(RECV_BYTES)
-                if not data:
-                    return True
-                drained += len(data)
-        except (HTTPError, ClientGone):
-            pass
-        return False
-
-    def close_gracefully(self, drain=False):
-        """Close; after an error or unread body, shut down writing and drain first."""
-        sock = self.conn.sock
-        if not (drain or self.conn.buf or self.unread_body):
-            return  # nothing unread: serve_connection's plain close() is clean
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            end = time.monotonic() + DRAIN_TIMEOUT_SECONDS
-            drained = 0
-            while drained < MAX_DRAIN_BYTES:
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                sock.settimeout(left)
-                data = sock.recv(RECV_BYTES)
-                if not data:
-                    break
-                drained += len(data)
-        except OSError:
-            pass
-
     def access_log(self, environ, response, started):
         log = self.log
         if log.access_fd is None:
             return
         status = response.failed or (response.status_code() if response.status else 500)
         log.access(access_atoms(environ, response, status, started))
+

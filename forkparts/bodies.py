@@ -11,10 +11,13 @@ import re
 
 from forkparts.http11 import (
     MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES, QUOTED_STRING, TCHAR, BadRequest,
-    HeaderFieldsTooLarge, HTTPError, IncompleteBody, PayloadTooLarge)
+    ClientGone, HeaderFieldsTooLarge, HTTPError, IncompleteBody, PayloadTooLarge)
 from forkparts.parser import parse_fields
 from forkparts.wire import RECV_BYTES
 
+# With keep-alive, a body the app left unread is drained up to this much before
+# the next request; more than that and the connection is closed instead.
+MAX_UNREAD_BODY_BYTES = 64 * 1024
 # RFC 9112 7.1:  chunk-size = 1*HEXDIG;  chunk-ext = *( BWS ";" BWS ext-name
 #   [ BWS "=" BWS ext-val ] );  ext-val = token / quoted-string
 CHUNK_LINE_RE = re.compile(
@@ -234,3 +237,21 @@ class InputStream:
 
 
 EMPTY_INPUT = InputStream(NO_BODY)   # wsgi.input of every request without a body
+
+
+def drain_unread(reader):
+    """For keep-alive: read and drop a small unread body (up to
+    MAX_UNREAD_BODY_BYTES); False if it is bigger or broken, and then the
+    connection ends."""
+    if reader.done:
+        return True
+    drained = 0
+    try:
+        while drained <= MAX_UNREAD_BODY_BYTES:
+            data = reader.read_some(RECV_BYTES)
+            if not data:
+                return True
+            drained += len(data)
+    except (HTTPError, ClientGone):
+        pass
+    return False

@@ -15,6 +15,11 @@ from forkparts.http11 import BadRequest, ClientGone, IncompleteBody, RequestTime
 from forkparts.parser import check_partial_head, find_head_end
 
 RECV_BYTES = 64 * 1024
+# After an error response: shut down our side, then read and discard what the
+# client still sends so that close() does not turn into a reset that destroys
+# the response in flight (RFC 9112 9.6, "tear-down").
+DRAIN_TIMEOUT_SECONDS = 1.0
+MAX_DRAIN_BYTES = 1024 * 1024
 
 # The C method under socket.socket.close(), whose two Python layers would
 # only add copy-on-write pages to every child.
@@ -128,6 +133,26 @@ class Connection:
             raise ClientGone("client did not read the response in time") from None
         except (BrokenPipeError, ConnectionError) as exc:
             raise ClientGone(str(exc)) from None
+
+    def close_gracefully(self):
+        """Shut down our side, then read and drop what the client still sends,
+        within DRAIN_TIMEOUT_SECONDS and MAX_DRAIN_BYTES."""
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            end = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+            drained = 0
+            while drained < MAX_DRAIN_BYTES:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                data = sock.recv(RECV_BYTES)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
 
 
 def set_no_delay(sock):
