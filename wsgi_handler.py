@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import time
-from _socket import socket as _c_socket
 from http import HTTPStatus
 
 from forkparts.bodies import (
@@ -548,7 +547,7 @@ def serve_connection(sock, addr, app, config, initial=b"", accepted_at=None):
         return handler.run()
     finally:
         try:
-            if isinstance(sock, _c_socket):
+            if isinstance(sock, socket.SocketType):
                 close_socket(sock)
             else:
                 sock.close()   # a test's stand-in

@@ -9,7 +9,6 @@ response never see the socket, only this object's buffer and send().
 
 import socket
 import time
-from _socket import socket as _c_socket
 
 from forkparts.http11 import BadRequest, ClientGone, IncompleteBody, RequestTimeout
 from forkparts.parser import check_partial_head, find_head_end
@@ -21,9 +20,11 @@ RECV_BYTES = 64 * 1024
 DRAIN_TIMEOUT_SECONDS = 1.0
 MAX_DRAIN_BYTES = 1024 * 1024
 
-# The C method under socket.socket.close(), whose two Python layers would
-# only add copy-on-write pages to every child.
-close_socket = _c_socket.close
+# The C method under socket.socket.close(), whose two Python layers would only
+# add copy-on-write pages to every child.  socket.SocketType is the public name
+# of that C type (_socket.socket, the base of socket.socket; the same object on
+# every CPython this package claims), so no private module is needed for it.
+close_socket = socket.SocketType.close
 
 
 class Connection:
