@@ -35,14 +35,14 @@ from forkparts.parser import parse_head
 from forkparts.wire import Connection, abort, close_socket, set_no_delay
 
 # Re-exported for forkserver.py until its imports move to the parts.
-from forkparts import __version__  # noqa: F401,E402
-from forkparts.exits import EXIT_HOOK_FAILED, EXIT_NAMES  # noqa: F401,E402
-from forkparts.http11 import (  # noqa: F401,E402
+from forkparts import __version__  # noqa: F401
+from forkparts.exits import EXIT_HOOK_FAILED, EXIT_NAMES  # noqa: F401
+from forkparts.http11 import (  # noqa: F401
     MAX_BODY_BYTES, MAX_CHUNK_LINE_BYTES, MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADER_FIELDS,
     MAX_REQUEST_LINE_BYTES, Limits)
-from forkparts.logs import COMMON_LOG_FORMAT, LEVELS, check_access_format  # noqa: F401,E402
-from forkparts.parser import find_head_end  # noqa: F401,E402
-from forkparts.proxy import (  # noqa: F401,E402
+from forkparts.logs import COMMON_LOG_FORMAT, LEVELS, check_access_format  # noqa: F401
+from forkparts.parser import find_head_end  # noqa: F401
+from forkparts.proxy import (  # noqa: F401
     DEFAULT_FORWARDING_FAMILY, FORWARDING_FAMILIES, ProxyTrust)
 
 # A body chunk up to this size is copied behind the head into one send().
@@ -62,6 +62,7 @@ ANY_STATUS_RE = re.compile(r"[1-9][0-9]{2}(?: [\t\x20-\x7e\x80-\xff]*)?")
 RESPONSE_HEAD_RE = re.compile(
     STATUS_RE.pattern + r"(?:\n" + TCHAR_TEXT + r"+\r(?:"
     + FIELD_CONTENT_TEXT + r")?)*")
+# Of HOP_BY_HOP, the two that cannot corrupt the framing: dropped (as gunicorn's
 # Response.process_headers drops every hop-by-hop field), because persistence
 # is the server's to decide; but an app's ``Connection: close`` is honoured
 # (RFC 9112 9.6), so the connection ends after that response even under
@@ -457,7 +458,7 @@ def app_closes(headers):
     return False
 
 
-
+# --------------------------------------------------------------------------
 # The environ (PEP 3333 "environ Variables").
 # --------------------------------------------------------------------------
 

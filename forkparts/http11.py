@@ -80,7 +80,7 @@ OWS = " \t"
 
 # RFC 9110 7.6.1: hop-by-hop fields; PEP 3333 forbids the app to set them.
 # An app that sets one gets a logged 500 (the server frames the message and
-# owns the connection: RFC 9112 6), except for APP_DROPPED_HEADERS.
+# owns the connection: RFC 9112 6), except for wsgi_handler.APP_DROPPED_HEADERS.
 HOP_BY_HOP = frozenset((
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "trailers", "transfer-encoding", "upgrade"))

@@ -102,10 +102,8 @@ class _AtomDict(dict):
         return "-"
 
 
-# --------------------------------------------------------------------------
-
-
 def access_atoms(environ, response, status, started):
+    """The access log's atoms for one response (gunicorn's names)."""
     elapsed = time.time() - started
     req_line = "%s %s %s" % (environ["REQUEST_METHOD"], environ.get("RAW_URI", ""),
                              environ["SERVER_PROTOCOL"])
