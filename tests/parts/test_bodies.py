@@ -15,7 +15,9 @@ import pytest
 
 import wsgi_handler as wh
 from forkparts.bodies import ChunkedReader, InputStream, LengthReader, NoBody
-from forkparts.http11 import DEFAULT_LIMITS, MAX_HEAD_BYTES, BadRequest, ClientGone, HeaderFieldsTooLarge, IncompleteBody, RequestTimeout
+from forkparts.http11 import (
+    DEFAULT_LIMITS, MAX_HEAD_BYTES, BadRequest, ClientGone, HeaderFieldsTooLarge,
+    IncompleteBody, RequestTimeout)
 from forkparts.logs import Log
 from forkparts.parser import parse_head
 from forkparts.wire import Connection
