@@ -4,7 +4,7 @@
 With atheris installed: a coverage-guided run seeded with tests/malformed.py.
 Without it: a hypothesis-driven run (random bytes, HTTP-ish fragments and
 mutations of the table's cases).  Either way the property is the same: any
-input gives a Request (or decoded body) or one of wsgi_handler's HTTP error
+input gives a Request (or decoded body) or one of the parser's HTTP error
 classes; any other exception is a finding.  Prints executions and findings;
 exits 1 on a finding.
 
@@ -19,12 +19,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import wsgi_handler  # noqa: E402
+from forkparts.bodies import ChunkedReader  # noqa: E402
+from forkparts.http11 import ClientGone, HTTPError  # noqa: E402
+from forkparts.parser import parse_head  # noqa: E402
+from forkparts.wire import Connection  # noqa: E402
 from tests import malformed  # noqa: E402
 
 DEFAULT_SECONDS = 60.0
 MAX_INPUT_BYTES = 4096
 HYPOTHESIS_BATCH = 2000       # examples per hypothesis run; runs repeat until time is up
-EXPECTED = (wsgi_handler.HTTPError, wsgi_handler.ClientGone)
+EXPECTED = (HTTPError, ClientGone)
 
 
 class EOFSocket:
@@ -40,12 +44,12 @@ CONFIG = wsgi_handler.HandlerConfig().freeze()
 
 def one_input(data):
     """The target: the head reader + parser, then the rest as a chunked body."""
-    conn = wsgi_handler.Connection(EOFSocket(), CONFIG, data)
+    conn = Connection(EOFSocket(), CONFIG, data)
     try:
-        wsgi_handler.parse_head(conn.read_head(float("inf")))
+        parse_head(conn.read_head(float("inf")))
     except EXPECTED:
         pass
-    reader = wsgi_handler.ChunkedReader(conn, CONFIG.limits, 1.0)
+    reader = ChunkedReader(conn, CONFIG.limits, 1.0)
     try:
         while reader.read_some(4096):
             pass
@@ -79,7 +83,7 @@ def run_atheris(seconds, stats):
         if stats.findings:
             raise RuntimeError(stats.findings[-1][1])
 
-    atheris.instrument_all()   # coverage of wsgi_handler, already imported
+    atheris.instrument_all()   # coverage of wsgi_handler and its parts, already imported
     atheris.Setup([sys.argv[0], "-max_total_time=%d" % int(seconds),
                    "-max_len=%d" % MAX_INPUT_BYTES, corpus], target)
     atheris.Fuzz()

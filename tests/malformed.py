@@ -11,7 +11,7 @@ A handful of cases are accepted requests that must be read *correctly*
 dropped): they expect 200 and list bytes that must, or must not, appear in
 the echo of ``tests/apps_strict.py:echo_request``.
 
-Used by tests/test_http_strict.py, scripts/compare_servers.py and
+Used by tests/parts/test_parser.py, scripts/compare_servers.py and
 scripts/fuzz_parser.py (as seeds); docs/security.md quotes the results.
 """
 from collections import namedtuple
@@ -26,7 +26,7 @@ HOST = b"Host: example.com\r\n"
 # a request was smuggled behind a bad one.
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
-# Byte sizes of the oversized cases (the defaults of wsgi_handler's limits).
+# Byte sizes of the oversized cases (the defaults of forkparts.http11's limits).
 OVER_REQUEST_LINE_BYTES = 9 * 1024
 OVER_FIELD_BYTES = 9 * 1024
 OVER_HEAD_FIELDS = 70          # x 1000 bytes each: 70 KB > 64 KiB, every field < 8 KiB

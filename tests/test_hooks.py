@@ -4,7 +4,7 @@ import time
 
 from tests.conftest import http_get
 
-EXIT_HOOK_FAILED = 5           # wsgi_handler.EXIT_HOOK_FAILED: post_fork raised
+EXIT_HOOK_FAILED = 5           # forkparts.exits.EXIT_HOOK_FAILED: post_fork raised
 POLL_SECONDS = 0.02
 LOG_WAIT_SECONDS = 10.0
 

@@ -7,7 +7,7 @@ APP = "tests.apps_keepalive:path_and_pid"
 KEEP_ALIVE = ("--keep-alive", "5")
 IDLE_SECONDS = 1.0
 READ_TIMEOUT_SECONDS = 10.0
-MAX_UNREAD_BODY_BYTES = 64 * 1024          # wsgi_handler.MAX_UNREAD_BODY_BYTES
+MAX_UNREAD_BODY_BYTES = 64 * 1024          # forkparts.bodies.MAX_UNREAD_BODY_BYTES
 
 
 class Reader:

@@ -7,7 +7,12 @@ import string
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import forkparts.parser
 import wsgi_handler
+from forkparts.bodies import FORBIDDEN_TRAILERS, ChunkedReader
+from forkparts.http11 import DEFAULT_LIMITS, BadRequest, ClientGone, HTTPError
+from forkparts.parser import Request, parse_head, parse_head_by_line
+from forkparts.wire import Connection
 from tests import malformed
 
 ANY_BYTES_EXAMPLES = 2500
@@ -38,14 +43,14 @@ class EOFSocket:
 def head_reader(data):
     """The real head reader over a buffer that holds all of data."""
     config = wsgi_handler.HandlerConfig().freeze()
-    conn = wsgi_handler.Connection(EOFSocket(), config, data)
+    conn = Connection(EOFSocket(), config, data)
     return conn, conn.read_head(deadline=float("inf"))
 
 
 def chunked_body(data):
     config = wsgi_handler.HandlerConfig().freeze()
-    conn = wsgi_handler.Connection(EOFSocket(), config, data)
-    reader = wsgi_handler.ChunkedReader(conn, config.limits, timeout=1.0)
+    conn = Connection(EOFSocket(), config, data)
+    reader = ChunkedReader(conn, config.limits, timeout=1.0)
     parts = []
     while True:
         part = reader.read_some(4096)
@@ -58,8 +63,8 @@ def parse_or_http_error(data):
     """A Request, an HTTPError or ClientGone; anything else fails the test."""
     try:
         _, head = head_reader(data)
-        return wsgi_handler.parse_head(head)
-    except (wsgi_handler.HTTPError, wsgi_handler.ClientGone) as exc:
+        return parse_head(head)
+    except (HTTPError, ClientGone) as exc:
         return exc
 
 
@@ -75,8 +80,8 @@ HTTPISH = st.lists(st.sampled_from([
 @given(st.one_of(st.binary(max_size=300), HTTPISH))
 def test_any_bytes_give_a_request_or_an_http_error(data):
     result = parse_or_http_error(data + b"\r\n\r\n")
-    assert isinstance(result, (wsgi_handler.Request, wsgi_handler.HTTPError,
-                               wsgi_handler.ClientGone))
+    assert isinstance(result, (Request, HTTPError,
+                               ClientGone))
 
 
 @PROPERTY_SETTINGS
@@ -84,8 +89,8 @@ def test_any_bytes_give_a_request_or_an_http_error(data):
 def test_mutated_table_cases_give_a_request_or_an_http_error(case, where, junk):
     raw = case.raw[:where] + junk + case.raw[where + len(junk):]
     result = parse_or_http_error(raw)
-    assert isinstance(result, (wsgi_handler.Request, wsgi_handler.HTTPError,
-                               wsgi_handler.ClientGone))
+    assert isinstance(result, (Request, HTTPError,
+                               ClientGone))
 
 
 @PROPERTY_SETTINGS
@@ -95,7 +100,7 @@ def test_mutated_table_cases_give_a_request_or_an_http_error(case, where, junk):
 def test_any_chunked_body_gives_data_or_an_http_error(data):
     try:
         body, trailers = chunked_body(data)
-    except (wsgi_handler.HTTPError, wsgi_handler.ClientGone):
+    except (HTTPError, ClientGone):
         return
     assert isinstance(body, bytes) and len(body) <= len(data)
 
@@ -125,7 +130,7 @@ def test_valid_requests_parse_to_what_was_generated(method, path, query, host, f
     lines += ["%s:%s%s%s" % (n, ows, v, ows) for n, v in fields]
     lines.append("Content-Length: %d" % length)
     conn, head = head_reader(("\r\n".join(lines) + "\r\n\r\nBODY").encode("latin-1"))
-    request = wsgi_handler.parse_head(head)
+    request = parse_head(head)
     assert bytes(conn.buf) == b"BODY"     # the head reader took the head, not the body
     assert (request.method, request.path, request.query) == (method, path, query or "")
     assert request.version == (1, int(version[-1]))
@@ -148,8 +153,8 @@ def test_valid_chunked_bodies_decode_to_what_was_generated(chunks, trailers):
     wire = b"".join(b"%s%s\r\n%s\r\n" % ((b"%X" if upper else b"%x") % len(data), ext.encode(), data)
                     for data, ext, upper in chunks)
     wire += b"0\r\n" + b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in trailers) + b"\r\n"
-    if any(n.lower() in wsgi_handler.FORBIDDEN_TRAILERS for n, _ in trailers):
-        with pytest.raises(wsgi_handler.BadRequest, match="RFC 9110 6.5.1"):
+    if any(n.lower() in FORBIDDEN_TRAILERS for n, _ in trailers):
+        with pytest.raises(BadRequest, match="RFC 9110 6.5.1"):
             chunked_body(wire + b"NEXT")
         return
     body, got_trailers = chunked_body(wire + b"NEXT")
@@ -163,14 +168,14 @@ def test_valid_chunked_bodies_decode_to_what_was_generated(chunks, trailers):
 def parse_outcome(parse, head):
     try:
         return parse(head)
-    except wsgi_handler.HTTPError as exc:
+    except HTTPError as exc:
         return type(exc), exc.detail
 
 
 def agree(head):
     by_line = parse_outcome(
-        lambda data: wsgi_handler.parse_head_by_line(data, wsgi_handler.DEFAULT_LIMITS), head)
-    assert parse_outcome(wsgi_handler.parse_head, head) == by_line
+        lambda data: parse_head_by_line(data, DEFAULT_LIMITS), head)
+    assert parse_outcome(parse_head, head) == by_line
     return by_line
 
 
@@ -221,12 +226,12 @@ def test_both_parser_lanes_agree_on_the_malformed_table():
 def test_the_one_pass_lane_takes_the_common_head():
     """The fast lane is really taken: if parse_head_by_line ran, this fails."""
     head = b"GET /a?b=1 HTTP/1.1\r\nHost: h.example\r\nConnection: Close\r\nAccept: */*\r\n\r\n"
-    original = wsgi_handler.parse_head_by_line
-    wsgi_handler.parse_head_by_line = None
+    original = forkparts.parser.parse_head_by_line
+    forkparts.parser.parse_head_by_line = None
     try:
-        request = wsgi_handler.parse_head(head)
+        request = parse_head(head)
     finally:
-        wsgi_handler.parse_head_by_line = original
+        forkparts.parser.parse_head_by_line = original
     assert request == agree(head)
     assert (request.path, request.query, request.host, request.keep_alive) == ("/a", "b=1", "h.example", False)
 

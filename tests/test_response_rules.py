@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-import wsgi_handler as wh
+from forkparts.exits import EXIT_ERROR, EXIT_OK
 from tests.test_wsgi import dechunk, exchange, get
 
 
@@ -46,7 +46,7 @@ def test_set_cookie_with_django_leading_space_is_sent_stripped(tmp_path):
     assert b"Set-Cookie: sessionid=abc123; HttpOnly; Path=/" in head_lines(reply)
     assert reply.body == b"body"
     assert "[ERROR]" not in reply.error_log
-    assert reply.exit_status == wh.EXIT_OK
+    assert reply.exit_status == EXIT_OK
 
 
 @pytest.mark.parametrize("value", [" \tv", "v\t ", "\t v w \t"])
@@ -87,14 +87,14 @@ def test_interim_1xx_status_from_the_app_is_a_logged_500(tmp_path, status):
     assert reply.status == 500
     assert b"HTTP/1.1 1" not in reply.raw
     assert "[ERROR]" in reply.error_log and "interim (1xx)" in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
 
 
 # ------------------------------------------------------ hop-by-hop headers
 
 def responses(raw):
     """[(status, head, body)] of each response in raw (all with Content-Length)."""
-    from tests.test_http_strict import final_responses
+    from tests.parts.test_parser import final_responses
     return final_responses(raw)
 
 
@@ -208,7 +208,7 @@ def test_base_exception_before_the_head_is_a_logged_500(tmp_path, exc):
     assert reply.body == b"500 Internal Server Error\n"
     assert reply.header("Connection") == "close"
     assert "[ERROR] app raised %s serving GET /" % type(exc).__name__ in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
 
 
 @pytest.mark.parametrize("exc", RAISED, ids=[type(e).__name__ for e in RAISED])
@@ -218,7 +218,7 @@ def test_base_exception_after_the_head_cuts_the_connection(tmp_path, exc):
     assert dechunk(reply.body) == (b"partial", False)   # no last chunk: never whole
     assert b"500" not in reply.body
     assert "app raised %s" % type(exc).__name__ in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
 
 
 def test_base_exception_from_close_of_the_iterable_is_logged(tmp_path):

@@ -17,6 +17,9 @@ from wsgiref.validate import validator
 import pytest
 
 import wsgi_handler as wh
+from forkparts.exits import EXIT_ERROR, EXIT_OK
+from forkparts.http11 import SERVER_SOFTWARE
+from forkparts.logs import Log
 from tests import apps
 from tests.conftest import read_until_close
 
@@ -54,7 +57,7 @@ def exchange(tmp_path, app, request, close_client=False, **settings):
     """Serve one connection carrying ``request``; return the Reply."""
     error_path, access_path = tmp_path / "error.log", tmp_path / "access.log"
     with open(error_path, "ab") as err, open(access_path, "ab") as acc:
-        log = wh.Log(error_fd=err.fileno(), access_fd=acc.fileno(), level="debug")
+        log = Log(error_fd=err.fileno(), access_fd=acc.fileno(), level="debug")
         config = wh.HandlerConfig(log=log, **settings).freeze()
         server_end, client = socket.socketpair()
         outcome = []
@@ -293,7 +296,7 @@ def test_start_response_with_exc_info_before_output_replaces_the_status(tmp_path
     reply = exchange(tmp_path, validator(error_page_app), get())
     assert reply.status == 503
     assert dechunk(reply.body) == (b"sorry\n", True)   # the validator hides the length
-    assert reply.exit_status == wh.EXIT_OK
+    assert reply.exit_status == EXIT_OK
 
 
 def exc_info_after_output(environ, start_response):
@@ -314,7 +317,7 @@ def test_start_response_with_exc_info_after_output_reraises_and_cuts(tmp_path):
     assert data == b"partial" and not complete        # no last chunk: not a whole body
     assert b"never sent" not in reply.raw
     assert "ValueError: late failure" in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
 
 
 def start_response_twice(environ, start_response):
@@ -370,7 +373,7 @@ def test_pep3333_violation_is_500_and_a_logged_error(tmp_path, case):
     assert reply.header("Connection") == "close"
     assert b"X-Injected" not in reply.raw and b"pwned" not in reply.raw
     assert "[ERROR]" in reply.error_log and logged in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
 
 
 # ------------------------------------------------------------------ app errors
@@ -383,7 +386,7 @@ def test_app_exception_before_headers_is_short_500_without_traceback(tmp_path):
     assert b"Traceback" not in reply.raw and b"boom" not in reply.raw
     assert "Traceback (most recent call last)" in reply.error_log
     assert "RuntimeError: boom from the app" in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
     assert '" 500 ' in reply.access_log
 
 
@@ -392,7 +395,7 @@ def test_app_exception_after_headers_leaves_the_chunked_body_unfinished(tmp_path
     assert reply.status == 200
     assert dechunk(reply.body) == (b"partial", False)
     assert "RuntimeError: boom after headers" in reply.error_log
-    assert reply.exit_status == wh.EXIT_ERROR
+    assert reply.exit_status == EXIT_ERROR
 
 
 def test_short_body_against_declared_content_length_is_an_error(tmp_path):
@@ -465,7 +468,7 @@ def test_iterable_closed_when_the_client_is_gone(tmp_path):
     body = ClosingBody([b"x" * 65536] * 64)
     reply = exchange(tmp_path, closing_app(body), get(), close_client=True)
     assert body.closed == 1
-    assert reply.exit_status == wh.EXIT_OK
+    assert reply.exit_status == EXIT_OK
     assert "went away" in reply.error_log and "[DEBUG]" in reply.error_log
     assert "[ERROR]" not in reply.error_log and "Traceback" not in reply.error_log
 
@@ -533,7 +536,7 @@ def test_every_response_has_a_current_date_server_and_connection_close(tmp_path)
     sent = email.utils.parsedate_to_datetime(reply.header("Date")).timestamp()
     assert abs(sent - time.time()) <= DATE_SLACK_SECONDS
     assert reply.header("Date").endswith(" GMT")
-    assert reply.header("Server") == wh.SERVER_SOFTWARE
+    assert reply.header("Server") == SERVER_SOFTWARE
     assert reply.header("Connection") == "close"
 
 

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-import wsgi_handler
+import forkparts
 from tests.conftest import FORKSERVER, ROOT, http_get, wait_children
 
 EXIT_OK, EXIT_USAGE, EXIT_APP_LOAD, EXIT_LISTEN = 0, 2, 3, 4   # as README.md documents
@@ -49,7 +49,7 @@ def assert_one_clear_line(result, *words):
 def test_version_prints_the_version_and_exits_0():
     result = run_cli("--version")
     assert result.returncode == EXIT_OK
-    assert result.stdout.strip() == "forkserver " + wsgi_handler.__version__
+    assert result.stdout.strip() == "forkserver " + forkparts.__version__
 
 
 # ------------------------------------------------------------ loading the app

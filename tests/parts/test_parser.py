@@ -12,6 +12,8 @@ import zlib
 import pytest
 
 import wsgi_handler
+from forkparts.http11 import DEFAULT_LIMITS, Limits
+from forkparts.logs import Log
 from tests import malformed
 from tests.apps_strict import echo_request, swallow_body_errors, both_framings, unicode_digit_length
 from tests.apps import bad_header
@@ -126,8 +128,8 @@ def serve(raw, eof=False, sizes=(), app=None, tmp_path=None, limits=None):
     config = wsgi_handler.HandlerConfig(
         header_timeout=HEADER_TIMEOUT_SECONDS + len(sizes) * SECONDS_PER_FRAGMENT,
         read_timeout=READ_TIMEOUT_SECONDS,
-        keep_alive=KEEP_ALIVE_SECONDS, limits=limits or wsgi_handler.DEFAULT_LIMITS,
-        log=wsgi_handler.Log(error_fd=log_fd, level="debug")).freeze()
+        keep_alive=KEEP_ALIVE_SECONDS, limits=limits or DEFAULT_LIMITS,
+        log=Log(error_fd=log_fd, level="debug")).freeze()
     client, server = socket.socketpair()
     out = {}
     thread = threading.Thread(target=run_client, args=(client, raw, eof, out))
@@ -191,7 +193,7 @@ def test_bare_lf_head_gets_400_not_408_while_the_connection_stays_open(tmp_path)
     """A reader that only looks for CRLFCRLF would wait for the header timeout."""
     raw = b"GET / HTTP/1.1\nHost: example.com\n\n"
     client, server = socket.socketpair()
-    config = wsgi_handler.HandlerConfig(header_timeout=30.0, log=wsgi_handler.Log(
+    config = wsgi_handler.HandlerConfig(header_timeout=30.0, log=Log(
         error_fd=os.open(os.devnull, os.O_WRONLY))).freeze()
     thread = threading.Thread(target=wsgi_handler.serve_connection,
                               args=(server, ("127.0.0.1", 1), echo_request, config))
@@ -223,7 +225,7 @@ def test_length_error_swallowed_by_the_app_closes_the_connection(tmp_path):
 
 
 def test_chunk_line_limit_is_configurable(tmp_path):
-    limits = wsgi_handler.Limits(chunk_line=64)
+    limits = Limits(chunk_line=64)
     short = malformed.chunked(b"5;a=" + b"x" * 32 + b"\r\nhello\r\n0\r\n\r\n")
     long = malformed.chunked(b"5;a=" + b"x" * 100 + b"\r\nhello\r\n0\r\n\r\n")
     assert final_responses(serve(short, tmp_path=tmp_path, limits=limits)[0])[0][0] == 200

@@ -14,6 +14,13 @@ import time
 import pytest
 
 import wsgi_handler as wh
+from forkparts.bodies import ChunkedReader, InputStream, LengthReader, NoBody
+from forkparts.http11 import (
+    DEFAULT_LIMITS, MAX_HEAD_BYTES, BadRequest, ClientGone, HeaderFieldsTooLarge,
+    IncompleteBody, RequestTimeout)
+from forkparts.logs import Log
+from forkparts.parser import parse_head
+from forkparts.wire import Connection
 
 FRAGMENT_SEED = 3333            # fixed, so a failure replays the same split
 MAX_FRAGMENT_BYTES = 7          # small fragments cut through every boundary
@@ -45,8 +52,8 @@ class Feed:
         self.close = close
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
-        config = wh.HandlerConfig(log=wh.Log(error_fd=2, level="critical"))
-        self.conn = wh.Connection(self.reader, config)
+        config = wh.HandlerConfig(log=Log(error_fd=2, level="critical"))
+        self.conn = Connection(self.reader, config)
 
     def run(self):
         try:
@@ -84,14 +91,14 @@ def deadline():
 
 def stream_for(conn, head):
     """The wsgi.input the child would build for this head on this connection."""
-    request = wh.parse_head(head)
+    request = parse_head(head)
     if request.body_kind == "length":
-        reader = wh.LengthReader(conn, request.content_length, READ_TIMEOUT_SECONDS)
+        reader = LengthReader(conn, request.content_length, READ_TIMEOUT_SECONDS)
     elif request.body_kind == "chunked":
-        reader = wh.ChunkedReader(conn, wh.DEFAULT_LIMITS, READ_TIMEOUT_SECONDS)
+        reader = ChunkedReader(conn, DEFAULT_LIMITS, READ_TIMEOUT_SECONDS)
     else:
-        reader = wh.NoBody()
-    return wh.InputStream(reader), reader
+        reader = NoBody()
+    return InputStream(reader), reader
 
 
 # ------------------------------------------------------------------ the head
@@ -118,34 +125,34 @@ def test_read_head_returns_exactly_the_head_and_keeps_the_rest(feed, head, mode)
 @pytest.mark.parametrize("mode", MODES)
 def test_read_head_of_a_closed_connection_is_client_gone(feed, mode):
     f = feed(b"", mode)
-    with pytest.raises(wh.ClientGone):
+    with pytest.raises(ClientGone):
         f.conn.read_head(deadline())
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_connection_closed_inside_the_head_is_400(feed, mode):
     f = feed(b"GET / HTTP/1.1\r\nHost: a\r\n", mode)
-    with pytest.raises(wh.BadRequest):
+    with pytest.raises(BadRequest):
         f.conn.read_head(deadline())
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_bare_lf_in_head_is_400_without_waiting_for_the_end(feed, mode):
     f = feed(b"GET / HTTP/1.1\nHost: a\r\n", mode, close=False)
-    with pytest.raises(wh.BadRequest):
+    with pytest.raises(BadRequest):
         f.conn.read_head(deadline())
 
 
 def test_head_that_never_ends_is_408_at_the_deadline(feed):
     f = feed(b"GET / HTTP/1.1\r\n", "whole", close=False)
-    with pytest.raises(wh.RequestTimeout):
+    with pytest.raises(RequestTimeout):
         f.conn.read_head(time.monotonic() + 0.3)
 
 
 def test_oversized_head_is_431_before_the_end_arrives(feed):
-    huge = b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (wh.MAX_HEAD_BYTES // 8 + 10)
+    huge = b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * (MAX_HEAD_BYTES // 8 + 10)
     f = feed(huge, "whole", close=False)
-    with pytest.raises(wh.HeaderFieldsTooLarge):
+    with pytest.raises(HeaderFieldsTooLarge):
         f.conn.read_head(deadline())
 
 
@@ -308,7 +315,7 @@ def test_first_read_calls_the_continue_callback_once(feed):
     head = f.conn.read_head(deadline())
     calls = []
     _, reader = stream_for(f.conn, head)
-    stream = wh.InputStream(reader, lambda: calls.append(1))
+    stream = InputStream(reader, lambda: calls.append(1))
     assert calls == []
     assert stream.read(1) == b"h"
     assert stream.read() == b"ello world"
@@ -332,7 +339,7 @@ def test_body_cut_short_by_the_client_is_an_incomplete_body(feed, case, mode):
     f = feed(head + wire, mode)
     f.conn.read_head(deadline())
     stream, _ = stream_for(f.conn, head)
-    with pytest.raises(wh.IncompleteBody) as info:
+    with pytest.raises(IncompleteBody) as info:
         stream.read()
     assert info.value.status == 400
 
@@ -352,7 +359,7 @@ def test_malformed_chunk_framing_is_400(feed, case, mode):
     f = feed(CHUNKED + case[1], mode)
     f.conn.read_head(deadline())
     stream, _ = stream_for(f.conn, CHUNKED)
-    with pytest.raises(wh.BadRequest):
+    with pytest.raises(BadRequest):
         stream.read()
 
 
@@ -360,9 +367,9 @@ def test_stalled_body_is_408_after_the_read_timeout(feed):
     head = H11 + b"Content-Length: 10\r\n\r\n"
     f = feed(head + b"abc", "whole", close=False)
     f.conn.read_head(deadline())
-    stream = wh.InputStream(wh.LengthReader(f.conn, 10, 0.3))
+    stream = InputStream(LengthReader(f.conn, 10, 0.3))
     assert stream.read(3) == b"abc"
-    with pytest.raises(wh.RequestTimeout):
+    with pytest.raises(RequestTimeout):
         stream.read(1)
 
 

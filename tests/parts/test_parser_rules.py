@@ -6,7 +6,9 @@ in tests/malformed.py; these tests pin what the table cannot see.
 """
 import pytest
 
-import wsgi_handler as wh
+import forkparts.parser
+from forkparts.http11 import DEFAULT_LIMITS, BadRequest, HTTPError
+from forkparts.parser import parse_head, parse_head_by_line
 from tests.test_wsgi import dechunk, exchange, get
 
 SINGLETONS = ("Host", "Content-Length", "Content-Type", "Authorization")
@@ -21,7 +23,7 @@ def head_with(*fields):
 def outcome(parse, head):
     try:
         return parse(head)
-    except wh.HTTPError as exc:
+    except HTTPError as exc:
         return type(exc), exc.detail
 
 
@@ -34,21 +36,21 @@ def test_a_repeated_singleton_is_400_in_both_parser_lanes(name, same):
     if name != "Host":
         fields.insert(0, "Host: h.example")
     head = head_with(*fields)
-    expected = (wh.BadRequest, "repeated %s header" % name.lower())
-    assert outcome(wh.parse_head, head) == expected
-    assert outcome(lambda h: wh.parse_head_by_line(h, wh.DEFAULT_LIMITS), head) == expected
+    expected = (BadRequest, "repeated %s header" % name.lower())
+    assert outcome(parse_head, head) == expected
+    assert outcome(lambda h: parse_head_by_line(h, DEFAULT_LIMITS), head) == expected
 
 
 def test_one_content_type_and_authorization_stay_in_the_one_pass_lane():
     head = head_with("Host: h.example", "Content-Type: text/plain", "Authorization: Bearer t",
                      "Accept: */*")
-    original = wh.parse_head_by_line
-    wh.parse_head_by_line = None   # the fast lane must not hand these over
+    original = forkparts.parser.parse_head_by_line
+    forkparts.parser.parse_head_by_line = None   # the fast lane must not hand these over
     try:
-        request = wh.parse_head(head)
+        request = parse_head(head)
     finally:
-        wh.parse_head_by_line = original
-    assert request == wh.parse_head_by_line(head, wh.DEFAULT_LIMITS)
+        forkparts.parser.parse_head_by_line = original
+    assert request == parse_head_by_line(head, DEFAULT_LIMITS)
     assert request.header("authorization") == "Bearer t"
 
 
@@ -72,7 +74,7 @@ def answers_then_reads(swallow):
         write(b"early")
         try:
             environ["wsgi.input"].read()
-        except wh.HTTPError:
+        except HTTPError:
             if not swallow:
                 raise
         return [b"late"]

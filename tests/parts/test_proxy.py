@@ -4,7 +4,7 @@ not parse names no client at all (wsgi_handler.forwarded_elements)."""
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import wsgi_handler
+from forkparts.proxy import ProxyTrust, forwarded_elements
 
 PEER = "127.0.0.1"             # trusted by the default --forwarded-allow-ips
 CLIENT = "198.51.100.17"       # RFC 5737 documentation addresses
@@ -14,7 +14,7 @@ FORGED = "192.0.2.1"
 def rewrite(forwarded, peer=PEER):
     environ = {"REMOTE_ADDR": peer, "REMOTE_PORT": "4242", "wsgi.url_scheme": "http",
                "HTTP_FORWARDED": forwarded}
-    wsgi_handler.ProxyTrust("127.0.0.1,::1", "forwarded")(environ)   # --forwarded-headers
+    ProxyTrust("127.0.0.1,::1", "forwarded")(environ)   # --forwarded-headers
     return environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]
 
 
@@ -47,7 +47,7 @@ def test_a_quoted_semicolon_does_not_make_a_parameter():
     'for=%s;ext="\x00"' % FORGED,                       # a control in a quoted-string
 ])
 def test_a_header_that_does_not_parse_names_no_client(header):
-    assert wsgi_handler.forwarded_elements(header) is None
+    assert forwarded_elements(header) is None
     assert rewrite(header) == (PEER, "http")
 
 
@@ -69,13 +69,13 @@ def quote(value):
 def test_any_quoted_values_come_back_as_they_were_sent(elements):
     header = ", ".join(";".join("%s=%s" % (name, quote(value)) for name, value in e.items())
                        for e in elements)
-    assert wsgi_handler.forwarded_elements(header) == elements
+    assert forwarded_elements(header) == elements
 
 
 @settings(deadline=None, max_examples=300)
 @given(st.text(alphabet=st.sampled_from('fo=r;,"\\ \t1.2:[]_x\x85'), max_size=30))
 def test_any_text_parses_or_is_refused_never_raises(header):
-    elements = wsgi_handler.forwarded_elements(header)
+    elements = forwarded_elements(header)
     assert elements is None or all(isinstance(e, dict) for e in elements)
     rewrite(header)
 
@@ -86,10 +86,10 @@ def test_forwarded_is_ignored_unless_it_is_the_family_the_proxy_sets():
     environ = {"REMOTE_ADDR": PEER, "REMOTE_PORT": "4242", "wsgi.url_scheme": "http",
                "HTTP_FORWARDED": "for=%s;proto=https" % FORGED,
                "HTTP_X_FORWARDED_FOR": CLIENT}
-    wsgi_handler.ProxyTrust("127.0.0.1,::1")(environ)
+    ProxyTrust("127.0.0.1,::1")(environ)
     assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == (CLIENT, "http")
     environ = {"REMOTE_ADDR": PEER, "REMOTE_PORT": "4242", "wsgi.url_scheme": "http",
                "HTTP_FORWARDED": "for=%s" % CLIENT, "HTTP_X_FORWARDED_FOR": FORGED,
                "HTTP_X_FORWARDED_PROTO": "https"}
-    wsgi_handler.ProxyTrust("127.0.0.1,::1", "forwarded")(environ)
+    ProxyTrust("127.0.0.1,::1", "forwarded")(environ)
     assert (environ["REMOTE_ADDR"], environ["wsgi.url_scheme"]) == (CLIENT, "http")

@@ -1,0 +1,151 @@
+"""Logging: the error log, the access log and its atoms.
+
+DESIGN note: every line is written whole with one os.write on a raw file
+descriptor, so lines from many children never interleave and nothing waits in
+a buffer that os._exit drops.  Parent and child share the one Log class; the
+access-log atoms (gunicorn's) are built here from the environ and the response.
+"""
+
+import os
+import time
+
+from forkparts.http11 import OWS
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+
+# gunicorn's access log atoms.  CLF is the default format.
+COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
+COMBINED_LOG_FORMAT = COMMON_LOG_FORMAT + ' "%(f)s" "%(a)s"'
+
+
+class Log:
+    """Error and access log writer over raw file descriptors."""
+
+    def __init__(self, error_fd=2, access_fd=None, level="info",
+                 access_format=COMMON_LOG_FORMAT):
+        self.error_fd = error_fd
+        self.access_fd = access_fd
+        self.level = LEVELS[level]
+        self.access_format = access_format
+
+    def write_line(self, fd, line):
+        data = line.encode("utf-8", "backslashreplace")
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        try:
+            os.write(fd, data)
+        except OSError:
+            pass  # a closed or full log must never take a request down
+
+    def log(self, level, message):
+        if LEVELS[level] < self.level:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
+        self.write_line(self.error_fd, "[%s] [%d] [%s] %s" % (
+            stamp, os.getpid(), level.upper(), message))
+
+    def debug(self, message):
+        self.log("debug", message)
+
+    def info(self, message):
+        self.log("info", message)
+
+    def warning(self, message):
+        self.log("warning", message)
+
+    def error(self, message):
+        self.log("error", message)
+
+    def exception(self, message):
+        import traceback  # only on the error path: children do not pay for it
+        self.log("error", message + "\n" + traceback.format_exc().rstrip("\n"))
+
+    def trace(self, prefix, text):
+        """--trace output: each line tagged with the writer's pid."""
+        pid = os.getpid()
+        lines = ["[%d] %s%s" % (pid, prefix, line) for line in text.splitlines()]
+        self.write_line(self.error_fd, "\n".join(lines))
+
+    def access(self, atoms):
+        if self.access_fd is None:
+            return
+        try:
+            line = self.access_format % _AtomDict(atoms)
+        except (KeyError, ValueError, TypeError) as exc:
+            line = "access log format error: %s" % exc
+        self.write_line(self.access_fd, line)
+
+
+def check_access_format(fmt):
+    """Raise ValueError naming what is wrong with an --access-log-format,
+    so a bad one is refused at start, not written on every request."""
+    sample = {atom: "-" for atom in "hlutrmUqHsBbfaTDMLp"}
+    sample.update(_environ={}, _resp_headers={})
+    try:
+        fmt % _AtomDict(sample)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError("bad --access-log-format %r: %s" % (fmt, exc)) from None
+
+
+class _AtomDict(dict):
+    """Access-log atoms, with gunicorn's ``{name}i`` / ``{name}o`` / ``{name}e``."""
+
+    def __missing__(self, key):
+        if len(key) > 3 and key[0] == "{" and key[-2] == "}":
+            name, kind = key[1:-2].lower(), key[-1]
+            if kind == "i":
+                return self["_environ"].get("HTTP_" + name.upper().replace("-", "_"), "-")
+            if kind == "o":
+                return self["_resp_headers"].get(name, "-")
+            if kind == "e":
+                return self["_environ"].get(key[1:-2], "-")
+        return "-"
+
+
+def access_atoms(environ, response, status, started):
+    """The access log's atoms for one response (gunicorn's names)."""
+    elapsed = time.time() - started
+    req_line = "%s %s %s" % (environ["REQUEST_METHOD"], environ.get("RAW_URI", ""),
+                             environ["SERVER_PROTOCOL"])
+    sent = response.sent_body
+    resp_headers = {n.lower(): v for n, v in (response.headers or [])}
+    return {
+        "h": environ.get("REMOTE_ADDR") or "-", "l": "-",
+        "u": remote_user(environ),
+        "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(started)),
+        "r": req_line, "m": environ["REQUEST_METHOD"], "U": environ["PATH_INFO"],
+        "q": environ["QUERY_STRING"], "H": environ["SERVER_PROTOCOL"],
+        "s": str(status), "B": str(sent), "b": str(sent) if sent else "-",
+        "f": environ.get("HTTP_REFERER", "-"), "a": environ.get("HTTP_USER_AGENT", "-"),
+        "T": str(int(elapsed)), "D": str(int(elapsed * 1e6)),
+        "M": str(int(elapsed * 1e3)), "L": "%.6f" % elapsed, "p": "<%d>" % os.getpid(),
+        "_environ": environ, "_resp_headers": resp_headers,
+    }
+
+
+def remote_user(environ):
+    """The %(u)s atom: REMOTE_USER, else the user of Basic credentials (RFC 7617
+    section 2, as gunicorn logs it), else "-"."""
+    if environ.get("REMOTE_USER"):
+        return environ["REMOTE_USER"]
+    scheme, _, credentials = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "basic":
+        return "-"
+    import binascii
+    try:
+        user = binascii.a2b_base64(credentials.strip(OWS)).decode("utf-8").partition(":")[0]
+    except ValueError:
+        # binascii.Error, UnicodeDecodeError, and the plain ValueError that
+        # a2b_base64 raises for non-ASCII (obs-text) credentials: a client's
+        # bad header must not crash the child after its response.
+        return "-"
+    return user or "-"
+
+
+def format_addr(addr):
+    if not addr:
+        return "unix"
+    if isinstance(addr, str):
+        return addr or "unix"
+    return "%s:%s" % (addr[0], addr[1]) if len(addr) > 1 else str(addr[0])
+
