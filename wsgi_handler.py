@@ -34,20 +34,8 @@ from forkparts.logs import Log, access_atoms, format_addr
 from forkparts.parser import parse_head
 from forkparts.wire import Connection, abort, close_socket, set_no_delay
 
-# Re-exported for forkserver.py until its imports move to the parts.
-from forkparts import __version__  # noqa: F401
-from forkparts.exits import EXIT_HOOK_FAILED, EXIT_NAMES  # noqa: F401
-from forkparts.http11 import (  # noqa: F401
-    MAX_BODY_BYTES, MAX_CHUNK_LINE_BYTES, MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADER_FIELDS,
-    MAX_REQUEST_LINE_BYTES, Limits)
-from forkparts.logs import COMMON_LOG_FORMAT, LEVELS, check_access_format  # noqa: F401
-from forkparts.parser import find_head_end  # noqa: F401
-from forkparts.proxy import (  # noqa: F401
-    DEFAULT_FORWARDING_FAMILY, FORWARDING_FAMILIES, ProxyTrust)
-
 # A body chunk up to this size is copied behind the head into one send().
 COALESCE_MAX_BYTES = 64 * 1024
-SENDFILE_BLOCK_BYTES = 1024 * 1024
 
 # PEP 3333: status is "999 Reason phrase"; RFC 9112 4: status-line =
 #   HTTP-version SP status-code SP [ reason-phrase ], reason-phrase =

@@ -27,11 +27,13 @@ HUGE_PAGES_PYTHONS = ((3, 9), (3, 13))
 ALLOCATOR_FILL_PYTHONS = ((3, 9), (3, 13))
 CODE_LAYOUT_PYTHONS = ((3, 9), (3, 13))
 FAST_ACCEPT_PYTHONS = ((3, 9), (3, 13))
+RAW_SIGNALS_PYTHONS = ((3, 9), (3, 13))
 # option dest -> (version gate, what the log line calls it)
 TRICKS = {"huge_pages": (HUGE_PAGES_PYTHONS, "huge pages"),
           "allocator_fill": (ALLOCATOR_FILL_PYTHONS, "allocator fill"),
           "code_layout": (CODE_LAYOUT_PYTHONS, "code layout"),
-          "fast_accept": (FAST_ACCEPT_PYTHONS, "fast accept")}
+          "fast_accept": (FAST_ACCEPT_PYTHONS, "fast accept"),
+          "raw_signals": (RAW_SIGNALS_PYTHONS, "raw signals")}
 # Which tricks are on: all until configure() reads the switches (today's default).
 enabled = dict.fromkeys(TRICKS, True)
 # --fast-accept/--no-fast-accept: what neither of them means (a measurement decides).
@@ -87,6 +89,27 @@ def install_fast_accept(listeners):
     instance: the Listener class and socket.socket stay as they are)."""
     for listener in listeners:
         listener.accept = MethodType(fast_accept, listener)
+
+
+# ------------------------------------------------------------ raw signals
+
+def signal_calls():
+    """(signal, pthread_sigmask) for the fork path and the child: the C
+    functions of the private ``_signal`` module when the raw-signals trick
+    is on, else signal.py's.
+
+    signal.py wraps both to turn results into enums: signal.signal() makes
+    the old handler a Handlers member, and for a handler that is a bound
+    method (the parent's) Handlers(value) raises and formats a ValueError;
+    pthread_sigmask() builds a set of Signals members.  A child restores six
+    handlers and unblocks six signals, and that Python work writes pages it
+    shares with the parent.  The public functions cannot be told to skip
+    it, and the C functions take and do exactly the same otherwise."""
+    if enabled["raw_signals"]:
+        import _signal
+        return _signal.signal, _signal.pthread_sigmask
+    import signal
+    return signal.signal, signal.pthread_sigmask
 
 
 # -------------------------------------------------------- the heap and code

@@ -11,8 +11,11 @@ also used by --prewarm and the accelerations, which touch only our code).
 import os
 import re
 import sys
+import time
 
 from forkparts.cli import UsageError
+
+RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
 
 # The server's own source files: the two front doors beside this package, and
 # the package's modules.  Real paths: compare them with os.path.realpath().
@@ -128,7 +131,7 @@ def user_traceback(what):
             and not is_our_file(f.filename)]
     text = "".join(traceback.format_list(keep)) + "".join(
         traceback.format_exception_only(etype, value))
-    return "%s:\nTraceback (most recent call last):\n%s" % (what, text.rstrip())
+    return "%s:\nTraceback (most recent call last):\n%s" % (what, text.rstrip("\n"))
 
 
 def setup_paths(opts):
@@ -144,3 +147,43 @@ def setup_paths(opts):
     for entry in reversed((opts.pythonpath or "").split(",")):
         if entry:
             sys.path.insert(0, os.path.abspath(entry))
+
+
+class SourceWatcher:
+    """--reload: the mtimes of the app's source files, looked at once per
+    RELOAD_POLL_SECONDS from the parent's loop (no thread: the parent is
+    single-threaded, and fork() copies only the calling thread)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.mtimes = loader.source_mtimes()
+        self.next_check = time.monotonic() + RELOAD_POLL_SECONDS
+        self.changed_name = None   # the first file found changed
+
+    def changed(self):
+        now = time.monotonic()
+        if now < self.next_check:
+            return False
+        self.next_check = now + RELOAD_POLL_SECONDS
+        mtimes = self.loader.source_mtimes()
+        changed = [path for path, m in self.mtimes.items() if mtimes.get(path, m) != m]
+        if changed:
+            self.mtimes.update(mtimes)
+            self.changed_name = os.path.basename(changed[0])
+        return bool(changed)
+
+    def rescan(self):
+        """After a reload: the files of the app as it is now."""
+        self.mtimes = self.loader.source_mtimes()
+
+
+def warn_about_threads(log):
+    """fork() copies only the calling thread: a thread the app's import
+    started is gone in every child, and a lock it held stays locked there."""
+    threading = sys.modules.get("threading")
+    if threading is None or threading.active_count() <= 1:
+        return
+    names = ", ".join(t.name for t in threading.enumerate()
+                      if t is not threading.main_thread())
+    log.warning("importing the app started threads (%s): fork() copies "
+                "only the main thread, so a lock they hold can deadlock a child" % names)

@@ -9,10 +9,11 @@ often than it changes, and the parent's loop never needs it after start.
 
 from forkparts import __version__
 # The child's defaults and vocabulary, shown in the help and checked here.
-from wsgi_handler import (COMMON_LOG_FORMAT, DEFAULT_FORWARDING_FAMILY, FORWARDING_FAMILIES,
-                          HEADER_TIMEOUT_SECONDS, LEVELS, MAX_BODY_BYTES, MAX_CHUNK_LINE_BYTES,
-                          MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADER_FIELDS,
-                          MAX_REQUEST_LINE_BYTES, MIN_BODY_RATE, READ_TIMEOUT_SECONDS)
+from forkparts.http11 import (HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES, MAX_CHUNK_LINE_BYTES,
+                              MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADER_FIELDS,
+                              MAX_REQUEST_LINE_BYTES, MIN_BODY_RATE, READ_TIMEOUT_SECONDS)
+from forkparts.logs import COMMON_LOG_FORMAT, LEVELS
+from forkparts.proxy import DEFAULT_FORWARDING_FAMILY, FORWARDING_FAMILIES
 
 DEFAULT_BIND = "127.0.0.1:8888"     # the tutorial's port, on loopback only
 # Linux caps this at net.core.somaxconn (4096 on current kernels).  The stdlib's
@@ -49,6 +50,7 @@ def build_parser():
                    help="a Python file of settings (same names as the options) and hooks")
     add_socket_options(p)
     add_app_options(p)
+    add_speed_options(p)
     add_supervision_options(p)
     add_http_options(p)
     add_logging_options(p)
@@ -88,6 +90,12 @@ def add_app_options(p):
                    "is laid out together for every child")
     g.add_argument("--reload", action="store_true",
                    help="development: reload when a source file of the app changes")
+
+
+def add_speed_options(p):
+    g = p.add_argument_group(
+        "speed", "each trick of forkparts/accel.py, on the server's own objects only; "
+        "docs/performance.md gives what each one is worth")
     g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
                    help="keep the parent's heap in 4 KiB pages (by default its nearly "
                    "full 2 MiB ranges become huge pages, which fork copies as one entry)")
@@ -102,6 +110,9 @@ def add_app_options(p):
                    "__init__ (the default for now)")
     g.add_argument("--no-fast-accept", dest="fast_accept", action="store_false",
                    help="accept with the public socket.accept()")
+    g.add_argument("--no-raw-signals", dest="raw_signals", action="store_false",
+                   help="set signal handlers and masks through signal.py's wrappers (by "
+                   "default the fork path and the child call the C functions of _signal)")
 
 
 def add_supervision_options(p):

@@ -13,7 +13,8 @@ import os
 from forkparts.apps import user_traceback
 from forkparts.cli import UsageError, build_parser, octal
 # Checked at start, so a bad value is a usage error, not a failure per request.
-from wsgi_handler import ProxyTrust, check_access_format
+from forkparts.logs import check_access_format
+from forkparts.proxy import ProxyTrust
 
 HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
 

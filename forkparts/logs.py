@@ -149,3 +149,35 @@ def format_addr(addr):
         return addr or "unix"
     return "%s:%s" % (addr[0], addr[1]) if len(addr) > 1 else str(addr[0])
 
+
+def open_log(path, default_fd):
+    """The descriptor to log to: ``default_fd`` for "-", None for no log,
+    else the file opened for appending (an OSError names what failed)."""
+    if path is None:
+        return None
+    if path == "-":
+        return default_fd
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def reopen_log_file(path, fd):
+    """Point ``fd`` at a new file of the same name (logrotate moved the old one)."""
+    if not path or path == "-" or fd is None:
+        return
+    new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(new, fd)
+    os.close(new)
+
+
+def reopen_logs(opts, log):
+    """SIGUSR1, as gunicorn and nginx: reopen the log files."""
+    try:
+        reopen_log_file(opts.access_log, log.access_fd)
+        reopen_log_file(opts.error_log, log.error_fd)
+    except OSError as exc:
+        # After --user the new file must be writable by that user (logrotate's
+        # "create MODE USER GROUP"); until it is, keep writing to the old one.
+        log.error("SIGUSR1: cannot reopen log file %r: %s; still writing to the "
+                  "old one" % (exc.filename, exc.strerror))
+        return
+    log.info("SIGUSR1: log files reopened")

@@ -14,8 +14,7 @@ import sys
 
 from forkparts.accel import relocate
 from forkparts.apps import AppLoadError, is_our_file
-# The child's logger: from its front door until the logging part lands.
-from wsgi_handler import Log
+from forkparts.logs import Log
 
 PREWARM_PASSES = 16                      # > CPython 3.11's quickening warm-up of 8 calls
 

@@ -155,7 +155,7 @@ def remove_pidfile(path):
     """Remove our pidfile (or --status-file): only if it still names our pid."""
     try:
         with open(path) as f:
-            text = f.read().strip()
+            text = f.read().strip(" \n")
         if text != str(os.getpid()) and not text.startswith('{"pid": %d,' % os.getpid()):
             return   # another server owns it now
         os.unlink(path)

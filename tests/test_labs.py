@@ -19,7 +19,7 @@ import time
 import psutil
 import pytest
 
-import forkserver
+from forkparts.acceptfilter import PARENT_BODY_BYTES
 from tests.conftest import ROOT, children_of, http_get, wait_children, wait_no_zombies, zombies_of
 
 SCRIPTS = os.path.join(ROOT, "scripts")
@@ -219,7 +219,7 @@ def exit_while_parent_stopped(server, count):
     """Hold ``count`` children in their request (each waits for its body, one
     byte more than the accept filter reads itself), freeze the parent, let
     them all exit, and thaw it."""
-    body = b"x" * (forkserver.PARENT_BODY_BYTES + 1)
+    body = b"x" * (PARENT_BODY_BYTES + 1)
     head = request_bytes("/", b"Content-Length: %d\r\n" % len(body)).replace(b"GET", b"POST")
     socks = []
     for _ in range(count):

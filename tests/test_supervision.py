@@ -26,7 +26,7 @@ WATCH = os.path.join(ROOT, "scripts", "watch_children.py")
 RSS_MARGIN_BYTES = 2 * 1024 * 1024
 WARMUP_CONNECTIONS = 300
 POLL_SECONDS = 0.02
-KILL_GRACE_SECONDS = 2.0      # forkserver.KILL_GRACE_SECONDS
+KILL_GRACE_SECONDS = 2.0      # forkparts.children.KILL_GRACE_SECONDS
 SCHEDULING_SLACK_SECONDS = 3.0  # a shared 2-core CI machine is slow at times
 # Far apart enough that the kernel never merges two SIGHUPs (standard signals
 # do not queue, signal(7)); a reload may still be running when the next comes.
@@ -309,13 +309,13 @@ def test_child_whose_parent_died_before_prctl_exits_at_once():
     # The race PR_SET_PDEATHSIG leaves open: the parent dies between fork()
     # and the child's prctl call, and no signal ever comes.  The child
     # sees it was reparented and exits.
-    import forkserver
-    assert forkserver.parent_death_signal(os.getpid()) is not None, "no prctl(2) here"
+    from forkparts.children import parent_death_signal
+    assert parent_death_signal(os.getpid()) is not None, "no prctl(2) here"
     read_end, write_end = os.pipe()
     middle = os.fork()
     if middle == 0:   # the "parent": forks the child, then dies at once
         try:
-            die_with_parent = forkserver.parent_death_signal(os.getpid())
+            die_with_parent = parent_death_signal(os.getpid())
             if os.fork() == 0:
                 try:
                     time.sleep(0.5)                 # the "parent" is gone by now

@@ -12,7 +12,8 @@ from forkparts.listeners import Listener, bind_inet
 
 BACKLOG = 16
 SWITCHES = {"huge_pages": "--no-huge-pages", "allocator_fill": "--no-allocator-fill",
-            "code_layout": "--no-code-layout", "fast_accept": "--no-fast-accept"}
+            "code_layout": "--no-code-layout", "fast_accept": "--no-fast-accept",
+            "raw_signals": "--no-raw-signals"}
 
 
 class RecordingLog:
@@ -61,12 +62,12 @@ def test_a_version_outside_a_gate_turns_the_trick_off_with_one_info_line(listene
 
 def test_switched_off_tricks_log_nothing_and_stay_off(listener):
     opts = SimpleNamespace(huge_pages=True, allocator_fill=False, code_layout=False,
-                           fast_accept=False)
+                           fast_accept=False, raw_signals=False)
     log = RecordingLog()
     accel.configure(opts, log, [listener])
     assert log.lines == []
     assert accel.enabled == dict(huge_pages=True, allocator_fill=False, code_layout=False,
-                                 fast_accept=False)
+                                 fast_accept=False, raw_signals=False)
     assert "accept" not in vars(listener)
 
 
@@ -92,3 +93,11 @@ def test_fast_accept_gives_the_same_kind_of_socket_as_the_public_accept(listener
         assert sock.fileno() == -1          # closed through socket.py, fd released
         client.close()
     assert made[0] == made[1] == (socket.socket, socket.AF_INET, socket.SOCK_STREAM, None, True)
+
+
+def test_raw_signals_are_the_c_functions_and_the_switch_gives_signal_pys():
+    import _signal
+    import signal
+    assert accel.signal_calls() == (_signal.signal, _signal.pthread_sigmask)
+    accel.configure(build_parser().parse_args(["app", "--no-raw-signals"]), RecordingLog(), [])
+    assert accel.signal_calls() == (signal.signal, signal.pthread_sigmask)

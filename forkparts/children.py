@@ -1,0 +1,360 @@
+"""Children: what the parent knows of each, how one is set up, how one ends.
+
+DESIGN note.  forkserver.py keeps the tutorial's lines (fork, close, reap); the
+details around them live here: the record of a live child, the plan a child
+reads right after fork() (what to close, which signal handlers to put back,
+which limits to apply), dying with the parent (PR_SET_PDEATHSIG), the exit
+marks that tell forkserver's own _exit from an app's os._exit, decoding a
+wait status, and the log line for an exit that was not a clean one.
+"""
+
+import gc
+import mmap
+import os
+import resource
+import signal
+import sys
+import time
+
+from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,
+                             EXIT_MEMORY_LIMIT, EXIT_NAMES)
+from forkparts.logs import format_addr
+
+PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
+PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
+PID_MAX_FILE = "/proc/sys/kernel/pid_max"   # pids are below it (proc(5))
+PID_MAX_LIMIT = 4 * 1024 * 1024          # Linux's ceiling on 64-bit (<linux/threads.h>)
+KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
+INFINITY = float("inf")
+SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
+
+
+class Child:
+    """What the parent knows of one live child."""
+    __slots__ = ("pid", "addr", "started", "deadline", "term_at")
+
+    def __init__(self, pid, addr, started, deadline):
+        self.pid = pid
+        self.addr = addr
+        self.started = started
+        self.deadline = deadline
+        self.term_at = None
+
+
+class ChildPlan:
+    """What every child does right after fork(), prepared by the parent before
+    the first fork and again after each reload, so that the child only reads
+    plain fields (every Python-level step a child takes writes pages it
+    shares with the parent: docs/performance.md).  ``serve`` is the child's
+    front door, handed in: this module never imports wsgi_handler."""
+    __slots__ = ("serve", "app", "config", "signals", "blocked", "close_fds", "alarm",
+                 "limits", "post_fork", "setups", "log", "marks", "set_handler", "sigmask")
+
+    def __init__(self, serve, app, config, signals, blocked, close_fds, **rest):
+        self.serve, self.app, self.config = serve, app, config
+        self.signals, self.blocked, self.close_fds = signals, blocked, close_fds
+        self.alarm = rest.get("alarm", 0)           # --timeout, armed in the child
+        self.limits = rest.get("limits")            # opts, if --limit-memory/--limit-cpu
+        self.post_fork = rest.get("post_fork")      # a hook: post_fork(sock) -> ok
+        self.setups = rest.get("setups", ())        # run before any signal can arrive
+        self.log, self.marks = rest["log"], rest["marks"]
+        # signal.signal and signal.pthread_sigmask, or their C functions (accel)
+        self.set_handler = rest.get("set_handler", signal.signal)
+        self.sigmask = rest.get("sigmask", signal.pthread_sigmask)
+
+    def run(self, sock, addr, data, accepted_at, parked):
+        """In the child: undo the parent, serve the connection, _exit.  Never returns."""
+        status = EXIT_ERROR
+        try:
+            self.undo_parent(parked)
+            if self.limits:
+                apply_child_limits(self.limits)
+            if self.alarm:   # our own deadline: even if the parent is gone, SIGALRM ends us
+                signal.setitimer(signal.ITIMER_REAL, self.alarm)
+            if self.post_fork and not self.post_fork(sock):
+                status = EXIT_HOOK_FAILED
+                return
+            status = self.serve(sock, addr, self.app, self.config, data, accepted_at)
+        except MemoryError:
+            status = EXIT_MEMORY_LIMIT
+        except BaseException:
+            log_child_failure(self.log, addr)
+        finally:
+            exit_child(self.marks, status)
+
+    def undo_parent(self, parked):
+        """The parent's wake-up fd first, so no signal writes into the parent's
+        pipe, then its handlers (SIGPIPE stays ignored, as Python starts it,
+        so a hang-up is an exception, not a death); then the descriptors that
+        are the parent's alone: the listeners, the pipe, parked connections."""
+        signal.set_wakeup_fd(-1)
+        for sig, handler in self.signals:
+            self.set_handler(sig, handler)
+        for setup in self.setups:
+            setup()
+        self.sigmask(SIG_UNBLOCK, self.blocked)
+        for fd in self.close_fds:
+            os.close(fd)
+        for held in parked.values():
+            os.close(held.sock.detach())
+        gc.disable()   # the frozen heap stays shared; the app may gc.enable()
+
+
+def describe_status(status):
+    """Decode a waitpid status: "exited with status 0" / "killed by SIGTERM"."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = "signal %d" % sig
+        core = " (core dumped)" if os.WCOREDUMP(status) else ""
+        return "killed by %s%s" % (name, core)
+    code = os.WEXITSTATUS(status)
+    reason = EXIT_NAMES.get(code)
+    return "exited with status %d%s" % (code, " (%s)" % reason if reason else "")
+
+
+def is_normal_exit(status):
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def why_killed(child, status, stopping):
+    """What a signal death means, for the log: the stop, --timeout, the CPU limit."""
+    sig = os.WTERMSIG(status)
+    if child.term_at and stopping and sig in (signal.SIGTERM, signal.SIGKILL):
+        return " (server stopping)"   # a fast stop or the stop deadline, not --timeout
+    if sig == signal.SIGALRM or (child.term_at and sig in (signal.SIGTERM, signal.SIGKILL)):
+        return " (timeout)"
+    if sig == signal.SIGXCPU:
+        return " (CPU limit hit)"
+    return ""
+
+
+def log_abnormal_exit(log, child, status, age, stopping):
+    what = describe_status(status)
+    if os.WIFSIGNALED(status):
+        what += why_killed(child, status, stopping)
+    log.log("info" if stopping else "warning", "child %d (client %s, %.2fs) %s" % (
+        child.pid, format_addr(child.addr), age, what))
+
+
+def log_app_exit(log, child, status, age, stopping):
+    """The child ended without forkserver's own _exit: the app (or a hook)
+    called os._exit, so the status is the app's, not an EXIT_* code."""
+    log.log("info" if stopping else "warning",
+            "child %d (client %s, %.2fs) exited with status %d from inside the app "
+            "(os._exit), not through forkserver: its connection may have had no answer"
+            % (child.pid, format_addr(child.addr), age, os.WEXITSTATUS(status)))
+
+
+def exit_marks():
+    """One shared byte per pid: a child sets its own in exit_child, just
+    before forkserver's _exit.  A child that ends without it (the app called
+    os._exit, which runs no finally) is told apart at reaping even when its
+    status is 0.  Anonymous and MAP_SHARED, so the children's writes reach the
+    parent; only the pages touched are ever allocated."""
+    try:
+        with open(PID_MAX_FILE) as f:
+            size = int(f.read())
+    except (OSError, ValueError):
+        size = PID_MAX_LIMIT
+    return mmap.mmap(-1, size)
+
+
+def exit_child(marks, status, getpid=os.getpid, _exit=os._exit):
+    """The child's only way out: mark the exit as ours (exit_marks), then _exit."""
+    try:
+        marks[getpid()] = 1
+    except IndexError:
+        pass   # pid_max raised after the start: no mark, no report
+    finally:
+        _exit(status)
+
+
+def log_child_failure(log, addr):
+    try:
+        log.exception("child failed serving %s" % format_addr(addr))
+    except BaseException:
+        pass   # the child exits anyway; nothing must escape into the parent's loop
+
+
+def exited_children():
+    """Yield (pid, status) from waitpid(-1, WNOHANG) until it returns 0 or ECHILD."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
+
+
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def apply_child_limits(opts):
+    """--limit-memory and --limit-cpu, in the child."""
+    if opts.limit_memory:
+        # RLIMIT_AS counts the whole address space, most of it shared with the
+        # parent; the limit is what the child may add on top of that.
+        with open("/proc/self/statm", "rb") as f:
+            size = int(f.read().split()[0]) * resource.getpagesize()
+        limit = size + int(opts.limit_memory * 1024 * 1024)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if opts.limit_cpu:
+        seconds = int(opts.limit_cpu)
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+        signal.signal(signal.SIGXCPU, raise_cpu_limit)
+
+
+def raise_cpu_limit(signum, frame):
+    raise CPULimitExceeded("CPU limit of the child reached")
+
+
+def restart_after_sighup():
+    """SA_RESTART for SIGHUP, as gunicorn's workers: the Drain notice
+    (--keep-alive) must not make a blocking call of the app fail with EINTR
+    (the idle poll still wakes up, on the wake-up fd)."""
+    signal.siginterrupt(signal.SIGHUP, False)
+
+
+def no_core_dumps():
+    """Children of a server dump no core: a core holds the request's data."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
+def parent_death_signal(parent_pid):
+    """A function that a child calls to be SIGKILLed when its parent dies
+    (prctl PR_SET_PDEATHSIG), or None where prctl(2) is not to be had.
+
+    With the parent gone nobody enforces --timeout or reaps, and the child's
+    own SIGALRM timer can be ignored by the app: SIGKILL is the one signal
+    that always ends it.  A parent that dies between fork() and the prctl
+    call sends nothing, so the child then checks that its parent is still
+    the one that forked it (it was reparented otherwise) and exits."""
+    try:
+        import ctypes   # already loaded by collapse_heap (huge pages, the default)
+        # Without use_errno: the call cannot fail with these arguments, and
+        # saving errno around it wrote 7 more pages per child (20 minor
+        # faults a child with it, 13 without, measured with wait4's rusage).
+        prctl = ctypes.CDLL(None).prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    sigkill = int(signal.SIGKILL)
+
+    def die_with_parent():
+        prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
+        if os.getppid() != parent_pid:
+            os._exit(EXIT_ERROR)
+    return die_with_parent
+
+
+def become_subreaper():
+    """prctl(PR_SET_CHILD_SUBREAPER): orphaned grandchildren (an app's daemons)
+    are reparented to us instead of PID 1, and reaped quietly like unknown pids.
+    An OSError names what failed."""
+    import ctypes
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        raise OSError("--subreaper needs Linux prctl(2)") from None
+    if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError("--subreaper: prctl failed: %s" % os.strerror(ctypes.get_errno()))
+
+
+def flush_stdio():
+    """Text buffered in the parent would be written again by every child."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+class ChildTable:
+    """The live children, in fork order (which is deadline order, so the
+    deadline check stops at the first child not yet due), and those sent
+    SIGTERM that have KILL_GRACE_SECONDS to go before SIGKILL."""
+
+    def __init__(self, log):
+        self.log = log
+        self.live = {}          # pid -> Child
+        self.terminating = {}   # pid -> Child sent SIGTERM, awaiting SIGKILL
+        self.check_at = INFINITY   # no child can time out before this
+
+    def add(self, pid, addr, accepted_at, deadline):
+        self.live[pid] = Child(pid, addr, accepted_at, deadline)
+        if deadline and deadline < self.check_at:
+            self.check_at = deadline
+
+    def check_deadlines(self, now):
+        """--timeout: SIGTERM a child past its deadline, SIGKILL it
+        KILL_GRACE_SECONDS later."""
+        # No copy of the table: neither loop adds or removes children.
+        self.check_at = INFINITY
+        for child in self.live.values():
+            if not child.deadline or child.deadline > now:
+                if child.deadline:   # fork order is deadline order
+                    self.check_at = child.deadline
+                break
+            if child.pid not in self.terminating:
+                self.log.warning("child %d (client %s) timed out after %.1fs; sending SIGTERM" % (
+                    child.pid, format_addr(child.addr), now - child.started))
+                self.signal(child, signal.SIGTERM)
+        for child in self.terminating.values():
+            if now >= child.term_at + KILL_GRACE_SECONDS:
+                self.log.warning("child %d ignored SIGTERM; sending SIGKILL" % child.pid)
+                kill(child.pid, signal.SIGKILL)
+                child.term_at = INFINITY
+
+    def next_kill(self):
+        """When the next SIGKILL is due (a SIGKILLed child's term_at is infinite)."""
+        if not self.terminating:
+            return INFINITY
+        return min(c.term_at for c in self.terminating.values()) + KILL_GRACE_SECONDS
+
+    def signal(self, child, sig):
+        kill(child.pid, sig)
+        if child.term_at is None:
+            child.term_at = time.monotonic()
+        self.terminating[child.pid] = child
+
+    def terminate_all(self):
+        for child in list(self.live.values()):
+            self.signal(child, signal.SIGTERM)
+
+    def tell_all(self, sig):
+        """A notice to every child not being terminated (SIGHUP: Drain)."""
+        for child in self.live.values():
+            if child.pid not in self.terminating:
+                kill(child.pid, sig)
+
+    def forget(self, pid):
+        """The Child record of a reaped pid, or None if it was not ours."""
+        self.terminating.pop(pid, None)
+        return self.live.pop(pid, None)
+
+    def kill_all(self):
+        """SIGKILL every child and wait for each: (pid, status) of those reaped."""
+        for pid in self.live:
+            kill(pid, signal.SIGKILL)
+        for pid in list(self.live):
+            try:
+                yield os.waitpid(pid, 0)
+            except ChildProcessError:
+                self.forget(pid)
+
+    def log_exit(self, child, status, ours, stopping):
+        """The log line for an exit that was not forkserver's clean one."""
+        age = time.monotonic() - child.started
+        if os.WIFEXITED(status) and not ours:
+            log_app_exit(self.log, child, status, age, stopping)
+        elif not is_normal_exit(status):
+            log_abnormal_exit(self.log, child, status, age, stopping)

@@ -1,0 +1,81 @@
+"""What the parent shows of itself: its process title and --status-file.
+
+DESIGN note.  Both are rewritten from the parent's counts (live children,
+high-water mark, connections served), at most once per loop turn for the
+title and once per STATUS_INTERVAL_SECONDS for the file, never per
+connection: a title change is a write into the parent's memory that every
+fork has just shared (docs/performance.md).  scripts/watch_children.py reads
+the file; `ps` shows the title.
+"""
+
+import os
+import time
+
+from forkparts.privileges import write_atomically
+
+STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this often
+
+
+class Status:
+    """The title and the status file of one parent."""
+
+    def __init__(self, path, set_title, descriptions, log):
+        self.path, self.set_title, self.log = path, set_title, log
+        self.prefix = "forkserver: parent " + " ".join(descriptions)
+        self.title_dirty = False   # counts changed: retitle once, at the loop turn's end
+        self.file_dirty = bool(path)
+        self.file_due = 0.0        # not before this (monotonic)
+
+    def update_title(self, children, high_water):
+        self.title_dirty = False
+        self.file_dirty = bool(self.path)
+        if self.set_title is not None:
+            self.set_title("%s children=%d high-water=%d" % (self.prefix, children, high_water))
+
+    def next_write(self):
+        return self.file_due if self.file_dirty else float("inf")
+
+    def write(self, **counts):
+        """Rewrite the file (atomically) if it is due: {"pid": ..., counts..., "time": ...}."""
+        now = time.monotonic()
+        if not self.file_dirty or now < self.file_due:
+            return
+        self.file_dirty = False
+        self.file_due = now + STATUS_INTERVAL_SECONDS
+        fields = ['"pid": %d' % os.getpid()]
+        for name, value in counts.items():
+            fields.append('"%s": %s' % (name, ("true" if value else "false")
+                                        if isinstance(value, bool) else value))
+        fields.append('"time": %.3f' % time.time())
+        try:
+            write_atomically(self.path, "{%s}\n" % ", ".join(fields))
+        except OSError as exc:
+            self.log.warning("cannot write --status-file %r: %s" % (self.path, exc.strerror))
+
+
+def load_setproctitle():
+    """The optional setproctitle's C function, or None.
+
+    Its package __init__ imports ``logging`` (0.7 MB more parent, paid again
+    in page tables by every fork), so the extension is loaded by itself."""
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("setproctitle")
+    except (ImportError, ValueError):
+        return None
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for name in sorted(os.listdir(folder)):
+            if name.startswith("_setproctitle.") and name.endswith(".so"):
+                return load_extension("_setproctitle", os.path.join(folder, name))
+    return None
+
+
+def load_extension(name, path):
+    import importlib.util
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.setproctitle
+    except (ImportError, OSError, AttributeError):
+        return None

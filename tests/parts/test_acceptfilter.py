@@ -1,0 +1,106 @@
+"""forkparts/acceptfilter.py: when a parked connection is ready for a child."""
+import socket
+from types import SimpleNamespace
+
+import pytest
+
+from forkparts.acceptfilter import (BODY_INCOMPLETE, HEAD_INCOMPLETE, PARENT_BODY_BYTES, READY,
+                                    AcceptFilter, Parked, close_if_quiet, filter_body_bytes,
+                                    max_pending_room, request_state)
+
+LIMIT = 64 * 1024
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def post(length, body=b"", extra=b""):
+    return (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n%s\r\n" % (length, extra)) + body
+
+
+@pytest.mark.parametrize("data, state", [
+    (b"", HEAD_INCOMPLETE),
+    (b"GET / HTTP/1.1\r\nHost: x\r\n", HEAD_INCOMPLETE),
+    (GET, READY),
+    (post(b"5", b"ab"), BODY_INCOMPLETE),
+    (post(b"5", b"abcde"), READY),
+    (post(b"%d" % (PARENT_BODY_BYTES + 1)), READY),          # large: the child's
+    (post(b"5", extra=b"Expect: 100-continue\r\n"), READY),  # nothing comes before 100
+    (post(b"5", extra=b"Content-Length: 5\r\n"), READY),     # repeated: the child's 400
+    (post(b"\xd9\xa1"), READY),                              # not ASCII digits
+    (b"GET / HTTP/1.1\nHost: x\r\n\r\n", READY),              # bare LF: the child's 400
+    (b"GET /" + b"a" * LIMIT, READY),                         # can never complete: 414/431
+])
+def test_request_state(data, state):
+    assert request_state(data, LIMIT) == state
+
+
+def test_without_a_body_rate_a_complete_head_is_ready():
+    assert request_state(post(b"5", b"ab"), LIMIT, bodies=False) == READY
+
+
+def test_filter_body_bytes_reads_only_a_plain_small_length():
+    data = post(b" 7 ")
+    assert filter_body_bytes(data, len(data)) == 7
+    chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+    assert filter_body_bytes(chunked, len(chunked)) == 0
+
+
+def test_a_trickled_body_gets_a_grace_then_the_minimum_rate():
+    parked = Parked(None, None, bytearray(post(b"1000")), 0.0, 10.0)
+    parked.body_progress(now=5.0, grace=10.0, rate=500.0)
+    assert parked.deadline == 15.0
+    parked.data += b"x" * 1000
+    parked.body_progress(now=6.0, grace=10.0, rate=500.0)
+    assert parked.deadline == 17.0   # 1000 bytes at 500 B/s: 2 s more, from the head's time
+
+
+def test_max_pending_leaves_room_for_the_rest_of_the_descriptors():
+    import resource
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    log = SimpleNamespace(warnings=[])
+    log.warning = log.warnings.append
+    assert max_pending_room(None, log) == min(1024, soft - 64)
+    assert max_pending_room(soft * 2, log) == soft - 64 and log.warnings
+
+
+def test_close_if_quiet_keeps_a_connection_whose_client_began_a_request():
+    ours, theirs = socket.socketpair()
+    theirs.sendall(b"G")
+    assert not close_if_quiet(ours) and ours.fileno() != -1
+    ours.recv(1)
+    assert close_if_quiet(ours) and ours.fileno() == -1
+    theirs.close()
+
+
+def filter_for_test(may_fork=True):
+    opts = SimpleNamespace(min_body_rate=500.0, max_pending=4, header_timeout=10.0,
+                           keep_alive=0.0)
+    forked = []
+    log = SimpleNamespace(warning=lambda *a: None, info=lambda *a: None)
+    flt = AcceptFilter(opts, log, __import__("select").poll(), LIMIT, lambda: may_fork,
+                       lambda sock, addr, data, at: forked.append(data), lambda addr, d: None)
+    return flt, forked
+
+
+def test_a_head_in_two_pieces_is_parked_then_forked_whole():
+    flt, forked = filter_for_test()
+    ours, theirs = socket.socketpair()
+    theirs.sendall(GET[:10])
+    assert flt.first_look(ours, ("127.0.0.1", 1), 0.0) is None and len(flt.parked) == 1
+    theirs.sendall(GET[10:])
+    flt.on_readable(ours.fileno())
+    assert forked == [GET] and not flt.parked
+    ours.close()
+    theirs.close()
+
+
+def test_the_full_filter_drops_the_oldest_with_503():
+    flt, _ = filter_for_test()
+    pairs = [socket.socketpair() for _ in range(5)]
+    for i, (ours, theirs) in enumerate(pairs):
+        flt.park(ours, ("127.0.0.1", i), b"", float(i), HEAD_INCOMPLETE)
+    assert len(flt.parked) == 4
+    assert pairs[0][1].recv(100).startswith(b"HTTP/1.1 503")
+    flt.refuse_all()
+    for ours, theirs in pairs:
+        ours.close()
+        theirs.close()

@@ -1,0 +1,60 @@
+"""forkparts/labs.py: each lab switch is an override of the correct server."""
+from types import SimpleNamespace
+
+import pytest
+
+from forkparts import labs
+
+
+class Correct:
+    """Stands for forkserver.Server: the methods the lab mixins override."""
+
+    def close_client(self, sock):
+        return "closed"
+
+    def child_setups(self):
+        def die_with_parent():
+            pass
+        return (die_with_parent, print)
+
+
+def options(**switches):
+    base = dict(lab_print_in_handler=False, reaper="loop", lab_parent_keeps_client=False,
+                lab_child_keeps_listener=False, lab_orphans=False, no_gc_freeze=False)
+    base.update(switches)
+    return SimpleNamespace(**base)
+
+
+def test_without_a_switch_the_server_is_the_correct_class():
+    assert labs.server_class(options(), Correct) is Correct
+
+
+@pytest.mark.parametrize("switches, mixin, method", [
+    ({"reaper": "none"}, labs.NoReaper, "sigchld_handler"),
+    ({"reaper": "once"}, labs.ReapOnce, "reap_in_handler"),
+    ({"lab_print_in_handler": True}, labs.PrintInHandler, "reaped_in_handler"),
+    ({"lab_parent_keeps_client": True}, labs.ParentKeepsClient, "close_client"),
+    ({"lab_child_keeps_listener": True}, labs.ChildKeepsListener, "child_closes"),
+    ({"lab_orphans": True}, labs.Orphans, "child_setups"),
+    ({"no_gc_freeze": True}, labs.NoGcFreeze, "freeze"),
+])
+def test_each_switch_puts_its_override_in_front(switches, mixin, method):
+    cls = labs.server_class(options(**switches), Correct)
+    assert cls.__mro__[1:] == (mixin,) + mixin.__mro__[1:-1] + (Correct, object)
+    assert getattr(cls, method) is getattr(mixin, method)
+
+
+def test_switches_combine_and_once_with_print_reaps_one_per_signal():
+    cls = labs.server_class(options(reaper="once", lab_print_in_handler=True), Correct)
+    assert cls.reap_only_one and cls.reaped_in_handler is labs.PrintInHandler.reaped_in_handler
+
+
+def test_the_parent_that_keeps_clients_keeps_them():
+    server = labs.server_class(options(lab_parent_keeps_client=True), Correct)()
+    server.close_client("sock")
+    assert server.kept_clients == ["sock"]
+
+
+def test_orphans_drop_only_the_parent_death_signal():
+    server = labs.server_class(options(lab_orphans=True), Correct)()
+    assert server.child_setups() == (print,)

@@ -1,0 +1,41 @@
+"""forkparts/status.py: the parent's title and --status-file."""
+import json
+import os
+import time
+
+from forkparts.status import STATUS_INTERVAL_SECONDS, Status
+
+
+class Log:
+    def __init__(self):
+        self.warnings = []
+
+    def warning(self, text):
+        self.warnings.append(text)
+
+
+def test_the_title_names_the_listeners_and_the_counts():
+    titles = []
+    status = Status(None, titles.append, ["http://127.0.0.1:8888"], Log())
+    status.title_dirty = True
+    status.update_title(3, 7)
+    assert titles == ["forkserver: parent http://127.0.0.1:8888 children=3 high-water=7"]
+    assert not status.title_dirty and not status.file_dirty   # no --status-file
+
+
+def test_the_status_file_is_json_with_our_pid_and_written_at_most_once_per_interval(tmp_path):
+    path = str(tmp_path / "status.json")
+    status = Status(path, None, [], Log())
+    status.write(children=2, stopping=False)
+    first = json.loads(open(path).read())
+    assert first["pid"] == os.getpid() and first["children"] == 2 and first["stopping"] is False
+    status.file_dirty = True
+    status.write(children=5, stopping=True)          # too soon: not rewritten
+    assert json.loads(open(path).read())["children"] == 2
+    assert status.next_write() <= time.monotonic() + STATUS_INTERVAL_SECONDS
+
+
+def test_an_unwritable_status_file_is_a_warning_not_a_failure(tmp_path):
+    log = Log()
+    Status(str(tmp_path / "missing" / "status.json"), None, [], log).write(children=0)
+    assert log.warnings and "--status-file" in log.warnings[0]
