@@ -52,6 +52,7 @@ under --out.
     python scripts/tricks.py --trick huge-pages,gc-freeze --app examples.bench_apps:flask_app
     python scripts/tricks.py --app examples.bench_apps:flask_app --on "" --off "--no-huge-pages"
     python scripts/tricks.py --trick fast-accept --forkserver ../other/forkserver.py
+    python scripts/tricks.py --on '' --off '' --name layout --off-forkserver ../old/forkserver.py
 
 Every server started is stopped by its pid (SIGTERM, then SIGKILL after a
 bound) in a ``finally``, on errors and on Ctrl-C too.  Needs only the standard
@@ -83,6 +84,7 @@ TRICKS = {
     "allocator-fill": ("", "--no-allocator-fill"),
     "code-layout": ("", "--no-code-layout"),
     "fast-accept": ("--fast-accept", "--no-fast-accept"),
+    "raw-signals": ("", "--no-raw-signals"),
     "gc-freeze": ("", "--no-gc-freeze"),
 }
 DEFAULT_APP = "examples.bench_apps:hello"
@@ -267,7 +269,8 @@ def start_pair(pair, args, tag, started):
     sides = {}
     for side in ("on", "off"):
         name = "%s-%s-%s" % (pair["trick"], side, tag)
-        sides[side] = Server(name, args.forkserver, args.app, pair[side], args.out)
+        forkserver = args.off_forkserver if side == "off" else args.forkserver
+        sides[side] = Server(name, forkserver, args.app, pair[side], args.out)
         started.append(sides[side])
     for server in sides.values():
         server.wait_ready()
@@ -456,6 +459,9 @@ def parse_args(argv):
                    help="one pair of servers for all rounds (default: a new pair each round)")
     p.add_argument("--forkserver", default=FORKSERVER,
                    help="the forkserver.py to measure (default: this checkout's)")
+    p.add_argument("--off-forkserver", metavar="PATH",
+                   help="the forkserver.py of the \"off\" side (default: --forkserver): "
+                        "compares two checkouts, e.g. --on '' --off '' --name layout")
     p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
                    "temporary directory)")
     args = p.parse_args(glue_flag_values(sys.argv[1:] if argv is None else argv))
@@ -483,6 +489,9 @@ def check_args(p, args):
     args.forkserver = os.path.abspath(args.forkserver)
     if not os.path.isfile(args.forkserver):
         p.error("--forkserver: no such file: %s" % args.forkserver)
+    args.off_forkserver = os.path.abspath(args.off_forkserver or args.forkserver)
+    if not os.path.isfile(args.off_forkserver):
+        p.error("--off-forkserver: no such file: %s" % args.off_forkserver)
     for flags in (args.on, args.off):
         try:
             shlex.split(flags or "")
