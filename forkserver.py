@@ -38,22 +38,24 @@ import forkparts.prewarm
 from forkparts import __version__  # noqa: F401 (forkserver.__version__)
 from forkparts.acceptfilter import AcceptFilter, max_pending_room, refuse
 from forkparts.accel import (collapse_heap, configure as configure_accel, fill_allocator_holes,
-                             relocate, signal_calls)
+                             fast_accept, relocate, signal_calls)
 from forkparts.admission import Admission
 from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, setup_paths,
                             warn_about_threads)
-from forkparts.children import (ChildPlan, ChildTable, become_subreaper, describe_status,
-                                exit_marks, exited_children, flush_stdio, no_core_dumps,
-                                parent_death_signal, restart_after_sighup)
+from forkparts.children import (Child, ChildPlan, ChildTable, become_subreaper,
+                                describe_status, exit_child, exit_marks, exited_children,
+                                flush_stdio, no_core_dumps, parent_death_signal,
+                                restart_after_sighup)
 from forkparts.cli import UsageError
 from forkparts.configfile import parse_options
 from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
-from forkparts.listeners import ListenError, sd_notify
+from forkparts.listeners import Listener, ListenError, sd_notify
 from forkparts.logs import Log, format_addr, open_log, reopen_logs
 from forkparts.privileges import open_listeners, remove_pidfile, writable_by
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
+from forkparts.wire import close_socket
 from wsgi_handler import Drain, HandlerConfig, serve_connection
 
 # ---------------------------------------------------------------- exit codes
@@ -479,8 +481,10 @@ class Server(Supervisor):
         self.close_client(sock)
         return pid
 
-    def close_client(self, sock):
-        sock.close()   # the child has its own copy; ours must go (lab 3)
+    # The child has its own copy of the client socket; the parent's must go
+    # (lab 3 shows what happens if it stays).  This is sock.close() without
+    # socket.py's two Python frames: socket.SocketType.close, the C close.
+    close_client = staticmethod(close_socket)
 
     def fork_failed(self, sock, addr, exc):
         self.log.error("fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
@@ -605,9 +609,10 @@ def hot_code():
     """The code a connection runs, in the order it runs it: the parent's loop,
     then a child's first steps.  accel.relocate lays it out side by side."""
     steps = (Server.serve_forever, Server.wait, Server.next_timeout, Server.accept_from,
-             AcceptFilter.first_look, Server.fork_child, Server.close_client,
-             Server.reap_children, Server.update_title, Status.update_title,
-             Server.note_sigchld, Server.note_signal, ChildPlan.run, ChildPlan.undo_parent)
+             Listener.accept, fast_accept, AcceptFilter.first_look, Server.fork_child,
+             ChildTable.add, Child.__init__, Server.reap_children, Server.update_title,
+             Status.update_title, Server.note_sigchld, Server.note_signal,
+             ChildPlan.run, ChildPlan.undo_parent, exit_child)
     return [step.__code__ for step in steps]
 
 
