@@ -3,9 +3,9 @@
 DESIGN note: a Listener is the server's own object around one listening
 socket: what the parent polls and accepts from, and how the ready line names
 it.  Binding (TCP with TCP_DEFER_ACCEPT, unix sockets with their stale-file
-check, inherited fds, systemd socket activation) happens once, before the
-app's first fork; it is a room of its own because none of it is the loop's
-business, and every bind failure is a ListenError (exit status 4).
+check and their file mode, inherited fds, systemd socket activation) happens
+once, before the app's first fork; it is a room of its own because none of it
+is the loop's business, and every bind failure is a ListenError (exit status 4).
 """
 
 import os
@@ -49,10 +49,7 @@ class Listener:
         except OSError:
             pass
         if self.unix_path:
-            try:
-                os.unlink(self.unix_path)
-            except OSError:
-                pass
+            remove_quietly(self.unix_path)
             self.unix_path = None
 
 
@@ -132,19 +129,41 @@ def set_defer_accept(sock, seconds):
             pass
 
 
+# The mode --umask is taken from, as open(2) creates a file with 0666: only the
+# write bit lets a peer connect(2) (unix(7)), execute means nothing on a socket,
+# so --umask 007 gives 0660 as it would for any file the server writes.
+SOCKET_FILE_MODE = 0o666
+# While bound but not yet chmod'ed the file is 0000: no one but root may connect
+# before its mode is the one asked for.
+BIND_UMASK = 0o777
+
+
 def bind_unix(path, backlog, umask):
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(umask)
+    old = os.umask(BIND_UMASK)
     try:
         sock.bind(path)
-        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror)) from None
     finally:
         os.umask(old)
+    try:
+        os.chmod(path, SOCKET_FILE_MODE & ~umask)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        remove_quietly(path)
+        raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror)) from None
     return Listener(sock, "unix:" + path, unix_path=path)
+
+
+def remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def remove_stale_socket(path):

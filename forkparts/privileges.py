@@ -11,6 +11,7 @@ because it is the security-sensitive start-up, read and reviewed as a whole.
 
 import errno
 import os
+import stat
 
 from forkparts.cli import DEFAULT_BIND, UsageError
 from forkparts.listeners import ASCII_DIGITS_RE, ListenError, open_listener, systemd_listeners
@@ -71,13 +72,23 @@ def drop_privileges(owner, listeners):
     uid, gid = owner
     for listener in listeners:
         if listener.unix_path:
-            os.chown(listener.unix_path, uid, gid)
+            os.chown(listener.unix_path, uid, socket_group(listener.unix_path, gid))
     try:
         os.setgroups([])
         os.setgid(gid)
         os.setuid(uid)
     except PermissionError:
         raise ListenError("cannot switch to user %d: not running as root" % uid) from None
+
+
+def socket_group(path, gid):
+    """The group a unix socket file is given at the drop: gid, unless the file
+    lies in a set-group-ID directory.  There every new file takes the
+    directory's group (open(2), the BSD rule), which is how an administrator
+    says who may connect (www-data for nginx: docs/deploy.md,
+    deploy/forkserver-tmpfiles.conf): -1 keeps it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return -1 if os.stat(directory).st_mode & stat.S_ISGID else gid
 
 
 def write_pidfile(path, owner=None):

@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -90,9 +91,11 @@ def free_port():
 class Nginx:
     """nginx in the foreground (daemon off) with everything under a temp prefix."""
 
-    def __init__(self, prefix, upstreams, cert, edit=None):
+    def __init__(self, prefix, upstreams, cert, edit=None, user=None):
         """edit: a function of the site file's text, for a test that switches
-        on what deploy/nginx.conf leaves commented out."""
+        on what deploy/nginx.conf leaves commented out.  user: the workers'
+        user (www-data, as Debian runs nginx); by default root when we are root,
+        so that they reach sockets in the tests' private temporary directories."""
         self.prefix = str(prefix)
         os.makedirs(self.prefix, exist_ok=True)
         self.http_port, self.https_port = free_port(), free_port()
@@ -100,8 +103,9 @@ class Nginx:
         with open(os.path.join(self.prefix, "site.conf"), "w") as f:
             f.write(edit(text) if edit else text)
         with open(os.path.join(self.prefix, "nginx.conf"), "w") as f:
+            user = user or ("root" if os.geteuid() == 0 else None)
             f.write(MAIN_CONF.format(prefix=self.prefix,
-                                     user="user root;" if os.geteuid() == 0 else ""))
+                                     user="user %s;" % user if user else ""))
         self.proc = subprocess.Popen(
             [NGINX, "-p", self.prefix + "/", "-c", self.prefix + "/nginx.conf",
              "-e", self.prefix + "/error.log"],
@@ -649,3 +653,298 @@ def test_sigusr1_reopens_logs_after_rotation(start_server):
     new, old = read_text(server.access_log), read_text(server.access_log + ".1")
     assert len(new.splitlines()) == 1 and "GET /after " in new
     assert len(old.splitlines()) == 1 and "GET /before " in old
+
+
+@needs(os.geteuid() == 0, "dropping privileges needs root (CI is root)")
+def test_privilege_drop_keeps_the_group_of_a_set_group_id_socket_directory(start_server,
+                                                                          tmp_path):
+    import grp
+    import pwd
+    nobody, nginx_group = pwd.getpwnam(NOBODY), grp.getgrnam(NGINX_USER)
+    shared, private = tmp_path / "shared", tmp_path / "private"
+    shared.mkdir()
+    private.mkdir()
+    os.chown(str(shared), 0, nginx_group.gr_gid)
+    os.chmod(str(shared), 0o2750)      # every file made here is group www-data
+    server = start_server("tests.apps_deploy:whoami", "--user", NOBODY, "--umask", "007",
+                          "--bind", "unix:%s" % (shared / "app.sock"),
+                          "--bind", "unix:%s" % (private / "app.sock"))
+    assert server.ps.uids().effective == nobody.pw_uid
+    kept, given = os.stat(str(shared / "app.sock")), os.stat(str(private / "app.sock"))
+    assert (kept.st_uid, kept.st_gid) == (nobody.pw_uid, nginx_group.gr_gid)
+    assert (given.st_uid, given.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    assert stat.S_IMODE(kept.st_mode) == stat.S_IMODE(given.st_mode) == 0o660
+
+
+# ================================================================ the guide, step by step
+# docs/deploy.md's steps 1 and 2 as far as a machine without systemd as PID 1
+# allows: its own command lines, the shipped files, nginx running as www-data.
+
+GUIDE = os.path.join(ROOT, "docs", "deploy.md")
+DEPLOY = os.path.join(ROOT, "deploy")
+TMPFILES_CONF = os.path.join(DEPLOY, "forkserver-tmpfiles.conf")
+SOCKET_UNIT = os.path.join(DEPLOY, "forkserver.socket")
+SERVICE_UNIT = os.path.join(DEPLOY, "forkserver.service")
+EXAMPLE_CONFIG = os.path.join(DEPLOY, "forkserver.conf.py")
+STEP_1 = "1. One machine behind nginx"
+STEP_2 = "2. systemd: socket activation, notify, reload, stop"
+GUIDE_RUN_DIR = "/run/forkserver"
+GUIDE_APP_DIR = "/srv/myapp"
+GUIDE_LOG_DIR = "/var/log/forkserver"
+GUIDE_TMPFILES = "/etc/tmpfiles.d/forkserver.conf"
+GUIDE_CONFIG = "/etc/forkserver/forkserver.conf.py"
+NGINX_USER = "www-data"
+SERVICE_USER = "forkserver"
+USERADD_EXISTS = 9           # useradd(8): "username already in use"
+SYSTEMD_TMPFILES = shutil.which("systemd-tmpfiles")
+SYSTEMD_SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
+SETPRIV = shutil.which("setpriv")
+SYSTEM_PYTHON = "/usr/bin/python3"
+SERVER_FILES = ("forkserver.py", "wsgi_handler.py", "forkparts")
+NEEDS_SYSTEMD = "the systemd package's tools (.ci/run installs it)"
+MYAPP = '''\
+import json, os
+
+def app(environ, start_response):
+    """The guide's myapp:app: who serves, and a write to the app's data directory."""
+    with open(os.path.join("data", "visits"), "a") as f:
+        f.write("%s\\n" % environ["PATH_INFO"])
+    body = json.dumps({"server": os.getppid(), "uid": os.getuid(), "gid": os.getgid(),
+                       "remote_addr": environ["REMOTE_ADDR"],
+                       "scheme": environ["wsgi.url_scheme"]}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def guide_commands(heading):
+    """The command lines of the sh blocks of docs/deploy.md's section heading."""
+    with open(GUIDE) as f:
+        text = f.read()
+    assert "\n## %s\n" % heading in text, "docs/deploy.md has no section %r" % heading
+    section = text.split("\n## %s\n" % heading, 1)[1].split("\n## ", 1)[0]
+    return [line for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+            for line in block.splitlines() if line.strip()]
+
+
+def guide_command(heading, start):
+    """The one command line of that section that starts with start, its comment cut."""
+    found = [line for line in guide_commands(heading) if line.startswith(start)]
+    assert len(found) == 1, "docs/deploy.md, %r: %d lines start %r" % (heading, len(found), start)
+    return re.sub(r"\s+#.*", "", found[0])
+
+
+def unit_settings(path):
+    """{directive: [values]} of a systemd unit file, sections merged."""
+    settings = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith(("#", ";", "[")) and "=" in line:
+                key, _, value = line.partition("=")
+                settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def run_guide_line(line):
+    """A command line of the guide, as root's shell runs it."""
+    result = subprocess.run(line, shell=True, capture_output=True, text=True,
+                            timeout=START_SECONDS)
+    return result.returncode, result.stdout + result.stderr
+
+
+def guide_user(heading):
+    """The service's user, made by the guide's useradd line unless it exists."""
+    import pwd
+    code, output = run_guide_line(guide_command(heading, "useradd")
+                                  if heading == STEP_1 else
+                                  guide_command(heading, "id %s ||" % SERVICE_USER))
+    # Step 1's bare useradd fails (9) once a run before ours made the user.
+    assert code == 0 or (code == USERADD_EXISTS and heading == STEP_1), output
+    return pwd.getpwnam(SERVICE_USER)
+
+
+@pytest.fixture
+def run_dir():
+    """Stands for /run/forkserver, which a real server on this machine may use."""
+    path = "%s-test-%d-%s" % (GUIDE_RUN_DIR, os.getpid(), os.urandom(4).hex())
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def world_dir():
+    """A directory every user may search (pytest's tmp_path is root's alone):
+    for what the guide's other users (forkserver, www-data) must reach."""
+    import tempfile
+    path = tempfile.mkdtemp(prefix="forkserver-guide-")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def nginx_as_www_data(world_dir, socket_path, certificate):
+    return Nginx(os.path.join(world_dir, "nginx"), ["unix:" + socket_path], certificate,
+                 user=NGINX_USER)
+
+
+@needs(os.geteuid() == 0, "the guide is followed as root (CI is root)")
+@needs(SYSTEMD_TMPFILES, NEEDS_SYSTEMD)
+def test_guide_step_1_nginx_as_www_data_reaches_forkserver_on_its_unix_socket(
+        start_server, certificate, run_dir, world_dir):
+    import grp
+    user, nginx_gid = guide_user(STEP_1), grp.getgrnam(NGINX_USER).gr_gid
+    # cp deploy/forkserver-tmpfiles.conf /etc/tmpfiles.d/forkserver.conf
+    assert guide_command(STEP_1, "cp deploy/forkserver-tmpfiles.conf") == (
+        "cp deploy/forkserver-tmpfiles.conf %s" % GUIDE_TMPFILES)
+    conf = os.path.join(world_dir, "forkserver.conf")
+    with open(TMPFILES_CONF) as f, open(conf, "w") as out:
+        out.write(f.read().replace(GUIDE_RUN_DIR, run_dir))
+    code, output = run_guide_line(guide_command(STEP_1, "systemd-tmpfiles")
+                                  .replace(GUIDE_TMPFILES, conf))
+    assert code == 0, output
+    made = os.stat(run_dir)
+    assert (made.st_uid, made.st_gid, oct(stat.S_IMODE(made.st_mode))) == (
+        user.pw_uid, nginx_gid, "0o2750")
+    argv = shlex.split(guide_command(STEP_1, "forkserver ").replace(GUIDE_RUN_DIR, run_dir))
+    assert argv[:2] == ["forkserver", "myapp:app"], argv
+    server = start_server("tests.apps_deploy:whoami", *argv[2:])
+    socket_path = os.path.join(run_dir, "forkserver.sock")
+    info = os.stat(socket_path)
+    assert (info.st_uid, info.st_gid, oct(stat.S_IMODE(info.st_mode))) == (
+        user.pw_uid, nginx_gid, "0o660")
+    nginx = nginx_as_www_data(world_dir, socket_path, certificate)
+    try:
+        status, body = nginx.request("GET", "/step-1")
+        assert status == 200, (body[:300], nginx.error_text()[-1000:])
+        seen = json.loads(body)
+        assert (seen["server"], seen["uid"]) == (server.pid, user.pw_uid)
+        assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
+    finally:
+        nginx.stop()
+        kill_tree(nginx.proc.pid)
+    assert server.stop() == 0
+    assert not os.path.exists(socket_path)     # removed by forkserver, as its user
+
+
+def python_for(user):
+    """An interpreter that user may run: ours, unless it lives under root's
+    home (pyenv's), else the system's; as a real deployment's venv would be."""
+    for python in (sys.executable, SYSTEM_PYTHON):
+        check = subprocess.run([SETPRIV, "--reuid", str(user.pw_uid), "--regid",
+                                str(user.pw_gid), "--init-groups", "--", python, "-c",
+                                "import sys; sys.exit(sys.version_info < (3, 10))"],
+                               cwd="/", capture_output=True, timeout=START_SECONDS)
+        if check.returncode == 0:
+            return python
+    pytest.fail("no Python >= 3.10 that user %s may run" % user.pw_name)
+
+
+def install_app(app_dir):
+    """/srv/myapp: forkserver's files (what the venv would hold) and myapp.py."""
+    os.makedirs(app_dir)
+    for name in SERVER_FILES:
+        source = os.path.join(ROOT, name)
+        if os.path.isdir(source):
+            shutil.copytree(source, os.path.join(app_dir, name),
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, app_dir)
+    with open(os.path.join(app_dir, "myapp.py"), "w") as f:
+        f.write(MYAPP)
+    for where, dirs, files in os.walk(app_dir):
+        os.chmod(where, 0o755)
+
+
+class SocketActivated:
+    """The units of step 2 without systemd as PID 1: systemd-socket-activate
+    binds ListenStream= and, on the first connection, execs ExecStart= as
+    User=/Group= (setpriv keeps the pid, so LISTEN_PID stays right)."""
+
+    def __init__(self, world_dir, run_dir, user):
+        self.socket_unit, self.service = unit_settings(SOCKET_UNIT), unit_settings(SERVICE_UNIT)
+        listen = self.socket_unit["ListenStream"][0]
+        assert listen.startswith(GUIDE_RUN_DIR + "/"), listen
+        self.socket_path = run_dir + listen[len(GUIDE_RUN_DIR):]
+        # systemd makes the socket's directory, DirectoryMode=, owned by root.
+        os.mkdir(run_dir)
+        os.chmod(run_dir, int(self.socket_unit["DirectoryMode"][0], 8))
+        self.app_dir = os.path.join(world_dir, "srv", "myapp")
+        install_app(self.app_dir)
+        code, output = run_guide_line(guide_command(STEP_2, "install -d")
+                                      .replace(GUIDE_APP_DIR, self.app_dir))
+        assert code == 0, output
+        self.log_dir = os.path.join(world_dir, "log")       # LogsDirectory=
+        os.mkdir(self.log_dir)
+        os.chown(self.log_dir, user.pw_uid, user.pw_gid)
+        self.config = os.path.join(world_dir, "forkserver.conf.py")
+        with open(EXAMPLE_CONFIG) as f, open(self.config, "w") as out:
+            out.write(f.read().replace(GUIDE_LOG_DIR, self.log_dir))
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify_path = os.path.join(world_dir, "notify")
+        self.notify.bind(notify_path)
+        os.chmod(notify_path, 0o666)
+        self.notify.settimeout(START_SECONDS)
+        self.proc = subprocess.Popen(
+            [SYSTEMD_SOCKET_ACTIVATE, "-l", self.socket_path,
+             "-E", "NOTIFY_SOCKET=" + notify_path, "-E", "PYTHONUNBUFFERED=1",
+             SETPRIV, "--reuid", self.service["User"][0], "--regid", self.service["Group"][0],
+             "--init-groups", "--", python_for(user)] + self.exec_start(),
+            cwd=self.service["WorkingDirectory"][0].replace(GUIDE_APP_DIR, self.app_dir),
+            stdout=open(os.path.join(world_dir, "stdout.log"), "wb"), stderr=subprocess.STDOUT)
+
+    def exec_start(self):
+        argv = shlex.split(self.service["ExecStart"][0])
+        assert argv[0] == GUIDE_APP_DIR + "/venv/bin/forkserver", argv
+        assert argv[argv.index("--config") + 1] == GUIDE_CONFIG, argv
+        argv[argv.index("--config") + 1] = self.config
+        return [os.path.join(self.app_dir, "forkserver.py")] + argv[1:]
+
+    def socket_as_the_unit_says(self):
+        """What systemd does right after it binds: SocketUser=, SocketGroup=, SocketMode=."""
+        import grp
+        import pwd
+        assert wait_for(lambda: os.path.exists(self.socket_path)), self.output()
+        os.chown(self.socket_path, pwd.getpwnam(self.socket_unit["SocketUser"][0]).pw_uid,
+                 grp.getgrnam(self.socket_unit["SocketGroup"][0]).gr_gid)
+        os.chmod(self.socket_path, int(self.socket_unit["SocketMode"][0], 8))
+
+    def output(self):
+        return read_text(os.path.join(os.path.dirname(self.config), "stdout.log"))
+
+    def close(self):
+        if self.proc.poll() is None:
+            kill_tree(self.proc.pid)
+        self.notify.close()
+
+
+@needs(os.geteuid() == 0, "the guide is followed as root (CI is root)")
+@needs(SYSTEMD_SOCKET_ACTIVATE and SETPRIV, NEEDS_SYSTEMD)
+def test_guide_step_2_socket_activated_service_runs_as_its_user_behind_nginx_as_www_data(
+        certificate, run_dir, world_dir):
+    user = guide_user(STEP_2)
+    service = SocketActivated(world_dir, run_dir, user)
+    nginx = None
+    try:
+        service.socket_as_the_unit_says()
+        nginx = nginx_as_www_data(world_dir, service.socket_path, certificate)
+        # The first connection starts the service (socket activation); it waits
+        # in the socket's backlog meanwhile.
+        status, body = nginx.request("GET", "/step-2")
+        assert status == 200, (body[:300], nginx.error_text()[-1000:], service.output())
+        seen = json.loads(body)
+        assert (seen["server"], seen["uid"], seen["gid"]) == (
+            service.proc.pid, user.pw_uid, user.pw_gid)
+        assert (seen["remote_addr"], seen["scheme"]) == (CLIENT_IP, "http")
+        assert service.notify.recv(4096).split(b"\n")[0] == b"READY=1"
+        assert read_text(os.path.join(service.app_dir, "data", "visits")) == "/step-2\n"
+        assert "GET /step-2 " in read_text(os.path.join(service.log_dir, "access.log"))
+        service.proc.send_signal(signal.SIGTERM)
+        assert service.notify.recv(4096) == b"STOPPING=1"
+        assert service.proc.wait(STOP_SECONDS) == 0, service.output()
+    finally:
+        if nginx:
+            nginx.stop()
+            kill_tree(nginx.proc.pid)
+        service.close()

@@ -1,25 +1,32 @@
 """deploy/ and the config file agree with the CLI (issue 8): every command-line
 option has a config-file setting of the same name that does what the option
 does; the systemd unit's ExecStart uses real flags; the example config works
-under the socket activation the example units set up."""
+under the socket activation the example units set up.  The units say what
+docs/deploy.md says and pass systemd-analyze verify (issue 16)."""
 import http.client
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
+import subprocess
 
 import pytest
 
 from forkparts import cli, configfile
 from forkparts.cli import build_parser
 from forkparts.configfile import parse_options, read_config_file
-from tests.test_deploy import HTTP_TIMEOUT_SECONDS, STOP_SECONDS, Activated
+from tests.conftest import needs
+from tests.test_deploy import (GUIDE, GUIDE_APP_DIR, GUIDE_RUN_DIR, HTTP_TIMEOUT_SECONDS,
+                               SOCKET_UNIT, STEP_2, STOP_SECONDS, Activated, guide_command,
+                               unit_settings)
 
 DEPLOY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy")
 EXAMPLE_CONFIG = os.path.join(DEPLOY, "forkserver.conf.py")
 SERVICE_UNIT = os.path.join(DEPLOY, "forkserver.service")
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 APP = "tests.apps:hello"
 
 # A valid value for options whose string is checked while parsing; any other
@@ -124,3 +131,68 @@ def test_example_config_serves_under_socket_activation(tmp_path):
     with open(tmp_path / "error.log") as f:
         log = f.read()
     assert re.search(r"\] ready$", log, re.M) and "WARNING" not in log
+
+
+# ------------------------------------------------ the units as docs/deploy.md says (issue 16)
+
+def test_service_unit_lets_a_re_executed_parent_notify():
+    """USR2 execs a new parent that sends MAINPID= and READY=1 before it is the
+    main process: NotifyAccess=main would have systemd drop them."""
+    service = unit_settings(SERVICE_UNIT)
+    assert service["Type"] == ["notify"] and service["NotifyAccess"] == ["all"]
+
+
+def test_the_socket_unit_makes_the_runtime_directory_and_the_service_never_removes_it():
+    socket_unit, service = unit_settings(SOCKET_UNIT), unit_settings(SERVICE_UNIT)
+    assert os.path.dirname(socket_unit["ListenStream"][0]) == GUIDE_RUN_DIR
+    assert socket_unit["DirectoryMode"] == ["0755"]     # nginx may search it
+    # RuntimeDirectory= on the service would remove the socket's file with it
+    # at every stop of the service (unless preserved, and then the service
+    # would own a directory the socket unit needs first).
+    assert "RuntimeDirectory" not in service
+    assert (socket_unit["SocketGroup"], socket_unit["SocketMode"]) == (["www-data"], ["0660"])
+
+
+def test_app_data_is_writable_under_protect_system_strict():
+    """A stock Django project writes db.sqlite3 (and its journal) beside
+    manage.py; the guide moves it to data/, which the unit makes writable."""
+    service = unit_settings(SERVICE_UNIT)
+    assert service["ProtectSystem"] == ["strict"]
+    data = service["WorkingDirectory"][0] + "/data"
+    assert data in " ".join(service["ReadWritePaths"]).split()
+    assert guide_command(STEP_2, "install -d") == (
+        "install -d -o %s -g %s -m 0750 %s" % (service["User"][0], service["Group"][0], data))
+    with open(GUIDE) as f:
+        assert '"NAME": BASE_DIR / "data" / "db.sqlite3"' in f.read()
+
+
+@needs(SYSTEMD_ANALYZE, "systemd-analyze (package systemd; .ci/run installs it)")
+def test_shipped_units_pass_systemd_analyze_verify(tmp_path):
+    """With the paths they name made (the app's venv under tmp_path instead of
+    /srv/myapp), the units as shipped: no output at all, since verify exits 0
+    even on an unknown directive (it only warns)."""
+    app_dir = tmp_path / "srv-myapp"
+    (app_dir / "venv" / "bin").mkdir(parents=True)
+    (app_dir / "data").mkdir()
+    program = app_dir / "venv" / "bin" / "forkserver"
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    units = []
+    for path in (SOCKET_UNIT, SERVICE_UNIT):
+        with open(path) as f:
+            text = f.read()
+        (tmp_path / os.path.basename(path)).write_text(text.replace(GUIDE_APP_DIR, str(app_dir)))
+        units.append(str(tmp_path / os.path.basename(path)))
+    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no"] + units, cwd=str(tmp_path),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@needs(SYSTEMD_ANALYZE, "systemd-analyze (package systemd; .ci/run installs it)")
+def test_systemd_analyze_verify_catches_a_misspelt_directive(tmp_path):
+    """The check above can fail: a unit with a typo prints a warning."""
+    unit = tmp_path / "typo.service"
+    unit.write_text("[Service]\nType=notify\nNotifyAcces=all\nExecStart=/bin/true\n")
+    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(unit)],
+                            cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    assert "NotifyAcces" in result.stdout + result.stderr

@@ -46,7 +46,7 @@ def test_config_file_settings_apply(start_server, tmp_path):
     server = start_server("tests.apps:hello", "--config", config, default_bind=False)
     assert server.addresses[0] == "unix:" + sock_path
     assert server.addresses[1].startswith("http://127.0.0.1:")
-    assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600   # 0666 less the umask
     assert unix_get(sock_path) == (200, b"Hello, World!\n")
     text = wait_for_text(server.access_text, "CFG 200 GET")
     assert text.splitlines() == ["CFG 200 GET"]

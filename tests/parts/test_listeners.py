@@ -1,10 +1,14 @@
-"""TCP_DEFER_ACCEPT on Linux listeners (issue 5): a client that connects and
-sends nothing costs no accept and no fork until the kernel gives up waiting."""
+"""Listeners: TCP_DEFER_ACCEPT on Linux (issue 5: a client that connects and
+sends nothing costs no accept and no fork until the kernel gives up waiting),
+and the mode of a unix socket file (issue 16: --umask 007 gives 0660, as
+docs/deploy.md says)."""
+import os
 import socket
+import stat
 
 import pytest
 
-from forkparts.listeners import bind_inet
+from forkparts.listeners import bind_inet, bind_unix
 
 HEADER_TIMEOUT_SECONDS = 10.0
 BACKLOG = 16
@@ -44,3 +48,22 @@ def test_listener_accept_returns_a_socket_object_and_the_peer_address():
     finally:
         client.close()
         listener.close()
+
+
+UMASK_MODES = [(0o007, 0o660), (0o022, 0o644), (0o117, 0o660), (0o077, 0o600), (0o000, 0o666)]
+
+
+@pytest.mark.parametrize("umask,mode", UMASK_MODES,
+                         ids=["umask-%03o-mode-%04o" % pair for pair in UMASK_MODES])
+def test_unix_socket_mode_is_0666_less_the_umask_as_for_any_file(tmp_path, umask, mode):
+    path = str(tmp_path / "app.sock")
+    listener = bind_unix(path, BACKLOG, umask)
+    try:
+        info = os.stat(path)
+        assert stat.S_ISSOCK(info.st_mode) and oct(stat.S_IMODE(info.st_mode)) == oct(mode)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)                      # listening once the mode is set
+        client.close()
+    finally:
+        listener.close()
+    assert not os.path.exists(path)
