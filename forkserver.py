@@ -134,9 +134,7 @@ class Supervisor:
         self.install_signals()
         warn_about_threads(self.log)
         ours = hot_code()
-        if self.opts.prewarm:
-            prewarm(self.app, self.handler_config, self.opts.prewarm, self.log, ours)
-        else:
+        if not warm_up(self, ours):   # on by default; it lays out ours if it runs
             relocate(ours)
         no_core_dumps()
         self.opts.max_pending = max_pending_room(self.opts.max_pending, self.log)
@@ -616,9 +614,15 @@ def hot_code():
     return [step.__code__ for step in steps]
 
 
-def prewarm(app, config, path, log, first=()):
-    """--prewarm (forkparts.prewarm), through the child's entry point."""
-    forkparts.prewarm.prewarm(serve_connection, app, config, path, log, first)
+def warm_up(server, first):
+    """The warm-up (forkparts.prewarm; --prewarm, --no-prewarm) through the
+    child's entry point; its trial child puts back the handlers a child does,
+    and runs the post_fork hook if the app left something open.  True if
+    the parent was warmed."""
+    hook = server.hooks.get("post_fork")
+    return forkparts.prewarm.warm_up(
+        serve_connection, server.app, server.handler_config, server.opts.prewarm, server.log,
+        first, server.child_signals, (lambda: hook(server, os.getpid())) if hook else None)
 
 
 def main(argv=None):

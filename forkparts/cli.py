@@ -85,9 +85,12 @@ def add_app_options(p):
     g.add_argument("--pythonpath", metavar="DIRS",
                    help="comma-separated directories to put on sys.path")
     g.add_argument("--prewarm", metavar="PATH",
-                   help="send GET PATH through the app before serving (runs app code): "
-                   "first-request set-up is done once, and the server's own code it runs "
-                   "is laid out together for every child")
+                   help="warm up with GET PATH, not GET / (the default): the request runs "
+                   "through the app before serving, first in a trial child, then in the "
+                   "parent if it answered below 500 and left nothing open, so first-request "
+                   "set-up is inherited by every child; a PATH that fails stops the start")
+    g.add_argument("--no-prewarm", dest="prewarm", action="store_const", const=False,
+                   help="no warm-up request: no app code runs before the first client's")
     g.add_argument("--reload", action="store_true",
                    help="development: reload when a source file of the app changes")
 

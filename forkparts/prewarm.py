@@ -1,42 +1,119 @@
-"""--prewarm: the app's first request, run in the parent before the first fork.
+"""The warm-up: the app's first request, run in the parent before the first fork.
 
 DESIGN note: lazy imports and first-request set-up are done once and
 inherited by every child, and the code the request ran is specialized
-(PEP 659) before the fork instead of in every child.  The request goes
-through the child's own entry point, which the front door passes in
-(``serve``), so this part never imports a front door.  A room of its own
-because it is the one place the parent runs app code on purpose, and it
-says what it did (the status line, and the app's traceback if it failed).
+(PEP 659) before the fork instead of in every child.  It is on by default
+(GET /; issue 17), so it must be safe for an app that never heard of it:
+what that request leaves open in the parent (a pooled database connection,
+a socket, a thread) every child would inherit and share.  So the request
+runs FIRST in a throwaway child (probe), which reports the status it got
+and the descriptors and threads the app opened and kept; the parent warms
+itself only when the report is clean, and otherwise says, in one warning,
+what was left open and how to fix it, and serves unwarmed.  The whole
+warm-up has a time budget; a default one never stops a start, an explicit
+--prewarm PATH that fails does (exit 3).  The request goes through the
+child's own entry point, which the front door passes in (``serve``), so
+this part never imports a front door.  A room of its own because it is the
+one place the parent runs app code on purpose, and it says what it did.
 """
 
+import json
+import math
+import os
+import select
+import signal
 import socket
 import sys
+import time
 
 from forkparts.accel import relocate
 from forkparts.apps import AppLoadError, is_our_file
+from forkparts.children import describe_status, flush_stdio, parent_death_signal
 from forkparts.logs import Log
 
 PREWARM_PASSES = 16                      # > CPython 3.11's quickening warm-up of 8 calls
+DEFAULT_PATH = "/"                       # the path of the default warm-up (issue 17)
+# The default warm-up's time budget: a first request that takes longer is
+# doing more than set-up (a slow query, a call to another service), which is
+# no request to repeat in the parent; and a server restarted by a supervisor
+# must not come up late because of an optimisation nobody asked for.  The
+# probe gets this long; the parent's passes stop at the same deadline (after
+# their first, which repeats what the probe just timed).
+WARMUP_BUDGET_SECONDS = 1.0
+# An explicit --prewarm PATH: the user asked for this request, so a slow
+# first request is waited for, but a start never hangs on it.
+EXPLICIT_BUDGET_SECONDS = 30.0
+# The probe's own deadline, past the parent's: SIGALRM ends it even if the
+# parent died without killing it (and prctl's parent-death signal is not to be had).
+PROBE_ALARM_SLACK_SECONDS = 1.0
+# The environ key set on every warm-up request (docs/operations.md), so an
+# app can tell it apart from a client's.
+ENVIRON_KEY = "forkserver.warmup"
+REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
 
 
-def prewarm(serve, app, config, path, log, first=()):
-    """--prewarm: a synthetic GET through the app in the parent (``serve``,
-    the child's serve_connection, handles it), so lazy
-    imports and first-request setup are done once and inherited by children.
-    Repeated PREWARM_PASSES times: Python 3.11 specializes a function's
-    bytecode in place after a few calls (PEP 659), and until then every call
-    writes to the code object, which costs each child a copy-on-write page.
-    After the first pass, the code the request ran is copied side by side,
-    after ``first`` (relocate_code: our own code only), and the later passes
+def warm_up(serve, app, config, choice, log, first=(), signals=(), post_fork=None):
+    """The warm-up of the app in the parent; True if it ran (and laid out
+    ``first`` and the code it ran), False if it was off or not safe.
+
+    ``choice`` is opts.prewarm: None (the default: GET /, within
+    WARMUP_BUDGET_SECONDS, never stopping the start), False (--no-prewarm),
+    or an explicit PATH (a request that fails stops the start:
+    AppLoadError).  ``signals`` are the handlers a child puts back and
+    ``post_fork`` the hook a child runs (a callable without arguments), both
+    run in the probe as in a real child."""
+    if choice is False:
+        return False
+    explicit = choice is not None
+    path = choice if explicit else DEFAULT_PATH
+    budget = EXPLICIT_BUDGET_SECONDS if explicit else WARMUP_BUDGET_SECONDS
+    deadline = time.monotonic() + budget
+    report = probe(serve, app, config, path, deadline, signals, post_fork)
+    failure = report.failure(budget, traceback=explicit)
+    if failure and explicit:
+        raise AppLoadError("--prewarm GET %s %s" % (path, failure))
+    if failure or report.kept():
+        log.warning(skipped_warning(path, failure, report, explicit))
+        return False
+    prewarm(serve, app, config, path, log, first, deadline)
+    return True
+
+
+def skipped_warning(path, failure, report, explicit):
+    """The one line that says why the parent was not warmed, and the fixes."""
+    head = "warm-up GET %s not run in the parent, serving unwarmed: " % path
+    off = "" if explicit else "; or start with --no-prewarm"
+    if failure:
+        return head + "in a trial child it %s; make GET %s answer below 500 quickly, or " \
+            "choose another path with --prewarm PATH%s" % (failure, path, off)
+    return head + ("in a trial child the app kept open what every child would inherit "
+                   "and share: %s.  Close it before the fork, at the end of the warm-up "
+                   "request (environ[%r] is True: engine.dispose() for SQLAlchemy, "
+                   "connection.close() or CONN_MAX_AGE = 0 for Django), or in a post_fork "
+                   "hook%s" % (report.kept(), ENVIRON_KEY, off))
+
+
+def prewarm(serve, app, config, path, log, first=(), deadline=math.inf):
+    """A synthetic GET through the app in the parent (``serve``, the child's
+    serve_connection, handles it), so lazy imports and first-request set-up
+    are done once and inherited by children.  Repeated PREWARM_PASSES times,
+    or until ``deadline`` (after the first pass, and the second that
+    records what ran): Python 3.11 specializes a function's bytecode in
+    place after a few calls (PEP 659), and until then every call writes to
+    the code object, which costs each child a copy-on-write page.  After the
+    first pass, the code the request ran is copied side by side, after
+    ``first`` (relocate_code: our own code only), and the later passes
     specialize the copies."""
-    check_prewarm(serve, app, config, path)   # lazy imports and set-up first
     quiet = Log(error_fd=log.error_fd, level="critical")
+    status = prewarm_once(serve, app, config, path, quiet)   # lazy imports and set-up first
     hot = list(first) + code_run_by(prewarm_once, serve, app, config, path, quiet)
     log.debug("prewarm: %d of our functions given code objects moved together (%d ran)"
               % (relocate(hot), len(hot)))
-    for _ in range(PREWARM_PASSES - 2):
-        prewarm_once(serve, app, config, path, quiet)
-    log.info("prewarm GET %s: %s" % (path, prewarm_once(serve, app, config, path, quiet)))
+    passes = 2
+    while passes < PREWARM_PASSES and time.monotonic() < deadline:
+        status = prewarm_once(serve, app, config, path, quiet)
+        passes += 1
+    log.info("prewarm GET %s: %s (%d passes)" % (path, status, passes))
 
 
 class CapturedLog(Log):
@@ -48,19 +125,6 @@ class CapturedLog(Log):
 
     def write_line(self, fd, line):
         self.lines.append(line)
-
-
-def check_prewarm(serve, app, config, path):
-    """The first --prewarm request: an app that fails it (raises, exits, answers
-    5xx or nothing) stops the start (AppLoadError), with its own traceback."""
-    captured = CapturedLog()
-    status = prewarm_once(serve, app, config, path, captured)
-    code = status.split(" ", 2)[1:2]
-    if code and code[0].isdigit() and int(code[0]) < 500:
-        return
-    detail = without_our_frames("\n".join(captured.lines))
-    raise AppLoadError("--prewarm GET %s answered %s%s" % (
-        path, status, (":\n" + detail) if detail else ""))
 
 
 def without_our_frames(text):
@@ -101,8 +165,10 @@ def prewarm_once(serve, app, config, path, log):
     try:
         theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                        % path.encode("latin-1"))
+        theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
         # A handler config of the same kind, with only the limits kept.
         cfg = type(config)(limits=config.limits, log=log, send_timeout=1.0)
+        cfg.environ_base[ENVIRON_KEY] = True   # copied into the request's environ
         serve(ours, ("127.0.0.1", 0), app, cfg)
         theirs.settimeout(1.0)
         status = theirs.recv(64).split(b"\r\n", 1)[0].decode("latin-1", "replace")
@@ -112,3 +178,183 @@ def prewarm_once(serve, app, config, path, log):
     finally:
         ours.close()
         theirs.close()
+
+
+# ------------------------------------------------------------ the probe
+TIMED_OUT = "timed out"
+
+
+class Report:
+    """What the probe child saw: the status line, the descriptors and threads
+    the app opened during the request and kept, the app's logged lines; or,
+    from the parent's side, that none came (``ended``: TIMED_OUT, or how the
+    child ended)."""
+
+    def __init__(self, fields, ended=None):
+        self.status = fields.get("status", "")
+        self.fds = fields.get("fds", [])             # [fd, readlink name]
+        self.threads = fields.get("threads", [])     # names of new Python threads
+        self.tasks = fields.get("tasks", 0)          # new kernel threads, C ones too
+        self.log = fields.get("log", "")
+        self.error = fields.get("error", "")         # the probe itself failed
+        self.ended = ended
+
+    def failure(self, budget, traceback=True):
+        """Why the warm-up request failed, in words, or "" if it did not; with
+        the app's traceback, or only its last line."""
+        if self.ended == TIMED_OUT:
+            return "did not answer within %g s (the trial child was killed)" % budget
+        if self.ended:
+            return "ended before it answered (%s)" % self.ended
+        if self.error:
+            return "failed: %s" % self.error
+        code = self.status.split(" ", 2)[1:2]
+        if code and code[0].isdigit() and int(code[0]) < 500:
+            return ""
+        detail = without_our_frames(self.log)
+        if detail and not traceback:
+            return "answered %s (%s)" % (self.status, detail.splitlines()[-1])
+        return "answered %s%s" % (self.status, (":\n" + detail) if detail else "")
+
+    def kept(self):
+        """What the app left open, in words ("" if nothing)."""
+        kept = ["fd %d -> %s" % (fd, name) for fd, name in self.fds]
+        if self.threads or self.tasks:
+            kept.append("%d thread(s): %s" % (max(len(self.threads), self.tasks),
+                                              ", ".join(self.threads) or "started from C"))
+        return ", ".join(kept)
+
+
+def probe(serve, app, config, path, deadline, signals=(), post_fork=None):
+    """The warm-up request in a throwaway child, which reports and _exits;
+    the child is killed at ``deadline`` at the latest, and always reaped
+    here (no zombie, no orphan).  A Report."""
+    flush_stdio()   # what the app printed is not written twice
+    die_with_parent = parent_death_signal(os.getpid())
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        if die_with_parent:
+            die_with_parent()
+        run_probe(write_end, serve, app, config, path,
+                  deadline - time.monotonic(), signals, post_fork)   # never returns
+    os.close(write_end)
+    try:
+        line = read_report(read_end, deadline)
+    finally:
+        os.close(read_end)
+        status = end_child(pid)
+    if line is None:
+        return Report({}, TIMED_OUT)
+    return Report(json.loads(line)) if line else Report({}, how_it_ended(status))
+
+
+def how_it_ended(status):
+    """A wait status in words; an exit status is the app's (os._exit), not
+    one of ours, so describe_status's names for ours do not apply."""
+    if os.WIFEXITED(status):
+        return "exited with status %d" % os.WEXITSTATUS(status)
+    return describe_status(status)
+
+
+def read_report(fd, deadline):
+    """The child's report line, b"" if it ended without one, None if none came
+    by ``deadline``.  A newline ends it, not EOF: a process the app started
+    may hold the pipe open."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(math.ceil(left * 1000)):   # PEP 475: no EINTR
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def end_child(pid):
+    """SIGKILL (harmless if it has exited: it is our unreaped child, so the
+    pid is still its own), then reap it; its wait status."""
+    os.kill(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
+
+
+def run_probe(fd, serve, app, config, path, seconds, signals, post_fork):
+    """In the throwaway child: be a child (the parent's signal handlers put
+    back, its own deadline), run the request, report, _exit.  Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)   # never write into the parent's pipe
+        for sig, handler in signals:
+            signal.signal(sig, handler)
+        signal.setitimer(signal.ITIMER_REAL, max(seconds, 0) + PROBE_ALARM_SLACK_SECONDS)
+        fields = trial(serve, app, config, path, post_fork)
+    except BaseException as exc:   # the report says it; the parent decides
+        fields = {"error": "%s: %s" % (type(exc).__name__, exc)}
+    try:
+        write_all(fd, json.dumps(fields).encode() + b"\n")
+    finally:
+        os._exit(0)
+
+
+def trial(serve, app, config, path, post_fork):
+    """The request; what it left open that was not open before.  If it left
+    something and there is a post_fork hook, the hook runs (where a child of
+    the warmed parent would run it) and what it closed is not counted; an
+    app that leaves nothing never sees the extra call."""
+    before = open_fds(), thread_names(), task_count()
+    captured = CapturedLog()
+    status = prewarm_once(serve, app, config, path, captured)
+    left = left_open(*before)
+    if post_fork is not None and any(left.values()):
+        post_fork()
+        left = left_open(*before)
+    return dict(left, status=status, log="\n".join(captured.lines)[-REPORT_LOG_MAX_CHARS:])
+
+
+def left_open(fds, threads, tasks):
+    """The descriptors and threads opened since ``fds``, ``threads`` and ``tasks``."""
+    return {"fds": [[fd, name] for fd, name in sorted(open_fds().items()) if fds.get(fd) != name],
+            "threads": [name for name in thread_names() if name not in threads],
+            "tasks": max(task_count() - tasks, 0)}
+
+
+def open_fds():
+    """{fd: what it is (readlink of /proc/self/fd/N)}; the listing's own
+    descriptor, closed by the time it is read, is left out.  Without /proc
+    (not Linux) nothing is seen."""
+    found = {}
+    try:
+        entries = os.listdir("/proc/self/fd")
+    except OSError:
+        return found
+    for entry in entries:
+        try:
+            found[int(entry)] = os.readlink("/proc/self/fd/" + entry)
+        except OSError:
+            pass
+    return found
+
+
+def thread_names():
+    """The Python threads alive; an app that never imported threading has none."""
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return []
+    return [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+
+
+def task_count():
+    """Kernel threads of this process (a C library's too); 0 without /proc."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 0
+
+
+def write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]

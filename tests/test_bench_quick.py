@@ -118,3 +118,28 @@ def test_an_untimed_warm_up_on_the_floor_comes_before_the_first_round(monkeypatc
     assert events == [("start", "floor"), ("load", bench.WARM_UP_CLIENTS, bench.WARM_UP_SECONDS),
                       ("stop", "floor"), ("round", "hello", 0), ("round", "hello", 1)]
     assert results["runs"] == [{"measured": True}] * 2     # the warm-up is not a result
+
+
+def test_forkserver_is_measured_as_users_start_it_beside_the_tuned_flags():
+    bench = load_bench()
+    default = bench.command("forkserver", "examples.bench_apps:hello", 8000)
+    assert default[default.index("examples.bench_apps:hello") + 1:] == [
+        "--bind", "127.0.0.1:8000", "--no-access-log"]
+    tuned = bench.command("forkserver-tuned", "examples.bench_apps:hello", 8000)
+    assert tuned[-2:] == ["--prewarm", "/"] and tuned[:len(default)] == default
+
+
+def test_the_report_leads_with_the_default_and_compares_it_with_the_tuned_flags():
+    bench = load_bench()
+    runs = [run_record("floor", 1000.0, 1.0, "first"), run_record("stdlib", 500.0, 2.0),
+            run_record("forkserver-tuned", 800.0, 1.3), run_record("forkserver", 780.0, 1.3),
+            run_record("floor", 1000.0, 1.0, "last")]
+    bench.add_ratios(runs, "floor")
+    results = {"summary": bench.summarize(runs), "clients": [8], "errors_check": [],
+               "keepalive": [], "memory": [], "faults": [], "connections": 5000,
+               "machine": {}, "apps": ["hello"], "rounds": 1}
+    results["targets"] = bench.targets(results)
+    rows = [line for line in bench.markdown(results).splitlines() if line.startswith("| 8 |")]
+    assert [row.split(" | ")[1] for row in rows][:2] == ["forkserver", "forkserver-tuned"]
+    met = {t["target"]: t["met"] for t in results["targets"]}
+    assert met["hello at 8 clients, default vs tuned flags"] is True   # 0.975x >= 0.95x

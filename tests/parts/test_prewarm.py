@@ -1,12 +1,16 @@
-"""--prewarm: the app's first request runs in the parent, and our own code
+"""The warm-up: the app's first request runs in the parent, and our own code
 objects that request runs are copied side by side (relocate_code), so each
 child copies fewer pages of them (docs/performance.md); the app's code is
-never touched."""
+never touched.  Before that, a trial child (probe) runs it and reports
+what the app left open."""
+import os
 import sys
 import time
 
+import pytest
+
 from forkparts.accel import relocate, relocate_code
-from forkparts.prewarm import code_run_by
+from forkparts.prewarm import ENVIRON_KEY, code_run_by, probe
 from tests.conftest import http_get
 
 LOG_WAIT_SECONDS = 10.0
@@ -136,3 +140,93 @@ def test_an_apps_function_keeps_its_code_object():
     assert relocate_code(hot, is_ours=OURS) >= 3
     assert app_ns["view"].__code__ is before
     assert ours["handle"].__code__.co_filename == THIS_TEST
+
+
+# ------------------------------------------------------------ the trial child (probe)
+PROBE_DEADLINE_SECONDS = 10.0
+HANG_DEADLINE_SECONDS = 0.5
+
+
+def probe_of(app, seconds=PROBE_DEADLINE_SECONDS, post_fork=None):
+    from wsgi_handler import HandlerConfig, serve_connection
+    return probe(serve_connection, app, HandlerConfig().freeze(), "/",
+                 time.monotonic() + seconds, post_fork=post_fork)
+
+
+def answering(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_the_probe_reports_the_status_and_nothing_kept_for_a_clean_app():
+    report = probe_of(answering)
+    assert report.status == "HTTP/1.1 200 OK"
+    assert report.failure(1.0) == "" and report.kept() == ""
+
+
+def test_the_probe_names_a_file_the_app_opened_and_kept(tmp_path):
+    kept = []
+    path = str(tmp_path / "kept.db")
+
+    def app(environ, start_response):
+        kept.append(open(path, "w"))
+        return answering(environ, start_response)
+    report = probe_of(app)
+    assert not kept                       # it ran in the child, not here
+    assert [name for _, name in report.fds] == [path]
+    assert path in report.kept()
+
+
+def test_the_probe_names_a_thread_the_app_started():
+    import threading
+    stop = threading.Event()
+
+    def app(environ, start_response):
+        threading.Thread(target=stop.wait, name="poller", daemon=True).start()
+        return answering(environ, start_response)
+    report = probe_of(app)
+    assert report.threads == ["poller"] and "poller" in report.kept()
+
+
+def test_what_the_post_fork_hook_closes_is_not_counted(tmp_path):
+    files = []
+
+    def app(environ, start_response):
+        files.append(open(str(tmp_path / "pooled"), "w"))
+        return answering(environ, start_response)
+    assert probe_of(app).kept()
+    assert probe_of(app, post_fork=lambda: files.pop().close()).kept() == ""
+
+
+def test_an_app_that_leaves_nothing_open_never_sees_the_post_fork_hook(tmp_path):
+    called = tmp_path / "called"
+    assert probe_of(answering, post_fork=called.touch).kept() == ""
+    assert not called.exists()
+
+
+def test_a_hanging_app_is_killed_at_the_deadline_and_reaped(tmp_path):
+    pid_file = tmp_path / "pid"
+
+    def app(environ, start_response):
+        pid_file.write_text(str(os.getpid()))
+        while True:
+            time.sleep(1)
+    started = time.monotonic()
+    report = probe_of(app, HANG_DEADLINE_SECONDS)
+    assert time.monotonic() - started < HANG_DEADLINE_SECONDS + 0.5
+    assert "did not answer within 0.5 s" in report.failure(HANG_DEADLINE_SECONDS)
+    with pytest.raises(ChildProcessError):   # reaped: neither running nor a zombie
+        os.waitpid(int(pid_file.read_text()), os.WNOHANG)
+
+
+def test_the_warm_up_request_is_marked_in_its_environ():
+    def app(environ, start_response):
+        start_response("200 OK" if environ.get(ENVIRON_KEY) is True else "418 Teapot", [])
+        return [b""]
+    assert probe_of(app).status == "HTTP/1.1 200 OK"
+
+
+def test_an_app_that_ends_the_child_is_reported_as_such():
+    def app(environ, start_response):
+        os._exit(7)
+    assert "exited with status 7" in probe_of(app).failure(1.0)

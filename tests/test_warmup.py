@@ -1,0 +1,317 @@
+"""The default warm-up, end to end (issue 17, "Warming up safely").
+
+``python forkserver.py APP`` with no warm-up option sends GET / through the
+app first in a throwaway child; the parent warms itself only if that child
+got a status below 500 and the app kept nothing open, otherwise one warning
+names what was left and the server starts unwarmed, within the budget.
+
+The apps are written here, into the test's directory, and started from
+there as a user would: a Django project made with ``django-admin
+startproject`` whose persistent connections (CONN_MAX_AGE > 0) stay open
+after the request, a Flask app with a SQLAlchemy pool, and apps whose /
+is slow, hangs, raises or answers 500.  Their views report the descriptors
+of the database file they had before their own query (/proc/self/fd), so a
+child that inherited the parent's connection is seen.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from forkparts.prewarm import ENVIRON_KEY, WARMUP_BUDGET_SECONDS
+from tests.conftest import http_get, needs, wait_no_zombies
+from tests.test_frameworks import installed
+
+CLIENT_REQUESTS = 4                # each one a child of its own
+LOG_WAIT_SECONDS = 5.0
+SLOW_SECONDS = 5                   # the slow app's GET /
+DJANGO_SETUP_TIMEOUT_SECONDS = 60.0
+
+NEEDS_FLASK = needs(installed("flask"), "flask is not installed: pip install -e '.[test,examples]'")
+NEEDS_SQLALCHEMY = needs(installed("sqlalchemy"),
+                         "sqlalchemy is not installed: pip install -e '.[test]'")
+NEEDS_DJANGO = needs(installed("django"),
+                     "django is not installed: pip install -e '.[test,examples]'")
+
+# Shared by the apps: the descriptors of a file this process has open.
+FDS_OF = '''
+import os
+
+def fds_of(path):
+    """This process's descriptors open on ``path`` (/proc/self/fd)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + fd) == path:
+                found.append(int(fd))
+        except OSError:
+            pass
+    return found
+'''
+
+FLASK_SQLALCHEMY_APP = FDS_OF + '''
+from flask import Flask
+from sqlalchemy import create_engine, text
+
+DB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.sqlite3")
+engine = create_engine("sqlite:///" + DB)   # a file database: a QueuePool keeps connections
+app = Flask(__name__)
+
+
+@app.route("/")
+def index():
+    inherited = fds_of(DB)   # before this request's own query
+    with engine.connect() as conn:
+        tables = conn.execute(text("select count(*) from sqlite_master")).scalar()
+    return {"inherited": inherited, "tables": tables, "pid": os.getpid()}
+'''
+
+# A post_fork hook that closes the pool's connections the child inherited.
+# Not engine.dispose(close=False), SQLAlchemy's advice for a child that must
+# leave the parent's connections alone: it leaves their descriptors open in
+# every child (unused), which is what the trial child reports.
+DISPOSE_HOOK = '''
+def post_fork(server, worker):
+    import dbapp
+    dbapp.engine.dispose()
+'''
+
+
+def db_answers(server, path="/"):
+    """The app's answers to CLIENT_REQUESTS clients, each served by a child."""
+    answers = []
+    for _ in range(CLIENT_REQUESTS):
+        status, _, body = http_get(server, path)
+        assert status == 200, body
+        answers.append(json.loads(body))
+    return answers
+
+
+def wait_for_log(server, text):
+    deadline = time.monotonic() + LOG_WAIT_SECONDS
+    while text not in server.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server.log_text()
+
+
+def parent_has_open(server, path):
+    return any(f.path == path for f in psutil.Process(server.pid).open_files())
+
+
+def warnings_in(log):
+    return [line for line in log.splitlines() if "[WARNING]" in line]
+
+
+@NEEDS_FLASK
+@NEEDS_SQLALCHEMY
+def test_a_pooled_sqlalchemy_connection_is_never_inherited_and_the_warning_names_it(
+        start_server, tmp_path):
+    (tmp_path / "dbapp.py").write_text(FLASK_SQLALCHEMY_APP)
+    db = str(tmp_path / "app.sqlite3")
+    server = start_server("dbapp:app", cwd=str(tmp_path))
+    for answer in db_answers(server):
+        assert answer["inherited"] == [], "a child inherited the parent's connection: %s" % answer
+    assert not parent_has_open(server, db)
+    warnings = warnings_in(server.log_text())
+    assert len(warnings) == 1, warnings
+    assert db in warnings[0] and "engine.dispose()" in warnings[0]
+    assert "post_fork" in warnings[0] and "--no-prewarm" in warnings[0]
+    assert "prewarm GET /" not in server.log_text()     # the parent was not warmed
+
+
+@NEEDS_FLASK
+@NEEDS_SQLALCHEMY
+def test_a_post_fork_hook_that_drops_the_pool_lets_the_parent_warm_safely(start_server, tmp_path):
+    (tmp_path / "dbapp.py").write_text(FLASK_SQLALCHEMY_APP)
+    (tmp_path / "hooks.py").write_text(DISPOSE_HOOK)
+    server = start_server("dbapp:app", "--config", "hooks.py", cwd=str(tmp_path))
+    log = wait_for_log(server, "prewarm GET /: HTTP/1.1 200 OK")
+    assert "prewarm GET /: HTTP/1.1 200 OK" in log and not warnings_in(log), log
+    for answer in db_answers(server):
+        assert answer["inherited"] == [], "the hook left an inherited connection: %s" % answer
+
+
+DJANGO_SETTINGS_TAIL = """
+
+# Added by tests/test_warmup.py: persistent connections, as a production
+# settings file has them, and a view at / that queries the database.
+DEBUG = False
+ALLOWED_HOSTS = ['localhost', '127.0.0.1']
+DATABASES['default']['CONN_MAX_AGE'] = 600
+"""
+
+DJANGO_URLS_TAIL = FDS_OF + """
+from django.db import connection
+from django.http import JsonResponse
+from django.conf import settings
+
+
+def index(request):
+    db = str(settings.DATABASES['default']['NAME'])
+    inherited = fds_of(db)   # before this request's own query
+    with connection.cursor() as cursor:
+        cursor.execute('select count(*) from sqlite_master')
+        tables = cursor.fetchone()[0]
+    return JsonResponse({'inherited': inherited, 'tables': tables, 'pid': os.getpid()})
+
+
+urlpatterns.append(path('', index))
+"""
+
+
+@pytest.fixture(scope="module")
+def django_project(tmp_path_factory):
+    base = tmp_path_factory.mktemp("django-warmup")
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
+                          cwd=str(base), env=env, capture_output=True, text=True,
+                          timeout=DJANGO_SETUP_TIMEOUT_SECONDS)
+    assert done.returncode == 0, done.stderr
+    project = base / "mysite"
+    for path, tail in ((project / "mysite" / "settings.py", DJANGO_SETTINGS_TAIL),
+                       (project / "mysite" / "urls.py", DJANGO_URLS_TAIL)):
+        path.write_text(path.read_text() + tail)
+    return project, env
+
+
+@NEEDS_DJANGO
+def test_a_persistent_django_connection_is_never_inherited_and_the_warning_names_it(
+        start_server, django_project):
+    project, env = django_project
+    db = str(project / "db.sqlite3")
+    server = start_server("mysite.wsgi", cwd=str(project), env=env)
+    for answer in db_answers(server):
+        assert answer["inherited"] == [], "a child inherited the parent's connection: %s" % answer
+        assert answer["tables"] == 0
+    assert not parent_has_open(server, db)
+    warnings = warnings_in(server.log_text())
+    assert len(warnings) == 1, warnings
+    assert db in warnings[0] and "CONN_MAX_AGE = 0" in warnings[0]
+
+
+# Apps whose GET / misbehaves; the clients ask for /ok.  Every process that
+# ran GET / writes its pid to pids.txt, so the test can see it is gone.
+MISBEHAVING_APP = '''
+import os, sys, time
+
+MODE = %r
+PIDS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pids.txt")
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/":
+        with open(PIDS, "a") as f:
+            f.write("%%d\\n" %% os.getpid())
+        if MODE == "slow":
+            time.sleep(%d)
+        elif MODE == "hang":
+            while True:
+                time.sleep(1)
+        elif MODE == "raise":
+            raise RuntimeError("the warm-up view is broken")
+        elif MODE == "500":
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [b"broken"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served"]
+'''
+
+EXPECTED_WARNING = {
+    "slow": "did not answer within %g s" % WARMUP_BUDGET_SECONDS,
+    "hang": "did not answer within %g s" % WARMUP_BUDGET_SECONDS,
+    "raise": "answered HTTP/1.1 500 Internal Server Error (RuntimeError: the warm-up view is broken)",
+    "500": "answered HTTP/1.1 500 Internal Server Error",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(EXPECTED_WARNING))
+def test_an_app_whose_warm_up_fails_starts_within_the_budget_and_serves(
+        start_server, tmp_path, mode):
+    (tmp_path / "badroot.py").write_text(MISBEHAVING_APP % (mode, SLOW_SECONDS))
+    started = time.monotonic()
+    server = start_server("badroot:app", cwd=str(tmp_path))
+    # Waiting for the slow request, let alone 16 of them, would take longer.
+    assert time.monotonic() - started < SLOW_SECONDS
+    assert server.children() == []       # the trial child is reaped, not a zombie
+    pids = [int(pid) for pid in (tmp_path / "pids.txt").read_text().split()]
+    assert len(pids) == 1                # the trial child only: the parent never ran it
+    assert pids[0] != server.pid and not psutil.pid_exists(pids[0]), "the trial child is left"
+    warnings = warnings_in(server.log_text())
+    assert len(warnings) == 1 and EXPECTED_WARNING[mode] in warnings[0], warnings
+    assert "Traceback" not in server.log_text()
+    assert http_get(server, "/ok")[2] == b"served"
+    wait_no_zombies(server)
+
+
+# A Flask app whose first request imports a module lazily (as Flask and its
+# users do: the idna codec, a view's heavy import), and tells whether the
+# warm-up request was marked and whether the module was already there.
+LAZY_FLASK_APP = '''
+import os, sys
+from flask import Flask, request
+
+app = Flask(__name__)
+SEEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seen.txt")
+
+
+@app.route("/")
+def index():
+    import lazymod
+    with open(SEEN, "a") as f:
+        f.write("%%s %%d\\n" %% (request.environ.get(%r, False), os.getpid()))
+    return {"lazymod": lazymod.LOADED, "pid": os.getpid()}
+
+
+@app.route("/probe")
+def probe():
+    return {"lazymod": "lazymod" in sys.modules, "marked": %r in request.environ}
+''' % (ENVIRON_KEY, ENVIRON_KEY)
+
+
+def write_lazy_app(tmp_path):
+    (tmp_path / "lazyapp.py").write_text(LAZY_FLASK_APP)
+    (tmp_path / "lazymod.py").write_text("LOADED = True\n")
+
+
+@NEEDS_FLASK
+def test_an_app_with_nothing_left_open_is_warmed_and_its_children_inherit_it(
+        start_server, tmp_path):
+    write_lazy_app(tmp_path)
+    server = start_server("lazyapp:app", cwd=str(tmp_path))
+    log = wait_for_log(server, "prewarm GET /: HTTP/1.1 200 OK")
+    assert "prewarm GET /: HTTP/1.1 200 OK" in log and not warnings_in(log), log
+    status, _, body = http_get(server, "/probe")
+    assert status == 200
+    assert json.loads(body) == {"lazymod": True, "marked": False}
+
+
+@NEEDS_FLASK
+def test_the_warm_up_request_is_marked_and_never_in_the_access_log(start_server, tmp_path):
+    write_lazy_app(tmp_path)
+    server = start_server("lazyapp:app", cwd=str(tmp_path))
+    wait_for_log(server, "prewarm GET /")
+    seen = (tmp_path / "seen.txt").read_text().split("\n")[:-1]
+    # The trial child's request, then the parent's passes: all marked.
+    assert len(seen) >= 2 and all(line.startswith("True ") for line in seen), seen
+    assert seen[0].split()[1] != str(server.pid) and seen[-1].split()[1] == str(server.pid)
+    assert server.access_text() == ""
+    assert http_get(server, "/")[0] == 200
+    assert (tmp_path / "seen.txt").read_text().split("\n")[-2].startswith("False ")
+    deadline = time.monotonic() + LOG_WAIT_SECONDS
+    while not server.access_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(server.access_text().splitlines()) == 1, server.access_text()
+
+
+@NEEDS_FLASK
+def test_no_prewarm_runs_no_app_code_before_the_first_client(start_server, tmp_path):
+    write_lazy_app(tmp_path)
+    server = start_server("lazyapp:app", "--no-prewarm", cwd=str(tmp_path))
+    assert not (tmp_path / "seen.txt").exists()
+    assert json.loads(http_get(server, "/probe")[2]) == {"lazymod": False, "marked": False}
+    assert "prewarm" not in server.log_text() and not warnings_in(server.log_text())
