@@ -107,7 +107,8 @@ def test_unknown_settings_are_warned_by_name(start_server, tmp_path):
                                     "def helper():\n    pass\n")
     server = start_server("tests.apps:hello", "--config", config)
     log = server.log_text()
-    assert "unknown setting 'workers' ignored (did you mean max_children?)" in log
+    assert "workers ignored: forkserver forks one child per connection" in log
+    assert "--max-children" in log
     assert "unknown setting 'graceful_timout' ignored (did you mean graceful_timeout?)" in log
     assert "'PORT'" not in log and "'helper'" not in log   # constants and helpers are fine
     assert http_get(server, "/")[0] == 200
@@ -125,6 +126,10 @@ def test_example_config_loads_cleanly_and_its_hooks_run(start_server):
     assert http_get(server, "/")[0] == 200
     assert server.stop() == 0
     log = server.log_text()
-    assert "WARNING" not in log and "hook" not in log
+    # The example's hooks may still be in forkserver's old forms (deploy/ is
+    # updated on its own): a deprecation warning is then the only warning.
+    others = [line for line in log.splitlines()
+              if "forkserver's old form, deprecated" not in line]
+    assert not [line for line in others if "WARNING" in line or "hook" in line]
     assert "starting with max_children=64" in log
     assert log.index("starting with") < log.index("] ready") < log.index("] bye")
