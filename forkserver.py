@@ -304,16 +304,18 @@ class Supervisor:
     def request_hooks(self):
         """pre_request and post_request for the child's handler, or None each:
         an undefined one costs a request nothing."""
-        pre = post = None
-        if "pre_request" in self.hooks:
-            def pre(request):
-                self.worker.nr += 1
-                self.run_hook("pre_request", self.worker, HookRequest(request))
-        if "post_request" in self.hooks:
-            def post(request, environ, response):
-                self.run_hook("post_request", self.worker, HookRequest(request), environ,
-                              HookResponse(response))
-        return pre, post
+        return (self.pre_request if "pre_request" in self.hooks else None,
+                self.post_request if "post_request" in self.hooks else None)
+
+    def pre_request(self, request):
+        if self.worker is not None:   # None: --prewarm's request, in the parent
+            self.worker.nr += 1
+            self.run_hook("pre_request", self.worker, HookRequest(request))
+
+    def post_request(self, request, environ, response):
+        if self.worker is not None:
+            self.run_hook("post_request", self.worker, HookRequest(request), environ,
+                          HookResponse(response))
 
     def update_title(self):
         self.status.update_title(len(self.children), self.high_water)
