@@ -284,6 +284,48 @@ def add_gunicorn_only_options(p):
     g.add_argument("--max-requests", type=non_negative_int, metavar="N")
     g.add_argument("--max-requests-jitter", type=non_negative_int, metavar="N")
     g.add_argument("--preload", dest="preload_app", action="store_true", default=None)
+    for flags, (nargs, why) in REFUSED_FLAGS.items():
+        g.add_argument(*flags, nargs=nargs, action=refuse(why), help=argparse_suppress(),
+                       default=argparse_suppress())
+
+
+TLS_REFUSED = ("forkserver serves plain HTTP only, and must never serve it where TLS was "
+               "configured: terminate TLS in the proxy in front (docs/deploy.md)")
+# gunicorn's flags that ask for what forkserver cannot do: a usage error that
+# says why, rather than "unrecognized arguments" (docs/operations.md lists all).
+REFUSED_FLAGS = {
+    ("--certfile",): (1, TLS_REFUSED), ("--keyfile",): (1, TLS_REFUSED),
+    ("--ca-certs",): (1, TLS_REFUSED), ("--ciphers",): (1, TLS_REFUSED),
+    ("--ssl-version",): (1, TLS_REFUSED), ("--cert-reqs",): (1, TLS_REFUSED),
+    ("-D", "--daemon"): (0, "run forkserver under systemd or another supervisor "
+                            "(docs/deploy.md)"),
+    ("--paste", "--paster"): (1, "PasteDeploy .ini apps are not loaded: name the app "
+                                 "as MODULE:CALLABLE"),
+    ("--log-syslog",): (0, "forkserver writes its own log files only"),
+    ("--log-syslog-to",): (1, "forkserver writes its own log files only"),
+    ("--log-config",): (1, "forkserver writes its own log files only"),
+    ("--logger-class",): (1, "forkserver writes its own log files only"),
+    ("--statsd-host",): (1, "forkserver has no statsd client; --status-file has the counts"),
+    ("--proxy-protocol",): (0, "the PROXY protocol is not read; use X-Forwarded-For"),
+    ("--reuse-port",): (0, "one parent owns the listening socket"),
+}
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def refuse(why):
+    """An argparse action: the flag is a usage error saying why."""
+    import argparse
+
+    class Refuse(argparse.Action):
+        refused = True   # no setting: the config file refuses it on its own terms
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error("%s: %s" % (option_string, why))
+    return Refuse
 
 
 def pool_only_warnings(opts):

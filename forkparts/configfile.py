@@ -19,7 +19,8 @@ reports the user's mistakes in the user's words.
 import os
 
 from forkparts.apps import user_traceback
-from forkparts.cli import POOL_ONLY, UsageError, build_parser, octal, pool_only_warnings
+from forkparts.cli import (POOL_ONLY, TLS_REFUSED, UsageError, build_parser, octal,
+                           pool_only_warnings)
 from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
 # Checked at start, so a bad value is a usage error, not a failure per request.
 from forkparts.logs import check_access_format
@@ -34,8 +35,7 @@ NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cann
 GUNICORN_RENAMED = {"accesslog": "access_log", "errorlog": "error_log",
                     "loglevel": "log_level", "wsgi_app": "app"}
 
-TLS = ("refused: forkserver serves plain HTTP only, and must never serve it where "
-       "TLS was configured: terminate TLS in the proxy in front (docs/deploy.md)")
+TLS = "refused: " + TLS_REFUSED
 OWN_LOGS = "refused: forkserver writes its own log files only (errorlog, accesslog)"
 STRICT = "refused: forkserver's HTTP parser is strict and has no switch for it (docs/security.md)"
 NO_SUCH = "refused: forkserver has no %s"
@@ -108,7 +108,8 @@ def read_config_file(path, parser):
     # reversed: where two options share a dest (--access-log, --no-access-log)
     # the first, value-taking one describes the setting.
     reader = Reader(path, {a.dest: a for a in reversed(parser._actions)
-                           if a.dest not in NOT_SETTINGS}, switch_settings(parser))
+                           if a.dest not in NOT_SETTINGS and not getattr(a, "refused", False)},
+                    switch_settings(parser))
     for name, value in namespace.items():
         if not name.startswith("_"):   # __builtins__, __file__, the file's private names
             reader.read(name, value)
@@ -217,7 +218,7 @@ def switch_settings(parser):
         for option in action.option_strings:
             name = option[2:].replace("-", "_")
             if (option.startswith("--") and action.nargs == 0 and name != action.dest
-                    and action.dest not in NOT_SETTINGS):
+                    and action.dest not in NOT_SETTINGS and not getattr(action, "refused", False)):
                 found[name] = action
     return found
 

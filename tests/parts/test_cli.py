@@ -452,3 +452,17 @@ def test_app_specs_that_are_not_literal_calls_are_one_clear_line(spec, words):
     result = run_cli(spec)
     assert result.returncode == EXIT_APP_LOAD
     assert_one_clear_line(result, *words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--certfile", "c.pem", "--keyfile", "k.pem"], ["--certfile", "TLS"]),
+    (["--keyfile", "k.pem"], ["--keyfile", "TLS"]),
+    (["-D"], ["-D", "systemd"]),
+    (["--log-syslog"], ["--log-syslog", "own log files"]),
+])
+def test_gunicorn_flags_forkserver_cannot_honour_say_why(args, words):
+    result = run_cli("tests.apps:hello", *args)
+    assert result.returncode == EXIT_USAGE
+    assert "unrecognized arguments" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("forkserver: error: ") and all(w in last for w in words)

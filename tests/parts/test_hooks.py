@@ -117,3 +117,14 @@ def test_req_has_gunicorns_request_attributes():
     assert (req.method, req.uri, req.path, req.query) == ("POST", "/a/b?x=1", "/a/b", "x=1")
     assert req.version == (1, 0)
     assert ("X-ID", "7") in req.headers
+
+
+def test_operations_doc_names_every_hook_and_its_process():
+    import os
+    import re
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "operations.md")) as f:
+        text = f.read()
+    section = text.split("## gunicorn's config file and hooks")[1].split("\n## ")[0]
+    rows = dict(re.findall(r"^\| `(\w+)\([^)]*\)` \| (parent|child) \|", section, re.M))
+    assert rows == {name: where for name, (where, _) in HOOKS.items()}
