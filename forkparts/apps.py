@@ -1,8 +1,10 @@
 """App loading: the app spec, the import, the reload, and the user's traceback.
 
-DESIGN note: everything that turns ``MODULE:CALLABLE`` into the WSGI callable
-and tells the user's code from ours lives here: the parent imports the app
-once, before the first fork, and again on SIGHUP (AppLoader.reload).  It is
+DESIGN note: everything that turns an app spec (gunicorn's forms, parsed
+with ``ast``, never evaluated) into the WSGI callable and tells the user's
+code from ours lives here, with what the app's import needs first (--env,
+--chdir, --pythonpath): the parent imports the app once, before the first
+fork, and again on SIGHUP (AppLoader.reload).  It is
 a room of its own because it is the one place that runs the user's import,
 and the one place that knows which files are the server's own (OUR_FILES,
 also used by --prewarm and the accelerations, which touch only our code).

@@ -2,9 +2,13 @@
 
 DESIGN note: every option, its default and its help text is declared here,
 once; the config file (forkparts/configfile.py) reads its settings through
-the same parser, so a setting is checked as its option is.  A room of its
-own because it is the server's whole user-facing vocabulary, read far more
-often than it changes, and the parent's loop never needs it after start.
+the same parser, so a setting is checked as its option is.  gunicorn's
+flags are here too: its spellings as aliases (-b, -c, --pid, --access-logfile),
+its pool options accepted with a warning (POOL_ONLY), and the flags asking
+for what forkserver cannot do refused with the reason (REFUSED_FLAGS).  A
+room of its own because it is the server's whole user-facing vocabulary,
+read far more often than it changes, and the parent's loop never needs it
+after start.
 """
 
 from forkparts import __version__

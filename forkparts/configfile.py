@@ -151,7 +151,8 @@ class Reader:
                 raise UsageError("config file %r: wsgi_app must be a string" % self.path)
             self.settings["app"] = value
         elif dest in self.actions:
-            self.settings[dest] = config_value(self.path, self.actions[dest], value)
+            if value is not None or dest == "access_log":   # None: unset, as gunicorn's
+                self.settings[dest] = config_value(self.path, self.actions[dest], value)
         elif name in self.switches:
             if config_value(self.path, self.switches[name], value):   # True: as if given
                 self.settings[self.switches[name].dest] = self.switches[name].const
