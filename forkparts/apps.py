@@ -141,7 +141,7 @@ def parse_app_spec(spec):
         return module, "application", None
     import ast
     try:
-        node = ast.parse(expression.strip(), mode="eval").body
+        node = ast.parse(expression.strip(" \t"), mode="eval").body
     except SyntaxError:
         node = None
     call = node if isinstance(node, ast.Call) else None
@@ -198,7 +198,7 @@ def apply_env(opts):
     imported, as gunicorn does, so children inherit them."""
     for pair in opts.raw_env or ():
         key, _, value = pair.partition("=")
-        os.environ[key.strip()] = value
+        os.environ[key] = value
 
 
 def setup_paths(opts):

@@ -341,7 +341,7 @@ def pool_only_warnings(opts):
 def env_pair(text):
     """-e/--env KEY=VALUE, as gunicorn's raw_env."""
     key, sep, _ = str(text).partition("=")
-    if not sep or not key.strip():
+    if not sep or not key:
         raise argparseerror("%r is not KEY=VALUE" % (text,))
     return str(text)
 
