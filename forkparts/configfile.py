@@ -151,8 +151,11 @@ class Reader:
                 raise UsageError("config file %r: wsgi_app must be a string" % self.path)
             self.settings["app"] = value
         elif dest in self.actions:
-            if value is not None or dest == "access_log":   # None: unset, as gunicorn's
-                self.settings[dest] = config_value(self.path, self.actions[dest], value)
+            action = self.actions[dest]
+            # A string setting given None is unset, as gunicorn's validate_string
+            # takes it (proc_name = None); access_log = None means no access log.
+            if value is not None or dest == "access_log" or action.type is not None:
+                self.settings[dest] = config_value(self.path, action, value)
         elif name in self.switches:
             if config_value(self.path, self.switches[name], value):   # True: as if given
                 self.settings[self.switches[name].dest] = self.switches[name].const

@@ -225,7 +225,8 @@ def test_gunicorn_settings_left_at_their_defaults_ask_for_nothing(tmp_path):
     _, stderr = print_config(tmp_path, (
         "wsgi_app = 'tests.apps:hello'\ncertfile = None\nkeyfile = None\ndaemon = False\n"
         "syslog = False\nproxy_protocol = False\nreuse_port = False\nsendfile = None\n"
-        "worker_tmp_dir = None\nlogconfig_dict = {}\nsuppress_ragged_eofs = True\n"))
+        "worker_tmp_dir = None\nlogconfig_dict = {}\nsuppress_ragged_eofs = True\n"
+        "proc_name = None\npidfile = None\npythonpath = None\n"))
     assert stderr == ""
 
 
