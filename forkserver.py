@@ -40,18 +40,20 @@ from forkparts.acceptfilter import AcceptFilter, max_pending_room, refuse
 from forkparts.accel import (collapse_heap, configure as configure_accel, fill_allocator_holes,
                              fast_accept, relocate, signal_calls)
 from forkparts.admission import Admission
-from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, setup_paths,
+from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, setup_paths,
                             warn_about_threads)
 from forkparts.children import (Child, ChildPlan, ChildTable, become_subreaper,
                                 describe_status, exit_child, exit_marks, exited_children,
                                 flush_stdio, no_core_dumps, parent_death_signal,
                                 restart_after_sighup)
 from forkparts.cli import UsageError
-from forkparts.configfile import parse_options
+from forkparts.configfile import effective_settings, parse_options
+from forkparts.hooks import (CHILD_HOOKS, HookRequest, HookResponse, Settings, Worker,
+                             on_child_signals, worker_for_child)
 from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
 from forkparts.listeners import Listener, ListenError, sd_notify
-from forkparts.logs import Log, format_addr, open_log, reopen_logs
+from forkparts.logs import Log, capture_output, format_addr, open_log, reopen_logs
 from forkparts.privileges import open_listeners, remove_pidfile, writable_by
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
@@ -96,6 +98,8 @@ class Supervisor:
 
     def __init__(self, opts, loader, app, listeners, log, hooks):
         self.opts, self.loader, self.app, self.log, self.hooks = opts, loader, app, log, hooks
+        # What gunicorn's hooks read of their ``server`` (forkparts/hooks.py).
+        self.pid, self.cfg, self.worker = os.getpid(), Settings(opts), None
         self.listeners = {l.fd: l for l in listeners}
         self.table = ChildTable(log)
         self.children = self.table.live   # pid -> Child, in fork order
@@ -113,7 +117,7 @@ class Supervisor:
         self.sources = SourceWatcher(loader) if opts.reload else None
         self.set_title = load_setproctitle()
         self.status = Status(opts.status_file, self.set_title,
-                             [l.description for l in listeners], log)
+                             [l.description for l in listeners], log, opts.proc_name)
         # Made by prepare().
         self.handler_config = self.child_signals = self.child_plan = self.heap_filler = None
         self.handback = self.exit_marks = self.set_handler = self.sigmask = None
@@ -129,7 +133,8 @@ class Supervisor:
             self.handback.setblocking(False)
             self.poller.register(self.handback.fileno(), select.POLLIN)
         self.handler_config = build_handler_config(self.opts, self.log, self.set_title,
-                                                   self.listeners, handback)
+                                                   self.listeners, handback,
+                                                   self.request_hooks())
         self.set_handler, self.sigmask = signal_calls()   # accel: raw or signal.py's
         self.install_signals()
         warn_about_threads(self.log)
@@ -278,13 +283,39 @@ class Supervisor:
 
     # ------------------------------------------------------------ hooks, title, status
     def run_hook(self, name, *args):
+        """Call hook ``name`` with gunicorn's arguments: the one place hooks
+        are called.  A hook in forkserver's old form gets its old arguments
+        (hooks.OLD_FORMS).  A raising hook is logged by name; False then."""
         hook = self.hooks.get(name)
         if hook is None:
-            return
+            return True
         try:
-            hook(*args)
+            hook.function(*(hook.adapt(*args) if hook.adapt else args))
+            return True
         except BaseException:
             self.log.exception("hook %s failed" % name)
+            return False
+
+    @property
+    def num_workers(self):
+        """gunicorn's server.num_workers: here the most live children."""
+        return self.opts.max_children
+
+    def request_hooks(self):
+        """pre_request and post_request for the child's handler, or None each:
+        an undefined one costs a request nothing."""
+        return (self.pre_request if "pre_request" in self.hooks else None,
+                self.post_request if "post_request" in self.hooks else None)
+
+    def pre_request(self, request):
+        if self.worker is not None:   # None: --prewarm's request, in the parent
+            self.worker.nr += 1
+            self.run_hook("pre_request", self.worker, HookRequest(request))
+
+    def post_request(self, request, environ, response):
+        if self.worker is not None:
+            self.run_hook("post_request", self.worker, HookRequest(request), environ,
+                          HookResponse(response))
 
     def update_title(self):
         self.status.update_title(len(self.children), self.high_water)
@@ -452,7 +483,9 @@ class Server(Supervisor):
         """Fork a child for the connection, then close the parent's copy of it.
         Returns the child's pid (0 if fork() failed)."""
         if self.flush_before_fork:
-            self.run_hook("pre_fork", self)
+            if "pre_fork" in self.hooks:
+                self.run_hook("pre_fork", self, Worker(None, self.pid, self.served + 1,
+                                                       self.log, self.cfg, self.opts.timeout))
             flush_stdio()
         # Blocked across fork: a signal in the child before it resets its
         # handlers would write to the parent's wake-up pipe.
@@ -471,6 +504,8 @@ class Server(Supervisor):
         if self.admission.counts_forks:
             self.admission.forked(addr)
         self.served += 1
+        if self.flush_before_fork:   # hooks: child_exit's worker.age
+            self.children[pid].age = self.served
         self.high_water = max(self.high_water, len(self.children))
         if opts.trace:
             self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
@@ -505,7 +540,8 @@ class Server(Supervisor):
             marks=self.exit_marks,
             alarm=opts.timeout if opts.timeout and not opts.keep_alive else 0,
             limits=opts if opts.limit_memory or opts.limit_cpu else None,
-            post_fork=self.child_post_fork if self.hooks.get("post_fork") else None)
+            post_fork=self.child_start if CHILD_HOOKS.intersection(self.hooks) else None,
+            child_end=self.child_end if "worker_exit" in self.hooks else None)
 
     def parent_fds(self):
         fds = (self.wake_r, self.wake_w)
@@ -527,17 +563,32 @@ class Server(Supervisor):
             setups += (Drain.drain_now,)
         return tuple(setup for setup in setups if setup is not None)
 
-    def child_post_fork(self, sock):
-        try:
-            self.hooks["post_fork"](self, os.getpid())
-            return True
-        except BaseException:
-            self.log.exception("hook post_fork failed; answering 500")
+    def child_start(self, sock):
+        """In the child, with the child's hooks: its worker, worker_int and
+        worker_abort armed, post_fork (raising: 500 and exit status 5),
+        post_worker_init.  False if post_fork raised."""
+        self.worker = worker = worker_for_child(self, self.served + 1)
+        if "worker_int" in self.hooks:
+            on_child_signals((signal.SIGINT, signal.SIGQUIT),
+                             lambda: self.run_hook("worker_int", worker))
+        if "worker_abort" in self.hooks:   # SIGALRM: the child's own --timeout
+            on_child_signals((signal.SIGABRT, signal.SIGALRM),
+                             lambda: self.run_hook("worker_abort", worker))
+        if not self.run_hook("post_fork", self, worker):
+            self.log.error("hook post_fork failed: answering 500")
             try:
                 sock.sendall(error_response(500))
             except OSError:
                 pass
             return False
+        self.run_hook("post_worker_init", worker)
+        return True
+
+    def child_end(self):
+        """In the child, just before its _exit: worker_exit."""
+        if self.worker is not None:
+            self.worker.alive = False
+            self.run_hook("worker_exit", self, self.worker)
 
     # ------------------------------------------------------------ reaping
     def reap_children(self):
@@ -577,11 +628,14 @@ class Server(Supervisor):
         if self.opts.trace:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)))
         self.table.log_exit(child, status, ours, bool(self.stop_mode))
-        self.run_hook("child_exit", self, pid, status)
+        if "child_exit" in self.hooks:
+            self.run_hook("child_exit", self, Worker(pid, self.pid, child.age, self.log,
+                                                     self.cfg, self.opts.timeout, status))
         self.status.title_dirty = True
 
 
-def build_handler_config(opts, log, set_title, listeners, handback=None):
+def build_handler_config(opts, log, set_title, listeners, handback=None,
+                         request_hooks=(None, None)):
     first = next(iter(listeners.values()), None)
     host, port = "localhost", "80"
     if first is not None and first.description.startswith("http://"):
@@ -600,7 +654,9 @@ def build_handler_config(opts, log, set_title, listeners, handback=None):
         close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
         forwarded=ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers),
         handback=handback,
-        set_title=set_title, title_query=opts.title_with_query, log=log).freeze()
+        set_title=set_title, title_query=opts.title_with_query, log=log,
+        proc_name=opts.proc_name, pre_request=request_hooks[0],
+        post_request=request_hooks[1]).freeze()
 
 
 def hot_code():
@@ -619,18 +675,25 @@ def warm_up(server, first):
     child's entry point; its trial child puts back the handlers a child does,
     and runs the post_fork hook if the app left something open.  True if
     the parent was warmed."""
-    hook = server.hooks.get("post_fork")
+    def post_fork():
+        server.run_hook("post_fork", server, worker_for_child(server, 0))
     return forkparts.prewarm.warm_up(
         serve_connection, server.app, server.handler_config, server.opts.prewarm, server.log,
-        first, server.child_signals, (lambda: hook(server, os.getpid())) if hook else None)
+        first, server.child_signals, post_fork if "post_fork" in server.hooks else None)
 
 
 def main(argv=None):
     opts, hooks = parse_options(argv)
+    if opts.print_config:
+        sys.stdout.write(effective_settings(opts, hooks))
+        return EXIT_OK
+    if opts.check_config:
+        return check_config(opts)
     try:
         log = open_logs(opts)
         for warning in opts.config_warnings:
             log.warning(warning)
+        apply_env(opts)
         setup_paths(opts)
         return run(opts, hooks, log)
     except UsageError as exc:
@@ -646,10 +709,40 @@ def main(argv=None):
 
 def open_logs(opts):
     try:
-        return Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
-                   level=opts.log_level, access_format=opts.access_log_format)
+        log = Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
+                  level=opts.log_level, access_format=opts.access_log_format)
     except OSError as exc:
         raise UsageError("cannot open log file %r: %s" % (exc.filename, exc.strerror)) from None
+    if opts.capture_output:
+        capture_output(log)
+    return log
+
+
+def check_config(opts):
+    """--check-config: the config is read (parse_options); load the app and
+    look at the files the server would write, say what is wrong; exit 0 or 2."""
+    problems = []
+    for path in (opts.error_log, opts.access_log, opts.pidfile):
+        directory = os.path.dirname(os.path.abspath(path)) if path and path != "-" else None
+        if directory and not os.access(directory, os.W_OK):
+            problems.append("cannot write %r: directory not writable" % path)
+    try:
+        apply_env(opts)
+        setup_paths(opts)
+        AppLoader(opts.app).load()
+    except UsageError as exc:
+        problems.append(str(exc))
+    except AppLoadError as exc:
+        problems.append("cannot load app %r: %s" % (opts.app, exc))
+    for warning in opts.config_warnings:
+        sys.stderr.write("forkserver: warning: %s\n" % warning)
+    for problem in problems:
+        sys.stderr.write("forkserver: error: %s\n" % problem)
+    if problems:
+        return EXIT_USAGE
+    sys.stdout.write("forkserver: config OK: app %s loads%s\n" % (
+        opts.app, " with config file %s" % opts.config if opts.config else ""))
+    return EXIT_OK
 
 
 def run(opts, hooks, log):
@@ -694,7 +787,11 @@ def run(opts, hooks, log):
 def announce(server, listeners):
     line = READY_LINE.format(pid=os.getpid(),
                              addresses=" ".join(l.description for l in listeners))
-    os.write(1, (line + "\n").encode())
+    log = server.log   # the original stdout, even under --capture-output
+    os.write(log.ready_fd, (line + "\n").encode())
+    if log.ready_fd != 1:
+        os.close(log.ready_fd)
+        log.ready_fd = 1
     sd_notify("READY=1\nMAINPID=%d" % os.getpid())
     server.run_hook("when_ready", server)
 

@@ -90,6 +90,10 @@ class HandlerConfig:
         self.forwarded = kw.pop("forwarded", None)
         self.set_title = kw.pop("set_title", None)
         self.title_query = kw.pop("title_query", False)
+        self.proc_name = kw.pop("proc_name", "forkserver")     # --proc-name: the title's prefix
+        # The child's hooks (forkparts/hooks.py), None when not configured.
+        self.pre_request = kw.pop("pre_request", None)
+        self.post_request = kw.pop("post_request", None)
         self.log = kw.pop("log", None) or Log()
         # wsgi.errors: made here, in the parent, so a child allocates none.
         # It is flushed after every request, so no partial line crosses one.
@@ -662,7 +666,8 @@ class ConnectionHandler:
             method, _, rest = line.partition(" ")
             target, _, version = rest.rpartition(" ")
             line = "%s %s?... %s" % (method, target.partition("?")[0], version)
-        self.config.set_title("forkserver: child %s %s" % (format_addr(self.addr), line[:200]))
+        self.config.set_title("%s: child %s %s" % (self.config.proc_name,
+                                                   format_addr(self.addr), line[:200]))
 
     def reject(self, exc):
         """Answer a bad request and close: nothing after it is parsed."""
@@ -694,6 +699,8 @@ class ConnectionHandler:
         # function a child runs costs it copy-on-write pages (serve_forever).
         if self.config.request_timeout:
             self.arm_request_timer()
+        if self.config.pre_request is not None:
+            self.config.pre_request(request)
         if reader is not NO_BODY:
             self.conn.start_body()
         try:
@@ -706,6 +713,8 @@ class ConnectionHandler:
             errors.flush()
         if self.log.access_fd is not None:
             self.access_log(environ, response, started)
+        if self.config.post_request is not None:
+            self.config.post_request(request, environ, response)
         self.unread_body = reader is not NO_BODY and not reader.done
         if not ok or stream.error is not None:
             return False  # never parse on after a framing error

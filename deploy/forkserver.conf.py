@@ -54,7 +54,7 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
 def on_starting(server):
     """Parent, once: the app is imported and the sockets are bound (and
     privileges dropped), before the first connection is accepted."""
-    server.log.info("starting with max_children=%d" % server.opts.max_children)
+    server.log.info("starting with max_children=%d" % server.cfg.max_children)
 
 
 def when_ready(server):
@@ -62,11 +62,13 @@ def when_ready(server):
     server.log.info("ready")
 
 
-def pre_fork(server):
-    """Parent, before every fork.  Keep it cheap: it runs once per connection."""
+def pre_fork(server, worker):
+    """Parent, before every fork (gunicorn's signature; ``worker`` is the
+    child to be, without a pid yet).  Keep it cheap: it runs once per
+    connection."""
 
 
-def post_fork(server, child_pid):
+def post_fork(server, worker):
     """Child, right after the fork, before the request is read.  The place to
     drop what must not be shared between processes: database connections
     opened at import time (e.g. SQLAlchemy `engine.dispose(close=False)`),
@@ -74,10 +76,12 @@ def post_fork(server, child_pid):
     reseeds itself after fork; numpy's does not).  Raising answers 500."""
 
 
-def child_exit(server, pid, status):
-    """Parent, after child `pid` was reaped; `status` as from os.waitpid."""
+def child_exit(server, worker):
+    """Parent, after the child ``worker.pid`` was reaped; ``worker.status``
+    as from os.waitpid."""
+    status = worker.status
     if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
-        server.log.warning("child %d ended abnormally (wait status %d)" % (pid, status))
+        server.log.warning("child %d ended abnormally (wait status %d)" % (worker.pid, status))
 
 
 def on_exit(server):

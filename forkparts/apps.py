@@ -1,8 +1,10 @@
 """App loading: the app spec, the import, the reload, and the user's traceback.
 
-DESIGN note: everything that turns ``MODULE:CALLABLE`` into the WSGI callable
-and tells the user's code from ours lives here: the parent imports the app
-once, before the first fork, and again on SIGHUP (AppLoader.reload).  It is
+DESIGN note: everything that turns an app spec (gunicorn's forms, parsed
+with ``ast``, never evaluated) into the WSGI callable and tells the user's
+code from ours lives here, with what the app's import needs first (--env,
+--chdir, --pythonpath): the parent imports the app once, before the first
+fork, and again on SIGHUP (AppLoader.reload).  It is
 a room of its own because it is the one place that runs the user's import,
 and the one place that knows which files are the server's own (OUR_FILES,
 also used by --prewarm and the accelerations, which touch only our code).
@@ -37,7 +39,8 @@ class AppLoadError(Exception):
 
 
 class AppLoader:
-    """Resolves ``MODULE:CALLABLE`` or ``MODULE:factory()``, and re-imports it."""
+    """Resolves ``MODULE``, ``MODULE:NAME`` or ``MODULE:factory(literals)``,
+    and re-imports it."""
 
     def __init__(self, spec):
         self.module_name, self.attr, self.factory = parse_app_spec(spec)
@@ -65,16 +68,25 @@ class AppLoader:
             try:
                 obj = getattr(obj, part)
             except AttributeError:
-                raise AppLoadError("module %r has no attribute %r" % (
-                    self.module_name, self.attr)) from None
-        if self.factory:
+                raise AppLoadError("module %r has no attribute %r%s" % (
+                    self.module_name, self.attr, self.hint(module))) from None
+        if self.factory is not None:
+            args, kwargs = self.factory
             try:
-                obj = obj()
+                obj = obj(*args, **kwargs)
             except BaseException:
                 raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
         if not callable(obj):
             raise AppLoadError("%s is not callable (it is a %s)" % (self.spec, type(obj).__name__))
         return obj
+
+    def hint(self, module):
+        """A bare ``module`` means ``module:application``, as in gunicorn
+        (util.import_app); name the usual other spelling if it is there."""
+        if self.attr == "application" and ":" not in self.spec and hasattr(module, "app"):
+            return " (a bare module means %s:application; did you mean %s:app?)" % (
+                self.module_name, self.module_name)
+        return ""
 
     def user_modules(self):
         """Modules the app import brought in that live outside the installation."""
@@ -112,13 +124,60 @@ class AppLoader:
         return mtimes
 
 
+APP_SPEC_FORMS = ("MODULE (its `application`), MODULE:CALLABLE, MODULE:factory() or "
+                  "MODULE:factory('arg', key=1) with literal arguments")
+
+
 def parse_app_spec(spec):
-    """``module.path:attr.path`` or ``module:factory()`` -> (module, attr, is_factory)."""
-    match = re.fullmatch(r"([A-Za-z_][\w.]*)(?::([A-Za-z_][\w.]*)(\(\))?)?", spec or "")
-    if not match or ".." in spec or spec.endswith("."):
-        raise AppLoadError("invalid app spec %r: expected MODULE:CALLABLE or "
-                           "MODULE:factory()" % spec)
-    return match.group(1), match.group(2) or "application", bool(match.group(3))
+    """gunicorn's app specs -> (module, attr, factory), factory being None
+    or (args, kwargs).  The part after ``:`` is parsed with ``ast``, never
+    evaluated: a name (dotted), or a call of one whose arguments are
+    literals (ast.literal_eval on each), as gunicorn's util.import_app."""
+    module, _, expression = (spec or "").partition(":")
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module) or (
+            ":" in (spec or "") and not expression):
+        raise AppLoadError("invalid app spec %r: expected %s" % (spec, APP_SPEC_FORMS))
+    if not expression:
+        return module, "application", None
+    import ast
+    try:
+        node = ast.parse(expression.strip(" \t"), mode="eval").body
+    except SyntaxError:
+        node = None
+    call = node if isinstance(node, ast.Call) else None
+    name = dotted_name(call.func if call else node)
+    if name is None:
+        raise AppLoadError("invalid app spec %r: after ':' expected a name or a call "
+                           "of one (%s)" % (spec, APP_SPEC_FORMS))
+    return module, name, call_arguments(spec, call) if call else None
+
+
+def dotted_name(node):
+    """``name`` or ``name.attr.attr`` of an ast node, or None."""
+    import ast
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = dotted_name(node.value)
+        return base and base + "." + node.attr
+    return None
+
+
+def call_arguments(spec, call):
+    """(args, kwargs) of a factory call, each a literal; anything else (a
+    name, a call, *args, **kwargs) is an error naming it."""
+    import ast
+    try:
+        args = [ast.literal_eval(arg) for arg in call.args]
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords
+                  if kw.arg is not None}
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        args = kwargs = None
+    if args is None or any(kw.arg is None for kw in call.keywords):
+        raise AppLoadError("invalid app spec %r: factory arguments must be literals "
+                           "(strings, numbers, tuples, lists, dicts, True, False, None)"
+                           % spec)
+    return args, kwargs
 
 
 def user_traceback(what):
@@ -132,6 +191,14 @@ def user_traceback(what):
     text = "".join(traceback.format_list(keep)) + "".join(
         traceback.format_exception_only(etype, value))
     return "%s:\nTraceback (most recent call last):\n%s" % (what, text.rstrip("\n"))
+
+
+def apply_env(opts):
+    """-e/--env KEY=VALUE and raw_env: into os.environ before the app is
+    imported, as gunicorn does, so children inherit them."""
+    for pair in opts.raw_env or ():
+        key, _, value = pair.partition("=")
+        os.environ[key] = value
 
 
 def setup_paths(opts):

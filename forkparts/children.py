@@ -31,7 +31,7 @@ SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 
 class Child:
     """What the parent knows of one live child."""
-    __slots__ = ("pid", "addr", "started", "deadline", "term_at")
+    __slots__ = ("pid", "addr", "started", "deadline", "term_at", "age")
 
     def __init__(self, pid, addr, started, deadline):
         self.pid = pid
@@ -39,6 +39,7 @@ class Child:
         self.started = started
         self.deadline = deadline
         self.term_at = None
+        self.age = 0           # its connection's number, kept for child_exit's worker.age
 
 
 class ChildPlan:
@@ -48,14 +49,16 @@ class ChildPlan:
     shares with the parent: docs/performance.md).  ``serve`` is the child's
     front door, handed in: this module never imports wsgi_handler."""
     __slots__ = ("serve", "app", "config", "signals", "blocked", "close_fds", "alarm",
-                 "limits", "post_fork", "setups", "log", "marks", "set_handler", "sigmask")
+                 "limits", "post_fork", "child_end", "setups", "log", "marks", "set_handler",
+                 "sigmask")
 
     def __init__(self, serve, app, config, signals, blocked, close_fds, **rest):
         self.serve, self.app, self.config = serve, app, config
         self.signals, self.blocked, self.close_fds = signals, blocked, close_fds
         self.alarm = rest.get("alarm", 0)           # --timeout, armed in the child
         self.limits = rest.get("limits")            # opts, if --limit-memory/--limit-cpu
-        self.post_fork = rest.get("post_fork")      # a hook: post_fork(sock) -> ok
+        self.post_fork = rest.get("post_fork")      # the child's hooks: post_fork(sock) -> ok
+        self.child_end = rest.get("child_end")      # and worker_exit(), just before _exit
         self.setups = rest.get("setups", ())        # run before any signal can arrive
         self.log, self.marks = rest["log"], rest["marks"]
         # signal.signal and signal.pthread_sigmask, or their C functions (accel)
@@ -80,6 +83,8 @@ class ChildPlan:
         except BaseException:
             log_child_failure(self.log, addr)
         finally:
+            if self.child_end is not None:
+                self.child_end()
             exit_child(self.marks, status)
 
     def undo_parent(self, parked):

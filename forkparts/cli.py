@@ -2,9 +2,13 @@
 
 DESIGN note: every option, its default and its help text is declared here,
 once; the config file (forkparts/configfile.py) reads its settings through
-the same parser, so a setting is checked as its option is.  A room of its
-own because it is the server's whole user-facing vocabulary, read far more
-often than it changes, and the parent's loop never needs it after start.
+the same parser, so a setting is checked as its option is.  gunicorn's
+flags are here too: its spellings as aliases (-b, -c, --pid, --access-logfile),
+its pool options accepted with a warning (POOL_ONLY), and the flags asking
+for what forkserver cannot do refused with the reason (REFUSED_FLAGS).  A
+room of its own because it is the server's whole user-facing vocabulary,
+read far more often than it changes, and the parent's loop never needs it
+after start.
 """
 
 from forkparts import __version__
@@ -43,11 +47,19 @@ def build_parser():
                "config, 3 the app could not be loaded, 4 could not listen. "
                "Signals: TERM graceful stop, INT/QUIT fast stop, HUP reload the app, "
                "USR1 reopen log files.")
-    p.add_argument("app", metavar="MODULE:CALLABLE",
-                   help="the WSGI app, e.g. examples.flaskapp:app or mymodule:create_app()")
+    p.add_argument("app", metavar="MODULE:CALLABLE", nargs="?",
+                   help="the WSGI app: module (its `application`), module:name, "
+                        "module:factory() or module:factory('arg', key=1) with literal "
+                        "arguments; or wsgi_app in the config file")
     p.add_argument("--version", action="version", version="forkserver " + __version__)
-    p.add_argument("--config", metavar="PATH",
-                   help="a Python file of settings (same names as the options) and hooks")
+    p.add_argument("-c", "--config", metavar="PATH",
+                   help="a Python file of settings and hooks: forkserver's names (as the "
+                        "options) or gunicorn's (gunicorn.conf.py)")
+    p.add_argument("--check-config", action="store_true",
+                   help="load the config and the app, say what is wrong, exit 0 or 2; "
+                        "serve nothing")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings and exit")
     add_socket_options(p)
     add_app_options(p)
     add_speed_options(p)
@@ -55,6 +67,7 @@ def build_parser():
     add_http_options(p)
     add_logging_options(p)
     add_lab_options(p)
+    add_gunicorn_only_options(p)
     return p
 
 
@@ -65,10 +78,10 @@ def add_socket_options(p):
                         "(default %s; port 0 picks a free port)" % DEFAULT_BIND)
     g.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG,
                    help="listen backlog (default %(default)s)")
-    g.add_argument("--umask", type=octal, default=0o022,
+    g.add_argument("-m", "--umask", type=octal, default=0o022,
                    help="umask for unix socket files (default 022)")
-    g.add_argument("--user", help="switch to this user after binding (when root)")
-    g.add_argument("--group", help="switch to this group after binding (when root)")
+    g.add_argument("-u", "--user", help="switch to this user after binding (when root)")
+    g.add_argument("-g", "--group", help="switch to this group after binding (when root)")
     g.add_argument("--forwarded-allow-ips", default="127.0.0.1,::1", metavar="LIST",
                    help="peers trusted for X-Forwarded-* and Forwarded: addresses, "
                         "CIDRs or * (default %(default)s); unix socket peers are trusted")
@@ -84,6 +97,9 @@ def add_app_options(p):
     g.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
     g.add_argument("--pythonpath", metavar="DIRS",
                    help="comma-separated directories to put on sys.path")
+    g.add_argument("-e", "--env", dest="raw_env", action="append", type=env_pair,
+                   metavar="KEY=VALUE", help="set an environment variable for the app; "
+                   "repeatable")
     g.add_argument("--prewarm", metavar="PATH",
                    help="warm up with GET PATH, not GET / (the default): the request runs "
                    "through the app before serving, first in a trial child, then in the "
@@ -122,7 +138,7 @@ def add_supervision_options(p):
     g = p.add_argument_group("supervision")
     g.add_argument("--max-children", type=non_negative_int, default=DEFAULT_MAX_CHILDREN,
                    metavar="N", help="most live children; 0 = no cap (default %(default)s)")
-    g.add_argument("--timeout", type=non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS,
+    g.add_argument("-t", "--timeout", type=non_negative_seconds, default=DEFAULT_TIMEOUT_SECONDS,
                    metavar="SECONDS", help="kill a child serving longer than this; 0 = never "
                    "(default %(default)s)")
     g.add_argument("--graceful-timeout", type=non_negative_seconds,
@@ -137,7 +153,8 @@ def add_supervision_options(p):
                         "filter per client address; 0 = off (default)")
     g.add_argument("--max-fork-rate", type=per_second, default=0, metavar="PER_SECOND",
                    help="most forks per second; 0 = off (default)")
-    g.add_argument("--pidfile", metavar="PATH", help="write the parent's pid here")
+    g.add_argument("--pidfile", "--pid", "-p", metavar="PATH",
+                   help="write the parent's pid here")
     g.add_argument("--status-file", metavar="PATH",
                    help="write the parent's live/high-water child counts here as JSON, "
                         "at most once a second (for scripts/watch_children.py)")
@@ -163,22 +180,7 @@ def add_http_options(p):
                    "a slower request body gets 408 (default %(default)s, as Apache's MinRate)")
     g.add_argument("--max-body", type=byte_count, default=MAX_BODY_BYTES,
                    metavar="BYTES", help="largest request body (default 1 GiB)")
-    g.add_argument("--limit-request-line", type=positive_int,
-                   default=MAX_REQUEST_LINE_BYTES, metavar="BYTES",
-                   help="longest request line; longer is 414 (default %(default)s)")
-    g.add_argument("--limit-request-fields", type=positive_int,
-                   default=MAX_HEADER_FIELDS, metavar="N",
-                   help="most header fields; more is 431 (default %(default)s)")
-    g.add_argument("--limit-request-field-size", type=positive_int,
-                   default=MAX_FIELD_BYTES, metavar="BYTES",
-                   help="longest header field line; longer is 431 (default %(default)s)")
-    g.add_argument("--limit-request-head", type=positive_int,
-                   default=MAX_HEAD_BYTES, metavar="BYTES",
-                   help="largest request head; larger is 431 (default %(default)s)")
-    g.add_argument("--limit-chunk-line", type=positive_int,
-                   default=MAX_CHUNK_LINE_BYTES, metavar="BYTES",
-                   help="a chunk-size line with its extensions (default %(default)s); "
-                        "longer is 400")
+    add_limit_options(g)
     g.add_argument("--no-accept-filter", dest="accept_filter", action="store_false",
                    help="fork as soon as a connection is accepted instead of "
                         "when its head is complete")
@@ -187,17 +189,46 @@ def add_http_options(p):
                         "RLIMIT_NOFILE leaves no room for them)" % DEFAULT_MAX_PENDING)
 
 
+def add_limit_options(g):
+    """The request head's limits (gunicorn's --limit-request-* among them)."""
+    g.add_argument("--limit-request-line", type=limit_or_unlimited,
+                   default=MAX_REQUEST_LINE_BYTES, metavar="BYTES",
+                   help="longest request line; longer is 414; 0 = only the head limit, as "
+                        "gunicorn's unlimited (default %(default)s)")
+    g.add_argument("--limit-request-fields", type=limit_or_unlimited,
+                   default=MAX_HEADER_FIELDS, metavar="N",
+                   help="most header fields; more is 431; 0 = only the head limit "
+                        "(default %(default)s)")
+    g.add_argument("--limit-request-field-size", "--limit-request-field_size",
+                   type=limit_or_unlimited,
+                   default=MAX_FIELD_BYTES, metavar="BYTES",
+                   help="longest header field line; longer is 431; 0 = only the head "
+                        "limit (default %(default)s)")
+    g.add_argument("--limit-request-head", type=positive_int,
+                   default=MAX_HEAD_BYTES, metavar="BYTES",
+                   help="largest request head; larger is 431 (default %(default)s)")
+    g.add_argument("--limit-chunk-line", type=positive_int,
+                   default=MAX_CHUNK_LINE_BYTES, metavar="BYTES",
+                   help="a chunk-size line with its extensions (default %(default)s); "
+                        "longer is 400")
+
+
 def add_logging_options(p):
     g = p.add_argument_group("logging")
-    g.add_argument("--access-log", default="-", metavar="PATH",
+    g.add_argument("--access-log", "--access-logfile", default="-", metavar="PATH",
                    help="access log file, - for stdout (default)")
     g.add_argument("--no-access-log", dest="access_log", action="store_const", const=None)
-    g.add_argument("--access-log-format", default=COMMON_LOG_FORMAT,
+    g.add_argument("--access-log-format", "--access-logformat", default=COMMON_LOG_FORMAT,
                    metavar="FORMAT", help="gunicorn-style atoms (default: Common Log Format)")
-    g.add_argument("--error-log", default="-", metavar="PATH",
+    g.add_argument("--error-log", "--error-logfile", "--log-file", default="-", metavar="PATH",
                    help="error log file, - for stderr (default)")
-    g.add_argument("--log-level", default="info", choices=sorted(LEVELS,
-                   key=LEVELS.get))
+    g.add_argument("--log-level", default="info", type=log_level, metavar="LEVEL",
+                   help="%s, in any case (default %%(default)s)" % ", ".join(
+                       sorted(LEVELS, key=LEVELS.get)))
+    g.add_argument("--capture-output", action="store_true",
+                   help="the app's stdout and stderr go to --error-log (when it is a file)")
+    g.add_argument("--proc-name", "-n", "--name", metavar="NAME", default="forkserver",
+                   help="process title prefix (default %(default)s; needs setproctitle)")
     g.add_argument("--title-with-query", action="store_true",
                    help="show the query string in children's process titles (hidden by "
                         "default: tokens travel there, and ps shows titles to every user)")
@@ -224,6 +255,107 @@ def add_lab_options(p):
     g.add_argument("--lab-orphans", action="store_true",
                    help="MISTAKE: children outlive a SIGKILLed parent (no "
                         "PR_SET_PDEATHSIG), as the tutorial's do (lab 12)")
+
+
+# gunicorn's pool settings, which have no meaning for one process per
+# connection: accepted (a gunicorn command line or config file works) with
+# one warning each saying why.  Also read by forkparts/configfile.py.
+POOL_ONLY = {
+    "workers": "forkserver forks one child per connection instead of a pool of "
+               "workers; --max-children caps how many run at once",
+    "threads": "each child serves its one connection in one thread; concurrency is "
+               "--max-children",
+    "worker_class": "forkserver has one kind of worker, a child forked per connection "
+                    "(like gunicorn's sync worker); concurrency is --max-children",
+    "worker_connections": "only gunicorn's async workers use it; concurrency here is "
+                          "--max-children",
+    "preload_app": "the app is always imported once in the parent before forking, which "
+                   "is what --preload does",
+    "max_requests": "every child exits after its connection, so none lives long enough "
+                    "to need recycling",
+    "max_requests_jitter": "every child exits after its connection, so none lives long "
+                           "enough to need recycling",
+    "keepalive": "gunicorn's sync worker ignores it too; here every idle kept-alive "
+                 "connection would hold a child: --keep-alive SECONDS is the explicit switch",
+}
+
+
+def add_gunicorn_only_options(p):
+    g = p.add_argument_group(
+        "gunicorn's pool options", "accepted so a gunicorn command line works; each "
+        "is ignored with a warning pointing at --max-children")
+    g.add_argument("-w", "--workers", type=non_negative_int, metavar="N")
+    g.add_argument("--threads", type=non_negative_int, metavar="N")
+    g.add_argument("-k", "--worker-class", metavar="CLASS")
+    g.add_argument("--worker-connections", type=non_negative_int, metavar="N")
+    g.add_argument("--max-requests", type=non_negative_int, metavar="N")
+    g.add_argument("--max-requests-jitter", type=non_negative_int, metavar="N")
+    g.add_argument("--preload", dest="preload_app", action="store_true", default=None)
+    for flags, (nargs, why) in REFUSED_FLAGS.items():
+        g.add_argument(*flags, nargs=nargs, action=refuse(why), help=argparse_suppress(),
+                       default=argparse_suppress())
+
+
+TLS_REFUSED = ("forkserver serves plain HTTP only, and must never serve it where TLS was "
+               "configured: terminate TLS in the proxy in front (docs/deploy.md)")
+# gunicorn's flags that ask for what forkserver cannot do: a usage error that
+# says why, rather than "unrecognized arguments" (docs/operations.md lists all).
+REFUSED_FLAGS = {
+    ("--certfile",): (1, TLS_REFUSED), ("--keyfile",): (1, TLS_REFUSED),
+    ("--ca-certs",): (1, TLS_REFUSED), ("--ciphers",): (1, TLS_REFUSED),
+    ("--ssl-version",): (1, TLS_REFUSED), ("--cert-reqs",): (1, TLS_REFUSED),
+    ("-D", "--daemon"): (0, "run forkserver under systemd or another supervisor "
+                            "(docs/deploy.md)"),
+    ("--paste", "--paster"): (1, "PasteDeploy .ini apps are not loaded: name the app "
+                                 "as MODULE:CALLABLE"),
+    ("--log-syslog",): (0, "forkserver writes its own log files only"),
+    ("--log-syslog-to",): (1, "forkserver writes its own log files only"),
+    ("--log-config",): (1, "forkserver writes its own log files only"),
+    ("--logger-class",): (1, "forkserver writes its own log files only"),
+    ("--statsd-host",): (1, "forkserver has no statsd client; --status-file has the counts"),
+    ("--proxy-protocol",): (0, "the PROXY protocol is not read; use X-Forwarded-For"),
+    ("--reuse-port",): (0, "one parent owns the listening socket"),
+}
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def refuse(why):
+    """An argparse action: the flag is a usage error saying why."""
+    import argparse
+
+    class Refuse(argparse.Action):
+        refused = True   # no setting: the config file refuses it on its own terms
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error("%s: %s" % (option_string, why))
+    return Refuse
+
+
+def pool_only_warnings(opts):
+    """One line for each gunicorn pool option given (command line or config)."""
+    return ["%s ignored: %s" % (name, why) for name, why in POOL_ONLY.items()
+            if getattr(opts, name, None) not in (None, False)]
+
+
+def env_pair(text):
+    """-e/--env KEY=VALUE, as gunicorn's raw_env."""
+    key, sep, _ = str(text).partition("=")
+    if not sep or not key:
+        raise argparseerror("%r is not KEY=VALUE" % (text,))
+    return str(text)
+
+
+def log_level(text):
+    """--log-level in any case (gunicorn takes DEBUG and debug alike)."""
+    name = str(text).lower()
+    if name not in LEVELS:
+        raise argparseerror("%r is not one of %s" % (
+            text, ", ".join(sorted(LEVELS, key=LEVELS.get))))
+    return name
 
 
 # What the number options accept, so that no value that starts the server can
@@ -266,4 +398,15 @@ non_negative_seconds = _number(float, 0.0, MAX_OPTION_SECONDS,
                                "number of seconds from 0 to %d" % MAX_OPTION_SECONDS)
 megabytes = _number(float, 0.0, MAX_OPTION_MB, "number of MB from 0 to %d" % MAX_OPTION_MB)
 per_second = _number(float, 0.0, MAX_OPTION_RATE, "rate from 0 to %d per second" % MAX_OPTION_RATE)
+_count_or_zero = _number(int, 0, MAX_OPTION_COUNT,
+                        "whole number from 0 to %d" % MAX_OPTION_COUNT)
+
+
+def limit_or_unlimited(text):
+    """--limit-request-*: gunicorn's 0 means unlimited; here the request head's
+    own limit (--limit-request-head) is then the only bound."""
+    return _count_or_zero(text) or MAX_OPTION_COUNT
+
+
+limit_or_unlimited.__name__ = "whole number from 0 to %d" % MAX_OPTION_COUNT
 octal = _number(lambda t: int(t, 8), 0, 0o777, "umask in octal, from 000 to 777")

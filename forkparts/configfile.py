@@ -1,33 +1,128 @@
 """The --config file: a Python file of settings and hooks, gunicorn's way.
 
-DESIGN note: a config file sets the same names as the options' dests, and
-each value is checked by its option's converter (forkparts/cli.py), so the
-file and the command line can never disagree on what a value means; the
-command line wins (parse_options).  A room of its own because it runs the
-user's Python and reports the user's mistakes (unknown names, gunicorn's
-names, hooks that are not functions) in the user's words.
+DESIGN note: a config file is read as gunicorn reads gunicorn.conf.py (its
+app/base.py): the file runs as Python, then its module-level names that are
+settings are taken, and every other name (imports, helper variables and
+functions, UPPER_CASE constants) is left alone, as gunicorn leaves names it
+does not know.  Settings go by forkserver's names (the options' dests) or by
+gunicorn's (GUNICORN_RENAMED, and the many that are spelt alike); each value
+is checked by its option's converter (forkparts/cli.py), so the file and the
+command line never disagree on what a value means; the command line wins
+(parse_options).  A gunicorn setting forkserver cannot honour stops the start
+with one line naming it (NOT_HONOURED, secure_scheme_headers), so a config
+never starts and then fails requests; one with no meaning for one process
+per connection gets a warning saying why (cli.POOL_ONLY).  Hooks go through
+forkparts/hooks.py.  A room of its own because it runs the user's Python and
+reports the user's mistakes in the user's words.
 """
 
 import os
 
 from forkparts.apps import user_traceback
-from forkparts.cli import UsageError, build_parser, octal
+from forkparts.cli import (POOL_ONLY, TLS_REFUSED, UsageError, build_parser, octal,
+                           pool_only_warnings)
+from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
 # Checked at start, so a bad value is a usage error, not a failure per request.
 from forkparts.logs import check_access_format
 from forkparts.proxy import ProxyTrust
 
-HOOKS = ("on_starting", "when_ready", "pre_fork", "post_fork", "child_exit", "on_exit")
-
 NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cannot set
+
+# gunicorn's names for forkserver's settings, where they differ; the rest
+# (bind, timeout, graceful_timeout, pidfile, user, group, umask, backlog,
+# limit_request_*, forwarded_allow_ips, raw_env, chdir, pythonpath,
+# proc_name, capture_output, reload, access_log_format, ...) are spelt alike.
+GUNICORN_RENAMED = {"accesslog": "access_log", "errorlog": "error_log",
+                    "loglevel": "log_level", "wsgi_app": "app"}
+
+TLS = "refused: " + TLS_REFUSED
+OWN_LOGS = "refused: forkserver writes its own log files only (errorlog, accesslog)"
+STRICT = "refused: forkserver's HTTP parser is strict and has no switch for it (docs/security.md)"
+NO_SUCH = "refused: forkserver has no %s"
+ANY = object()   # no value of it is gunicorn's default: any value is refused
+# gunicorn's settings (gunicorn/config.py) that forkserver has no part for:
+# name -> (gunicorn's default values, what happens when one is changed).  At
+# its default a setting asks for nothing, so it is left alone; changed, a
+# "refused" one stops the start (exit 2), any other is ignored with a warning.
+NOT_HONOURED = {
+    "certfile": ((None,), TLS), "keyfile": ((None,), TLS), "ca_certs": ((None,), TLS),
+    "ciphers": ((None,), TLS), "ssl_version": ((ANY,), TLS), "cert_reqs": ((0,), TLS),
+    "suppress_ragged_eofs": ((True,), TLS), "do_handshake_on_connect": ((False,), TLS),
+    "daemon": ((False,), "refused: run forkserver under systemd or another supervisor "
+                         "(docs/deploy.md)"),
+    "reuse_port": ((False,), "refused: one parent owns the listening socket; a second "
+                             "server would share its port unseen"),
+    "initgroups": ((False,), "refused: --user drops every supplementary group"),
+    "paste": ((None,), "refused: PasteDeploy .ini apps are not loaded: name the app "
+                       "as MODULE:NAME"),
+    "raw_paste_global_conf": (([],), "refused: PasteDeploy .ini apps are not loaded"),
+    "reload_extra_files": (([],), "refused: --reload watches the app's own modules only"),
+    "root_path": (("",), "refused: SCRIPT_NAME is always empty; mount the app under a "
+                         "prefix in the app"),
+    "protocol": (("http",), "refused: forkserver speaks HTTP only"),
+    "http_protocols": (("h1",), "refused: forkserver speaks HTTP/1.x only"),
+    "http2_cleartext": (("off", False), "refused: forkserver speaks HTTP/1.x only"),
+    "proxy_protocol": (("off", False, None),
+                       "refused: the PROXY protocol is not read; use X-Forwarded-For"),
+    "logger_class": (("gunicorn.glogging.Logger",), OWN_LOGS),
+    "logconfig": ((None,), OWN_LOGS), "logconfig_dict": (({},), OWN_LOGS),
+    "logconfig_json": ((None,), OWN_LOGS), "syslog": ((False,), OWN_LOGS),
+    "syslog_addr": ((None, "udp://localhost:514", "unix:///var/run/syslog",
+                     "unix:///var/run/log", "unix:///dev/log"), OWN_LOGS),
+    "syslog_prefix": ((None,), OWN_LOGS), "syslog_facility": (("user",), OWN_LOGS),
+    "statsd_host": ((None,), OWN_LOGS), "statsd_prefix": (("",), OWN_LOGS),
+    "dogstatsd_tags": (("",), OWN_LOGS), "enable_backlog_metric": ((False,), OWN_LOGS),
+    "strip_header_spaces": ((False,), STRICT), "permit_obsolete_folding": ((False,), STRICT),
+    "permit_unconventional_http_method": ((False,), STRICT),
+    "permit_unconventional_http_version": ((False,), STRICT),
+    "casefold_http_method": ((False,), STRICT), "tolerate_dangerous_framing": ((False,), STRICT),
+    "header_map": (("drop",), STRICT),
+    "forwarder_headers": (("SCRIPT_NAME,PATH_INFO",),
+                          "refused: no header sets SCRIPT_NAME or PATH_INFO here"),
+    "dirty_apps": (([],), NO_SUCH % "dirty arbiter"),
+    "dirty_workers": ((0,), NO_SUCH % "dirty arbiter"),
+    "worker_tmp_dir": ((None,), "ignored: no heartbeat files, the parent keeps each "
+                                "child's deadline itself"),
+    "tmp_upload_dir": ((None,), "ignored: gunicorn does not use it either"),
+    "sendfile": ((None, True), "ignored: wsgi.file_wrapper is always sent with sendfile"),
+    "reload_engine": (("auto",), "ignored: --reload polls the modules' mtimes"),
+    "spew": ((False,), "ignored: use --trace"),
+    "enable_stdio_inheritance": ((False,), "ignored: the app's stdio is the server's"),
+    "disable_redirect_access_to_syslog": ((False,), "ignored: there is no syslog"),
+    "proxy_allow_ips": (("127.0.0.1,::1",), "ignored: the PROXY protocol is not read"),
+    "uwsgi_allow_ips": (("127.0.0.1,::1",), "ignored: forkserver speaks HTTP only"),
+}
+SECURE_SCHEME_DEFAULT = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
+                         "X-FORWARDED-SSL": "on"}   # gunicorn's
 
 
 def read_config_file(path, parser):
-    """Settings (same names as the options' dests) and hooks from a Python file.
+    """Settings (forkserver's or gunicorn's names) and hooks from a Python file.
 
     Returns (settings, hooks, warnings); a setting's value is checked as its
-    option's would be, so a bad value is a usage error naming the setting.
+    option's would be, so a bad value is a usage error naming the setting,
+    and every gunicorn setting or hook that cannot be honoured is one line
+    of the UsageError raised.
     """
-    namespace = {"__file__": os.path.abspath(path), "__name__": "forkserver_config"}
+    namespace = run_config_file(path)
+    # reversed: where two options share a dest (--access-log, --no-access-log)
+    # the first, value-taking one describes the setting.
+    reader = Reader(path, {a.dest: a for a in reversed(parser._actions)
+                           if a.dest not in NOT_SETTINGS and not getattr(a, "refused", False)},
+                    switch_settings(parser))
+    for name, value in namespace.items():
+        if not name.startswith("_"):   # __builtins__, __file__, the file's private names
+            reader.read(name, value)
+    if reader.refused:
+        raise UsageError("\n".join(reader.refused))
+    hooks, deprecated = make_hooks(reader.functions, "config file %r" % path)
+    return reader.settings, hooks, reader.warnings + deprecated
+
+
+def run_config_file(path):
+    """The file's module-level names after running it, as gunicorn's
+    get_config_from_filename (a module named __config__)."""
+    namespace = {"__file__": os.path.abspath(path), "__name__": "__config__"}
     try:
         with open(path, "rb") as f:
             source = f.read()
@@ -36,25 +131,86 @@ def read_config_file(path, parser):
         raise UsageError("cannot read config file %r: %s" % (path, exc.strerror)) from None
     except BaseException:
         raise UsageError(user_traceback("config file %r failed" % path)) from None
-    # reversed: where two options share a dest (--access-log, --no-access-log)
-    # the first, value-taking one describes the setting.
-    actions = {a.dest: a for a in reversed(parser._actions) if a.dest not in NOT_SETTINGS}
-    switches = switch_settings(parser)
-    settings, hooks, warnings = {}, {}, []
-    for name, value in namespace.items():
-        if name in HOOKS:
-            if not callable(value):
-                raise UsageError("config file %r: hook %s must be a function" % (path, name))
-            hooks[name] = value
-        elif name in actions:
-            settings[name] = config_value(path, actions[name], value)
-        elif name in switches:
-            if config_value(path, switches[name], value):   # True: as if given
-                settings[switches[name].dest] = switches[name].const
+    return namespace
+
+
+class Reader:
+    """One config file's names sorted into settings, hooks, warnings and
+    refusals (each a line naming the setting)."""
+
+    def __init__(self, path, actions, switches):
+        self.path, self.actions, self.switches = path, actions, switches
+        self.settings, self.functions, self.warnings, self.refused = {}, {}, [], []
+
+    def read(self, name, value):
+        dest = GUNICORN_RENAMED.get(name, name)
+        if name in HOOKS or name in REFUSED_HOOKS:
+            self.read_hook(name, value)
+        elif name == "wsgi_app":
+            if not isinstance(value, str):
+                raise UsageError("config file %r: wsgi_app must be a string" % self.path)
+            self.settings["app"] = value
+        elif dest in self.actions:
+            action = self.actions[dest]
+            # A string setting given None is unset, as gunicorn's validate_string
+            # takes it (proc_name = None); access_log = None means no access log.
+            if value is not None or dest == "access_log" or action.type is not None:
+                self.settings[dest] = config_value(self.path, action, value)
+        elif name in self.switches:
+            if config_value(self.path, self.switches[name], value):   # True: as if given
+                self.settings[self.switches[name].dest] = self.switches[name].const
+        elif name == "secure_scheme_headers":
+            self.note(name, secure_scheme_problem(value))
+        elif name == "keepalive":
+            self.note(name, "ignored: " + POOL_ONLY[name])
+        elif name in NOT_HONOURED:
+            defaults, why = NOT_HONOURED[name]
+            if not any(value is d or (d is not ANY and value == d) for d in defaults):
+                self.note(name, why)
         elif is_unknown_setting(name, value):
-            known = list(actions) + list(switches) + list(HOOKS)
-            warnings.append(unknown_setting_warning(path, name, known))
-    return settings, hooks, warnings
+            self.hint(name)
+
+    def read_hook(self, name, value):
+        if not callable(value):
+            raise UsageError("config file %r: hook %s must be a function" % (self.path, name))
+        if name in REFUSED_HOOKS:
+            self.note(name, "refused: " + REFUSED_HOOKS[name])
+        else:
+            self.functions[name] = value
+
+    def note(self, name, problem):
+        """A gunicorn setting left out: "refused: ..." stops the start."""
+        if problem:
+            line = "config file %r: gunicorn's %s %s" % (self.path, name, problem)
+            (self.refused if problem.startswith("refused") else self.warnings).append(line)
+
+    def hint(self, name):
+        """A name no server knows is the file's own, as gunicorn takes it; only
+        one close to a setting's name (a typo) gets a warning."""
+        import difflib
+        known = (list(self.actions) + list(self.switches) + list(HOOKS)
+                 + list(GUNICORN_RENAMED) + list(NOT_HONOURED))
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            self.warnings.append("config file %r: unknown setting %r ignored (did you "
+                                 "mean %s?)" % (self.path, name, close[0]))
+
+
+def secure_scheme_problem(value):
+    """gunicorn's secure_scheme_headers ({header: value meaning https}) as
+    forkserver's proxy trust can honour it: X-Forwarded-Proto: https, from
+    --forwarded-allow-ips, is what it believes (or Forwarded's proto= with
+    --forwarded-headers forwarded).  gunicorn's default is taken with a
+    warning; any other header, or none, is refused."""
+    if not isinstance(value, dict):
+        return "refused: must be a dict of header: value"
+    pairs = {(str(k).upper(), str(v).lower()) for k, v in value.items()}
+    if pairs == {("X-FORWARDED-PROTO", "https")}:
+        return None
+    believed = "forkserver believes X-Forwarded-Proto: https only (from --forwarded-allow-ips)"
+    if value == SECURE_SCHEME_DEFAULT:
+        return "partly ignored: X-Forwarded-Protocol and X-Forwarded-Ssl are not read; " + believed
+    return "refused: %s, or Forwarded's proto= with --forwarded-headers forwarded" % believed
 
 
 def switch_settings(parser):
@@ -66,7 +222,7 @@ def switch_settings(parser):
         for option in action.option_strings:
             name = option[2:].replace("-", "_")
             if (option.startswith("--") and action.nargs == 0 and name != action.dest
-                    and action.dest not in NOT_SETTINGS):
+                    and action.dest not in NOT_SETTINGS and not getattr(action, "refused", False)):
                 found[name] = action
     return found
 
@@ -75,11 +231,15 @@ def config_value(path, action, value):
     """Check a config file value with its option's converter (CLI strings and
     Python values alike: ``timeout = 5``, ``umask = 0o007``, ``bind = [...]``)."""
     import argparse
-    if action.dest == "bind":
-        binds = [value] if isinstance(value, str) else value
-        if not isinstance(binds, (list, tuple)) or not all(isinstance(b, str) for b in binds):
-            raise UsageError("config file %r: bind must be a string or a list of strings" % path)
-        return list(binds)
+    if isinstance(action, argparse._AppendAction):   # bind, raw_env: a string or a list
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(b, str) for b in items):
+            raise UsageError("config file %r: %s must be a string or a list of strings"
+                             % (path, action.dest))
+        try:
+            return [action.type(item) if action.type else item for item in items]
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError("config file %r: setting %s: %s" % (path, action.dest, exc)) from None
     if isinstance(value, (list, tuple)) and action.dest in COMMA_LIST_SETTINGS:
         value = ",".join(map(str, value))   # forwarded_allow_ips = ["10.0.0.5", "::1"]
     try:
@@ -112,31 +272,18 @@ def convert_setting(action, value):
 
 
 def is_unknown_setting(name, value):
-    """A name the user meant as a setting: not private, not a CONSTANT, not an
-    import or a helper function."""
+    """A name the user may have meant as a setting: not a CONSTANT, not an
+    import or a helper function (a misspelt hook name is one)."""
     import types
-    if name.startswith("_") or name.isupper() or isinstance(value, types.ModuleType):
+    if name.isupper() or isinstance(value, types.ModuleType):
         return False
-    return not callable(value) or name.startswith(("on_", "pre_", "post_", "when_", "child_"))
-
-
-# gunicorn.conf.py names people bring along, and what plays their part here.
-GUNICORN_SETTINGS = {"workers": "max_children", "loglevel": "log_level",
-                     "accesslog": "access_log", "errorlog": "error_log",
-                     "keepalive": "keep_alive"}
-
-
-def unknown_setting_warning(path, name, known):
-    import difflib
-    close = ([GUNICORN_SETTINGS[name]] if name in GUNICORN_SETTINGS
-             else difflib.get_close_matches(name, known, n=1))
-    hint = " (did you mean %s?)" % close[0] if close else ""
-    return "config file %r: unknown setting %r ignored%s" % (path, name, hint)
-
-
+    return not callable(value) or name.startswith(("on_", "pre_", "post_", "when_", "child_",
+                                                   "worker_"))
 
 
 def parse_options(argv):
+    """(opts, hooks): the command line over the config file, checked whole.
+    A bad one ends the process with exit status 2 and one line per problem."""
     parser = build_parser()
     opts = parser.parse_args(argv)
     hooks, warnings = {}, []
@@ -144,7 +291,7 @@ def parse_options(argv):
         try:
             settings, hooks, warnings = read_config_file(opts.config, parser)
         except UsageError as exc:
-            parser.error(str(exc))
+            config_error(str(exc))
         # Set as defaults, so the command line wins.  --bind appends to its
         # default, so it is applied after parsing, only if the CLI gave none.
         config_binds = settings.pop("bind", None)
@@ -152,6 +299,9 @@ def parse_options(argv):
         opts = parser.parse_args(argv)
         if opts.bind is None:
             opts.bind = config_binds
+    if not opts.app:
+        parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
+                     "--config file")
     try:
         ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers)
         check_access_format(opts.access_log_format)
@@ -159,5 +309,24 @@ def parse_options(argv):
         parser.error(str(exc))
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
-    opts.config_warnings = warnings
+    opts.config_warnings = warnings + pool_only_warnings(opts)
     return opts, hooks
+
+
+def config_error(message):
+    """Exit 2 with the config file's problems, one "forkserver: error:" line
+    each (a traceback stays whole under its first line)."""
+    import sys
+    lines = message.splitlines()
+    if not lines[0].startswith("config file") or "Traceback" in message:
+        lines = [message]
+    sys.stderr.write("".join("forkserver: error: %s\n" % line for line in lines))
+    sys.exit(2)
+
+
+def effective_settings(opts, hooks):
+    """--print-config: every setting as ``name = value``, then the hooks."""
+    names = sorted(name for name in vars(opts) if name != "config_warnings")
+    lines = ["%s = %r" % (name, getattr(opts, name)) for name in names]
+    lines.append("hooks = %r" % sorted(hooks))
+    return "\n".join(lines) + "\n"

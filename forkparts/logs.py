@@ -27,6 +27,7 @@ class Log:
         self.access_fd = access_fd
         self.level = LEVELS[level]
         self.access_format = access_format
+        self.ready_fd = 1       # where the ready line goes (capture_output moves stdout)
 
     def write_line(self, fd, line):
         data = line.encode("utf-8", "backslashreplace")
@@ -55,6 +56,9 @@ class Log:
 
     def error(self, message):
         self.log("error", message)
+
+    def critical(self, message):
+        self.log("critical", message)
 
     def exception(self, message):
         import traceback  # only on the error path: children do not pay for it
@@ -169,11 +173,27 @@ def reopen_log_file(path, fd):
     os.close(new)
 
 
+def capture_output(log):
+    """--capture-output, as gunicorn's: descriptors 1 and 2 (the app's print
+    and tracebacks, sys.stdout and sys.stderr) become the error log file.
+    The ready line keeps the original stdout (log.ready_fd), since scripts
+    and service managers wait for it there."""
+    if log.error_fd in (1, 2):
+        return   # --error-log -: stdout and stderr are already where they go
+    log.ready_fd = os.dup(1)
+    os.dup2(log.error_fd, 1)
+    os.dup2(log.error_fd, 2)
+
+
 def reopen_logs(opts, log):
     """SIGUSR1, as gunicorn and nginx: reopen the log files."""
     try:
         reopen_log_file(opts.access_log, log.access_fd)
         reopen_log_file(opts.error_log, log.error_fd)
+        if opts.capture_output and log.error_fd not in (1, 2):
+            capture_output(log)
+            os.close(log.ready_fd)
+            log.ready_fd = 1
     except OSError as exc:
         # After --user the new file must be writable by that user (logrotate's
         # "create MODE USER GROUP"); until it is, keep writing to the old one.

@@ -19,9 +19,9 @@ STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this o
 class Status:
     """The title and the status file of one parent."""
 
-    def __init__(self, path, set_title, descriptions, log):
+    def __init__(self, path, set_title, descriptions, log, proc_name="forkserver"):
         self.path, self.set_title, self.log = path, set_title, log
-        self.prefix = "forkserver: parent " + " ".join(descriptions)
+        self.prefix = "%s: parent %s" % (proc_name, " ".join(descriptions))
         self.title_dirty = False   # counts changed: retitle once, at the loop turn's end
         self.file_dirty = bool(path)
         self.file_due = 0.0        # not before this (monotonic)

@@ -1,5 +1,6 @@
 """WSGI apps for the tests, named by behaviour."""
 import os
+import sys
 import time
 
 
@@ -131,3 +132,18 @@ def write_callable(environ, start_response):
     write = start_response("200 OK", [("Content-Type", "text/plain")])
     write(b"written ")
     return [b"and returned\n"]
+
+
+def greeting(environ, start_response):
+    """Answers with $GREETING; prints to stdout and stderr (--capture-output)."""
+    print("stdout of the app", flush=True)
+    sys.stderr.write("stderr of the app\n")
+    sys.stderr.flush()
+    return _reply(start_response, os.environ.get("GREETING", "-").encode())
+
+
+def make_greeter(greeting, punctuation="!"):
+    """A factory with arguments: module:make_greeter('hi', punctuation='?')."""
+    def app(environ, start_response):
+        return _reply(start_response, (greeting + punctuation).encode())
+    return app

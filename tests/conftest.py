@@ -24,13 +24,14 @@ class ServerProcess:
     """A forkserver started by a test.  Logs go to files so nobody must read the pty."""
 
     def __init__(self, args, tmp_path, cwd=ROOT, env=None, timeout=20, extra_env=None,
-                 default_bind=True):
+                 default_bind=True, log_files=True):
         self.error_log = str(tmp_path / "error.log")
         self.access_log = str(tmp_path / "access.log")
         argv = [FORKSERVER] + list(args)
-        if "--error-log" not in args:
+        # log_files=False: the log files come from a --config file.
+        if "--error-log" not in args and log_files:
             argv += ["--error-log", self.error_log]
-        if "--access-log" not in args and "--no-access-log" not in args:
+        if "--access-log" not in args and "--no-access-log" not in args and log_files:
             argv += ["--access-log", self.access_log]
         # default_bind=False: the addresses come from a --config file or LISTEN_FDS.
         if default_bind and not any(a in ("--bind", "-b") or a.startswith("--bind=")

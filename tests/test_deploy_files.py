@@ -32,18 +32,24 @@ APP = "tests.apps:hello"
 # A valid value for options whose string is checked while parsing; any other
 # option takes "7" (numbers), its last choice, or a made-up path or name.
 SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
-                  "umask": "027", "read_timeout": "7"}
+                  "umask": "027", "read_timeout": "7", "raw_env": "A=1",
+                  "log_level": "DEBUG"}
 NUMBER_TYPES = (cli.positive_int, cli.non_negative_int, cli.byte_count,
                 cli.positive_seconds, cli.non_negative_seconds,
-                cli.megabytes, cli.per_second)
+                cli.megabytes, cli.per_second, cli.limit_or_unlimited)
+# Options whose setting has gunicorn's name rather than the option's.
+GUNICORN_SETTING_NAMES = {"--env": "raw_env"}
 
 
 def long_options():
-    """(option string, action) for every long option a config file may set."""
+    """(option string, action) for every option a config file may set, by its
+    first long name (the others are gunicorn's spellings: --pid, --access-logfile);
+    gunicorn's flags that are refused (--certfile) are no settings."""
     parser = build_parser()
     return [(option, action) for action in parser._actions
-            for option in action.option_strings
-            if option.startswith("--") and action.dest not in configfile.NOT_SETTINGS]
+            for option in [o for o in action.option_strings if o.startswith("--")][:1]
+            if action.dest not in configfile.NOT_SETTINGS
+            and not getattr(action, "refused", False)]
 
 
 def sample_value(action):
@@ -57,7 +63,7 @@ def sample_value(action):
 
 
 def setting_name(option):
-    return option[2:].replace("-", "_")
+    return GUNICORN_SETTING_NAMES.get(option, option[2:].replace("-", "_"))
 
 
 @pytest.mark.parametrize("option,action", long_options(), ids=[o for o, _ in long_options()])
@@ -73,7 +79,9 @@ def test_every_option_has_a_config_setting_of_the_same_name(option, action, tmp_
     from_cli, _ = parse_options([APP] + cli)
     from_file, _ = parse_options([APP, "--config", str(path)])
     default, _ = parse_options([APP])
-    assert from_file.config_warnings == []
+    # gunicorn's pool options (--workers) warn, from the file as from the command line.
+    expected = from_cli.config_warnings if action.dest in configfile.POOL_ONLY else []
+    assert from_file.config_warnings == expected
     assert getattr(from_file, action.dest) == getattr(from_cli, action.dest)
     assert getattr(from_cli, action.dest) != getattr(default, action.dest), \
         "the sample value must differ from the default, or this test proves nothing"
@@ -107,7 +115,13 @@ def test_example_config_binds_nothing_so_socket_activation_works():
     forkserver.socket: a bind in the config would bind the unit's socket path
     a second time (exit 4, "in use by another server")."""
     settings, _, warnings = read_config_file(EXAMPLE_CONFIG, build_parser())
-    assert "bind" not in settings and warnings == []
+    assert "bind" not in settings and not_deprecations(warnings) == []
+
+
+def not_deprecations(lines):
+    """The example's hooks may still be in forkserver's old forms (deploy/ is
+    updated on its own, issue 16): their deprecation warning is allowed."""
+    return [line for line in lines if "forkserver's old form, deprecated" not in line]
 
 
 def test_example_config_serves_under_socket_activation(tmp_path):

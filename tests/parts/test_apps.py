@@ -1,10 +1,13 @@
-"""forkparts/apps.py: --reload's source watcher and the thread warning."""
+"""forkparts/apps.py: --reload's source watcher, the thread warning, app specs
+as gunicorn takes them (parsed with ast, never evaluated), --env."""
 import os
 import threading
 import time
 
+import pytest
+
 import forkparts.apps as apps
-from forkparts.apps import SourceWatcher, warn_about_threads
+from forkparts.apps import AppLoadError, SourceWatcher, parse_app_spec, warn_about_threads
 
 
 class Loader:
@@ -46,3 +49,58 @@ def test_a_thread_started_at_import_is_named_in_one_warning():
     assert len(log.warnings) == 1 and "pool-refresher" in log.warnings[0]
     warn_about_threads(log)
     assert len(log.warnings) == 1
+
+
+# ------------------------------------------------ app specs, gunicorn's forms
+
+
+@pytest.mark.parametrize("spec, parsed", [
+    ("mod", ("mod", "application", None)),               # gunicorn's util.import_app
+    ("pkg.mod:app", ("pkg.mod", "app", None)),
+    ("mod:obj.wsgi", ("mod", "obj.wsgi", None)),
+    ("mod:create()", ("mod", "create", ([], {}))),
+    ("mod:create('arg', key=1)", ("mod", "create", (["arg"], {"key": 1}))),
+    ("mod:create(1, -2.5, None, True, (1, 'a'), [b'x'], {'k': {1, 2}})",
+     ("mod", "create", ([1, -2.5, None, True, (1, "a"), [b"x"], {"k": {1, 2}}], {}))),
+    ("mod: create( 'a' ) ", ("mod", "create", (["a"], {}))),
+])
+def test_app_specs_parse_as_gunicorns(spec, parsed):
+    assert parse_app_spec(spec) == parsed
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("mod:create(x)", "must be literals"),                 # a name is no literal
+    ("mod:create(open('/etc/passwd'))", "must be literals"),
+    ("mod:create(*args)", "must be literals"),
+    ("mod:create(**{'a': 1})", "must be literals"),
+    ("mod:create(1 + 2j if True else 0)", "must be literals"),
+    ("mod:__import__('os').system('id')", "expected a name or a call"),
+    ("mod:create()()", "expected a name or a call"),
+    ("mod:lambda: 1", "expected a name or a call"),
+    ("mod:[1]", "expected a name or a call"),
+    ("mod:", "expected MODULE"),
+    ("mod.:app", "expected MODULE"),
+    ("1mod:app", "expected MODULE"),
+    ("", "expected MODULE"),
+])
+def test_app_specs_that_are_not_names_or_literal_calls_are_refused(spec, words):
+    with pytest.raises(AppLoadError) as info:
+        parse_app_spec(spec)
+    assert words in str(info.value) and repr(spec) in str(info.value)
+
+
+def test_parsing_a_spec_never_evaluates_it(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    spec = "mod:create(open(%r, 'w'))" % str(marker)
+    with pytest.raises(AppLoadError):
+        parse_app_spec(spec)
+    assert not marker.exists()
+
+
+def test_env_pairs_go_to_the_environment(monkeypatch):
+    import types
+    from forkparts.apps import apply_env
+    monkeypatch.delenv("FS_TEST_A", raising=False)
+    apply_env(types.SimpleNamespace(raw_env=["FS_TEST_A=1=2"]))
+    assert os.environ["FS_TEST_A"] == "1=2"
+    monkeypatch.delenv("FS_TEST_A")

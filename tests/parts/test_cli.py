@@ -1,6 +1,7 @@
 """The command line: version, app loading errors and their exit statuses, bind
 errors, where apps are imported from, IPv6, the thread warning, stop signals and
 whole log lines."""
+import os
 import re
 import signal
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -291,3 +293,176 @@ def test_access_log_lines_stay_whole_under_concurrent_requests(start_server):
         assert match, line[:200]
         seen.add(match.groups())
     assert len(seen) == CONCURRENT_CLIENTS * REQUESTS_PER_CLIENT
+
+
+# ------------------------------------------------- gunicorn's flags (issue 16)
+
+def test_gunicorn_pool_flags_are_accepted_with_a_warning_each(start_server):
+    server = start_server("tests.apps:hello", "-w", "2", "--threads", "4", "-k", "gevent",
+                          "--worker-connections", "10", "--max-requests", "5", "--preload")
+    assert http_get(server, "/")[0] == 200
+    log = server.log_text()
+    for name in ("workers", "threads", "worker_class", "worker_connections", "max_requests",
+                 "preload_app"):
+        assert log.count("[WARNING] %s ignored: " % name) == 1
+    assert "workers ignored: forkserver forks one child per connection" in log
+    assert "--max-children" in log
+
+
+def test_workers_before_the_app_is_no_usage_error():
+    # The issue's report: "-w 2 examples.hello:app" was "unrecognized arguments".
+    result = run_cli("-w", "2", "tests.apps:hello", "--check-config")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "workers ignored" in result.stderr
+
+
+@pytest.mark.parametrize("level", ["WARNING", "Warning", "warning"])
+def test_log_level_is_taken_in_any_case(start_server, level):
+    server = start_server("tests.apps:hello", "--log-level", level)
+    assert http_get(server, "/")[0] == 200
+    assert server.stop() == 0
+    assert "[INFO]" not in server.log_text()   # without it: "stopped: served ..." at info
+
+
+def test_a_bad_log_level_names_the_levels():
+    result = run_cli("tests.apps:hello", "--log-level", "loud")
+    assert result.returncode == EXIT_USAGE
+    assert "'loud' is not one of debug, info, warning, error, critical" in result.stderr
+
+
+def test_gunicorns_spellings_of_the_logging_and_pid_flags(start_server, tmp_path):
+    access, error, pid = (str(tmp_path / n) for n in ("a.log", "e.log", "server.pid"))
+    server = start_server("tests.apps:hello", "-b", "127.0.0.1:0", "--pid", pid,
+                          "--access-logfile", access, "--error-logfile", error,
+                          "--access-logformat", "%(m)s %(U)s %(s)s", "--log-level", "DEBUG",
+                          log_files=False, default_bind=False)
+    assert open(pid).read().strip() == str(server.pid)
+    assert http_get(server, "/flags")[0] == 200
+    assert server.stop() == 0
+    assert open(access).read() == "GET /flags 200\n"
+    assert "stopped: served 1 connections" in open(error).read()
+    assert not os.path.exists(pid)
+
+
+def test_env_sets_variables_for_the_app(start_server):
+    server = start_server("tests.apps:greeting", "--env", "GREETING=a=b c", "-e", "OTHER=1")
+    assert http_get(server, "/")[2] == b"a=b c"
+
+
+@pytest.mark.parametrize("pair", ["NOEQUALS", "=value"])
+def test_env_without_a_key_is_a_usage_error(pair):
+    result = run_cli("tests.apps:hello", "--env", pair)
+    assert result.returncode == EXIT_USAGE
+    assert "is not KEY=VALUE" in result.stderr
+
+
+def test_check_config_loads_the_app_and_serves_nothing(tmp_path):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("wsgi_app = 'tests.apps:hello'\nbind = '127.0.0.1:0'\n")
+    result = run_cli("-c", str(config), "--check-config")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "config OK: app tests.apps:hello loads" in result.stdout
+    assert "ready" not in result.stdout
+
+
+def test_check_config_says_what_is_wrong_and_exits_2(tmp_path):
+    result = run_cli("tests.apps:no_such_app", "--check-config",
+                     "--error-log", str(tmp_path / "missing" / "e.log"))
+    assert result.returncode == EXIT_USAGE
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("forkserver: error: ") for e in errors)
+    assert "directory not writable" in errors[0] and "no_such_app" in errors[1]
+    assert not (tmp_path / "missing").exists()
+
+
+def test_print_config_prints_the_effective_settings(tmp_path):
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("timeout = 7\nloglevel = 'WARNING'\n"
+                      "def on_starting(server):\n    pass\n")
+    result = run_cli("tests.apps:hello", "-c", str(config), "--max-children", "9",
+                     "--print-config")
+    assert result.returncode == EXIT_OK, result.stderr
+    lines = result.stdout.splitlines()
+    for line in ("timeout = 7.0", "log_level = 'warning'", "max_children = 9",
+                 "app = 'tests.apps:hello'", "hooks = ['on_starting']"):
+        assert line in lines
+
+
+def test_capture_output_sends_the_apps_stdout_and_stderr_to_the_error_log(start_server,
+                                                                          tmp_path):
+    server = start_server("tests.apps:greeting", "--capture-output")   # ready line seen
+    assert http_get(server, "/")[0] == 200
+    assert server.stop() == 0
+    log = server.log_text()
+    assert "stdout of the app" in log and "stderr of the app" in log
+    pty = open(str(tmp_path / "server0" / "pty.log"), errors="replace").read()
+    assert "of the app" not in pty
+
+
+def test_without_capture_output_the_apps_output_stays_on_the_terminal(start_server,
+                                                                      tmp_path):
+    server = start_server("tests.apps:greeting")
+    assert http_get(server, "/")[0] == 200
+    assert server.stop() == 0
+    assert "of the app" not in server.log_text()
+
+
+def test_proc_name_prefixes_the_titles(start_server):
+    import psutil
+    server = start_server("tests.apps:slow", "--proc-name", "shop")
+    client = server.connect()
+    client.sendall(b"GET /?s=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_children(server, 1) == 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        titles = [" ".join(p.cmdline()) for p in [server.ps] + [
+            psutil.Process(c.pid) for c in server.children()]]
+        if all(t.startswith("shop: ") for t in titles) and len(titles) == 2:
+            break
+        time.sleep(0.05)
+    client.close()
+    assert titles[0].startswith("shop: parent http://")
+    assert titles[1].startswith("shop: child 127.0.0.1:")
+
+
+@pytest.mark.parametrize("spec, body", [
+    ("tests.apps_spec", b"application\n"),                     # gunicorn: module:application
+    ("tests.apps_spec:app", b"app\n"),
+    ("tests.apps:make_greeter('hi')", b"hi!"),
+    ("tests.apps:make_greeter('hi', punctuation='?')", b"hi?"),
+    ("tests.apps:make_greeter(*['x'])", None),
+])
+def test_app_specs_as_gunicorn_takes_them(start_server, spec, body):
+    if body is None:
+        result = run_cli(spec)
+        assert result.returncode == EXIT_APP_LOAD
+        assert_one_clear_line(result, "factory arguments must be literals")
+        return
+    server = start_server(spec)
+    assert http_get(server, "/")[2] == body
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("tests.apps:make_greeter(__import__('os').getcwd())", ["must be literals"]),
+    ("tests.apps:make_greeter(open)", ["must be literals"]),
+    ("tests.apps:hello[0]", ["expected a name or a call"]),
+    ("tests.apps_core", ["has no attribute 'application'"]),
+])
+def test_app_specs_that_are_not_literal_calls_are_one_clear_line(spec, words):
+    result = run_cli(spec)
+    assert result.returncode == EXIT_APP_LOAD
+    assert_one_clear_line(result, *words)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--certfile", "c.pem", "--keyfile", "k.pem"], ["--certfile", "TLS"]),
+    (["--keyfile", "k.pem"], ["--keyfile", "TLS"]),
+    (["-D"], ["-D", "systemd"]),
+    (["--log-syslog"], ["--log-syslog", "own log files"]),
+])
+def test_gunicorn_flags_forkserver_cannot_honour_say_why(args, words):
+    result = run_cli("tests.apps:hello", *args)
+    assert result.returncode == EXIT_USAGE
+    assert "unrecognized arguments" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("forkserver: error: ") and all(w in last for w in words)

@@ -1,0 +1,190 @@
+"""Server hooks: gunicorn's names, signatures and objects, for one process
+per connection.
+
+DESIGN note: a gunicorn.conf.py's hooks run here unchanged.  gunicorn calls
+them with its arbiter (``server``: pid, cfg, log) and a worker (pid, ppid,
+age, log); a forked child here plays the worker for its one connection, so
+each hook runs in the process where its gunicorn counterpart's work happens
+(HOOKS says which).  The parent's object is the Server itself (it carries
+pid, cfg, log); the Worker below is made in the child right after fork, or
+in the parent for pre_fork and child_exit.  The forkserver-only forms of
+three hooks (parameters named ``child_pid``/``pid``, or a one-parameter
+pre_fork) still work for now: they are found once at start (OLD_FORMS), get
+a deprecation warning, and Supervisor.run_hook, the one place hooks are
+called, turns gunicorn's arguments into theirs.  A room of its own because
+it is the one place that knows what each hook means here, and it is read
+by the config file, the parent and the child alike.  A hook that is not
+defined costs nothing: its call sites test for it once, at start.
+"""
+
+import os
+import signal
+import time
+
+PARENT, CHILD = "parent", "child"
+
+# gunicorn's hooks: where each runs here, and gunicorn's parameters
+# (docs.gunicorn.org, "Server Hooks"; gunicorn/config.py).
+HOOKS = {
+    "on_starting": (PARENT, ("server",)),
+    "on_reload": (PARENT, ("server",)),
+    "when_ready": (PARENT, ("server",)),
+    "pre_exec": (PARENT, ("server",)),
+    "pre_fork": (PARENT, ("server", "worker")),
+    "post_fork": (CHILD, ("server", "worker")),
+    "post_worker_init": (CHILD, ("worker",)),
+    "worker_int": (CHILD, ("worker",)),
+    "worker_abort": (CHILD, ("worker",)),
+    "pre_request": (CHILD, ("worker", "req")),
+    "post_request": (CHILD, ("worker", "req", "environ", "resp")),
+    "child_exit": (PARENT, ("server", "worker")),
+    "worker_exit": (CHILD, ("server", "worker")),
+    "nworkers_changed": (PARENT, ("server", "new_value", "old_value")),
+    "on_exit": (PARENT, ("server",)),
+}
+# Hooks a child runs: the parent hands a child start-up work only if one is set.
+CHILD_HOOKS = frozenset(name for name, (where, _) in HOOKS.items() if where == CHILD)
+
+# gunicorn's hooks that cannot be honoured here: refused at start.
+REFUSED_HOOKS = {
+    "ssl_context": "TLS is not served by forkserver: terminate it in the proxy in front "
+                   "(docs/deploy.md)",
+    "on_dirty_starting": "forkserver has no dirty arbiter",
+    "dirty_post_fork": "forkserver has no dirty arbiter",
+    "dirty_worker_init": "forkserver has no dirty arbiter",
+    "dirty_worker_exit": "forkserver has no dirty arbiter",
+}
+
+# forkserver's own earlier forms, deprecated: (how to recognise one, the
+# old form's text, the arguments it gets from gunicorn's).
+OLD_FORMS = {
+    "pre_fork": (lambda params: len(params) == 1, "pre_fork(server)",
+                 lambda server, worker: (server,)),
+    "post_fork": (lambda params: len(params) == 2 and params[1] in ("pid", "child_pid"),
+                  "post_fork(server, child_pid)", lambda server, worker: (server, worker.pid)),
+    "child_exit": (lambda params: len(params) == 3 or "pid" in params[1:2],
+                   "child_exit(server, pid, status)",
+                   lambda server, worker: (server, worker.pid, worker.status)),
+}
+
+
+class Hook:
+    """One hook from the config file: the function, and for a deprecated
+    form the function that makes its arguments from gunicorn's."""
+    __slots__ = ("name", "function", "adapt")
+
+    def __init__(self, name, function, adapt=None):
+        self.name, self.function, self.adapt = name, function, adapt
+
+
+def positional_parameters(function):
+    import inspect
+    try:
+        params = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):   # a builtin without a signature: take it as gunicorn's
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def make_hooks(functions, where):
+    """{name: function} -> ({name: Hook}, deprecation warnings), one warning
+    per hook written in forkserver's old form."""
+    hooks, warnings = {}, []
+    for name, function in functions.items():
+        old = OLD_FORMS.get(name)
+        params = positional_parameters(function)
+        if old and params is not None and old[0](params):
+            hooks[name] = Hook(name, function, old[2])
+            warnings.append(
+                "%s: hook %s is forkserver's old form, deprecated: it is still called so "
+                "for now; write gunicorn's %s(%s) (worker.pid, worker.status)" % (
+                    where, old[1], name, ", ".join(HOOKS[name][1])))
+        else:
+            hooks[name] = Hook(name, function)
+    return hooks, warnings
+
+
+class Worker:
+    """What gunicorn's hooks get as ``worker``: the child serving one
+    connection (pid, ppid, age: its connection's number since start, log),
+    with gunicorn's cfg, timeout, alive, booted, aborted; ``status`` is the
+    wait status once the parent has reaped it (child_exit)."""
+
+    def __init__(self, pid, ppid, age, log, cfg=None, timeout=0.0, status=None):
+        self.pid, self.ppid, self.age, self.log = pid, ppid, age, log
+        self.cfg, self.timeout, self.status = cfg, timeout, status
+        self.alive, self.booted, self.aborted = True, pid is not None, False
+        self.nr = 0                    # requests served, as gunicorn's
+        self.started = time.monotonic()
+
+    def __repr__(self):
+        return "<Worker %s>" % self.pid
+
+
+class Settings:
+    """What gunicorn's hooks get as ``server.cfg``: the effective settings,
+    by gunicorn's names (cfg.bind, cfg.workers...) or forkserver's."""
+
+    GUNICORN_NAMES = {"accesslog": "access_log", "errorlog": "error_log",
+                      "loglevel": "log_level", "wsgi_app": "app", "keepalive": "keep_alive",
+                      "workers": "max_children", "env": "raw_env"}
+
+    def __init__(self, opts):
+        object.__setattr__(self, "opts", opts)
+
+    def __getattr__(self, name):
+        try:
+            return getattr(self.opts, self.GUNICORN_NAMES.get(name, name))
+        except AttributeError:
+            raise AttributeError("no setting %r" % name) from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("settings are read-only")
+
+
+class HookRequest:
+    """pre_request/post_request's ``req``: gunicorn's Request attributes
+    (method, uri, path, query, version, headers as upper-cased names)."""
+
+    def __init__(self, request):
+        self.method, self.uri = request.method, request.target
+        self.path, self.query = request.path, request.query
+        self.version = request.version        # (1, 1), as gunicorn's
+        self.headers = [(name.upper(), value) for name, value in request.headers]
+        self.scheme = "http"
+        self.fragment = ""
+
+
+class HookResponse:
+    """post_request's ``resp``: gunicorn's Response attributes."""
+
+    def __init__(self, response):
+        failed = response.failed   # the status really sent when the app failed
+        self.status_code = failed or (response.status_code() if response.status else 500)
+        self.status = "%d" % failed if failed else response.status
+        self.headers = list(response.headers or ())
+        self.sent = response.sent_body
+        self.version = "HTTP/1.1"
+
+
+def on_child_signals(signums, call):
+    """worker_int/worker_abort in a child: run ``call`` on the signal, then
+    let the signal do what it did without the hook (the handler the child
+    had is put back and the signal raised again), so a hook never changes
+    how a child ends."""
+    for signum in signums:
+        before = signal.getsignal(signum)
+
+        def handler(sig, frame, before=before):
+            call()
+            signal.signal(sig, before if before is not None else signal.SIG_DFL)
+            signal.raise_signal(sig)
+        signal.signal(signum, handler)
+
+
+def worker_for_child(server, age):
+    """The ``worker`` of the child just forked (called in the child)."""
+    opts = server.opts
+    return Worker(os.getpid(), server.pid, age, server.log, server.cfg, opts.timeout)
