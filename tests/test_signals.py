@@ -66,7 +66,7 @@ class Detached:
             stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.pids = [self.proc.pid]
         self.pid, addresses = self.ready(1)
-        self.port = int(addresses[0].rpartition(":")[2])
+        self.port = int(next(a for a in addresses if a.startswith("http://")).rpartition(":")[2])
 
     def ready(self, count):
         """(pid, addresses) of the count-th ready line, waiting for it."""
@@ -246,6 +246,89 @@ def test_usr2_serves_old_code_while_the_new_imports_and_tells_systemd_the_new_ma
     finally:
         server.close()
         notify.close()
+
+
+def unix_get(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(HTTP_TIMEOUT_SECONDS)
+    sock.connect(path)
+    with sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data.partition(b"\r\n\r\n")[2].decode()
+            data += chunk
+
+
+def test_usr2_keeps_the_unix_socket_file_for_the_new_parent_which_removes_it_at_exit(tmp_path):
+    path = str(tmp_path / "fs.sock")
+    server, module = start_versioned(tmp_path, "--bind", "unix:" + path)
+    try:
+        assert unix_get(path) == "version 1\n"
+        write_module(module, 2)
+        os.kill(server.pid, signal.SIGUSR2)
+        new, addresses = server.ready(2)
+        assert "unix:" + path in addresses
+        assert server.proc.wait(STOP_SECONDS) == 0
+        assert os.path.exists(path)                       # the old parent left it
+        assert unix_get(path) == "version 2\n"
+        os.kill(new, signal.SIGTERM)
+        wait_gone(new)
+        assert not os.path.exists(path)                   # the new one owned it
+    finally:
+        server.close()
+
+
+# As systemd starts a socket-activated service: the socket on fd 3, LISTEN_*
+# naming the process (set by this shim, which then execs: exec keeps the pid).
+ACTIVATION_SHIM = ("import os, sys\n"
+                   "fd = int(sys.argv[1])\n"
+                   "os.dup2(fd, 3)\n"
+                   "if fd != 3: os.close(fd)\n"
+                   "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+                   "os.environ['LISTEN_FDS'] = '1'\n"
+                   "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n")
+
+
+def test_usr2_passes_systemds_socket_on_as_systemd_does(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port, fd = listener.getsockname()[1], listener.fileno()
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_module(app_dir / "upapp.py", 1)
+    out = str(tmp_path / "out.log")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ACTIVATION_SHIM, str(fd), FORKSERVER, APP, "--chdir",
+         str(app_dir), "--error-log", str(tmp_path / "error.log"), "--no-access-log"],
+        cwd=ROOT, pass_fds=(fd,), stdout=open(out, "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    listener.close()                                      # only the server holds it now
+    pids = [proc.pid]
+
+    def ready_lines():
+        with open(out, "rb") as f:
+            return READY_RE.findall(f.read())
+    try:
+        wait_for(ready_lines, START_SECONDS, "the ready line")
+        write_module(app_dir / "upapp.py", 2)
+        os.kill(proc.pid, signal.SIGUSR2)
+        wait_for(lambda: len(ready_lines()) == 2, START_SECONDS, "the new parent")
+        new, addresses = ready_lines()[1]
+        pids.append(int(new))
+        assert addresses.decode() == "http://127.0.0.1:%d" % port
+        assert proc.wait(STOP_SECONDS) == 0
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_SECONDS)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"version 2\n"
+        conn.close()
+        assert "LISTEN_FDS" not in psutil.Process(int(new)).environ()   # removed for the app
+    finally:
+        for pid in reversed(pids):
+            kill_tree(pid)
 
 
 # ---------------------------------------------------------------- TTIN, TTOU, WINCH
