@@ -259,7 +259,8 @@ class Supervisor:
         ready_fd = self.upgrade.start(self.listeners.values(), self.child_signals,
                                       HANDLED_SIGNAL_NUMBERS,
                                       lambda: self.run_hook("pre_exec", self))
-        self.poller.register(ready_fd, select.POLLIN)
+        if ready_fd is not None:
+            self.poller.register(ready_fd, select.POLLIN)
 
     def upgrade_ready(self):
         """The new parent's pipe spoke: ready (drain and go), or EOF (it died)."""

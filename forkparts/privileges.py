@@ -78,6 +78,8 @@ def drop_privileges(owner, listeners):
     for listener in listeners:
         if listener.unix_path:
             os.chown(listener.unix_path, uid, gid)
+    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (uid, uid, gid, gid):
+        return   # already that user: a parent executed by SIGUSR2 after dropping them
     try:
         os.setgroups([])
         os.setgid(gid)

@@ -85,17 +85,30 @@ class Upgrade:
         return None
 
     def start(self, listeners, restore_signals, blocked, pre_exec):
-        """Fork and execute the new parent; returns the ready pipe's read end."""
-        self.move_pidfile(self.pidfile, self.pidfile and self.pidfile + OLDBIN_SUFFIX)
-        ready_r, ready_w = os.pipe()
+        """Fork and execute the new parent; returns the ready pipe's read end,
+        or None if the fork failed (logged; nothing changed)."""
         argv = [sys.executable] + sys.argv
+        try:
+            ready_r, ready_w = os.pipe()
+        except OSError as exc:
+            self.log.error("SIGUSR2: upgrade failed: pipe(): %s; still serving" % exc.strerror)
+            return None
+        self.move_pidfile(self.pidfile, self.pidfile and self.pidfile + OLDBIN_SUFFIX)
         signal.pthread_sigmask(signal.SIG_BLOCK, blocked)   # as at every fork: see fork_child
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            pid = -1
+            self.log.error("SIGUSR2: upgrade failed: fork(): %s; still serving" % exc.strerror)
         if pid == 0:
             os.close(ready_r)
             exec_new_parent(argv, list(listeners), ready_w, restore_signals, blocked, pre_exec)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         os.close(ready_w)
+        if pid < 0:
+            os.close(ready_r)
+            self.move_pidfile(self.pidfile and self.pidfile + OLDBIN_SUFFIX, self.pidfile)
+            return None
         os.set_blocking(ready_r, False)
         self.child, self.ready_fd = pid, ready_r
         self.log.info("SIGUSR2: upgrading: new parent %d executes %s; this parent (%d) "

@@ -6,11 +6,15 @@ import http.client
 import importlib.util
 import json
 import os
+import pathlib
+import pwd
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from types import SimpleNamespace
 
@@ -54,12 +58,12 @@ class Detached:
     process group when the old one exits: docs/operations.md), stdout and
     stderr to a file where every parent writes its ready line."""
 
-    def __init__(self, tmp_path, args, env=None):
+    def __init__(self, tmp_path, args, env=None, python=sys.executable):
         self.out_path = str(tmp_path / "out.log")
         self.error_log = str(tmp_path / "error.log")
         self.pidfile = str(tmp_path / "forkserver.pid")
         self.proc = subprocess.Popen(
-            [sys.executable, FORKSERVER] + list(args) + [
+            [python, FORKSERVER] + list(args) + [
                 "--error-log", self.error_log, "--no-access-log", "--pidfile", self.pidfile,
                 "--bind", "127.0.0.1:0"],
             cwd=ROOT, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
@@ -279,6 +283,39 @@ def test_usr2_keeps_the_unix_socket_file_for_the_new_parent_which_removes_it_at_
         assert not os.path.exists(path)                   # the new one owned it
     finally:
         server.close()
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"   # one that nobody may run (ours may sit in /root)
+
+
+@needs(os.geteuid() == 0, "needs root to start the server as nobody")
+@needs(os.path.exists(SYSTEM_PYTHON), "needs %s" % SYSTEM_PYTHON)
+def test_usr2_works_after_user_dropped_root(tmp_path):
+    # The new parent is executed as the user the old one became: it must not
+    # try to drop privileges again, and what it re-opens must be that user's.
+    nobody = pwd.getpwnam("nobody")
+    # Not under /tmp/pytest-of-root, which is 0700.
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="forkserver-usr2-"))
+    try:
+        os.chmod(str(folder), 0o777)
+        (folder / "error.log").touch()
+        os.chown(str(folder / "error.log"), nobody.pw_uid, nobody.pw_gid)
+        server = Detached(folder, ["tests.apps_deploy:whoami", "--user", "nobody"],
+                          python=SYSTEM_PYTHON)
+        try:
+            os.kill(server.pid, signal.SIGUSR2)
+            try:
+                new, _ = server.ready(2)
+            except AssertionError:
+                raise AssertionError(server.output() + server.log_text()) from None
+            assert server.proc.wait(STOP_SECONDS) == 0
+            assert json.loads(server.get())["server"] == new
+            assert psutil.Process(new).uids().real == nobody.pw_uid
+            assert server.pidfile_text() == str(new)
+        finally:
+            server.close()
+    finally:
+        shutil.rmtree(str(folder))
 
 
 # As systemd starts a socket-activated service: the socket on fd 3, LISTEN_*

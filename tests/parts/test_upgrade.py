@@ -135,3 +135,22 @@ def test_eof_on_the_ready_pipe_is_not_ready():
     upgrade.child, upgrade.ready_fd = 77, r
     assert not upgrade.read_ready(lambda fd: None)
     assert upgrade.ready_fd is None and not upgrade.handed_over
+
+
+def test_a_fork_that_fails_changes_nothing_and_says_so(monkeypatch, tmp_path):
+    import errno
+    pidfile = tmp_path / "fs.pid"
+    pidfile.write_text("%d\n" % os.getpid())
+
+    def no_fork():
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    monkeypatch.setattr(os, "fork", no_fork)
+    log = Log()
+    upgrade = Upgrade(str(pidfile), log, {})
+    fds_before = len(os.listdir("/proc/self/fd"))
+    assert upgrade.start([], (), (signal.SIGUSR2,), lambda: None) is None
+    assert pidfile.read_text() == "%d\n" % os.getpid() and not os.path.exists(
+        str(pidfile) + ".oldbin")
+    assert log.lines == ["SIGUSR2: upgrade failed: fork(): %s; still serving"
+                         % os.strerror(errno.EAGAIN)]
+    assert len(os.listdir("/proc/self/fd")) == fds_before and upgrade.child == 0
