@@ -69,8 +69,13 @@ class Detached:
             cwd=ROOT, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
             stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.pids = [self.proc.pid]
-        self.pid, addresses = self.ready(1)
-        self.port = int(next(a for a in addresses if a.startswith("http://")).rpartition(":")[2])
+        try:
+            self.pid, addresses = self.ready(1)
+            self.port = int(next(a for a in addresses
+                                 if a.startswith("http://")).rpartition(":")[2])
+        except BaseException:   # nobody will call close(): leave nothing running
+            self.close()
+            raise
 
     def ready(self, count):
         """(pid, addresses) of the count-th ready line, waiting for it."""
