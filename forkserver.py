@@ -57,6 +57,7 @@ from forkparts.logs import Log, capture_output, format_addr, open_log, reopen_lo
 from forkparts.privileges import open_listeners, remove_pidfile, writable_by
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
+from forkparts.upgrade import OLDBIN_SUFFIX, Inherited, Upgrade
 from forkparts.wire import close_socket
 from wsgi_handler import Drain, HandlerConfig, serve_connection
 
@@ -66,6 +67,9 @@ EXIT_FAILURE = 1       # an unexpected error in the server itself
 EXIT_USAGE = 2         # bad command line or configuration (argparse's status)
 EXIT_APP_LOAD = 3      # the app spec could not be resolved or the app failed to import
 EXIT_LISTEN = 4        # could not bind, listen or drop privileges
+EXIT_NAMES = {EXIT_FAILURE: "an error in the server", EXIT_USAGE: "usage or configuration",
+              EXIT_APP_LOAD: "the app could not be loaded",
+              EXIT_LISTEN: "could not bind, listen or drop privileges"}
 
 # ------------------------------------------------------------------ the loop
 FAST_STOP_SECONDS = 1.0                  # SIGINT/SIGQUIT: SIGTERM, then SIGKILL after this
@@ -79,14 +83,19 @@ MAX_POLL_SECONDS = 1.0                   # the longest the parent sleeps in poll
 ACCEPT_BUDGET_SECONDS = 0.02
 READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 # Signals the parent handles; children put them back as they found them.
+# TTIN/TTOU: their default action stops the process (job control), which
+# would hang every connection; gunicorn's operators send them to resize.
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
-                   signal.SIGHUP, signal.SIGUSR1)
+                   signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
+                   signal.SIGTTOU)
 # The same as plain ints, for the calls made at every fork: each enum member
 # sits on a page of its own that every use writes (a reference count) and
 # every fork makes copy-on-write.
 HANDLED_SIGNAL_NUMBERS = tuple(int(sig) for sig in HANDLED_SIGNALS)
 SIG_BLOCK, SIG_UNBLOCK = int(signal.SIG_BLOCK), int(signal.SIG_UNBLOCK)
 STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
+RESIZE_SIGNALS = {signal.SIGTTIN: 1, signal.SIGTTOU: -1}   # --max-children +1 / -1
+MIN_MAX_CHILDREN = 1                     # TTOU never lowers the cap below this
 INFINITY = float("inf")
 
 
@@ -115,6 +124,7 @@ class Supervisor:
                                    self.may_fork, self.fork_child, self.admission.count_ip)
         self.parked = self.filter.parked   # fd -> Parked
         self.sources = SourceWatcher(loader) if opts.reload else None
+        self.upgrade = Upgrade(opts.pidfile, log, EXIT_NAMES)   # run() gives it what we inherited
         self.set_title = load_setproctitle()
         self.status = Status(opts.status_file, self.set_title,
                              [l.description for l in listeners], log, opts.proc_name)
@@ -197,18 +207,27 @@ class Supervisor:
                 self.reload("SIGHUP")
             elif sig == signal.SIGUSR1:
                 reopen_logs(self.opts, self.log)
+            elif sig == signal.SIGUSR2:
+                self.begin_upgrade()
+            elif sig in RESIZE_SIGNALS:
+                self.resize(RESIZE_SIGNALS[sig], signal.Signals(sig).name)
 
     def reload(self, why):
         """Import the app's modules again, in place: new connections get the
-        new code; kept-alive children are told to finish (drain_kept_alive)."""
+        new code; kept-alive children are told to finish (drain_kept_alive).
+        systemd hears RELOADING=1 before and READY=1 after (sd_notify(3))."""
         if self.stop_mode:
             return
         self.log.info("%s: reloading %s" % (why, self.loader.spec))
+        sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (
+            time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
         try:
             self.app = self.loader.reload()
         except AppLoadError as exc:
             self.log.error("reload failed, still serving the previous code: %s" % exc)
+            sd_notify("READY=1")
             return
+        self.run_hook("on_reload", self)
         if self.sources:
             self.sources.rescan()
         self.filter.renew_buffer()
@@ -216,7 +235,42 @@ class Supervisor:
         self.freeze_heap()
         flush_stdio()
         self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
+        sd_notify("READY=1")
         self.drain_kept_alive()
+
+    def resize(self, delta, why):
+        """TTIN/TTOU: --max-children one up or down (never below 1), as
+        gunicorn's workers; nworkers_changed(server, new, old)."""
+        old = self.opts.max_children
+        if not old:
+            self.log.info("%s: --max-children is 0 (no cap); nothing to change" % why)
+            return
+        new = max(old + delta, MIN_MAX_CHILDREN)
+        self.log.info("%s: --max-children %d -> %d" % (why, old, new))
+        if new != old:
+            self.opts.max_children = self.admission.cap = new
+            self.status.file_dirty = bool(self.opts.status_file)
+            self.run_hook("nworkers_changed", self, new, old)
+
+    # ------------------------------------------------------------ upgrading (USR2)
+    def begin_upgrade(self):
+        """SIGUSR2: execute a new parent that inherits the listeners
+        (forkparts/upgrade.py); this one serves until it says it is ready."""
+        refused = self.upgrade.refusal(self.stop_mode)
+        if refused:
+            self.log.warning("SIGUSR2: upgrade refused: %s" % refused)
+            return
+        flush_stdio()
+        ready_fd = self.upgrade.start(self.listeners.values(), self.child_signals,
+                                      HANDLED_SIGNAL_NUMBERS,
+                                      lambda: self.run_hook("pre_exec", self))
+        if ready_fd is not None:
+            self.poller.register(ready_fd, select.POLLIN)
+
+    def upgrade_ready(self):
+        """The new parent's pipe spoke: ready (drain and go), or EOF (it died)."""
+        if self.upgrade.read_ready(self.poller.unregister):
+            self.begin_stop("graceful", "upgrade")
 
     def drain_kept_alive(self):
         """--keep-alive: tell every child to close its connection after the
@@ -232,7 +286,9 @@ class Supervisor:
             return
         self.stop_mode = mode
         self.log.info("%s: stopping (%s), %d children in flight" % (why, mode, len(self.children)))
-        sd_notify("STOPPING=1")
+        if not self.upgrade.handed_over:   # else the new parent is systemd's MAINPID now
+            sd_notify("STOPPING=1")
+        self.upgrade.disown(self.listeners.values())
         self.stop_deadline = time.monotonic() + (
             FAST_STOP_SECONDS if mode == "fast" else self.opts.graceful_timeout)
         if mode == "graceful":
@@ -408,6 +464,8 @@ class Server(Supervisor):
                 self.filter.on_readable(fd)
             elif self.handback is not None and fd == self.handback.fileno():
                 self.filter.take_back(self.handback)
+            elif fd == self.upgrade.ready_fd:
+                self.upgrade_ready()
 
     def next_timeout(self):
         """Seconds until the next thing the loop must do by itself (at most
@@ -621,6 +679,8 @@ class Server(Supervisor):
         if pid < len(marks):
             marks[pid] = 0
         if child is None:
+            if self.upgrade.child_exited(pid, status):   # the new parent of a USR2
+                return
             # Not ours: as PID 1 or a subreaper we adopt orphans.  Reap quietly.
             self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
             return
@@ -746,10 +806,11 @@ def check_config(opts):
 
 
 def run(opts, hooks, log):
+    inherited = Inherited.from_environ(opts.backlog)   # a SIGUSR2 upgrade's sockets
     loader = AppLoader(opts.app)
     app = loader.load()
-    # Binds, writes the pidfile, then drops privileges (--user/--group).
-    listeners = open_listeners(opts)
+    # Binds (or takes what it inherited), writes the pidfile, drops privileges.
+    listeners = open_listeners(opts, inherited)
     configure_accel(opts, log, listeners)   # the tricks' switches and version gates
     if opts.pidfile and not writable_by(os.path.dirname(os.path.abspath(opts.pidfile)),
                                         os.geteuid(), os.getegid()):
@@ -763,6 +824,7 @@ def run(opts, hooks, log):
             except OSError as exc:
                 raise UsageError(str(exc)) from None
         server = server_class(opts, Server)(opts, loader, app, listeners, log, hooks)
+        server.upgrade.inherited = inherited
     except BaseException:
         for listener in listeners:
             listener.close()
@@ -778,6 +840,7 @@ def run(opts, hooks, log):
         server.cleanup()
         if opts.pidfile:
             remove_pidfile(opts.pidfile)
+            remove_pidfile(opts.pidfile + OLDBIN_SUFFIX)   # ours after a SIGUSR2
         if opts.status_file:
             remove_pidfile(opts.status_file)   # a stale status would lie
         server.run_hook("on_exit", server)
@@ -794,6 +857,7 @@ def announce(server, listeners):
         log.ready_fd = 1
     sd_notify("READY=1\nMAINPID=%d" % os.getpid())
     server.run_hook("when_ready", server)
+    server.upgrade.tell_ready()   # started by SIGUSR2: the old parent may go
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ class Listener:
         poller.register(self.fd, select.POLLIN)
         self.pending = poller.poll   # pending(0): is a connection waiting?
         self.description = description
-        self.unix_path = unix_path
+        self.unix_path = unix_path     # the socket file, removed at close by its owner
+        self.activated = False         # passed by systemd (LISTEN_FDS)
 
     def accept(self):
         """(socket, address) of the next connection (socket.socket.accept)."""
@@ -221,7 +222,10 @@ def systemd_listeners(backlog):
         raise UsageError("LISTEN_FDS is not a number: %r" % os.environ["LISTEN_FDS"]) from None
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(name, None)   # not for the app nor our children
-    return [adopt_fd(3 + i, backlog) for i in range(count)]
+    listeners = [adopt_fd(3 + i, backlog) for i in range(count)]
+    for listener in listeners:
+        listener.activated = True   # a SIGUSR2 upgrade passes them on as systemd did
+    return listeners
 
 
 def sd_notify(message):

@@ -17,13 +17,17 @@ from forkparts.cli import DEFAULT_BIND, UsageError
 from forkparts.listeners import ASCII_DIGITS_RE, ListenError, open_listener, systemd_listeners
 
 
-def open_listeners(opts):
+def open_listeners(opts, inherited=None):
+    """``inherited``: the sockets of a SIGUSR2 upgrade (forkparts.upgrade),
+    taken for the --bind addresses they match instead of binding again."""
     listeners = systemd_listeners(opts.backlog)
     try:
         if not listeners or opts.bind:
             for address in opts.bind or [DEFAULT_BIND]:
-                listeners.append(open_listener(address, opts.backlog, opts.umask,
-                                               opts.header_timeout))
+                listeners.append((inherited and inherited.take(address)) or open_listener(
+                    address, opts.backlog, opts.umask, opts.header_timeout))
+        if inherited:
+            inherited.close_unused()
         owner = resolve_owner(opts.user or str(os.getuid()), opts.group) if (
             opts.user or opts.group) else None
         # The pidfile is written while we may still write where root can, and
@@ -39,6 +43,8 @@ def open_listeners(opts):
         if opts.status_file:
             check_status_dir(opts.status_file)
     except (ListenError, UsageError):
+        if inherited:
+            inherited.close_unused()
         for listener in listeners:
             listener.close()    # a unix socket file bound before the failure goes too
         if opts.pidfile:
@@ -73,6 +79,8 @@ def drop_privileges(owner, listeners):
     for listener in listeners:
         if listener.unix_path:
             os.chown(listener.unix_path, uid, socket_group(listener.unix_path, gid))
+    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (uid, uid, gid, gid):
+        return   # already that user: a parent executed by SIGUSR2 after dropping them
     try:
         os.setgroups([])
         os.setgid(gid)

@@ -1,0 +1,283 @@
+"""Zero-downtime upgrade (SIGUSR2): the old parent executes a new one.
+
+DESIGN note.  As nginx's and gunicorn's binary upgrade: on SIGUSR2 the
+parent forks, and the child executes the same command line afresh
+(``sys.executable`` and ``sys.argv``, from the directory the server was
+started in), so the new parent runs the new forkserver code, the newly
+installed libraries and the options and config file read again.  It
+inherits what must not be re-made:
+
+- the listening sockets: left open across exec (``os.set_inheritable``) and
+  named in ``FORKSERVER_FDS`` (as gunicorn's ``GUNICORN_FD``); systemd's
+  own sockets are passed on as systemd passes them, ``LISTEN_FDS`` and
+  ``LISTEN_PID`` naming the new process (sd_listen_fds(3)).  The new parent
+  takes an inherited socket for each ``--bind`` address it matches (port 0
+  matches any port of that host) instead of binding, closes those its new
+  options no longer name, and binds only what is new;
+- a pipe to tell the old parent it is ready (``FORKSERVER_READY_FD``): one
+  byte, written after its ready line.  A pipe, not a signal, so the old
+  parent never mistakes an operator's SIGTERM for it, nor a pid for another.
+
+Until that byte arrives both parents accept from the same sockets (the
+kernel gives each connection to one of them), so a slow start of the new
+code delays nobody.  Then the old parent stops accepting, lets its children
+finish within --graceful-timeout and exits: a graceful stop that sends
+systemd ``MAINPID=<new>`` instead of ``STOPPING=1``, and leaves the unix
+socket files to the new parent.  The pidfile is ``PATH.oldbin`` for the old
+parent from SIGUSR2 on, ``PATH`` for the new one.  If the new parent exits
+before it is ready (its code or the app does not import, a bind fails), the
+old one logs why, puts the pidfile back and serves on as if nothing happened.
+
+A room of its own because none of it is the loop's business: the loop only
+notes SIGUSR2, polls the ready pipe and reaps the new parent if it fails.
+"""
+
+import os
+import signal
+import socket
+import sys
+
+from forkparts.cli import UsageError
+from forkparts.listeners import ASCII_DIGITS_RE, adopt_fd, parse_bind, sd_notify
+
+FDS_ENV = "FORKSERVER_FDS"              # "5,6": the listening sockets, by number
+READY_FD_ENV = "FORKSERVER_READY_FD"    # the pipe the new parent says "ready" on
+OLD_PID_ENV = "FORKSERVER_OLD_PID"      # the parent that executed us
+OLDBIN_SUFFIX = ".oldbin"               # nginx's and gunicorn's name for the old pidfile
+READY_BYTE = b"R"
+EXEC_FAILED_STATUS = 127                # as the shell's "command not found"
+try:   # the directory the server was started in: sys.argv[0] may be relative to it
+    LAUNCH_DIR = os.getcwd()
+except OSError:
+    LAUNCH_DIR = None
+
+
+def describe_exit(status, names):
+    """A waitpid status of a parent, with the meaning of its exit status."""
+    if os.WIFSIGNALED(status):
+        return "was killed by %s" % signal.Signals(os.WTERMSIG(status)).name
+    code = os.WEXITSTATUS(status)
+    return "exited with status %d%s" % (code, " (%s)" % names[code] if code in names else "")
+
+
+class Upgrade:
+    """SIGUSR2 in a running parent; and, in a parent it executed, the old
+    parent to tell once ready."""
+
+    def __init__(self, pidfile, log, exit_names, inherited=None):
+        self.pidfile, self.log, self.exit_names = pidfile, log, exit_names
+        self.inherited = inherited or Inherited()
+        self.child = 0           # the new parent we executed, while it lives
+        self.ready_fd = None     # the read end of its ready pipe, until it speaks
+        self.handed_over = False
+
+    def refusal(self, stopping):
+        """Why SIGUSR2 cannot upgrade now, or None."""
+        if stopping:
+            return "the server is stopping"
+        if self.child:
+            return "an upgrade is already under way (new parent %d)" % self.child
+        old = self.inherited.old_pid
+        if old and os.getppid() == old:
+            return "the previous parent %d is still draining" % old
+        if os.getpid() == 1:
+            return "this is PID 1: its exit would end the container; restart it instead"
+        return None
+
+    def start(self, listeners, restore_signals, blocked, pre_exec):
+        """Fork and execute the new parent; returns the ready pipe's read end,
+        or None if the fork failed (logged; nothing changed)."""
+        argv = [sys.executable] + sys.argv
+        try:
+            ready_r, ready_w = os.pipe()
+        except OSError as exc:
+            self.log.error("SIGUSR2: upgrade failed: pipe(): %s; still serving" % exc.strerror)
+            return None
+        self.move_pidfile(self.pidfile, self.pidfile and self.pidfile + OLDBIN_SUFFIX)
+        signal.pthread_sigmask(signal.SIG_BLOCK, blocked)   # as at every fork: see fork_child
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            pid = -1
+            self.log.error("SIGUSR2: upgrade failed: fork(): %s; still serving" % exc.strerror)
+        if pid == 0:
+            os.close(ready_r)
+            exec_new_parent(argv, list(listeners), ready_w, restore_signals, blocked, pre_exec)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        os.close(ready_w)
+        if pid < 0:
+            os.close(ready_r)
+            self.move_pidfile(self.pidfile and self.pidfile + OLDBIN_SUFFIX, self.pidfile)
+            return None
+        os.set_blocking(ready_r, False)
+        self.child, self.ready_fd = pid, ready_r
+        self.log.info("SIGUSR2: upgrading: new parent %d executes %s; this parent (%d) "
+                      "serves until it is ready" % (pid, " ".join(argv), os.getpid()))
+        return ready_r
+
+    def read_ready(self, unwatch):
+        """The ready pipe is readable: True if the new parent said it is ready
+        (then this parent hands over), False at EOF (it exited: reaped below).
+        ``unwatch(fd)`` takes the pipe out of the poll set before it is
+        closed: its number may be reused at once (by the backlog taken next)."""
+        try:
+            said = os.read(self.ready_fd, 1)
+        except BlockingIOError:
+            return False
+        unwatch(self.ready_fd)
+        os.close(self.ready_fd)
+        self.ready_fd = None
+        if said != READY_BYTE:
+            return False
+        self.handed_over = True
+        self.log.info("upgrade: new parent %d is ready; this parent (%d) stops accepting "
+                      "and drains" % (self.child, os.getpid()))
+        sd_notify("MAINPID=%d" % self.child)   # from the main pid: NotifyAccess=main suffices
+        return True
+
+    def disown(self, listeners):
+        """Stopping while a new parent holds our sockets: their files are its."""
+        if self.child:
+            for listener in listeners:
+                listener.unix_path = None
+
+    def child_exited(self, pid, status):
+        """Was ``pid`` the new parent?  Before it was ready that is a failed
+        upgrade: say so and put the pidfile back."""
+        if not pid or pid != self.child:
+            return False
+        self.child = 0
+        if self.handed_over:
+            self.log.warning("upgrade: new parent %d %s" % (
+                pid, describe_exit(status, self.exit_names)))
+            return True
+        self.log.error("upgrade failed: new parent %d %s before it was ready (its own error "
+                       "is on stderr); still serving the old code with pid %d" % (
+                           pid, describe_exit(status, self.exit_names), os.getpid()))
+        self.move_pidfile(self.pidfile and self.pidfile + OLDBIN_SUFFIX, self.pidfile)
+        return True
+
+    def move_pidfile(self, old, new):
+        if not old:
+            return
+        try:
+            os.replace(old, new)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.log.warning("upgrade: cannot rename %r to %r: %s" % (old, new, exc.strerror))
+
+    def tell_ready(self):
+        """In a parent started by SIGUSR2, once it serves: own the socket files,
+        and tell the old parent (which then drains and exits)."""
+        inherited = self.inherited
+        inherited.report(self.log)
+        for listener, path in inherited.unix_paths:
+            listener.unix_path = path
+        if inherited.ready_fd is None:
+            return
+        try:
+            os.write(inherited.ready_fd, READY_BYTE)
+            self.log.info("upgrade: ready; the old parent %d drains and exits"
+                          % inherited.old_pid)
+        except OSError as exc:   # it is gone already (EPIPE): nobody to tell
+            self.log.info("upgrade: the old parent %d is gone (%s)" % (
+                inherited.old_pid, exc.strerror))
+        os.close(inherited.ready_fd)
+        inherited.ready_fd = None
+
+
+def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec):
+    """In the forked child: leave the sockets and the pipe open across exec,
+    name them in the environment, run pre_exec, exec.  Never returns."""
+    try:
+        signal.set_wakeup_fd(-1)   # the old parent's pipe is not ours to wake
+        for sig, handler in restore_signals:
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+        env = dict(os.environ, **{READY_FD_ENV: str(ready_w), OLD_PID_ENV: str(os.getppid())})
+        activated = [l.fd for l in listeners if l.activated]
+        if activated:   # systemd's, at 3..3+n-1 since we started (sd_listen_fds(3))
+            env.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(activated)))
+        env[FDS_ENV] = ",".join(str(l.fd) for l in listeners if not l.activated)
+        for fd in [l.fd for l in listeners] + [ready_w]:
+            os.set_inheritable(fd, True)
+        pre_exec()
+        if LAUNCH_DIR:
+            os.chdir(LAUNCH_DIR)
+        os.execve(argv[0], argv, env)
+    except BaseException as exc:   # noqa: BLE001 - nothing may return into the old loop
+        os.write(2, ("forkserver: upgrade: cannot execute %s: %s\n" % (argv[0], exc)).encode())
+    finally:
+        os._exit(EXEC_FAILED_STATUS)
+
+
+class Inherited:
+    """What a parent executed by SIGUSR2 inherits (read once from the
+    environment, which is then cleaned: the app and our children never see it)."""
+
+    def __init__(self, sockets=(), ready_fd=None, old_pid=0):
+        self.sockets, self.ready_fd, self.old_pid = list(sockets), ready_fd, old_pid
+        self.unix_paths = []   # (listener, path): socket files to own once ready
+        self.closed = []       # descriptions of inherited sockets no --bind names
+
+    @classmethod
+    def from_environ(cls, backlog):
+        fds, ready, old = (os.environ.pop(name, "") for name in (FDS_ENV, READY_FD_ENV,
+                                                               OLD_PID_ENV))
+        numbers = fds.split(",") if fds else []
+        for text in numbers + ([ready] if ready else []) + ([old] if old else []):
+            if not ASCII_DIGITS_RE.fullmatch(text):
+                raise UsageError("%s, %s or %s is not a number: %r (set by a SIGUSR2 "
+                                 "upgrade only)" % (FDS_ENV, READY_FD_ENV, OLD_PID_ENV, text))
+        sockets = [adopt_fd(int(n), backlog) for n in numbers]
+        for listener in sockets:
+            os.set_inheritable(listener.fd, False)   # not for the app's subprocesses
+        if ready:
+            os.set_inheritable(int(ready), False)
+        return cls(sockets, int(ready) if ready else None, int(old) if old else 0)
+
+    def take(self, address):
+        """The inherited listener that --bind ``address`` names, or None."""
+        kind, value = parse_bind(address)
+        for listener in self.sockets:
+            if matches(listener.sock, kind, value):
+                self.sockets.remove(listener)
+                if kind == "unix":
+                    self.unix_paths.append((listener, value))
+                return listener
+        return None
+
+    def close_unused(self):
+        """Close the inherited sockets that no --bind names any more (the old
+        parent's copies go when it exits)."""
+        for listener in self.sockets:
+            self.closed.append(listener.description)
+            listener.close()
+        self.sockets = []
+
+    def report(self, log):
+        if self.old_pid:
+            log.info("upgrade: started by parent %d" % self.old_pid)
+        for description in self.closed:
+            log.warning("upgrade: no --bind names the inherited %s any more; closed it"
+                        % description)
+
+
+def matches(sock, kind, value):
+    """Is ``sock`` bound where --bind (parse_bind's kind, value) says?"""
+    if kind == "fd":
+        return sock.fileno() == value
+    name = sock.getsockname()
+    if kind == "unix":
+        return sock.family == socket.AF_UNIX and name == value
+    host, port = value
+    name_host = host.encode("ascii") if host.isascii() else host
+    try:
+        infos = socket.getaddrinfo(name_host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    family, _, _, _, sockaddr = infos[0]
+    return (sock.family == family and name[0] == sockaddr[0]
+            and (port == 0 or name[1] == port))

@@ -1,0 +1,156 @@
+"""forkparts.upgrade: which inherited socket a --bind address takes, the
+environment a SIGUSR2 upgrade passes, and when an upgrade is refused."""
+import os
+import signal
+import socket
+
+import pytest
+
+from forkparts.cli import UsageError
+from forkparts.listeners import Listener
+from forkparts.upgrade import (FDS_ENV, OLD_PID_ENV, READY_BYTE, READY_FD_ENV, Inherited, Upgrade,
+                               describe_exit)
+
+
+class Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, line):
+        self.lines.append(line)
+
+    warning = error = info
+
+
+@pytest.fixture
+def tcp():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    yield Listener(sock, "http://127.0.0.1:%d" % sock.getsockname()[1])
+    sock.close()
+
+
+def test_an_inet_bind_takes_the_socket_of_its_host_and_port(tcp):
+    port = tcp.sock.getsockname()[1]
+    inherited = Inherited([tcp])
+    assert inherited.take("127.0.0.1:%d" % (port + 1 if port < 65535 else port - 1)) is None
+    assert inherited.take("127.0.0.2:%d" % port) is None
+    assert inherited.take("127.0.0.1:%d" % port) is tcp
+    assert inherited.take("127.0.0.1:%d" % port) is None      # taken once
+
+
+def test_port_0_takes_any_port_of_its_host_and_fd_takes_its_number(tcp):
+    assert Inherited([tcp]).take("127.0.0.1:0") is tcp
+    assert Inherited([tcp]).take("fd://%d" % tcp.fd) is tcp
+    assert Inherited([tcp]).take("unix:/nowhere") is None
+
+
+def test_a_unix_bind_takes_its_path_and_owns_the_file_only_once_ready(tmp_path):
+    path = str(tmp_path / "s.sock")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(path)
+    listener = Listener(sock, "unix:" + path)
+    upgrade = Upgrade(None, Log(), {}, Inherited([listener]))
+    assert upgrade.inherited.take("unix:" + path) is listener
+    listener.close()                       # a failure before ready: the file stays
+    assert os.path.exists(path)
+    upgrade.tell_ready()
+    assert listener.unix_path == path      # now ours: removed at our exit
+
+
+def test_unused_inherited_sockets_are_closed_and_reported(tcp):
+    inherited = Inherited([tcp], old_pid=12345)
+    inherited.close_unused()
+    log = Log()
+    inherited.report(log)
+    assert tcp.sock.fileno() == -1
+    assert log.lines == ["upgrade: started by parent 12345",
+                         "upgrade: no --bind names the inherited %s any more; closed it"
+                         % tcp.description]
+
+
+def test_the_environment_is_read_once_and_removed(monkeypatch, tcp):
+    r, w = os.pipe()
+    monkeypatch.setenv(FDS_ENV, str(tcp.fd))
+    monkeypatch.setenv(READY_FD_ENV, str(w))
+    monkeypatch.setenv(OLD_PID_ENV, "4242")
+    inherited = Inherited.from_environ(16)
+    try:
+        assert [l.description for l in inherited.sockets] == [tcp.description]
+        assert (inherited.ready_fd, inherited.old_pid) == (w, 4242)
+        assert not {FDS_ENV, READY_FD_ENV, OLD_PID_ENV} & set(os.environ)
+        assert not os.get_inheritable(tcp.fd)
+    finally:
+        inherited.sockets[0].sock.detach()   # the fixture closes it
+        os.close(r)
+        os.close(w)
+
+
+@pytest.mark.parametrize("value", ["x", "3,", "-1", "٣"])
+def test_a_bad_fd_list_is_a_usage_error_naming_it(monkeypatch, value):
+    monkeypatch.setenv(FDS_ENV, value)
+    with pytest.raises(UsageError, match=FDS_ENV):
+        Inherited.from_environ(16)
+
+
+def test_no_environment_means_nothing_inherited():
+    inherited = Inherited.from_environ(16)
+    assert (inherited.sockets, inherited.ready_fd, inherited.old_pid) == ([], None, 0)
+
+
+def test_usr2_is_refused_while_stopping_or_while_an_upgrade_is_under_way():
+    upgrade = Upgrade(None, Log(), {})
+    assert upgrade.refusal(stopping="graceful") == "the server is stopping"
+    assert upgrade.refusal(stopping=None) is None
+    upgrade.child = 99
+    assert upgrade.refusal(None) == "an upgrade is already under way (new parent 99)"
+    upgrade = Upgrade(None, Log(), {}, Inherited(old_pid=os.getppid()))
+    assert upgrade.refusal(None) == "the previous parent %d is still draining" % os.getppid()
+
+
+def test_describe_exit_names_the_parents_exit_status():
+    assert describe_exit(3 << 8, {3: "the app could not be loaded"}) == (
+        "exited with status 3 (the app could not be loaded)")
+    assert describe_exit(signal.SIGKILL, {}) == "was killed by SIGKILL"
+
+
+def test_the_ready_pipe_leaves_the_poll_set_before_its_number_is_freed():
+    # Closed first, its number could be reused at once by a connection the
+    # graceful stop takes from the backlog, which unregistering would unwatch.
+    r, w = os.pipe()
+    upgrade = Upgrade(None, Log(), {})
+    upgrade.child, upgrade.ready_fd = 77, r
+    os.write(w, READY_BYTE)
+    still_open = []
+    assert upgrade.read_ready(lambda fd: still_open.append(os.fstat(fd) is not None))
+    assert still_open == [True] and upgrade.ready_fd is None and upgrade.handed_over
+    os.close(w)
+
+
+def test_eof_on_the_ready_pipe_is_not_ready():
+    r, w = os.pipe()
+    os.close(w)
+    upgrade = Upgrade(None, Log(), {})
+    upgrade.child, upgrade.ready_fd = 77, r
+    assert not upgrade.read_ready(lambda fd: None)
+    assert upgrade.ready_fd is None and not upgrade.handed_over
+
+
+def test_a_fork_that_fails_changes_nothing_and_says_so(monkeypatch, tmp_path):
+    import errno
+    pidfile = tmp_path / "fs.pid"
+    pidfile.write_text("%d\n" % os.getpid())
+
+    def no_fork():
+        raise OSError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    monkeypatch.setattr(os, "fork", no_fork)
+    log = Log()
+    upgrade = Upgrade(str(pidfile), log, {})
+    fds_before = len(os.listdir("/proc/self/fd"))
+    assert upgrade.start([], (), (signal.SIGUSR2,), lambda: None) is None
+    assert pidfile.read_text() == "%d\n" % os.getpid() and not os.path.exists(
+        str(pidfile) + ".oldbin")
+    assert log.lines == ["SIGUSR2: upgrade failed: fork(): %s; still serving"
+                         % os.strerror(errno.EAGAIN)]
+    assert len(os.listdir("/proc/self/fd")) == fds_before and upgrade.child == 0

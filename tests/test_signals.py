@@ -1,0 +1,520 @@
+"""Signals as a gunicorn operator sends them (issue 16, part 3): USR2's
+zero-downtime upgrade, TTIN/TTOU, WINCH, and systemd's RELOADING=1/READY=1
+around a HUP.  End to end through ``python forkserver.py``; processes
+checked with psutil."""
+import http.client
+import importlib.util
+import json
+import os
+import pathlib
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from types import SimpleNamespace
+
+import psutil
+
+import forkserver
+from tests.apps_supervision import write_module
+from tests.conftest import (FORKSERVER, READY_RE, ROOT, children_of, http_get, kill_tree,
+                            needs)
+
+STRESS = os.path.join(ROOT, "scripts", "stress.py")
+POLL_SECONDS = 0.02
+START_SECONDS = 20.0          # a new parent on a shared 2-core machine
+STOP_SECONDS = 30.0
+HTTP_TIMEOUT_SECONDS = 10.0
+NOTIFY_TIMEOUT_SECONDS = 10.0
+# The load across a USR2: steady, bounded in time and count, loopback only.
+LOAD_CLIENTS = 8
+LOAD_SECONDS = 10.0
+LOAD_MAX_CONNECTIONS = 20000
+LOAD_MAX_SECONDS = 60.0
+IMPORT_DELAY_SECONDS = 1.5    # a new parent whose app is slow to import
+APP = "upapp:app"
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(POLL_SECONDS)
+    raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+
+
+class Detached:
+    """forkserver started as a service manager starts it: its own session,
+    no terminal (a session leader's terminal would hang up the new parent's
+    process group when the old one exits: docs/operations.md), stdout and
+    stderr to a file where every parent writes its ready line."""
+
+    def __init__(self, tmp_path, args, env=None, python=sys.executable):
+        self.out_path = str(tmp_path / "out.log")
+        self.error_log = str(tmp_path / "error.log")
+        self.pidfile = str(tmp_path / "forkserver.pid")
+        self.proc = subprocess.Popen(
+            [python, FORKSERVER] + list(args) + [
+                "--error-log", self.error_log, "--no-access-log", "--pidfile", self.pidfile,
+                "--bind", "127.0.0.1:0"],
+            cwd=ROOT, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
+            stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.pids = [self.proc.pid]
+        try:
+            self.pid, addresses = self.ready(1)
+            self.port = int(next(a for a in addresses
+                                 if a.startswith("http://")).rpartition(":")[2])
+        except BaseException:   # nobody will call close(): leave nothing running
+            self.close()
+            raise
+
+    def ready(self, count):
+        """(pid, addresses) of the count-th ready line, waiting for it."""
+        def nth():
+            with open(self.out_path, "rb") as f:
+                found = READY_RE.findall(f.read())
+            return found[count - 1] if len(found) >= count else None
+        pid, addresses = wait_for(nth, START_SECONDS, "ready line %d" % count)
+        self.pids.append(int(pid))
+        return int(pid), addresses.decode().split()
+
+    def log_text(self):
+        with open(self.error_log, errors="replace") as f:
+            return f.read()
+
+    def output(self):
+        with open(self.out_path, errors="replace") as f:
+            return f.read()
+
+    def wait_log(self, text, timeout=START_SECONDS):
+        return wait_for(lambda: text in self.log_text(), timeout, "%r in the error log" % text)
+
+    def get(self, path="/"):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_SECONDS)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
+    def pidfile_text(self, suffix=""):
+        try:
+            with open(self.pidfile + suffix) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def close(self):
+        for pid in reversed(self.pids):
+            kill_tree(pid)
+        if self.proc.poll() is None:
+            self.proc.wait(STOP_SECONDS)
+
+
+def start_versioned(tmp_path, *args, env=None):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_module(app_dir / "upapp.py", 1)
+    return Detached(tmp_path, [APP, "--chdir", str(app_dir)] + list(args), env=env), \
+        app_dir / "upapp.py"
+
+
+def wait_gone(pid, timeout=STOP_SECONDS):
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status()
+             == psutil.STATUS_ZOMBIE, timeout, "process %d to exit" % pid)
+
+
+def notify_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(NOTIFY_TIMEOUT_SECONDS)
+    return sock
+
+
+def notices(sock, until):
+    """Datagrams from NOTIFY_SOCKET until one contains ``until``."""
+    got = []
+    while not any(until in message for message in got):
+        got.append(sock.recv(4096).decode())
+    return got
+
+
+# ---------------------------------------------------------------- USR2
+
+def test_usr2_under_load_hands_over_to_the_new_code_with_no_failed_request(tmp_path):
+    server, module = start_versioned(tmp_path)
+    old = server.pid
+    stress = subprocess.Popen(
+        [sys.executable, STRESS, "--port", str(server.port), "--json", "-c", str(LOAD_CLIENTS),
+         "--duration", str(LOAD_SECONDS), "--total", str(LOAD_MAX_CONNECTIONS),
+         "--max-seconds", str(LOAD_MAX_SECONDS)], stdout=subprocess.PIPE, text=True)
+    try:
+        old_children = set()
+        deadline = time.monotonic() + LOAD_SECONDS / 3
+        while time.monotonic() < deadline:   # the load is on; who serves it
+            old_children.update(p.pid for p in children_of(old))
+            time.sleep(POLL_SECONDS)
+        assert old_children, "the load never reached the old parent"
+        write_module(module, 2)
+        os.kill(old, signal.SIGUSR2)
+        new, _ = server.ready(2)
+        assert server.proc.wait(STOP_SECONDS) == 0          # the old parent drained and left
+        assert stress.poll() is None, "the load ended before the old parent did"
+        out, _ = stress.communicate(timeout=LOAD_MAX_SECONDS)
+    finally:
+        if stress.poll() is None:
+            stress.kill()
+            stress.wait()
+        try:
+            checks_after_handover(server, old, old_children)
+        finally:
+            server.close()
+    result = json.loads(out)
+    assert stress.returncode == 0 and result["failed"] == 0 and not result["errors"], result
+    assert result["completed"] > 0
+    assert new != old
+
+
+def checks_after_handover(server, old, old_children):
+    new = server.pids[-1]
+    assert server.get() == "version 2\n"                   # the new code
+    assert server.pidfile_text() == str(new)
+    assert server.pidfile_text(".oldbin") is None
+    assert psutil.Process(new).ppid() != old
+    assert not [p for p in old_children if psutil.pid_exists(p)], "orphans of the old parent"
+    wait_for(lambda: not [c for c in children_of(new) if c.status() == psutil.STATUS_ZOMBIE],
+             5, "no zombie")
+    log = server.log_text()
+    assert "upgrade: new parent %d is ready" % new in log
+    assert "[%d] [INFO] upgrade: started by parent %d" % (new, old) in log
+
+
+def test_failed_usr2_keeps_the_old_parent_serving_with_its_pidfile(tmp_path):
+    server, module = start_versioned(tmp_path)
+    try:
+        module.write_text("def app(:\n")                    # the new code does not import
+        os.kill(server.pid, signal.SIGUSR2)
+        server.wait_log("upgrade failed: new parent")
+        log = server.log_text()
+        assert re.search(r"upgrade failed: new parent \d+ exited with status 3 \(the app "
+                         r"could not be loaded\) before it was ready", log), log
+        assert "SyntaxError" in server.output()            # the new parent's own words
+        assert server.proc.poll() is None
+        assert server.get() == "version 1\n"
+        assert server.pidfile_text() == str(server.pid)
+        assert server.pidfile_text(".oldbin") is None
+        wait_for(lambda: children_of(server.pid) == [], 5, "the failed parent reaped")
+        write_module(module, 3)                             # fixed: the next USR2 works
+        os.kill(server.pid, signal.SIGUSR2)
+        new, _ = server.ready(2)
+        assert server.proc.wait(STOP_SECONDS) == 0
+        assert server.get() == "version 3\n"
+        assert server.pidfile_text() == str(new)
+    finally:
+        server.close()
+
+
+def test_usr2_serves_old_code_while_the_new_imports_and_tells_systemd_the_new_mainpid(tmp_path):
+    notify = notify_socket(tmp_path)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    server, module = start_versioned(tmp_path, env=env)
+    try:
+        assert notices(notify, "READY=1") == ["READY=1\nMAINPID=%d" % server.pid]
+        write_module(module, 2, import_delay_seconds=IMPORT_DELAY_SECONDS)
+        os.kill(server.pid, signal.SIGUSR2)
+        server.wait_log("SIGUSR2: upgrading")
+        assert server.get() == "version 1\n"                # the old one serves meanwhile
+        os.kill(server.pid, signal.SIGUSR2)
+        server.wait_log("SIGUSR2: upgrade refused: an upgrade is already under way")
+        new, _ = server.ready(2)
+        got = notices(notify, "MAINPID=%d" % new)
+        got += notices(notify, "MAINPID=%d" % new) if len(got) == 1 else []
+        assert sorted(got) == ["MAINPID=%d" % new, "READY=1\nMAINPID=%d" % new], got
+        assert server.proc.wait(STOP_SECONDS) == 0
+        assert server.get() == "version 2\n"
+        os.kill(new, signal.SIGUSR2)                       # the new one may upgrade again
+        server.ready(3)
+        wait_gone(new)
+        notify.settimeout(0.5)
+        later = []
+        try:
+            while True:
+                later.append(notify.recv(4096).decode())
+        except socket.timeout:
+            pass
+        assert "STOPPING=1" not in later, later            # a handover is not a stop
+    finally:
+        server.close()
+        notify.close()
+
+
+def unix_get(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(HTTP_TIMEOUT_SECONDS)
+    sock.connect(path)
+    with sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data.partition(b"\r\n\r\n")[2].decode()
+            data += chunk
+
+
+def test_usr2_keeps_the_unix_socket_file_for_the_new_parent_which_removes_it_at_exit(tmp_path):
+    path = str(tmp_path / "fs.sock")
+    server, module = start_versioned(tmp_path, "--bind", "unix:" + path)
+    try:
+        assert unix_get(path) == "version 1\n"
+        write_module(module, 2)
+        os.kill(server.pid, signal.SIGUSR2)
+        new, addresses = server.ready(2)
+        assert "unix:" + path in addresses
+        assert server.proc.wait(STOP_SECONDS) == 0
+        assert os.path.exists(path)                       # the old parent left it
+        assert unix_get(path) == "version 2\n"
+        os.kill(new, signal.SIGTERM)
+        wait_gone(new)
+        assert not os.path.exists(path)                   # the new one owned it
+    finally:
+        server.close()
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"   # one that nobody may run (ours may sit in /root)
+
+
+@needs(os.geteuid() == 0, "needs root to start the server as nobody")
+@needs(os.path.exists(SYSTEM_PYTHON), "needs %s" % SYSTEM_PYTHON)
+def test_usr2_works_after_user_dropped_root(tmp_path):
+    # The new parent is executed as the user the old one became: it must not
+    # try to drop privileges again, and what it re-opens must be that user's.
+    nobody = pwd.getpwnam("nobody")
+    # Not under /tmp/pytest-of-root, which is 0700.
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="forkserver-usr2-"))
+    try:
+        os.chmod(str(folder), 0o777)
+        (folder / "error.log").touch()
+        os.chown(str(folder / "error.log"), nobody.pw_uid, nobody.pw_gid)
+        server = Detached(folder, ["tests.apps_deploy:whoami", "--user", "nobody"],
+                          python=SYSTEM_PYTHON)
+        try:
+            os.kill(server.pid, signal.SIGUSR2)
+            try:
+                new, _ = server.ready(2)
+            except AssertionError:
+                raise AssertionError(server.output() + server.log_text()) from None
+            assert server.proc.wait(STOP_SECONDS) == 0
+            assert json.loads(server.get())["server"] == new
+            assert psutil.Process(new).uids().real == nobody.pw_uid
+            assert server.pidfile_text() == str(new)
+        finally:
+            server.close()
+    finally:
+        shutil.rmtree(str(folder))
+
+
+# As systemd starts a socket-activated service: the socket on fd 3, LISTEN_*
+# naming the process (set by this shim, which then execs: exec keeps the pid).
+ACTIVATION_SHIM = ("import os, sys\n"
+                   "fd = int(sys.argv[1])\n"
+                   "os.dup2(fd, 3)\n"
+                   "if fd != 3: os.close(fd)\n"
+                   "os.environ['LISTEN_PID'] = str(os.getpid())\n"
+                   "os.environ['LISTEN_FDS'] = '1'\n"
+                   "os.execv(sys.executable, [sys.executable] + sys.argv[2:])\n")
+
+
+def test_usr2_passes_systemds_socket_on_as_systemd_does(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port, fd = listener.getsockname()[1], listener.fileno()
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_module(app_dir / "upapp.py", 1)
+    out = str(tmp_path / "out.log")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ACTIVATION_SHIM, str(fd), FORKSERVER, APP, "--chdir",
+         str(app_dir), "--error-log", str(tmp_path / "error.log"), "--no-access-log"],
+        cwd=ROOT, pass_fds=(fd,), stdout=open(out, "wb"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    listener.close()                                      # only the server holds it now
+    pids = [proc.pid]
+
+    def ready_lines():
+        with open(out, "rb") as f:
+            return READY_RE.findall(f.read())
+    try:
+        wait_for(ready_lines, START_SECONDS, "the ready line")
+        write_module(app_dir / "upapp.py", 2)
+        os.kill(proc.pid, signal.SIGUSR2)
+        wait_for(lambda: len(ready_lines()) == 2, START_SECONDS, "the new parent")
+        new, addresses = ready_lines()[1]
+        pids.append(int(new))
+        assert addresses.decode() == "http://127.0.0.1:%d" % port
+        assert proc.wait(STOP_SECONDS) == 0
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT_SECONDS)
+        conn.request("GET", "/")
+        assert conn.getresponse().read() == b"version 2\n"
+        conn.close()
+        assert "LISTEN_FDS" not in psutil.Process(int(new)).environ()   # removed for the app
+    finally:
+        for pid in reversed(pids):
+            kill_tree(pid)
+
+
+# ---------------------------------------------------------------- TTIN, TTOU, WINCH
+
+def status_file(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_ttin_and_ttou_change_max_children_and_never_stop_the_server(start_server, tmp_path):
+    status = str(tmp_path / "status.json")
+    server = start_server("tests.apps:hello", "--max-children", "2", "--status-file", status)
+    steps = [(signal.SIGTTIN, "SIGTTIN: --max-children 2 -> 3", 3),
+             (signal.SIGTTOU, "SIGTTOU: --max-children 3 -> 2", 2),
+             (signal.SIGTTOU, "SIGTTOU: --max-children 2 -> 1", 1),
+             (signal.SIGTTOU, "SIGTTOU: --max-children 1 -> 1", 1),   # never below 1
+             (signal.SIGWINCH, None, 1)]
+    for sig, line, cap in steps:
+        server.signal(sig)
+        if line:
+            wait_for(lambda: line in server.log_text(), 10, repr(line))
+        assert server.ps.status() != psutil.STATUS_STOPPED
+        assert http_get(server, "/")[0] == 200
+        wait_for(lambda: status_file(status)["max_children"] == cap, 5, "max_children %d" % cap)
+
+
+# ---------------------------------------------------------------- systemd around HUP
+
+def test_sighup_tells_systemd_reloading_then_ready(start_server, tmp_path):
+    notify = notify_socket(tmp_path)
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_module(app_dir / "upapp.py", 1)
+    try:
+        server = start_server(APP, "--chdir", str(app_dir),
+                              extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
+        assert notices(notify, "READY=1") == ["READY=1\nMAINPID=%d" % server.pid]
+        for edit in (lambda: write_module(app_dir / "upapp.py", 2),       # a reload
+                     lambda: (app_dir / "upapp.py").write_text("def app(:\n")):   # a failed one
+            edit()
+            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            server.signal(signal.SIGHUP)
+            reloading = notify.recv(4096).decode()
+            after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            match = re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=(\d+)", reloading)
+            assert match and before <= int(match.group(1)) <= after, reloading
+            assert notify.recv(4096) == b"READY=1"
+        assert http_get(server, "/")[2] == b"version 2\n"
+    finally:
+        notify.close()
+
+
+# ---------------------------------------------------------------- HUP on a Django project
+
+DJANGO_VIEW = ("from django.http import HttpResponse\n\n\n"
+               "def hello(request):\n"
+               "    return HttpResponse(%r, content_type='text/plain')\n")
+DJANGO_URLS_TAIL = ("\nfrom django.urls import path as _path  # noqa: E402\n"
+                    "from mysite import views as _views  # noqa: E402\n"
+                    "urlpatterns += [_path('hello/', _views.hello)]\n")
+DJANGO_SETUP_SECONDS = 120
+
+
+@needs(importlib.util.find_spec("django") is not None, "Django is not installed")
+def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_path):
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)        # mysite/wsgi.py names its own
+    done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
+                          cwd=str(tmp_path), env=env, capture_output=True,
+                          timeout=DJANGO_SETUP_SECONDS)
+    assert done.returncode == 0, done.stderr
+    project = tmp_path / "mysite"
+    views, urls = project / "mysite" / "views.py", project / "mysite" / "urls.py"
+    views.write_text(DJANGO_VIEW % "the first view\n")
+    urls.write_text(urls.read_text() + DJANGO_URLS_TAIL)
+    server = start_server("mysite.wsgi", "--chdir", str(project), "--no-prewarm", env=env)
+    assert http_get(server, "/hello/")[2] == b"the first view\n"
+    views.write_text(DJANGO_VIEW % "the view, edited\n")   # another size: see module_source
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded mysite.wsgi" in server.log_text(), 30, "the reload")
+    assert http_get(server, "/hello/")[2] == b"the view, edited\n"
+
+
+# ---------------------------------------------------------------- hooks
+
+HOOKS_CONFIG = '''
+import os
+NOTES = {notes!r}
+
+def _note(*words):
+    with open(NOTES, "a") as f:
+        f.write(" ".join(str(w) for w in words) + "\\n")
+
+def on_reload(server): _note("on_reload", os.getpid())
+def pre_exec(server): _note("pre_exec", os.getpid())
+def nworkers_changed(server, new_value, old_value): _note("nworkers_changed", new_value, old_value)
+'''
+
+
+def read_notes(path):
+    try:
+        with open(path) as f:
+            return [line.split() for line in f.read().splitlines()]
+    except FileNotFoundError:
+        return []
+
+
+def test_on_reload_pre_exec_and_nworkers_changed_hooks_from_the_config_file(tmp_path):
+    notes = str(tmp_path / "notes.txt")
+    config = tmp_path / "forkserver.conf.py"
+    config.write_text(HOOKS_CONFIG.format(notes=notes))
+    server, module = start_versioned(tmp_path, "--config", str(config), "--max-children", "4")
+    try:
+        os.kill(server.pid, signal.SIGTTIN)
+        wait_for(lambda: read_notes(notes), 10, "nworkers_changed")
+        os.kill(server.pid, signal.SIGHUP)
+        wait_for(lambda: len(read_notes(notes)) == 2, 10, "on_reload")
+        os.kill(server.pid, signal.SIGUSR2)
+        new, _ = server.ready(2)
+        assert read_notes(notes) == [["nworkers_changed", "5", "4"],
+                                     ["on_reload", str(server.pid)],
+                                     ["pre_exec", str(new)]]   # in the child, before exec
+    finally:
+        server.close()
+
+
+def stub_server(max_children):
+    calls = []
+    stub = SimpleNamespace(
+        opts=SimpleNamespace(max_children=max_children, status_file=None),
+        admission=SimpleNamespace(cap=max_children), status=SimpleNamespace(file_dirty=False),
+        log=SimpleNamespace(info=lambda line: calls.append(("log", line))),
+        run_hook=lambda *args: calls.append(args))
+    return stub, calls
+
+
+def test_ttin_and_ttou_call_nworkers_changed_with_gunicorns_arguments():
+    stub, calls = stub_server(2)
+    forkserver.Supervisor.resize(stub, 1, "SIGTTIN")
+    forkserver.Supervisor.resize(stub, -1, "SIGTTOU")
+    forkserver.Supervisor.resize(stub, -1, "SIGTTOU")
+    forkserver.Supervisor.resize(stub, -1, "SIGTTOU")           # at 1: no change, no call
+    assert [c for c in calls if c[0] != "log"] == [
+        ("nworkers_changed", stub, 3, 2), ("nworkers_changed", stub, 2, 3),
+        ("nworkers_changed", stub, 1, 2)]
+    assert stub.opts.max_children == stub.admission.cap == 1
+    stub, calls = stub_server(0)                                 # no cap: nothing to change
+    forkserver.Supervisor.resize(stub, 1, "SIGTTIN")
+    assert calls == [("log", "SIGTTIN: --max-children is 0 (no cap); nothing to change")]
