@@ -38,12 +38,12 @@ import forkparts.prewarm
 from forkparts import __version__  # noqa: F401 (forkserver.__version__)
 from forkparts.acceptfilter import AcceptFilter, max_pending_room, refuse
 from forkparts.accel import (collapse_heap, configure as configure_accel, fill_allocator_holes,
-                             fast_accept, relocate, signal_calls)
+                             signal_calls)
 from forkparts.admission import Admission
 from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, setup_paths,
                             warn_about_threads)
-from forkparts.children import (Child, ChildPlan, ChildTable, become_subreaper,
-                                describe_status, exit_child, exit_marks, exited_children,
+from forkparts.children import (ChildPlan, ChildTable, become_subreaper,
+                                describe_status, exit_marks, exited_children,
                                 flush_stdio, no_core_dumps, parent_death_signal,
                                 restart_after_sighup)
 from forkparts.cli import UsageError
@@ -52,7 +52,7 @@ from forkparts.hooks import (CHILD_HOOKS, HookRequest, HookResponse, Settings, W
                              on_child_signals, worker_for_child)
 from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
-from forkparts.listeners import Listener, ListenError, sd_notify
+from forkparts.listeners import ListenError, sd_notify
 from forkparts.logs import Log, capture_output, format_addr, open_log, reopen_logs
 from forkparts.privileges import open_listeners, remove_pidfile, writable_by
 from forkparts.proxy import ProxyTrust
@@ -131,6 +131,7 @@ class Supervisor:
         # Made by prepare().
         self.handler_config = self.child_signals = self.child_plan = self.heap_filler = None
         self.handback = self.exit_marks = self.set_handler = self.sigmask = None
+        self.warmed = False
         self.flush_before_fork = bool(hooks)
         self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
 
@@ -148,9 +149,7 @@ class Supervisor:
         self.set_handler, self.sigmask = signal_calls()   # accel: raw or signal.py's
         self.install_signals()
         warn_about_threads(self.log)
-        ours = hot_code()
-        if not warm_up(self, ours):   # on by default; it lays out ours if it runs
-            relocate(ours)
+        self.warmed = warm_up(self)   # on by default, if the app allows it safely
         no_core_dumps()
         self.opts.max_pending = max_pending_room(self.opts.max_pending, self.log)
         self.exit_marks = exit_marks()
@@ -235,6 +234,12 @@ class Supervisor:
         self.freeze_heap()
         flush_stdio()
         self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
+        if self.warmed:
+            self.log.warning(
+                "the parent ran the app's first request at start (the warm-up), and a "
+                "framework may keep what it built then: Django's URL resolver keeps the old "
+                "views. To load new code into a warmed parent send SIGUSR2 (a new parent), "
+                "or start with --no-prewarm (docs/operations.md, Reloading)")
         sd_notify("READY=1")
         self.drain_kept_alive()
 
@@ -719,18 +724,7 @@ def build_handler_config(opts, log, set_title, listeners, handback=None,
         post_request=request_hooks[1]).freeze()
 
 
-def hot_code():
-    """The code a connection runs, in the order it runs it: the parent's loop,
-    then a child's first steps.  accel.relocate lays it out side by side."""
-    steps = (Server.serve_forever, Server.wait, Server.next_timeout, Server.accept_from,
-             Listener.accept, fast_accept, AcceptFilter.first_look, Server.fork_child,
-             ChildTable.add, Child.__init__, Server.reap_children, Server.update_title,
-             Status.update_title, Server.note_sigchld, Server.note_signal,
-             ChildPlan.run, ChildPlan.undo_parent, exit_child)
-    return [step.__code__ for step in steps]
-
-
-def warm_up(server, first):
+def warm_up(server):
     """The warm-up (forkparts.prewarm; --prewarm, --no-prewarm) through the
     child's entry point; its trial child puts back the handlers a child does,
     and runs the post_fork hook if the app left something open.  True if
@@ -739,7 +733,7 @@ def warm_up(server, first):
         server.run_hook("post_fork", server, worker_for_child(server, 0))
     return forkparts.prewarm.warm_up(
         serve_connection, server.app, server.handler_config, server.opts.prewarm, server.log,
-        first, server.child_signals, post_fork if "post_fork" in server.hooks else None)
+        server.child_signals, post_fork if "post_fork" in server.hooks else None)
 
 
 def main(argv=None):

@@ -2,36 +2,32 @@
 
 DESIGN note: this is the one module of tricks that trade clarity for copy-on-
 write page faults or fork time (docs/performance.md gives each one's figure).
-Each is a function acting on the server's own objects (its heap, its code,
-its listeners), never on the app's, a framework's or the standard library's
+Each is a function acting on the server's own objects (its heap, its
+listeners, its signal calls), never on the app's, a framework's or the standard library's
 (DESIGN.md, issue 15); each says which private API it uses and why a public
 one cannot do it.  The rest of the server reads correctly without any of
 them: take this module away and only the figures change.
 """
 
-import gc
 import os
 import re
 import sys
 from socket import socket as PySocket
-from types import CodeType, FunctionType, MethodType
+from types import MethodType
 
 from _socket import socket as _c_socket
 
-from forkparts.apps import is_our_file
 
 # Each trick's version gate: the first and last CPython (major, minor) it runs
 # on.  Its figures were measured on 3.11 (docs/performance.md); the private
 # APIs were checked from 3.9 to 3.13.  A measurement narrows these later.
 HUGE_PAGES_PYTHONS = ((3, 9), (3, 13))
 ALLOCATOR_FILL_PYTHONS = ((3, 9), (3, 13))
-CODE_LAYOUT_PYTHONS = ((3, 9), (3, 13))
 FAST_ACCEPT_PYTHONS = ((3, 9), (3, 13))
 RAW_SIGNALS_PYTHONS = ((3, 9), (3, 13))
 # option dest -> (version gate, what the log line calls it)
 TRICKS = {"huge_pages": (HUGE_PAGES_PYTHONS, "huge pages"),
           "allocator_fill": (ALLOCATOR_FILL_PYTHONS, "allocator fill"),
-          "code_layout": (CODE_LAYOUT_PYTHONS, "code layout"),
           "fast_accept": (FAST_ACCEPT_PYTHONS, "fast accept"),
           "raw_signals": (RAW_SIGNALS_PYTHONS, "raw signals")}
 # Which tricks are on: all until configure() reads the switches (today's default).
@@ -42,7 +38,7 @@ FAST_ACCEPT_BY_DEFAULT = True
 
 def configure(opts, log, listeners, version=sys.version_info[:2]):
     """Read the switches (--no-huge-pages, --no-allocator-fill,
-    --no-code-layout, --no-fast-accept) and the version gates into
+    --no-fast-accept, --no-raw-signals) and the version gates into
     ``enabled``, one info line for each trick a gate turns off; install the
     fast accept on our listeners if it is on."""
     for name, (gate, what) in TRICKS.items():
@@ -242,59 +238,3 @@ def resident_pages(pagemap, start):
     pagemap.seek(start // PAGE_BYTES * 8)
     entries = memoryview(pagemap.read(HUGE_PAGE_BYTES // PAGE_BYTES * 8)).cast("Q")
     return sum(entry >> 63 for entry in entries)
-
-
-def relocate(codes):
-    """Lay out our own code objects among ``codes`` side by side
-    (relocate_code); return how many of our functions were rebound (0 with
-    --no-code-layout)."""
-    return relocate_code(codes) if enabled["code_layout"] else 0
-
-
-def our_codes(codes, is_ours):
-    """Those of ``codes`` whose file is ours, in order (is_ours asked once a file)."""
-    files = {}
-    for code in codes:
-        if code.co_filename not in files:
-            files[code.co_filename] = is_ours(code.co_filename)
-    return [code for code in codes if files[code.co_filename]]
-
-
-def relocate_code(codes, is_ours=is_our_file):
-    """Give our functions among those of ``codes`` fresh copies of their code
-    objects, made one after another, so that they sit together in memory;
-    return how many functions were rebound.  A code object is ours when its
-    file is (``is_ours(co_filename)``: forkserver.py, wsgi_handler.py and
-    this package); any other (the app's, a framework's, the standard
-    library's) is left alone, and so is every function running it.
-
-    Every child writes to the code object of each function it runs (the
-    reference count a frame takes).  Spread over the heap as import left them,
-    a request's code objects cost a child one copy-on-write page each; side
-    by side they share pages (docs/performance.md: about 50 fewer faults per
-    Flask child).  A code object nested in another (a generator expression, a
-    closure) is copied too, and the copy put in its parent's constants, so
-    that functions made at run time get it.  Code objects are matched by
-    identity: two equal ones (same content, another file) are not the same.
-    No private API, but it sets ``__code__`` of live functions, which only our
-    own may have done to them; there is no public way to move an object."""
-    codes = our_codes(codes, is_ours)
-    hot = {id(code) for code in codes}
-    copies = {}   # id(original) -> copy; ``codes`` keeps the originals alive
-
-    def copy(code):
-        if id(code) not in copies:
-            consts = code.co_consts
-            if any(type(c) is CodeType and id(c) in hot for c in consts):
-                consts = tuple(copy(c) if type(c) is CodeType and id(c) in hot else c
-                               for c in consts)
-            copies[id(code)] = code.replace(co_consts=consts)
-        return copies[id(code)]
-    for code in codes:
-        copy(code)
-    rebound = 0
-    for obj in gc.get_objects():
-        if type(obj) is FunctionType and id(obj.__code__) in copies:
-            obj.__code__ = copies[id(obj.__code__)]
-            rebound += 1
-    return rebound

@@ -121,9 +121,6 @@ def add_speed_options(p):
     g.add_argument("--no-allocator-fill", dest="allocator_fill", action="store_false",
                    help="leave the holes in the allocator's pools (by default they are "
                    "filled before forking, so children's new objects go to fresh pages)")
-    g.add_argument("--no-code-layout", dest="code_layout", action="store_false",
-                   help="leave the server's own code objects where import put them (by "
-                   "default those run per connection are copied side by side)")
     g.add_argument("--fast-accept", dest="fast_accept", action="store_true", default=None,
                    help="accept with socket.py's C layer only, without its Python "
                    "__init__ (the default for now)")

@@ -26,7 +26,6 @@ import socket
 import sys
 import time
 
-from forkparts.accel import relocate
 from forkparts.apps import AppLoadError, is_our_file
 from forkparts.children import describe_status, flush_stdio, parent_death_signal
 from forkparts.logs import Log
@@ -52,9 +51,9 @@ ENVIRON_KEY = "forkserver.warmup"
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
 
 
-def warm_up(serve, app, config, choice, log, first=(), signals=(), post_fork=None):
-    """The warm-up of the app in the parent; True if it ran (and laid out
-    ``first`` and the code it ran), False if it was off or not safe.
+def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
+    """The warm-up of the app in the parent; True if it ran, False if it was
+    off or not safe.
 
     ``choice`` is opts.prewarm: None (the default: GET /, within
     WARMUP_BUDGET_SECONDS, never stopping the start), False (--no-prewarm),
@@ -75,7 +74,7 @@ def warm_up(serve, app, config, choice, log, first=(), signals=(), post_fork=Non
     if failure or report.kept():
         log.warning(skipped_warning(path, failure, report, explicit))
         return False
-    prewarm(serve, app, config, path, log, first, deadline)
+    prewarm(serve, app, config, path, log, deadline)
     return True
 
 
@@ -93,23 +92,16 @@ def skipped_warning(path, failure, report, explicit):
                    "hook%s" % (report.kept(), ENVIRON_KEY, off))
 
 
-def prewarm(serve, app, config, path, log, first=(), deadline=math.inf):
+def prewarm(serve, app, config, path, log, deadline=math.inf):
     """A synthetic GET through the app in the parent (``serve``, the child's
     serve_connection, handles it), so lazy imports and first-request set-up
     are done once and inherited by children.  Repeated PREWARM_PASSES times,
-    or until ``deadline`` (after the first pass, and the second that
-    records what ran): Python 3.11 specializes a function's bytecode in
+    or until ``deadline`` (after the first pass): Python 3.11 specializes a function's bytecode in
     place after a few calls (PEP 659), and until then every call writes to
-    the code object, which costs each child a copy-on-write page.  After the
-    first pass, the code the request ran is copied side by side, after
-    ``first`` (relocate_code: our own code only), and the later passes
-    specialize the copies."""
+    the code object, which costs each child a copy-on-write page."""
     quiet = Log(error_fd=log.error_fd, level="critical")
     status = prewarm_once(serve, app, config, path, quiet)   # lazy imports and set-up first
-    hot = list(first) + code_run_by(prewarm_once, serve, app, config, path, quiet)
-    log.debug("prewarm: %d of our functions given code objects moved together (%d ran)"
-              % (relocate(hot), len(hot)))
-    passes = 2
+    passes = 1
     while passes < PREWARM_PASSES and time.monotonic() < deadline:
         status = prewarm_once(serve, app, config, path, quiet)
         passes += 1
@@ -138,25 +130,6 @@ def without_our_frames(text):
         if not skipping:
             kept.append(line)
     return "\n".join(kept)
-
-
-def code_run_by(call, *args):
-    """The code objects of every Python function that call(*args) runs, in
-    the order they first ran."""
-    seen, order = set(), []
-
-    def note(frame, event, arg):
-        # By id: code objects compare equal by content, even across files.
-        if event == "call" and id(frame.f_code) not in seen:
-            seen.add(id(frame.f_code))
-            order.append(frame.f_code)
-    previous = sys.getprofile()   # an app's profiler, if any, is put back
-    sys.setprofile(note)
-    try:
-        call(*args)
-    finally:
-        sys.setprofile(previous)
-    return order
 
 
 def prewarm_once(serve, app, config, path, log):

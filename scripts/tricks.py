@@ -82,7 +82,6 @@ READY_RE = re.compile(r"forkserver ready: pid (\d+) listening on http://127\.0\.
 TRICKS = {
     "huge-pages": ("", "--no-huge-pages"),
     "allocator-fill": ("", "--no-allocator-fill"),
-    "code-layout": ("", "--no-code-layout"),
     "fast-accept": ("--fast-accept", "--no-fast-accept"),
     "raw-signals": ("", "--no-raw-signals"),
     "gc-freeze": ("", "--no-gc-freeze"),

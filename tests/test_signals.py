@@ -452,6 +452,23 @@ def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_pat
     assert http_get(server, "/hello/")[2] == b"the view, edited\n"
 
 
+
+def test_sighup_on_a_warmed_parent_says_what_a_reload_cannot_renew(start_server):
+    """The default warm-up ran the app's first request in the parent, whose
+    framework state a HUP does not re-import: the log says so and names USR2."""
+    server = start_server("tests.apps:hello")
+    wait_for(lambda: "prewarm GET /" in server.log_text(), 10, "the warm-up")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded tests.apps:hello" in server.log_text(), 30, "the reload")
+    log = server.log_text()
+    wait_for(lambda: "SIGUSR2" in server.log_text(), 5, "the warning")
+    assert "the warm-up" in server.log_text() and "--no-prewarm" in server.log_text(), log
+    unwarmed = start_server("tests.apps:hello", "--no-prewarm")
+    unwarmed.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded tests.apps:hello" in unwarmed.log_text(), 30, "the reload")
+    assert "SIGUSR2" not in unwarmed.log_text()
+
+
 # ---------------------------------------------------------------- hooks
 
 HOOKS_CONFIG = '''

@@ -12,7 +12,7 @@ from forkparts.listeners import Listener, bind_inet
 
 BACKLOG = 16
 SWITCHES = {"huge_pages": "--no-huge-pages", "allocator_fill": "--no-allocator-fill",
-            "code_layout": "--no-code-layout", "fast_accept": "--no-fast-accept",
+            "fast_accept": "--no-fast-accept",
             "raw_signals": "--no-raw-signals"}
 
 
@@ -57,16 +57,16 @@ def test_a_version_outside_a_gate_turns_the_trick_off_with_one_info_line(listene
     assert len(log.lines) == len(SWITCHES)
     assert all("off on Python 3.99" in line for line in log.lines), log.lines
     assert "accept" not in vars(listener)          # the public accept() stays
-    assert accel.fill_allocator_holes() == [] and accel.relocate([]) == 0
+    assert accel.fill_allocator_holes() == []
 
 
 def test_switched_off_tricks_log_nothing_and_stay_off(listener):
-    opts = SimpleNamespace(huge_pages=True, allocator_fill=False, code_layout=False,
+    opts = SimpleNamespace(huge_pages=True, allocator_fill=False,
                            fast_accept=False, raw_signals=False)
     log = RecordingLog()
     accel.configure(opts, log, [listener])
     assert log.lines == []
-    assert accel.enabled == dict(huge_pages=True, allocator_fill=False, code_layout=False,
+    assert accel.enabled == dict(huge_pages=True, allocator_fill=False,
                                  fast_accept=False, raw_signals=False)
     assert "accept" not in vars(listener)
 
