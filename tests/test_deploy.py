@@ -706,9 +706,11 @@ MYAPP = '''\
 import json, os
 
 def app(environ, start_response):
-    """The guide's myapp:app: who serves, and a write to the app's data directory."""
-    with open(os.path.join("data", "visits"), "a") as f:
-        f.write("%s\\n" % environ["PATH_INFO"])
+    """The guide's myapp:app: who serves, and a write to the app's data directory
+    (not for the warm-up request, which environ marks: README, "the warm-up")."""
+    if not environ.get("forkserver.warmup"):
+        with open(os.path.join("data", "visits"), "a") as f:
+            f.write("%s\\n" % environ["PATH_INFO"])
     body = json.dumps({"server": os.getppid(), "uid": os.getuid(), "gid": os.getgid(),
                        "remote_addr": environ["REMOTE_ADDR"],
                        "scheme": environ["wsgi.url_scheme"]}).encode()
