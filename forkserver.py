@@ -655,18 +655,14 @@ class Server(Supervisor):
 
     # ------------------------------------------------------------ reaping
     def reap_children(self):
-        """waitpid(-1, WNOHANG) until it returns 0 or ECHILD."""
+        """Reap every child that has exited: exited_children() calls
+        waitpid(-1, WNOHANG) until it returns 0 or ECHILD, so one SIGCHLD for
+        many exits (signals do not queue) still leaves no zombie."""
         if self.opts.trace:
             self.log.trace("", "SIGCHLD received")
         self.sigchld_seen = False
         children, marks = self.children, self.exit_marks
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, status in exited_children():
             # A clean exit of a child nobody waits on needs no more than
             # forgetting it; the rest goes through child_exited.
             if (status == 0 and self.plain_exits and not self.table.terminating and pid in children

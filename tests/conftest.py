@@ -272,3 +272,15 @@ def pytest_runtest_setup(item):
             if IN_CI:
                 pytest.fail("CI must run this test, but: " + mark.kwargs["reason"])
             pytest.skip(mark.kwargs["reason"])
+
+
+def wait_for(predicate, timeout=10.0, what="condition", poll=0.02):
+    """The first true value of predicate(), polled every ``poll`` seconds;
+    AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))

@@ -123,4 +123,6 @@ def test_the_tutorials_lines_are_in_the_front_door():
     assert "os.fork()" in methods["fork_child"]
     assert "self.close_client(sock)" in methods["fork_child"]
     assert "close_client = staticmethod(close_socket)" in text
-    assert "os.waitpid(-1, os.WNOHANG)" in methods["reap_children"]
+    assert "in exited_children():" in methods["reap_children"]
+    with open(source_path("forkparts.children")) as f:
+        assert "os.waitpid(-1, os.WNOHANG)" in f.read()

@@ -23,7 +23,7 @@ import psutil
 import forkserver
 from tests.apps_supervision import write_module
 from tests.conftest import (FORKSERVER, READY_RE, ROOT, children_of, http_get, kill_tree,
-                            needs)
+                            needs, wait_for)
 
 STRESS = os.path.join(ROOT, "scripts", "stress.py")
 POLL_SECONDS = 0.02
@@ -38,16 +38,6 @@ LOAD_MAX_CONNECTIONS = 20000
 LOAD_MAX_SECONDS = 60.0
 IMPORT_DELAY_SECONDS = 1.5    # a new parent whose app is slow to import
 APP = "upapp:app"
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL_SECONDS)
-    raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
 
 
 class Detached:

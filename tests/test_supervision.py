@@ -15,7 +15,8 @@ import pytest
 
 from tests import conftest
 from tests.apps_supervision import write_module
-from tests.conftest import ROOT, http_get, needs, read_until_close, wait_children, wait_no_zombies
+from tests.conftest import (ROOT, http_get, needs, read_until_close, wait_children,
+                            wait_for, wait_no_zombies)
 
 APP = "tests.apps_supervision:by_path"
 STRESS = os.path.join(ROOT, "scripts", "stress.py")
@@ -35,16 +36,6 @@ HUP_SPACING_SECONDS = 0.3
 # would use all of the watch.  Generous, as CI shares 2 cores.
 IDLE_WATCH_SECONDS = 1.0
 IDLE_CPU_MAX_SECONDS = 0.25
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(POLL_SECONDS)
-    raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
 
 
 def wait_log(server, text, timeout=10.0):
