@@ -405,7 +405,7 @@ class Server(Supervisor):
         wait()              poll the listeners, the parked connections and the
                             wake-up pipe that signal handlers write to
         accept_from()       accept(); the accept filter's first look
-        fork_child()        fork(); the child runs run_child() and never
+        fork_child()        fork(); the child runs ChildPlan.run() and never
                             returns; the parent records it, closes its copy
         reap_children()     waitpid(-1, WNOHANG) until 0: no zombie is left
         check_deadlines()   --timeout: SIGTERM, then SIGKILL
@@ -590,7 +590,7 @@ class Server(Supervisor):
 
     # ------------------------------------------------------------ the child's plan
     def plan_children(self):
-        """What every child reads (run_child): made before the first fork and
+        """What every child reads (ChildPlan.run): made before the first fork and
         again after each reload."""
         opts = self.opts
         signals = self.child_signals
@@ -619,12 +619,16 @@ class Server(Supervisor):
         """What a child runs before it may receive a signal: the parent-death
         signal, and, forked while stopping with --keep-alive, the Drain notice
         (one response, then close)."""
-        setups = (parent_death_signal(os.getpid()),)
+        setups = (self.die_with_parent(),)
         if self.opts.keep_alive:
             setups += (restart_after_sighup,)
         if self.stop_mode and self.opts.keep_alive:
             setups += (Drain.drain_now,)
         return tuple(setup for setup in setups if setup is not None)
+
+    def die_with_parent(self):
+        """The child's PR_SET_PDEATHSIG set-up, or None (lab 12 shows why)."""
+        return parent_death_signal(os.getpid())
 
     def child_start(self, sock):
         """In the child, with the child's hooks: its worker, worker_int and

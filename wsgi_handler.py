@@ -292,7 +292,8 @@ class Response:
 
     def frame_undeclared(self, known_length, declared):
         """send_head's framing when the app gave no Content-Length, or
-        --close-delimited ignores the one it gave."""
+        the lab's close-delimited responses (--lab-parent-keeps-client)
+        ignore the one it gave."""
         if self.config.close_delimited:
             if declared:
                 self.headers = [h for h in self.headers if h[0].lower() != "content-length"]

@@ -7,7 +7,7 @@ code from ours lives here, with what the app's import needs first (--env,
 fork, and again on SIGHUP (AppLoader.reload).  It is
 a room of its own because it is the one place that runs the user's import,
 and the one place that knows which files are the server's own (OUR_FILES,
-also used by --prewarm and the accelerations, which touch only our code).
+also used by --prewarm to show the user's traceback without our frames).
 """
 
 import os

@@ -1,7 +1,8 @@
 """Children: what the parent knows of each, how one is set up, how one ends.
 
-DESIGN note.  forkserver.py keeps the tutorial's lines (fork, close, reap); the
-details around them live here: the record of a live child, the plan a child
+DESIGN note.  forkserver.py keeps the tutorial's lines (fork, close, the
+reaping loop); the details around them live here: waitpid until 0
+(exited_children, also the labs'), the record of a live child, the plan a child
 reads right after fork() (what to close, which signal handlers to put back,
 which limits to apply), dying with the parent (PR_SET_PDEATHSIG), the exit
 marks that tell forkserver's own _exit from an app's os._exit, decoding a

@@ -7,7 +7,9 @@ client socket, a child that keeps the listener, children orphaned when the
 parent dies, a heap that is not frozen.  Each mistake is a mixin here that
 overrides one or two methods of forkserver.Server, so that it reads as a diff
 against the correct code in forkserver.py (named in each docstring), and the
-production loop never tests a lab switch.  server_class() puts the mixins the
+parent's loop never tests a lab switch.  (One lab reaches into the child:
+--lab-parent-keeps-client also makes responses close-delimited, as the
+tutorial's were, through HandlerConfig.close_delimited.)  server_class() puts the mixins the
 command line asks for in front of the real class.
 
 This module never imports forkserver: the Server class is handed in.
@@ -22,7 +24,10 @@ from forkparts.logs import format_addr
 class ReapInHandler:
     """The tutorial's reaper: waitpid() inside the SIGCHLD handler.
     Correct version: Server.note_sigchld only notes the signal, and
-    Server.reap_children calls waitpid in the main loop."""
+    Server.reap_children calls waitpid in the main loop.  The mistake is
+    sigchld_handler and reap_in_handler; reap_children, next_timeout,
+    stopped and cleanup are scaffolding, so that the lab's server still logs
+    each exit and stops without leaving a zombie behind."""
     reap_only_one = False
 
     def __init__(self, *args, **kwargs):
@@ -150,11 +155,10 @@ class ChildKeepsListener:
 class Orphans:
     """--lab-orphans (lab 12): children are not told to die with the parent,
     so a SIGKILLed parent leaves them to PID 1.  Correct version:
-    Server.child_setups (parent_death_signal)."""
+    Server.die_with_parent (parent_death_signal)."""
 
-    def child_setups(self):
-        return tuple(setup for setup in super().child_setups()
-                     if getattr(setup, "__name__", "") != "die_with_parent")
+    def die_with_parent(self):
+        return None
 
 
 class NoGcFreeze:

@@ -12,6 +12,7 @@ import time
 from forkparts.http11 import OWS
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+LEVEL_NAMES = {number: name.upper() for name, number in LEVELS.items()}
 
 # gunicorn's access log atoms.  CLF is the default format.
 COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
@@ -38,31 +39,46 @@ class Log:
         except OSError:
             pass  # a closed or full log must never take a request down
 
-    def log(self, level, message):
-        if LEVELS[level] < self.level:
+    def log(self, level, message, *args, **kwargs):
+        """One line at ``level`` (a name of LEVELS, or logging's number, as
+        gunicorn's hooks pass it).  Like the logging module, ``message % args``
+        when args are given, so a hook written for gunicorn's logger
+        (``server.log.info("spawned %s", worker.pid)``) works here; a
+        ``exc_info=True`` keyword adds the traceback."""
+        number = level if isinstance(level, int) else LEVELS[level]
+        if number < self.level:
             return
+        if args:
+            try:
+                message = message % args
+            except (TypeError, ValueError, KeyError) as exc:
+                message = "%s %r (formatting failed: %s)" % (message, args, exc)
+        if kwargs.get("exc_info"):
+            import traceback  # only on the error path: children do not pay for it
+            message = "%s\n%s" % (message, traceback.format_exc().rstrip("\n"))
+        name = level.upper() if isinstance(level, str) else LEVEL_NAMES.get(number, str(number))
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-        self.write_line(self.error_fd, "[%s] [%d] [%s] %s" % (
-            stamp, os.getpid(), level.upper(), message))
+        self.write_line(self.error_fd, "[%s] [%d] [%s] %s" % (stamp, os.getpid(), name, message))
 
-    def debug(self, message):
-        self.log("debug", message)
+    def debug(self, message, *args, **kwargs):
+        self.log("debug", message, *args, **kwargs)
 
-    def info(self, message):
-        self.log("info", message)
+    def info(self, message, *args, **kwargs):
+        self.log("info", message, *args, **kwargs)
 
-    def warning(self, message):
-        self.log("warning", message)
+    def warning(self, message, *args, **kwargs):
+        self.log("warning", message, *args, **kwargs)
 
-    def error(self, message):
-        self.log("error", message)
+    warn = warning   # logging's old name, which gunicorn configs still use
 
-    def critical(self, message):
-        self.log("critical", message)
+    def error(self, message, *args, **kwargs):
+        self.log("error", message, *args, **kwargs)
 
-    def exception(self, message):
-        import traceback  # only on the error path: children do not pay for it
-        self.log("error", message + "\n" + traceback.format_exc().rstrip("\n"))
+    def critical(self, message, *args, **kwargs):
+        self.log("critical", message, *args, **kwargs)
+
+    def exception(self, message, *args, **kwargs):
+        self.log("error", message, *args, exc_info=True)
 
     def trace(self, prefix, text):
         """--trace output: each line tagged with the writer's pid."""

@@ -226,6 +226,8 @@ def probe(serve, app, config, path, deadline, signals=(), post_fork=None):
 def how_it_ended(status):
     """A wait status in words; an exit status is the app's (os._exit), not
     one of ours, so describe_status's names for ours do not apply."""
+    if status is None:
+        return "ended (reaped by a lab's SIGCHLD handler)"
     if os.WIFEXITED(status):
         return "exited with status %d" % os.WEXITSTATUS(status)
     return describe_status(status)
@@ -251,9 +253,13 @@ def read_report(fd, deadline):
 
 def end_child(pid):
     """SIGKILL (harmless if it has exited: it is our unreaped child, so the
-    pid is still its own), then reap it; its wait status."""
-    os.kill(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
+    pid is still its own), then reap it; its wait status, or None if a lab's
+    SIGCHLD handler (--reaper once, --lab-print-in-handler) reaped it first."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return os.waitpid(pid, 0)[1]
+    except (ProcessLookupError, ChildProcessError):
+        return None
 
 
 def run_probe(fd, serve, app, config, path, seconds, signals, post_fork):

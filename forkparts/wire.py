@@ -1,8 +1,9 @@
-"""The child's socket I/O: a buffered connection with deadlines.
+"""The child's socket I/O: a buffered connection with deadlines (and the C
+close, which the parent uses too).
 
 DESIGN note: every recv and send of the child goes through here, each bounded
 by a deadline (--header-timeout, --read-timeout, --min-body-rate,
---send-timeout), so a slow or silent client can cost a child time but never
+SEND_TIMEOUT_SECONDS), so a slow or silent client can cost a child time but never
 hang it; client hang-ups become one exception, ClientGone.  The parser and the
 response never see the socket, only this object's buffer and send().
 """

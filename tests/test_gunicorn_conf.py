@@ -4,6 +4,7 @@ files written, every hook called with gunicorn's arguments in the process
 docs/operations.md names; what cannot be honoured stops the start."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,7 +66,9 @@ def on_reload(server): note("on_reload", **server_attrs(server))
 def when_ready(server): note("when_ready", **server_attrs(server))
 def pre_exec(server): note("pre_exec", **server_attrs(server))
 def pre_fork(server, worker): note("pre_fork", **server_attrs(server), **worker_attrs(worker))
-def post_fork(server, worker): note("post_fork", **server_attrs(server), **worker_attrs(worker))
+def post_fork(server, worker):
+    server.log.info("Worker spawned (pid: %s)", worker.pid)   # gunicorn's example_config.py
+    note("post_fork", **server_attrs(server), **worker_attrs(worker))
 def post_worker_init(worker): note("post_worker_init", **worker_attrs(worker))
 def worker_int(worker): note("worker_int", **worker_attrs(worker))
 def worker_abort(worker): note("worker_abort", **worker_attrs(worker))
@@ -166,6 +169,7 @@ def test_gunicorn_conf_log_files_and_level_are_honoured(start_server, tmp_path):
     error = (tmp_path / "gerror.log").read_text()
     assert '127.0.0.1 "GET /logged HTTP/1.1" 200 pid=' in access   # access_log_format
     assert "[DEBUG] debug line from on_starting" in error           # loglevel "DEBUG"
+    assert re.search(r"\[INFO\] Worker spawned \(pid: \d+\)", error), error
     assert "workers ignored: forkserver forks one child per connection" in error
     assert "worker_class ignored" in error and "--max-children" in error
     assert "log_dir" not in error                                     # helpers are the file's

@@ -12,10 +12,8 @@ class Correct:
     def close_client(self, sock):
         return "closed"
 
-    def child_setups(self):
-        def die_with_parent():
-            pass
-        return (die_with_parent, print)
+    def die_with_parent(self):
+        return print
 
 
 def options(**switches):
@@ -35,7 +33,7 @@ def test_without_a_switch_the_server_is_the_correct_class():
     ({"lab_print_in_handler": True}, labs.PrintInHandler, "reaped_in_handler"),
     ({"lab_parent_keeps_client": True}, labs.ParentKeepsClient, "close_client"),
     ({"lab_child_keeps_listener": True}, labs.ChildKeepsListener, "child_closes"),
-    ({"lab_orphans": True}, labs.Orphans, "child_setups"),
+    ({"lab_orphans": True}, labs.Orphans, "die_with_parent"),
     ({"no_gc_freeze": True}, labs.NoGcFreeze, "freeze"),
 ])
 def test_each_switch_puts_its_override_in_front(switches, mixin, method):
@@ -55,6 +53,6 @@ def test_the_parent_that_keeps_clients_keeps_them():
     assert server.kept_clients == ["sock"]
 
 
-def test_orphans_drop_only_the_parent_death_signal():
-    server = labs.server_class(options(lab_orphans=True), Correct)()
-    assert server.child_setups() == (print,)
+def test_orphans_drop_the_parent_death_signal():
+    assert Correct().die_with_parent() is print
+    assert labs.server_class(options(lab_orphans=True), Correct)().die_with_parent() is None

@@ -1,0 +1,45 @@
+"""forkparts/logs.py: the Log that the server, the child and gunicorn-style hooks share."""
+import os
+
+from forkparts.logs import Log
+
+
+def lines_of(call, level="debug"):
+    read, write = os.pipe()
+    try:
+        call(Log(error_fd=write, level=level))
+    finally:
+        os.close(write)
+    with os.fdopen(read) as f:
+        return f.read().splitlines()
+
+
+def test_a_hook_written_for_gunicorns_logger_logs_its_arguments():
+    """gunicorn's example config: server.log.info("Worker spawned (pid: %s)", worker.pid)."""
+    lines = lines_of(lambda log: (log.info("Worker spawned (pid: %s)", 123),
+                                  log.warn("old name %d", 7),
+                                  log.log(20, "level as %s's number", "logging")))
+    assert lines[0].endswith("[INFO] Worker spawned (pid: 123)")
+    assert lines[1].endswith("[WARNING] old name 7")
+    assert lines[2].endswith("[INFO] level as logging's number")
+
+
+def test_a_message_without_arguments_is_not_formatted():
+    assert lines_of(lambda log: log.info("100% sure"))[0].endswith("[INFO] 100% sure")
+
+
+def test_arguments_that_do_not_fit_are_shown_not_raised():
+    line = lines_of(lambda log: log.error("%d items", "x"))[0]
+    assert "[ERROR] %d items ('x',) (formatting failed:" in line
+
+
+def test_exc_info_adds_the_traceback_and_levels_below_the_log_level_are_dropped():
+    def call(log):
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.error("failed: %s", "x", exc_info=True)
+        log.debug("hidden")
+    lines = lines_of(call, level="info")
+    assert lines[0].endswith("[ERROR] failed: x") and "ValueError: boom" in lines[-1]
+    assert not any("hidden" in line for line in lines)
