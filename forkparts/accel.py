@@ -108,7 +108,7 @@ def signal_calls():
     return signal.signal, signal.pthread_sigmask
 
 
-# -------------------------------------------------------- the heap and code
+# -------------------------------------------------------------- the heap
 
 
 # One row of sys._debugmallocstats()'s table: class, size, pools, blocks in use, free blocks.
