@@ -46,15 +46,15 @@ class Detached:
     process group when the old one exits: docs/operations.md), stdout and
     stderr to a file where every parent writes its ready line."""
 
-    def __init__(self, tmp_path, args, env=None, python=sys.executable):
+    def __init__(self, tmp_path, args, env=None, python=sys.executable, root=ROOT):
         self.out_path = str(tmp_path / "out.log")
         self.error_log = str(tmp_path / "error.log")
         self.pidfile = str(tmp_path / "forkserver.pid")
         self.proc = subprocess.Popen(
-            [python, FORKSERVER] + list(args) + [
+            [python, os.path.join(root, "forkserver.py")] + list(args) + [
                 "--error-log", self.error_log, "--no-access-log", "--pidfile", self.pidfile,
                 "--bind", "127.0.0.1:0"],
-            cwd=ROOT, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
+            cwd=root, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
             stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.pids = [self.proc.pid]
         try:
@@ -281,6 +281,21 @@ def test_usr2_keeps_the_unix_socket_file_for_the_new_parent_which_removes_it_at_
 SYSTEM_PYTHON = "/usr/bin/python3"   # one that nobody may run (ours may sit in /root)
 
 
+def copy_server_for_others(app):
+    """forkserver and the test apps it serves, in a directory anyone may read."""
+    skip = shutil.ignore_patterns("__pycache__")
+    app.mkdir()
+    for name in ("forkserver.py", "wsgi_handler.py"):
+        shutil.copy(os.path.join(ROOT, name), str(app / name))
+    shutil.copytree(os.path.join(ROOT, "forkparts"), str(app / "forkparts"), ignore=skip)
+    (app / "tests").mkdir()
+    for name in ("__init__.py", "apps.py", "apps_deploy.py"):
+        shutil.copy(os.path.join(ROOT, "tests", name), str(app / "tests" / name))
+    for path in [app] + [p for p in app.rglob("*")]:
+        os.chmod(str(path), 0o755 if path.is_dir() else 0o644)
+    return app
+
+
 @needs(os.geteuid() == 0, "needs root to start the server as nobody")
 @needs(os.path.exists(SYSTEM_PYTHON), "needs %s" % SYSTEM_PYTHON)
 def test_usr2_works_after_user_dropped_root(tmp_path):
@@ -293,8 +308,12 @@ def test_usr2_works_after_user_dropped_root(tmp_path):
         os.chmod(str(folder), 0o777)
         (folder / "error.log").touch()
         os.chown(str(folder / "error.log"), nobody.pw_uid, nobody.pw_gid)
+        # The new parent runs as nobody from the directory the server started
+        # in: a copy nobody may read, as an installed app is (the checkout may
+        # sit in a 0700 directory, as mktemp -d makes them).
+        app = copy_server_for_others(folder / "app")
         server = Detached(folder, ["tests.apps_deploy:whoami", "--user", "nobody"],
-                          python=SYSTEM_PYTHON)
+                          python=SYSTEM_PYTHON, root=str(app))
         try:
             os.kill(server.pid, signal.SIGUSR2)
             try:
