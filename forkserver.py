@@ -53,10 +53,11 @@ from forkparts.hooks import (CHILD_HOOKS, HookRequest, HookResponse, Settings, W
 from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
-from forkparts.logs import Log, capture_output, format_addr, open_log, reopen_logs
+from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
 from forkparts.privileges import open_listeners, remove_pidfile, writable_by
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
+from forkparts.trace import traced
 from forkparts.upgrade import OLDBIN_SUFFIX, Inherited, Upgrade
 from forkparts.wire import close_socket
 from wsgi_handler import Drain, HandlerConfig, serve_connection
@@ -133,7 +134,7 @@ class Supervisor:
         self.handback = self.exit_marks = self.set_handler = self.sigmask = None
         self.warmed = False
         self.flush_before_fork = bool(hooks)
-        self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
+        self.plain_exits = not (opts.max_children_per_ip or hooks.get("child_exit"))
 
     # ------------------------------------------------------------ setup
     def prepare(self):
@@ -570,8 +571,6 @@ class Server(Supervisor):
         if self.flush_before_fork:   # hooks: child_exit's worker.age
             self.children[pid].age = self.served
         self.high_water = max(self.high_water, len(self.children))
-        if opts.trace:
-            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
         self.status.title_dirty = True
         self.sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
         self.close_client(sock)
@@ -662,8 +661,6 @@ class Server(Supervisor):
         """Reap every child that has exited: exited_children() calls
         waitpid(-1, WNOHANG) until it returns 0 or ECHILD, so one SIGCHLD for
         many exits (signals do not queue) still leaves no zombie."""
-        if self.opts.trace:
-            self.log.trace("", "SIGCHLD received")
         self.sigchld_seen = False
         children, marks = self.children, self.exit_marks
         for pid, status in exited_children():
@@ -690,8 +687,6 @@ class Server(Supervisor):
             self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
             return
         self.admission.count_ip(child.addr, -1)
-        if self.opts.trace:
-            self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)))
         self.table.log_exit(child, status, ours, bool(self.stop_mode))
         if "child_exit" in self.hooks:
             self.run_hook("child_exit", self, Worker(pid, self.pid, child.age, self.log,
@@ -716,7 +711,7 @@ def build_handler_config(opts, log, set_title, listeners, handback=None,
         min_body_rate=opts.min_body_rate,
         keep_alive=opts.keep_alive, max_requests=opts.max_requests_per_connection,
         request_timeout=opts.timeout if opts.keep_alive else 0.0,
-        close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
+        close_delimited=opts.lab_parent_keeps_client, trace="http" in opts.trace,
         forwarded=ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers),
         handback=handback,
         set_title=set_title, title_query=opts.title_with_query, log=log,
@@ -763,8 +758,9 @@ def main(argv=None):
 
 def open_logs(opts):
     try:
-        log = Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
-                  level=opts.log_level, access_format=opts.access_log_format)
+        log = (HttpTraceLog if "http" in opts.trace else Log)(
+            error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
+            level=opts.log_level, access_format=opts.access_log_format)
     except OSError as exc:
         raise UsageError("cannot open log file %r: %s" % (exc.filename, exc.strerror)) from None
     if opts.capture_output:
@@ -817,7 +813,7 @@ def run(opts, hooks, log):
                 become_subreaper()
             except OSError as exc:
                 raise UsageError(str(exc)) from None
-        server = server_class(opts, Server)(opts, loader, app, listeners, log, hooks)
+        server = traced(opts, server_class(opts, Server))(opts, loader, app, listeners, log, hooks)
         server.upgrade.inherited = inherited
     except BaseException:
         for listener in listeners:

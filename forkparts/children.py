@@ -51,7 +51,7 @@ class ChildPlan:
     front door, handed in: this module never imports wsgi_handler."""
     __slots__ = ("serve", "app", "config", "signals", "blocked", "close_fds", "alarm",
                  "limits", "post_fork", "child_end", "setups", "log", "marks", "set_handler",
-                 "sigmask")
+                 "sigmask", "leave")
 
     def __init__(self, serve, app, config, signals, blocked, close_fds, **rest):
         self.serve, self.app, self.config = serve, app, config
@@ -65,6 +65,7 @@ class ChildPlan:
         # signal.signal and signal.pthread_sigmask, or their C functions (accel)
         self.set_handler = rest.get("set_handler", signal.signal)
         self.sigmask = rest.get("sigmask", signal.pthread_sigmask)
+        self.leave = exit_child   # the way out; --trace=process writes a line first
 
     def run(self, sock, addr, data, accepted_at, parked):
         """In the child: undo the parent, serve the connection, _exit.  Never returns."""
@@ -86,7 +87,7 @@ class ChildPlan:
         finally:
             if self.child_end is not None:
                 self.child_end()
-            exit_child(self.marks, status)
+            self.leave(self.marks, status)
 
     def undo_parent(self, parked):
         """The parent's wake-up fd first, so no signal writes into the parent's
