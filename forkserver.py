@@ -394,6 +394,7 @@ class Supervisor:
         for _ in exited_children():
             pass
         if self.child_plan is not None:   # it got as far as serving
+            self.log.repeats_left_out()
             self.log.info("stopped: served %d connections, at most %d children at once "
                           "(high-water mark)" % (self.served, self.high_water))
 
@@ -528,8 +529,9 @@ class Server(Supervisor):
             now = time.monotonic()
             data = self.filter.first_look(sock, addr, now) if first_look else b""
             if data is not None and admission.per_ip_limit and admission.over_ip_limit(addr):
-                self.log.warning("client %s: over --max-children-per-ip %d; 503" % (
-                    format_addr(addr), admission.per_ip_limit))
+                self.log.limited("over --max-children-per-ip", "warning",
+                                 "client %s: over --max-children-per-ip %d; 503" % (
+                                     format_addr(addr), admission.per_ip_limit))
                 refuse(sock, 503)
             elif data is not None:
                 self.fork_child(sock, addr, data, now)
@@ -539,7 +541,7 @@ class Server(Supervisor):
     def accept_failed(self, exc):
         if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
             return
-        self.log.error("accept() failed: %s; pausing %.1fs" % (
+        self.log.limited("accept() failed", "error", "accept() failed: %s; pausing %.1fs" % (
             os.strerror(exc.errno), ACCEPT_BACKOFF_SECONDS))
         self.admission.pause(ACCEPT_BACKOFF_SECONDS)
 
@@ -582,8 +584,9 @@ class Server(Supervisor):
     close_client = staticmethod(close_socket)
 
     def fork_failed(self, sock, addr, exc):
-        self.log.error("fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
-            os.strerror(exc.errno), format_addr(addr), FORK_BACKOFF_SECONDS))
+        self.log.limited("fork() failed", "error",
+                         "fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
+                             os.strerror(exc.errno), format_addr(addr), FORK_BACKOFF_SECONDS))
         refuse(sock, 503)
         self.admission.pause(FORK_BACKOFF_SECONDS)
 

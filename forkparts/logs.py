@@ -18,6 +18,10 @@ LEVEL_NAMES = {number: name.upper() for name, number in LEVELS.items()}
 COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
 COMBINED_LOG_FORMAT = COMMON_LOG_FORMAT + ' "%(f)s" "%(a)s"'
 TRACE_STAMP = "%.6f [%d] "   # --trace: time.monotonic(), the writer's pid
+# A message that can repeat for ever (accept() failing at the descriptor limit,
+# ten times a second) is written at most once per this, per kind; the next
+# one written says how many were left out (as the kernel's printk_ratelimit).
+REPEAT_INTERVAL_SECONDS = 1.0
 
 
 class Log:
@@ -30,6 +34,7 @@ class Log:
         self.level = LEVELS[level]
         self.access_format = access_format
         self.ready_fd = 1       # where the ready line goes (capture_output moves stdout)
+        self.repeats = {}       # kind -> [next time one may be written, left out since]
 
     def write_line(self, fd, line):
         data = line.encode("utf-8", "backslashreplace")
@@ -80,6 +85,28 @@ class Log:
 
     def exception(self, message, *args, **kwargs):
         self.log("error", message, *args, exc_info=True)
+
+    def limited(self, kind, level, message, clock=time.monotonic):
+        """log(level, message), at most once per REPEAT_INTERVAL_SECONDS for
+        ``kind`` (what the messages have in common, e.g. "accept() failed");
+        the next line written counts those left out in between."""
+        now = clock()
+        state = self.repeats.get(kind)
+        if state is not None and now < state[0]:
+            state[1] += 1
+            return
+        if state is not None and state[1]:
+            message += " (%d more %s not logged in the last %.0fs)" % (
+                state[1], kind, REPEAT_INTERVAL_SECONDS)
+        self.repeats[kind] = [now + REPEAT_INTERVAL_SECONDS, 0]
+        self.log(level, message)
+
+    def repeats_left_out(self):
+        """At the end (the server stops): the counts no later line reported."""
+        for kind, (_, count) in sorted(self.repeats.items()):
+            if count:
+                self.warning("%d more %s not logged" % (count, kind))
+        self.repeats.clear()
 
     def trace(self, prefix, text, at=None):
         """--trace output, one write: each line "<T> [<pid>] <prefix><line>",
