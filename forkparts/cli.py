@@ -244,6 +244,11 @@ def add_lab_options(p):
         "lab switches",
         "For learning only: each reproduces a classic mistake of fork servers on "
         "purpose (docs/labs.md).  Never use them in production.")
+    g.add_argument("--lab-iterative", action="store_true",
+                   help="MISTAKE (lab 0): no fork; the parent serves each connection itself, "
+                        "one at a time (the tutorial's first server). --timeout raises in the "
+                        "app (500); not with --keep-alive or another lab switch; an app that "
+                        "calls os._exit ends the server")
     g.add_argument("--reaper", choices=("loop", "once", "none"), default="loop",
                    help="loop: correct waitpid loop (default); once: one waitpid per "
                         "SIGCHLD (lost signals leave zombies); none: no reaper")

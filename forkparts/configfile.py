@@ -22,6 +22,7 @@ from forkparts.apps import user_traceback
 from forkparts.cli import (POOL_ONLY, TLS_REFUSED, UsageError, bare_trace, build_parser, octal,
                            pool_only_warnings)
 from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
+from forkparts.labs import check_switches
 # Checked at start, so a bad value is a usage error, not a failure per request.
 from forkparts.logs import check_access_format
 from forkparts.proxy import ProxyTrust
@@ -306,6 +307,8 @@ def parse_options(argv):
     if not opts.app:
         parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
                      "--config file")
+    if check_switches(opts):
+        parser.error(check_switches(opts))
     try:
         ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers)
         check_access_format(opts.access_log_format)
