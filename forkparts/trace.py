@@ -48,13 +48,18 @@ class ProcessTrace:
         self.reap_times[pid] = time.monotonic()
         super().reaped_in_handler(pid, status)
 
-    def reap_children(self):
+    def signals_received(self):
+        """The SIGCHLD lines not yet written: before any later line."""
         while self.sigchld_times:
             self.log.trace("", "SIGCHLD received", self.sigchld_times.pop(0))
+
+    def reap_children(self):
+        self.signals_received()
         super().reap_children()
 
     def child_exited(self, pid, status):
         reaped_at = self.reap_times.pop(pid, None) or time.monotonic()
+        self.signals_received()
         if pid in self.children:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)), reaped_at)
         super().child_exited(pid, status)
@@ -62,6 +67,7 @@ class ProcessTrace:
     def fork_child(self, sock, addr, data, accepted_at):
         pid = super().fork_child(sock, addr, data, accepted_at)
         if pid:
+            self.signals_received()
             self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
         return pid
 

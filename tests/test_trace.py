@@ -105,3 +105,21 @@ def test_a_lab_reaper_in_the_handler_traces_each_reap_when_waitpid_returned(star
         assert exits[pid] <= reaped_at
         # reaped in a handler run: stamped after that handler began
         assert any(exits[pid] <= t <= reaped_at for t in sigchlds)
+
+
+def test_each_process_writes_its_lines_in_time_order_under_a_burst(start_server):
+    import threading
+    server = start_server("tests.apps:hello", "--trace=process")
+    clients = [threading.Thread(target=http_get, args=(server, "/%d" % n)) for n in range(20)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    lines = trace_lines(reaped_all(server, 20))
+    parent = [t for t, pid, _ in lines if pid == server.pid]
+    assert len(parent) >= 41 and parent == sorted(parent)   # 20 forks, 20 reaps, SIGCHLDs
+    exits = {pid: t for t, pid, text in lines if text == "exit: status 0"}
+    reaps = {int(text.split()[1][:-1]): t for t, pid, text in lines
+             if text.startswith("reaped ")}
+    assert len(exits) == 20 and set(reaps) == set(exits)
+    assert all(0 <= reaps[pid] - exits[pid] < 5 for pid in exits)   # zombie lifetimes
