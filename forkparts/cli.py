@@ -361,7 +361,7 @@ def trace_modes(text):
     """--trace=process,http: the modes, a sorted tuple ("all": every one)."""
     modes = set()
     for mode in str(text).lower().split(","):
-        mode = mode.strip()
+        mode = mode.strip(" ")
         if mode == "all":
             modes.update(TRACE_MODES)
         elif mode in TRACE_MODES:
