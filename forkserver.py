@@ -413,7 +413,8 @@ class Server(Supervisor):
         check_deadlines()   --timeout: SIGTERM, then SIGKILL
 
     The lab's deliberate mistakes are subclasses that override one method
-    each (forkparts/labs.py); this class is the correct version."""
+    each (forkparts/labs.py), --trace=process one more in front of them
+    (forkparts/trace.py); this class is the correct version."""
 
     def sigchld_handler(self):
         return self.note_sigchld
