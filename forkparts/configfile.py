@@ -307,8 +307,9 @@ def parse_options(argv):
     if not opts.app:
         parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
                      "--config file")
-    if check_switches(opts):
-        parser.error(check_switches(opts))
+    problem = check_switches(opts)
+    if problem:
+        parser.error(problem)
     try:
         ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers)
         check_access_format(opts.access_log_format)
