@@ -593,21 +593,21 @@ class Server(Supervisor):
 
     # ------------------------------------------------------------ the child's plan
     def plan_children(self):
-        """What every child reads (ChildPlan.run): made before the first fork and
-        again after each reload."""
+        """The plan every child runs (ChildPlan.run), remade after each reload."""
         opts = self.opts
         signals = self.child_signals
         if opts.keep_alive:   # SIGHUP: finish the response, then close (Drain)
             signals = tuple((sig, Drain.note if sig == signal.SIGHUP else handler)
                             for sig, handler in signals)
         self.child_plan = ChildPlan(
-            serve_connection, self.app, self.handler_config, signals, HANDLED_SIGNAL_NUMBERS,
-            self.child_closes(), set_handler=self.set_handler, sigmask=self.sigmask, setups=self.child_setups(), log=self.log,
-            marks=self.exit_marks,
+            serve_connection, self.app, self.handler_config, tuple(signals),
+            blocked=HANDLED_SIGNAL_NUMBERS, close_fds=self.child_closes(),
             alarm=opts.timeout if opts.timeout and not opts.keep_alive else 0,
             limits=opts if opts.limit_memory or opts.limit_cpu else None,
             post_fork=self.child_start if CHILD_HOOKS.intersection(self.hooks) else None,
-            child_end=self.child_end if "worker_exit" in self.hooks else None)
+            child_end=self.child_end if "worker_exit" in self.hooks else None,
+            setups=self.child_setups(), log=self.log, marks=self.exit_marks,
+            set_handler=self.set_handler, sigmask=self.sigmask)
 
     def parent_fds(self):
         fds = (self.wake_r, self.wake_w)

@@ -73,7 +73,8 @@ class ProcessTrace:
 
     def plan_children(self):
         super().plan_children()
-        self.child_plan.leave = exit_traced(self.log, self.child_plan.leave)
+        plan = self.child_plan
+        self.child_plan = plan._replace(leave=exit_traced(self.log, plan.leave))
 
 
 def exit_traced(log, leave):
