@@ -229,7 +229,8 @@ def summary_line(name, trace, end=None):
 
 def build_parser():
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s [TRACE] [-o OUT.svg] | %(prog)s --run [options] -o OUT.svg "
               "-- [forkserver] ARGS...")
     p.add_argument("trace", nargs="?", default=None, metavar="TRACE",
