@@ -99,6 +99,8 @@ def child_note(life):
     notes = []
     if life.fork is None:
         notes.append("fork not traced")
+    elif life.exit is not None and life.exit < life.fork:
+        notes.append("exited before its parent's fork: line")
     if life.reap is None:
         notes.append("never reaped" if life.exit is not None else "running at end of trace")
     elif life.reaped_as and life.reaped_as != "exited with status 0":
@@ -111,7 +113,9 @@ def child_note(life):
 def child_row(life, y, scale, end):
     """The <g> of one child: running bar, zombie bar, note."""
     bar_y = y + (ROW_PX - BAR_PX) / 2
-    start = life.fork if life.fork is not None else life.start
+    # The child exists from fork(); the parent's line is written once fork()
+    # has returned in the parent, which may be after the child ran and exited.
+    start = life.start
     alive_end = life.exit if life.exit is not None else (life.reap or end)
     parts = [text(LEFT_PX - 6, y + ROW_PX - 4, "child %d" % life.pid, anchor="end"),
              rect("alive", scale.x(start), scale.x(alive_end), bar_y,
