@@ -21,7 +21,10 @@ starts the server with --trace=process, sends a burst, stops it by pid:
 After `--` come forkserver's own arguments (an optional first word `forkserver`
 or a path ending in forkserver.py names the server to run; default: the
 forkserver.py beside this folder).  --run adds --trace=process and
---bind 127.0.0.1:0 unless those are given.
+--bind 127.0.0.1:0 unless those are given, and draws up to the moment it
+sends SIGTERM: the reaps the server does while it stops (even with
+--reaper none) are not its reaper's, so they are left out.  For a saved
+log, --until MS draws only the first MS milliseconds, to the same end.
 
 With -o FILE it prints one line to stdout:
 
@@ -214,7 +217,7 @@ def render(trace, title="forkserver --trace=process", end=None, plot_px=DEFAULT_
             'viewBox="0 0 %d %d" font-family="sans-serif" font-size="11" '
             'data-start=%s data-end=%s data-left-px="%d" data-px-per-ms=%s>'
             % (width, height, width, height, quoteattr("%.6f" % scale.start),
-               quoteattr("%.6f" % scale.end), LEFT_PX, quoteattr("%.6f" % (scale.px_per_s / 1000))))
+               quoteattr("%.6f" % scale.end), LEFT_PX, quoteattr("%.9f" % (scale.px_per_s / 1000))))
     body = ['<?xml version="1.0" encoding="UTF-8"?>', head,
             "<title>%s</title>" % escape(title),
             '<rect x="0" y="0" width="%d" height="%d" fill="white"/>' % (width, height),
@@ -243,6 +246,9 @@ def build_parser():
     p.add_argument("--title", default=None, help="the picture's title")
     p.add_argument("--width", type=int, default=DEFAULT_PLOT_PX, metavar="PX",
                    help="width of the time axis in pixels (default %(default)s)")
+    p.add_argument("--until", type=float, default=None, metavar="MS",
+                   help="draw only the first MS milliseconds (e.g. to leave out the reaps "
+                        "of the server's shutdown)")
     g = p.add_argument_group("live run (--run ... -- forkserver arguments)")
     g.add_argument("--run", action="store_true",
                    help="start the server with --trace=process, send a burst, stop it")
@@ -283,6 +289,9 @@ def main(argv=None):
     opts = parser.parse_args(ours)
     if opts.width < 100 or opts.width > 100000:
         parser.error("--width must be between 100 and 100000 pixels")
+    if opts.until is not None and (opts.run or not opts.until > 0):
+        parser.error("--until takes a number of ms above 0, for a trace file (--run draws "
+                     "up to the moment it stops the server)")
     if opts.run:
         import liverun           # only a live run needs the process machinery
         try:
@@ -297,8 +306,10 @@ def main(argv=None):
     else:
         lines, source, end = None, opts.trace, None
     try:
-        trace = tracelog.parse(lines, source) if lines is not None else tracelog.read_file(
-            opts.trace)
+        if lines is not None:
+            trace = tracelog.parse(lines, source, until=end)
+        else:
+            trace = tracelog.read_file(opts.trace, until_ms=opts.until)
     except TraceError as exc:
         return fail(EXIT_USAGE, str(exc))
     title = opts.title or "forkserver --trace=process: %s" % (

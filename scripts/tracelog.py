@@ -130,15 +130,24 @@ def read_events(lines):
     return events, trace_lines
 
 
-def parse(lines, source="the input"):
-    """A Trace from an iterable of lines; TraceError if it holds no process line."""
+def parse(lines, source="the input", until=None, until_ms=None):
+    """A Trace from an iterable of lines; TraceError if it holds no process line.
+    Events after T `until`, or after `until_ms` ms from the first, are left out
+    (timeline.py: the reaps a server does while it stops are not its reaper's)."""
     events, trace_lines = read_events(lines)
     if not events:
         raise TraceError("no --trace=process lines in %s (%d trace lines of other kinds): "
                          "start the server with --trace=process" % (source, trace_lines))
+    if until_ms is not None:
+        until = events[0][0] + until_ms / 1000
+    span_end = events[-1][0] if until is None else min(until, events[-1][0])
+    if until is not None:
+        events = [event for event in events if event[0] <= until]
+        if not events:
+            raise TraceError("no --trace=process line in %s before the cut" % source)
     trace = Trace()
     trace.lines = trace_lines
-    trace.first, trace.last = events[0][0], events[-1][0]
+    trace.first, trace.last = events[0][0], span_end   # a cut trace lasts to the cut
     open_lives = {}
     for t, _number, pid, kind, fields in events:
         apply_event(trace, open_lives, t, pid, kind, fields)
@@ -153,8 +162,12 @@ def apply_event(trace, open_lives, t, pid, kind, fields):
         return
     child = pid if kind == "exit" else int(fields[0])
     life = open_lives.get(child)
+    # A pid's events in T order make one life until a kind comes again (a
+    # reused pid).  Not "until the reap": the T of the parent's fork line is
+    # taken after fork() returned and the client was closed, and a child can
+    # exit and a lab handler reap it before that (--reaper once, seen live).
     if life is None or getattr(life, kind) is not None:
-        life = open_lives[child] = Life(child)   # a first sight, or a reused pid
+        life = open_lives[child] = Life(child)
         trace.lives.append(life)
     setattr(life, kind, t)
     if kind == "fork":
@@ -166,7 +179,6 @@ def apply_event(trace, open_lives, t, pid, kind, fields):
         life.parent, life.reaped_as = pid, fields[1]
         trace.reaps.append((t, pid, child))
         note_parent(trace, pid)
-        del open_lives[child]                    # a reaped pid may be reused
 
 
 def note_parent(trace, pid):
@@ -174,14 +186,14 @@ def note_parent(trace, pid):
         trace.parents.append(pid)
 
 
-def read_file(path):
+def read_file(path, until_ms=None):
     """parse() the file at path ('-' for stdin); TraceError for an unreadable file."""
     import sys
     if path == "-":
-        return parse(sys.stdin, "standard input")
+        return parse(sys.stdin, "standard input", until_ms=until_ms)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return parse(f, path)
+            return parse(f, path, until_ms=until_ms)
     except OSError as exc:
         raise TraceError("cannot read %s: %s" % (path, exc.strerror)) from None
 

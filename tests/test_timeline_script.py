@@ -21,7 +21,7 @@ from tests.conftest import IN_CI, ROOT
 TIMELINE = os.path.join(ROOT, "scripts", "timeline.py")
 SVG = "{http://www.w3.org/2000/svg}"
 RUN_TIMEOUT_SECONDS = 120
-PX_TOLERANCE = 0.002          # the SVG prints 3 decimals
+PX_TOLERANCE = 0.003          # the SVG prints 3 decimals (x, width: 0.001), the scale 9
 LINE_RE = re.compile(r"^(\d+\.\d{6}) \[(\d+)\] (.*)$")
 
 COALESCED = """\
@@ -73,6 +73,10 @@ OUT_OF_ORDER = """\
 3000.010000 [400] fork: child 404 for 127.0.0.1:53003
 3000.010500 [400] SIGCHLD received
 3000.010600 [400] reaped 404: exited with status 0
+3000.011000 [405] exit: status 0
+3000.011500 [400] SIGCHLD received
+3000.011600 [400] reaped 405: exited with status 0
+3000.011700 [400] fork: child 405 for 127.0.0.1:53004
 """
 
 
@@ -132,12 +136,17 @@ def bar(row, cls):
     return x, x + width
 
 
-def check_picture(svg_text, trace_text):
-    """Every row and interval of the SVG where the trace says; returns the rows."""
-    lives, sigchld = expected_lives(trace_text)
+def check_picture(svg_text, trace_text, cut=False):
+    """Every row and interval of the SVG where the trace says; returns the rows.
+    cut: the picture ends before the trace (--run stops drawing at its SIGTERM)."""
     root, (start, end, left, per_ms), rows = read_svg(svg_text)
+    if cut:
+        trace_text = "\n".join(l for l in trace_text.splitlines()
+                               if not LINE_RE.match(l) or float(l.split()[0]) <= end)
+    lives, sigchld = expected_lives(trace_text)
     times = [t for life in lives.values() for t in life.values()] + [t for t, _ in sigchld]
-    assert abs(start - min(times)) < 1e-6 and end >= max(times) - 1e-6
+    assert abs(start - min(times)) < 1e-6
+    assert end >= max(times) - 1e-6 if cut else abs(end - max(times)) < 1e-6
 
     def x(t):
         return left + (t - start) * 1000 * per_ms
@@ -203,14 +212,31 @@ def test_reaper_none_zombies_are_drawn_to_the_end_and_labelled(tmp_path):
     assert "2 never reaped, 2 SIGCHLD" in out
 
 
+def test_until_leaves_out_the_reaps_of_the_shutdown(tmp_path):
+    stopped = REAPER_NONE + ("2000.400000 [300] reaped 301: exited with status 0\n"
+                             "2000.400100 [300] reaped 302: exited with status 0\n")
+    svg, out = picture(tmp_path, stopped)
+    check_picture(svg, stopped)
+    assert "2 reaped, 0 never reaped" in out
+    svg, out = picture(tmp_path, stopped, "--until", "60")
+    children, _ = check_picture(svg, stopped, cut=True)
+    _, (start, end, _, _), _ = read_svg(svg)
+    assert end == pytest.approx(2000.06)
+    assert [note(r) for r in children] == ["never reaped"] * 2 + ["running at end of trace"]
+    assert out.endswith("0 reaped, 2 never reaped, 2 SIGCHLD, 60.000 ms\n")
+
+
 def test_lines_out_of_order_and_of_other_kinds_give_the_sorted_picture(tmp_path):
     svg, _ = picture(tmp_path, OUT_OF_ORDER, "--title", "t")
     children, _ = check_picture(svg, OUT_OF_ORDER)
-    assert [int(r.get("data-pid")) for r in children] == [401, 402, 403, 404]
+    assert [int(r.get("data-pid")) for r in children] == [401, 402, 403, 404, 405]
     assert note(children[2]) == "killed by SIGKILL"            # no exit line: no zombie bar
     # its exit T is before the parent's fork line's: the bar starts at the exit
     assert note(children[3]) == "exited before its parent's fork: line"
     assert bar(children[3], "alive")[1] - bar(children[3], "alive")[0] == 0
+    # a lab handler (--reaper once) reaped it before the parent stamped its
+    # fork line (seen live): still one life, its zombie bar from exit to reap
+    assert note(children[4]) == "exited before its parent's fork: line"
     ordered = "\n".join(sorted((l for l in OUT_OF_ORDER.splitlines() if LINE_RE.match(l)),
                                key=lambda l: float(l.split()[0]))) + "\n"
     again, _ = picture(tmp_path, ordered, "--title", "t")
@@ -284,7 +310,7 @@ def test_a_live_run_draws_what_the_server_traced(tmp_path, reaper):
     assert result.returncode == 0, result.stderr
     server = int(re.search(r"server (\d+) stopped with status 0", result.stderr).group(1))
     assert not psutil.pid_exists(server) or psutil.Process(server).status() == "zombie"
-    children, _ = check_picture(svg.read_text(), trace.read_text())
+    children, _ = check_picture(svg.read_text(), trace.read_text(), cut=True)
     assert len(children) == 12
     never = [r for r in children if "never reaped" in note(r)]
     if reaper != "once":     # once: lost SIGCHLDs may or may not leave zombies
@@ -302,7 +328,7 @@ def test_a_live_run_of_a_server_writing_the_contract_is_drawn(tmp_path, reaper):
     assert result.returncode == 0, result.stderr
     assert re.search(r"burst of 10 connections: 10 completed, 0 failed; server (\d+) "
                      r"stopped with status 0", result.stderr), result.stderr
-    children, parents = check_picture(svg.read_text(), trace.read_text())
+    children, parents = check_picture(svg.read_text(), trace.read_text(), cut=True)
     assert len(children) == 10 and len(parents) == 1
     never = [r for r in children if "never reaped" in note(r)]
     assert len(never) == (10 if reaper == "none" else 0)
