@@ -171,13 +171,18 @@ def check_picture(svg_text, trace_text, cut=False):
         assert zombie == pytest.approx((x(life["exit"]), x(zombie_end)), abs=PX_TOLERANCE)
         assert (bar(row, "unreaped") is not None) == ("reap" not in life)
     parents = [r for r in rows if "parent" in classes(r)]
+    check_parent_marks(parents, lives, sigchld, x)
+    return children, parents
+
+
+def check_parent_marks(parents, lives, sigchld, x):
+    """A SIGCHLD mark at each handler's T, a dot at each reap's."""
     marks = sorted(float(m.get("x1")) for p in parents for m in p.iter(SVG + "line")
                    if "sigchld" in classes(m))
     assert marks == pytest.approx(sorted(x(t) for t, _ in sigchld), abs=PX_TOLERANCE)
     dots = sorted(float(c.get("cx")) for p in parents for c in p.iter(SVG + "circle"))
     reaps = sorted(x(life["reap"]) for life in lives.values() if "reap" in life)
     assert dots == pytest.approx(reaps, abs=PX_TOLERANCE)
-    return children, parents
 
 
 def note(row):
