@@ -23,8 +23,10 @@ or a path ending in forkserver.py names the server to run; default: the
 forkserver.py beside this folder).  --run adds --trace=process and
 --bind 127.0.0.1:0 unless those are given, and draws up to the moment it
 sends SIGTERM: the reaps the server does while it stops (even with
---reaper none) are not its reaper's, so they are left out.  For a saved
-log, --until MS draws only the first MS milliseconds, to the same end.
+--reaper none) are not its reaper's, so they are left out; the axis ends a
+quarter of the burst's span after its last event, not after the --settle
+wait.  For a saved log, --until MS draws only the first MS milliseconds, to
+the same end.
 
 With -o FILE it prints one line to stdout:
 
@@ -57,6 +59,7 @@ BAR_PX = 10
 AXIS_PX = 36
 MAX_TICKS = 10
 MIN_SPAN_SECONDS = 0.001     # a trace of one instant still gets an axis
+RUN_MARGIN_FRACTION = 0.25   # --run: the axis goes this far past the last event
 COLOURS = {"alive": "#4878a8", "zombie": "#d9534f", "unreaped": "#f2b8b5",
            "sigchld": "#f0a020", "reap": "#222222", "grid": "#e4e4e4", "text": "#222222"}
 LEGEND = (("alive", "rect", "running (fork to exit)"),
@@ -217,7 +220,7 @@ def render(trace, title="forkserver --trace=process", end=None, plot_px=DEFAULT_
             'viewBox="0 0 %d %d" font-family="sans-serif" font-size="11" '
             'data-start=%s data-end=%s data-left-px="%d" data-px-per-ms=%s>'
             % (width, height, width, height, quoteattr("%.6f" % scale.start),
-               quoteattr("%.6f" % scale.end), LEFT_PX, quoteattr("%.9f" % (scale.px_per_s / 1000))))
+               quoteattr("%.9f" % scale.end), LEFT_PX, quoteattr("%.9f" % (scale.px_per_s / 1000))))
     body = ['<?xml version="1.0" encoding="UTF-8"?>', head,
             "<title>%s</title>" % escape(title),
             '<rect x="0" y="0" width="%d" height="%d" fill="white"/>' % (width, height),
@@ -312,6 +315,9 @@ def main(argv=None):
             trace = tracelog.read_file(opts.trace, until_ms=opts.until)
     except TraceError as exc:
         return fail(EXIT_USAGE, str(exc))
+    if opts.run:   # the burst, not the --settle wait, fills the picture
+        trace.last = end = min(end, trace.last_event + max(
+            RUN_MARGIN_FRACTION * (trace.last_event - trace.first), MIN_SPAN_SECONDS))
     title = opts.title or "forkserver --trace=process: %s" % (
         "live run" if opts.run else "standard input" if source == "-"
         else os.path.basename(source))

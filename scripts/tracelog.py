@@ -74,7 +74,8 @@ class Trace:
         self.sigchld = []         # (T, parent pid), ordered by T
         self.reaps = []           # (T, parent pid, child pid), ordered by T
         self.parents = []         # pids that forked or reaped, in order of first T
-        self.first = self.last = None
+        self.first = self.last = None   # the span: first event, end of the trace
+        self.last_event = None
         self.lines = 0            # trace lines read (all kinds)
 
     @property
@@ -148,6 +149,7 @@ def parse(lines, source="the input", until=None, until_ms=None):
     trace = Trace()
     trace.lines = trace_lines
     trace.first, trace.last = events[0][0], span_end   # a cut trace lasts to the cut
+    trace.last_event = events[-1][0]
     open_lives = {}
     for t, _number, pid, kind, fields in events:
         apply_event(trace, open_lives, t, pid, kind, fields)
