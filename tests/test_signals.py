@@ -23,7 +23,7 @@ import psutil
 import forkserver
 from tests.apps_supervision import write_module
 from tests.conftest import (FORKSERVER, READY_RE, ROOT, children_of, http_get, kill_tree,
-                            needs, wait_for)
+                            needs, wait_for, zombies_of)
 
 STRESS = os.path.join(ROOT, "scripts", "stress.py")
 POLL_SECONDS = 0.02
@@ -179,8 +179,8 @@ def checks_after_handover(server, old, old_children):
     assert server.pidfile_text(".oldbin") is None
     assert psutil.Process(new).ppid() != old
     assert not [p for p in old_children if psutil.pid_exists(p)], "orphans of the old parent"
-    wait_for(lambda: not [c for c in children_of(new) if c.status() == psutil.STATUS_ZOMBIE],
-             5, "no zombie")
+    # zombies_of: a child reaped between the listing and its status is no zombie
+    wait_for(lambda: not zombies_of(psutil.Process(new)), 5, "no zombie")
     log = server.log_text()
     assert "upgrade: new parent %d is ready" % new in log
     assert "[%d] [INFO] upgrade: started by parent %d" % (new, old) in log
