@@ -33,6 +33,15 @@ class ProcessTrace:
         self.sigchld_times = []    # when the handler ran, one entry per run
         self.reap_times = {}       # pid -> when a handler's waitpid returned it
 
+    def prepare(self):
+        super().prepare()
+        # A SIGCHLD before the first fork is the warm-up's trial child's
+        # (forkparts/prewarm.py), forked and reaped there: said so, not left
+        # to look like a lost child.
+        for stamp in self.sigchld_times:
+            self.log.trace("", "SIGCHLD received (the warm-up's trial child)", stamp)
+        self.sigchld_times.clear()
+
     def sigchld_handler(self):
         handler = super().sigchld_handler()
         if not callable(handler):

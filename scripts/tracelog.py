@@ -31,6 +31,9 @@ TRACE_LINE_RE = re.compile(r"^(\d+\.\d+) \[(\d+)\] (.*)$")
 FORK_RE = re.compile(r"^fork: child (\d+)(?: for (.*))?$")
 EXIT_RE = re.compile(r"^exit: status (\d+)$")
 SIGCHLD_RE = re.compile(r"^SIGCHLD received$")
+# The default warm-up's trial child, forked and reaped before the first
+# client (forkparts/prewarm.py): no child of the server's, so not drawn.
+WARM_UP_SIGCHLD = "SIGCHLD received (the warm-up's trial child)"
 REAP_RE = re.compile(r"^reaped (\d+): (.+)$")
 KEYWORDS = ("fork:", "exit:", "SIGCHLD", "reaped")
 # The server before the contract wrote "[PID] fork: child ..." without a time.
@@ -103,7 +106,10 @@ def parse_line(number, line):
 
 
 def process_event(number, text):
-    """(kind, fields) for a process-mode text, None for another mode's."""
+    """(kind, fields) for a process-mode text, None for another mode's (and
+    for the warm-up's SIGCHLD)."""
+    if text == WARM_UP_SIGCHLD:
+        return None
     for kind, regex in (("fork", FORK_RE), ("exit", EXIT_RE), ("sigchld", SIGCHLD_RE),
                         ("reap", REAP_RE)):
         match = regex.match(text)

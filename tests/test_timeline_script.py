@@ -110,7 +110,7 @@ def expected_lives(trace_text):
             lives.setdefault(pid, {})["exit"] = t
         elif words[0] == "reaped":
             lives.setdefault(int(words[1].rstrip(":")), {})["reap"] = t
-        elif words[0] == "SIGCHLD":
+        elif match.group(3) == "SIGCHLD received":   # not the warm-up's trial child's
             sigchld.append((t, pid))
     return lives, sigchld
 
@@ -340,3 +340,13 @@ def test_a_live_run_of_a_server_writing_the_contract_is_drawn(tmp_path, reaper):
     summary = "%s: 10 children, %d reaped, %d never reaped, " % (
         svg, 0 if reaper == "none" else 10, len(never))
     assert result.stdout.startswith(summary), result.stdout
+
+
+def test_lab_timelines_draws_exercise_4_as_the_guide_runs_it(tmp_path):
+    # scripts/lab_timelines.py makes docs/img's pictures from real runs.
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "lab_timelines.py"),
+                           "--only", "lab4", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "5 children, 0 reaped, 5 never reaped, 0 SIGCHLD" in done.stdout
+    assert (tmp_path / "lab4-timeline.svg").read_text().startswith("<?xml")

@@ -123,3 +123,14 @@ def test_each_process_writes_its_lines_in_time_order_under_a_burst(start_server)
              if text.startswith("reaped ")}
     assert len(exits) == 20 and set(reaps) == set(exits)
     assert all(0 <= reaps[pid] - exits[pid] < 5 for pid in exits)   # zombie lifetimes
+
+
+def test_the_warm_ups_sigchld_is_named_and_comes_before_the_ready_line(start_server):
+    # The default warm-up forks a trial child before the first client; its
+    # SIGCHLD must not pass for a child the lab's timeline cannot place.
+    server = start_server("tests.apps:hello", "--trace=process")
+    assert http_get(server, "/")[0] == 200
+    lines = trace_lines(reaped_all(server, 1))
+    sigchlds = [text for _, pid, text in lines if pid == server.pid and "SIGCHLD" in text]
+    assert sigchlds[0] == "SIGCHLD received (the warm-up's trial child)", lines
+    assert sigchlds[1:] == ["SIGCHLD received"], lines
