@@ -67,6 +67,7 @@ DEFAULT_VS_TUNED_GOAL = 0.95                     # issue 17: the default is the 
 REPORT_ORDER = {"forkserver": 0, "forkserver-tuned": 1}
 PEERS = ("forkserver", "forkserver-tuned", "stdlib", "werkzeug", "gunicorn", "waitress")
 CHECKOUTS = {}                                   # --checkout LABEL=PATH: LABEL -> path
+CHECKOUT_ROWS = ["", "-tuned"]                   # LABEL, LABEL-tuned (--checkout-tuned-only)
 GUARD_RAIL = 0.95                                # issue 15: within 5 % of the checkout
 FULL_ROUNDS, QUICK_ROUNDS = 3, 1
 FULL_SECONDS, QUICK_SECONDS = 5.0, 1.0           # one load run
@@ -238,6 +239,12 @@ def checkout_of(name):
     """The directory of a --checkout server (LABEL or LABEL-tuned), else None."""
     label = name[:-len("-tuned")] if name.endswith("-tuned") else name
     return CHECKOUTS.get(label)
+
+
+def checkout_pairs(label, rows):
+    """(ours, theirs) row names compared for a --checkout: the default with the
+    default, the tuned flags with the tuned flags."""
+    return [("forkserver" + suffix, label + suffix) for suffix in rows]
 
 
 def server_root(name):
@@ -734,7 +741,7 @@ def targets(results):
     for c in results["clients"]:
         for app in ("hello", "flask"):
             for label in results.get("checkouts", {}):
-                for ours, theirs in (("forkserver", label), ("forkserver-tuned", label + "-tuned")):
+                for ours, theirs in checkout_pairs(label, results.get("checkout_rows", ["", "-tuned"])):
                     o, t = row_for(rows, app, c, ours), row_for(rows, app, c, theirs)
                     if o and t and t["rps"]:
                         ratio_target("%s at %d clients, %s vs %s" % (app, c, ours, theirs),
@@ -887,6 +894,8 @@ def parse_args(argv):
     p.add_argument("--checkout", action="append", default=[], type=checkout_arg,
                    metavar="LABEL=PATH", help="also run the forkserver of another checkout, "
                    "as rows LABEL and LABEL-tuned (repeatable)")
+    p.add_argument("--checkout-tuned-only", action="store_true",
+                   help="run each --checkout with the tuned flags only (row LABEL-tuned)")
     p.add_argument("--combine", nargs="+", metavar="JSON",
                    help="report the medians of several runs' JSON files, and exit")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "forkserver-bench"),
@@ -958,6 +967,8 @@ def main(argv=None):
     if args.combine:
         return combine(args.combine)
     CHECKOUTS.update(args.checkout)
+    if args.checkout_tuned_only:
+        CHECKOUT_ROWS[:] = ["-tuned"]
     if not has_module("psutil"):
         say("bench.py needs psutil: pip install -e '.[bench]'")
         return 2
@@ -978,7 +989,7 @@ def run_all(args):
     results = {"machine": machine_info(args.tool), "apps": args.apps, "clients": args.clients,
                "rounds": args.rounds, "seconds": args.seconds,
                "connections": args.connections, "quick": args.quick, "runs": [],
-               "checkouts": dict(CHECKOUTS),
+               "checkouts": dict(CHECKOUTS), "checkout_rows": list(CHECKOUT_ROWS),
                "errors_check": [], "keepalive": [], "memory": [], "faults": []}
     sections = ["memory"] if args.memory else [
         s for s in ("rounds", "errors", "keepalive", "memory", "faults") if s not in args.skip]
@@ -1009,7 +1020,7 @@ def warm_up(args, logdir):
 def section_rounds(args, results, logdir):
     peers = available(args.servers, say)
     for label in CHECKOUTS:
-        peers += [label, label + "-tuned"]
+        peers += [label + suffix for suffix in CHECKOUT_ROWS]
     warm_up(args, logdir)
     for round_no in range(args.rounds):
         for app in args.apps:
@@ -1040,7 +1051,7 @@ def run_figures(results):
             figures[(r["app"], r["clients"], "%s x floor" % r["server"])] = r["rps_ratio"]
     pairs = [("forkserver", "forkserver-tuned"), ("forkserver", "stdlib")]
     for label in results.get("checkouts", {}):
-        pairs += [("forkserver", label), ("forkserver-tuned", label + "-tuned")]
+        pairs += checkout_pairs(label, results.get("checkout_rows", ["", "-tuned"]))
     for app in results["apps"]:
         for c in results["clients"]:
             for a, b in pairs:

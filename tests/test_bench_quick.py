@@ -199,3 +199,10 @@ def test_targets_hold_ours_against_a_checkout_to_the_guard_rail():
                "memory": [], "checkouts": {"before": "/x"}, "connections": 1}
     met = {t["target"]: t["met"] for t in bench.targets(results)}
     assert met["hello at 8 clients, forkserver vs before"] is False
+
+
+def test_a_checkout_compares_like_with_like_rows():
+    bench = load_bench()
+    assert bench.checkout_pairs("before", ["", "-tuned"]) == [
+        ("forkserver", "before"), ("forkserver-tuned", "before-tuned")]
+    assert bench.checkout_pairs("before", ["-tuned"]) == [("forkserver-tuned", "before-tuned")]
