@@ -125,3 +125,21 @@ def test_contains_is_strict_about_words_and_order():
     assert not contains(source, "if a:\nb = 2")          # the indentation inside counts
     assert not contains(source, "if a:\n    a = 1")      # so does the order
     assert not contains(source, "a = 2")
+
+
+def test_every_test_the_guide_names_exists():
+    """Each exercise's *Test:* line names tests that exist (under tests/)."""
+    with open(GUIDE) as f:
+        text = f.read()
+    named = set()
+    for line in re.findall(r"^\*Tests?:\*(.*(?:\n(?!\n).*)*)", text, re.M):
+        named.update(re.findall(r"`(test_\w+)", line))
+    assert len(named) >= 15, named
+    defined = set()
+    for folder, _, files in os.walk(os.path.join(ROOT, "tests")):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name)) as f:
+                    defined.update(re.findall(r"^def (test_\w+)", f.read(), re.M))
+    assert not named - defined, "docs/labs.md names tests that do not exist: %s" % sorted(
+        named - defined)
