@@ -226,7 +226,7 @@ class Student:
                 found = self.wait_for(
                     lambda: READY_RE.search(term.text, start) or term.prompt.search(term.text, start),
                     "the ready line in %s" % term.name)
-                if not found.re is READY_RE:
+                if found.re is not READY_RE:
                     raise Failure("%s: the server did not start: %s" % (
                         term.name, term.text[start:][-2000:]))
             else:
@@ -598,7 +598,9 @@ def test_two_students_follow_the_lab_guide_at_once(tmp_path):
     nobody_dir = tempfile.mkdtemp(prefix="forkserver-classroom-")
     workdir = str(tmp_path)
     os.mkdir(os.path.join(workdir, "bin"))
-    os.symlink(sys.executable, os.path.join(workdir, "bin", "python"))
+    with open(os.path.join(workdir, "bin", "python"), "w") as f:   # not a symlink: a
+        f.write('#!/bin/sh\nexec "%s" "$@"\n' % sys.executable)   # venv's python finds its venv
+    os.chmod(os.path.join(workdir, "bin", "python"), 0o755)
     try:
         copy_for_nobody(nobody_dir)
         lock = threading.Lock()
