@@ -53,10 +53,11 @@ from forkparts.hooks import (CHILD_HOOKS, HookRequest, HookResponse, Settings, W
 from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
-from forkparts.logs import Log, capture_output, format_addr, open_log, reopen_logs
+from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
 from forkparts.privileges import open_listeners, remove_pidfile, writable_by
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
+from forkparts.trace import traced
 from forkparts.upgrade import OLDBIN_SUFFIX, Inherited, Upgrade
 from forkparts.wire import close_socket
 from wsgi_handler import Drain, HandlerConfig, serve_connection
@@ -133,7 +134,7 @@ class Supervisor:
         self.handback = self.exit_marks = self.set_handler = self.sigmask = None
         self.warmed = False
         self.flush_before_fork = bool(hooks)
-        self.plain_exits = not (opts.max_children_per_ip or opts.trace or hooks.get("child_exit"))
+        self.plain_exits = not (opts.max_children_per_ip or hooks.get("child_exit"))
 
     # ------------------------------------------------------------ setup
     def prepare(self):
@@ -393,6 +394,7 @@ class Supervisor:
         for _ in exited_children():
             pass
         if self.child_plan is not None:   # it got as far as serving
+            self.log.repeats_left_out()
             self.log.info("stopped: served %d connections, at most %d children at once "
                           "(high-water mark)" % (self.served, self.high_water))
 
@@ -411,7 +413,8 @@ class Server(Supervisor):
         check_deadlines()   --timeout: SIGTERM, then SIGKILL
 
     The lab's deliberate mistakes are subclasses that override one method
-    each (forkparts/labs.py); this class is the correct version."""
+    each (forkparts/labs.py), --trace=process one more in front of them
+    (forkparts/trace.py); this class is the correct version."""
 
     def sigchld_handler(self):
         return self.note_sigchld
@@ -527,8 +530,9 @@ class Server(Supervisor):
             now = time.monotonic()
             data = self.filter.first_look(sock, addr, now) if first_look else b""
             if data is not None and admission.per_ip_limit and admission.over_ip_limit(addr):
-                self.log.warning("client %s: over --max-children-per-ip %d; 503" % (
-                    format_addr(addr), admission.per_ip_limit))
+                self.log.limited("over --max-children-per-ip", "warning",
+                                 "client %s: over --max-children-per-ip %d; 503" % (
+                                     format_addr(addr), admission.per_ip_limit))
                 refuse(sock, 503)
             elif data is not None:
                 self.fork_child(sock, addr, data, now)
@@ -538,7 +542,7 @@ class Server(Supervisor):
     def accept_failed(self, exc):
         if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
             return
-        self.log.error("accept() failed: %s; pausing %.1fs" % (
+        self.log.limited("accept() failed", "error", "accept() failed: %s; pausing %.1fs" % (
             os.strerror(exc.errno), ACCEPT_BACKOFF_SECONDS))
         self.admission.pause(ACCEPT_BACKOFF_SECONDS)
 
@@ -570,8 +574,6 @@ class Server(Supervisor):
         if self.flush_before_fork:   # hooks: child_exit's worker.age
             self.children[pid].age = self.served
         self.high_water = max(self.high_water, len(self.children))
-        if opts.trace:
-            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
         self.status.title_dirty = True
         self.sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
         self.close_client(sock)
@@ -583,28 +585,29 @@ class Server(Supervisor):
     close_client = staticmethod(close_socket)
 
     def fork_failed(self, sock, addr, exc):
-        self.log.error("fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
-            os.strerror(exc.errno), format_addr(addr), FORK_BACKOFF_SECONDS))
+        self.log.limited("fork() failed", "error",
+                         "fork() failed: %s; answering %s with 503 and pausing %.1fs" % (
+                             os.strerror(exc.errno), format_addr(addr), FORK_BACKOFF_SECONDS))
         refuse(sock, 503)
         self.admission.pause(FORK_BACKOFF_SECONDS)
 
     # ------------------------------------------------------------ the child's plan
     def plan_children(self):
-        """What every child reads (ChildPlan.run): made before the first fork and
-        again after each reload."""
+        """The plan every child runs (ChildPlan.run), remade after each reload."""
         opts = self.opts
         signals = self.child_signals
         if opts.keep_alive:   # SIGHUP: finish the response, then close (Drain)
             signals = tuple((sig, Drain.note if sig == signal.SIGHUP else handler)
                             for sig, handler in signals)
         self.child_plan = ChildPlan(
-            serve_connection, self.app, self.handler_config, signals, HANDLED_SIGNAL_NUMBERS,
-            self.child_closes(), set_handler=self.set_handler, sigmask=self.sigmask, setups=self.child_setups(), log=self.log,
-            marks=self.exit_marks,
+            serve_connection, self.app, self.handler_config, tuple(signals),
+            blocked=HANDLED_SIGNAL_NUMBERS, close_fds=self.child_closes(),
             alarm=opts.timeout if opts.timeout and not opts.keep_alive else 0,
             limits=opts if opts.limit_memory or opts.limit_cpu else None,
             post_fork=self.child_start if CHILD_HOOKS.intersection(self.hooks) else None,
-            child_end=self.child_end if "worker_exit" in self.hooks else None)
+            child_end=self.child_end if "worker_exit" in self.hooks else None,
+            setups=self.child_setups(), log=self.log, marks=self.exit_marks,
+            set_handler=self.set_handler, sigmask=self.sigmask)
 
     def parent_fds(self):
         fds = (self.wake_r, self.wake_w)
@@ -662,8 +665,6 @@ class Server(Supervisor):
         """Reap every child that has exited: exited_children() calls
         waitpid(-1, WNOHANG) until it returns 0 or ECHILD, so one SIGCHLD for
         many exits (signals do not queue) still leaves no zombie."""
-        if self.opts.trace:
-            self.log.trace("", "SIGCHLD received")
         self.sigchld_seen = False
         children, marks = self.children, self.exit_marks
         for pid, status in exited_children():
@@ -690,8 +691,6 @@ class Server(Supervisor):
             self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
             return
         self.admission.count_ip(child.addr, -1)
-        if self.opts.trace:
-            self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)))
         self.table.log_exit(child, status, ours, bool(self.stop_mode))
         if "child_exit" in self.hooks:
             self.run_hook("child_exit", self, Worker(pid, self.pid, child.age, self.log,
@@ -716,7 +715,7 @@ def build_handler_config(opts, log, set_title, listeners, handback=None,
         min_body_rate=opts.min_body_rate,
         keep_alive=opts.keep_alive, max_requests=opts.max_requests_per_connection,
         request_timeout=opts.timeout if opts.keep_alive else 0.0,
-        close_delimited=opts.lab_parent_keeps_client, trace=opts.trace,
+        close_delimited=opts.lab_parent_keeps_client, trace="http" in opts.trace,
         forwarded=ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers),
         handback=handback,
         set_title=set_title, title_query=opts.title_with_query, log=log,
@@ -763,8 +762,9 @@ def main(argv=None):
 
 def open_logs(opts):
     try:
-        log = Log(error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
-                  level=opts.log_level, access_format=opts.access_log_format)
+        log = (HttpTraceLog if "http" in opts.trace else Log)(
+            error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
+            level=opts.log_level, access_format=opts.access_log_format)
     except OSError as exc:
         raise UsageError("cannot open log file %r: %s" % (exc.filename, exc.strerror)) from None
     if opts.capture_output:
@@ -817,7 +817,7 @@ def run(opts, hooks, log):
                 become_subreaper()
             except OSError as exc:
                 raise UsageError(str(exc)) from None
-        server = server_class(opts, Server)(opts, loader, app, listeners, log, hooks)
+        server = traced(opts, server_class(opts, Server))(opts, loader, app, listeners, log, hooks)
         server.upgrade.inherited = inherited
     except BaseException:
         for listener in listeners:

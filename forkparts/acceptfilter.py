@@ -137,8 +137,9 @@ class AcceptFilter:
         """Full: an idle handed-back connection goes first, closed without a
         word (a 503 on it could be taken as the answer to its next request)."""
         oldest = min(self.parked.values(), key=lambda p: (not p.idle, p.accepted_at))
-        self.log.warning("accept filter full (%d): dropping %s" % (
-            len(self.parked), format_addr(oldest.addr)))
+        self.log.limited("accept filter full", "warning",
+                         "accept filter full (%d): dropping %s" % (
+                             len(self.parked), format_addr(oldest.addr)))
         self.unpark(oldest.sock.fileno())
         if oldest.idle:
             oldest.sock.close()
@@ -238,14 +239,16 @@ class AcceptFilter:
         if parked.idle:   # RFC 9112 9.5: an idle connection is closed, no 408
             self.close_idle(parked, now)
         elif parked.state == READY:   # complete, but no child was free
-            self.log.warning("client %s: no free child in %.0fs; 503" % (
-                format_addr(parked.addr), now - parked.accepted_at))
+            self.log.limited("no free child", "warning",
+                             "client %s: no free child in %.0fs; 503" % (
+                                 format_addr(parked.addr), now - parked.accepted_at))
             refuse(parked.sock, 503)
         else:
             status = 503 if self.stopping else 408   # stopping: do not come back
-            self.log.info("client %s: no complete request %s in %.0fs; %d" % (
-                format_addr(parked.addr), "body" if parked.head_end else "head",
-                now - parked.accepted_at, status))
+            self.log.limited("no complete request", "info",
+                             "client %s: no complete request %s in %.0fs; %d" % (
+                                 format_addr(parked.addr), "body" if parked.head_end else "head",
+                                 now - parked.accepted_at, status))
             refuse(parked.sock, status)
 
     def close_idle(self, parked, now):

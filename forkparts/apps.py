@@ -124,6 +124,7 @@ class AppLoader:
         return mtimes
 
 
+DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 APP_SPEC_FORMS = ("MODULE (its `application`), MODULE:CALLABLE, MODULE:factory() or "
                   "MODULE:factory('arg', key=1) with literal arguments")
 
@@ -134,11 +135,13 @@ def parse_app_spec(spec):
     evaluated: a name (dotted), or a call of one whose arguments are
     literals (ast.literal_eval on each), as gunicorn's util.import_app."""
     module, _, expression = (spec or "").partition(":")
-    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module) or (
+    if not DOTTED_NAME.fullmatch(module) or (
             ":" in (spec or "") and not expression):
         raise AppLoadError("invalid app spec %r: expected %s" % (spec, APP_SPEC_FORMS))
     if not expression:
         return module, "application", None
+    if DOTTED_NAME.fullmatch(expression.strip(" \t")):   # the common form: no ast
+        return module, expression.strip(" \t"), None      # in the parent's memory
     import ast
     try:
         node = ast.parse(expression.strip(" \t"), mode="eval").body

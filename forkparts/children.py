@@ -9,13 +9,16 @@ marks that tell forkserver's own _exit from an app's os._exit, decoding a
 wait status, and the log line for an exit that was not a clean one.
 """
 
-import gc
 import mmap
 import os
 import resource
 import signal
 import sys
 import time
+from collections import namedtuple
+from gc import disable as disable_gc
+from os import close as close_fd
+from signal import ITIMER_REAL, set_wakeup_fd, setitimer
 
 from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,
                              EXIT_MEMORY_LIMIT, EXIT_NAMES)
@@ -43,67 +46,77 @@ class Child:
         self.age = 0           # its connection's number, kept for child_exit's worker.age
 
 
-class ChildPlan:
-    """What every child does right after fork(), prepared by the parent before
-    the first fork and again after each reload, so that the child only reads
-    plain fields (every Python-level step a child takes writes pages it
-    shares with the parent: docs/performance.md).  ``serve`` is the child's
-    front door, handed in: this module never imports wsgi_handler."""
-    __slots__ = ("serve", "app", "config", "signals", "blocked", "close_fds", "alarm",
-                 "limits", "post_fork", "child_end", "setups", "log", "marks", "set_handler",
-                 "sigmask")
+def exit_child(marks, status, getpid=os.getpid, _exit=os._exit):
+    """The child's only way out: mark the exit as ours (exit_marks), then _exit."""
+    try:
+        marks[getpid()] = 1
+    except IndexError:
+        pass   # pid_max raised after the start: no mark, no report
+    finally:
+        _exit(status)
 
-    def __init__(self, serve, app, config, signals, blocked, close_fds, **rest):
-        self.serve, self.app, self.config = serve, app, config
-        self.signals, self.blocked, self.close_fds = signals, blocked, close_fds
-        self.alarm = rest.get("alarm", 0)           # --timeout, armed in the child
-        self.limits = rest.get("limits")            # opts, if --limit-memory/--limit-cpu
-        self.post_fork = rest.get("post_fork")      # the child's hooks: post_fork(sock) -> ok
-        self.child_end = rest.get("child_end")      # and worker_exit(), just before _exit
-        self.setups = rest.get("setups", ())        # run before any signal can arrive
-        self.log, self.marks = rest["log"], rest["marks"]
-        # signal.signal and signal.pthread_sigmask, or their C functions (accel)
-        self.set_handler = rest.get("set_handler", signal.signal)
-        self.sigmask = rest.get("sigmask", signal.pthread_sigmask)
+
+class ChildPlan(namedtuple("ChildPlan", (
+        "serve", "app", "config", "signals", "blocked", "close_fds", "alarm", "limits",
+        "post_fork", "child_end", "setups", "log", "marks", "set_handler", "sigmask", "leave"),
+        defaults=(exit_child,))):
+    """What every child does right after fork(), prepared by the parent before
+    the first fork and again after each reload.  ``serve`` is the child's
+    front door, handed in: this module never imports wsgi_handler.
+
+    The fields: serve(sock, addr, app, config, data, accepted_at) -> exit
+    status; the signal handlers to put back, (signum, handler) pairs, and the
+    signals blocked across fork(); the parent's descriptors to close; alarm,
+    the child's own --timeout (0: none); limits, opts if --limit-memory or
+    --limit-cpu; post_fork(sock) -> ok and child_end(), the child's hooks (or
+    None); setups, run before any signal can arrive; log; marks (exit_marks);
+    set_handler and sigmask, signal.signal and signal.pthread_sigmask or their
+    C functions (accel); leave(marks, status), the way out (exit_child;
+    --trace=process writes a line first).
+
+    A tuple, unpacked by run() into locals, because run() is the one code that
+    never runs in the parent: CPython never specializes it, so each attribute
+    read there writes to the attribute's name and descriptor, pages every child
+    would copy (docs/performance.md, "the child's set-up")."""
+    __slots__ = ()
 
     def run(self, sock, addr, data, accepted_at, parked):
         """In the child: undo the parent, serve the connection, _exit.  Never returns."""
+        (serve, app, config, signals, blocked, close_fds, alarm, limits,
+         post_fork, child_end, setups, log, marks, set_handler, sigmask, leave) = self
         status = EXIT_ERROR
         try:
-            self.undo_parent(parked)
-            if self.limits:
-                apply_child_limits(self.limits)
-            if self.alarm:   # our own deadline: even if the parent is gone, SIGALRM ends us
-                signal.setitimer(signal.ITIMER_REAL, self.alarm)
-            if self.post_fork and not self.post_fork(sock):
+            # The parent's wake-up fd first, so no signal writes into its pipe,
+            # then its handlers (SIGPIPE stays ignored, as Python starts it, so
+            # a hang-up is an exception, not a death); then the descriptors
+            # that are the parent's alone: listeners, pipe, parked connections.
+            set_wakeup_fd(-1)
+            for sig, handler in signals:
+                set_handler(sig, handler)
+            for setup in setups:
+                setup()
+            sigmask(SIG_UNBLOCK, blocked)
+            for fd in close_fds:
+                close_fd(fd)
+            for held in parked.values():
+                close_fd(held.sock.detach())
+            disable_gc()   # the frozen heap stays shared; the app may gc.enable()
+            if limits:
+                apply_child_limits(limits)
+            if alarm:   # our own deadline: even if the parent is gone, SIGALRM ends us
+                setitimer(ITIMER_REAL, alarm)
+            if post_fork is not None and not post_fork(sock):
                 status = EXIT_HOOK_FAILED
                 return
-            status = self.serve(sock, addr, self.app, self.config, data, accepted_at)
+            status = serve(sock, addr, app, config, data, accepted_at)
         except MemoryError:
             status = EXIT_MEMORY_LIMIT
         except BaseException:
-            log_child_failure(self.log, addr)
+            log_child_failure(log, addr)
         finally:
-            if self.child_end is not None:
-                self.child_end()
-            exit_child(self.marks, status)
-
-    def undo_parent(self, parked):
-        """The parent's wake-up fd first, so no signal writes into the parent's
-        pipe, then its handlers (SIGPIPE stays ignored, as Python starts it,
-        so a hang-up is an exception, not a death); then the descriptors that
-        are the parent's alone: the listeners, the pipe, parked connections."""
-        signal.set_wakeup_fd(-1)
-        for sig, handler in self.signals:
-            self.set_handler(sig, handler)
-        for setup in self.setups:
-            setup()
-        self.sigmask(SIG_UNBLOCK, self.blocked)
-        for fd in self.close_fds:
-            os.close(fd)
-        for held in parked.values():
-            os.close(held.sock.detach())
-        gc.disable()   # the frozen heap stays shared; the app may gc.enable()
+            if child_end is not None:
+                child_end()
+            leave(marks, status)
 
 
 def describe_status(status):
@@ -166,16 +179,6 @@ def exit_marks():
     except (OSError, ValueError):
         size = PID_MAX_LIMIT
     return mmap.mmap(-1, size)
-
-
-def exit_child(marks, status, getpid=os.getpid, _exit=os._exit):
-    """The child's only way out: mark the exit as ours (exit_marks), then _exit."""
-    try:
-        marks[getpid()] = 1
-    except IndexError:
-        pass   # pid_max raised after the start: no mark, no report
-    finally:
-        _exit(status)
 
 
 def log_child_failure(log, addr):
@@ -255,10 +258,10 @@ def parent_death_signal(parent_pid):
         return None
     sigkill = int(signal.SIGKILL)
 
-    def die_with_parent():
+    def die_with_parent(getppid=os.getppid, _exit=os._exit):   # no lookups in the child
         prctl(PR_SET_PDEATHSIG, sigkill, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os._exit(EXIT_ERROR)
+        if getppid() != parent_pid:
+            _exit(EXIT_ERROR)
     return die_with_parent
 
 

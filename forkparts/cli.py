@@ -32,6 +32,7 @@ DEFAULT_MAX_CHILDREN = 256
 DEFAULT_TIMEOUT_SECONDS = 30.0           # as gunicorn's --timeout
 DEFAULT_GRACEFUL_TIMEOUT_SECONDS = 30.0  # as gunicorn's --graceful-timeout
 DEFAULT_MAX_PENDING = 1024               # connections parked in the accept filter
+TRACE_MODES = ("http", "process")        # --trace's modes; a bare --trace is all of them
 
 
 class UsageError(Exception):
@@ -229,8 +230,13 @@ def add_logging_options(p):
     g.add_argument("--title-with-query", action="store_true",
                    help="show the query string in children's process titles (hidden by "
                         "default: tokens travel there, and ps shows titles to every user)")
-    g.add_argument("--trace", action="store_true",
-                   help="print request and response heads and fork/SIGCHLD/reap events")
+    g.add_argument("--trace", nargs="?", type=trace_modes, const=TRACE_MODES, default=(),
+                   metavar="MODES",
+                   help="one stamped line per event on stderr, '<monotonic time> [<pid>] "
+                        "text': process (fork, SIGCHLD, exit, reap), http (request and "
+                        "response heads; access log lines then carry the same '<time> "
+                        "[<pid>]' prefix); a comma list, or all. A bare --trace is all; "
+                        "to choose, write --trace=MODES")
 
 
 def add_lab_options(p):
@@ -238,6 +244,11 @@ def add_lab_options(p):
         "lab switches",
         "For learning only: each reproduces a classic mistake of fork servers on "
         "purpose (docs/labs.md).  Never use them in production.")
+    g.add_argument("--lab-iterative", action="store_true",
+                   help="MISTAKE (lab 0): no fork; the parent serves each connection itself, "
+                        "one at a time (the tutorial's first server). --timeout raises in the "
+                        "app (500); not with --keep-alive or another lab switch; an app that "
+                        "calls os._exit ends the server")
     g.add_argument("--reaper", choices=("loop", "once", "none"), default="loop",
                    help="loop: correct waitpid loop (default); once: one waitpid per "
                         "SIGCHLD (lost signals leave zombies); none: no reaper")
@@ -344,6 +355,30 @@ def env_pair(text):
     if not sep or not key:
         raise argparseerror("%r is not KEY=VALUE" % (text,))
     return str(text)
+
+
+def trace_modes(text):
+    """--trace=process,http: the modes, a sorted tuple ("all": every one)."""
+    modes = set()
+    for mode in str(text).lower().split(","):
+        mode = mode.strip(" ")
+        if mode == "all":
+            modes.update(TRACE_MODES)
+        elif mode in TRACE_MODES:
+            modes.add(mode)
+        else:
+            raise argparseerror("unknown mode %r: choose from %s, all (comma-separated)"
+                                % (mode, ", ".join(TRACE_MODES)))
+    return tuple(sorted(modes))
+
+
+def bare_trace(argv):
+    """A bare --trace means every mode and never takes the next argument as
+    its value (``--trace tests.apps:hello`` keeps the app spec): argparse's
+    optional value would, so it is spelt --trace=all before parsing."""
+    args = list(argv)
+    end = args.index("--") if "--" in args else len(args)
+    return ["--trace=all" if arg == "--trace" else arg for arg in args[:end]] + args[end:]
 
 
 def log_level(text):

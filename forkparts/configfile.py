@@ -19,9 +19,10 @@ reports the user's mistakes in the user's words.
 import os
 
 from forkparts.apps import user_traceback
-from forkparts.cli import (POOL_ONLY, TLS_REFUSED, UsageError, build_parser, octal,
+from forkparts.cli import (POOL_ONLY, TLS_REFUSED, UsageError, bare_trace, build_parser, octal,
                            pool_only_warnings)
 from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
+from forkparts.labs import check_switches
 # Checked at start, so a bad value is a usage error, not a failure per request.
 from forkparts.logs import check_access_format
 from forkparts.proxy import ProxyTrust
@@ -258,6 +259,8 @@ def convert_setting(action, value):
             value, ", ".join(map(str, action.choices))))
     if value is None and (action.default is None or action.dest == "access_log"):
         return None                        # unset, or access_log = None: no access log
+    if action.nargs == "?" and isinstance(value, bool):
+        return action.const if value else action.default   # trace = True: a bare --trace
     if action.nargs == 0:                  # a switch: --reload, --no-accept-filter
         if isinstance(value, bool):
             return value
@@ -284,7 +287,9 @@ def is_unknown_setting(name, value):
 def parse_options(argv):
     """(opts, hooks): the command line over the config file, checked whole.
     A bad one ends the process with exit status 2 and one line per problem."""
+    import sys
     parser = build_parser()
+    argv = bare_trace(sys.argv[1:] if argv is None else argv)
     opts = parser.parse_args(argv)
     hooks, warnings = {}, []
     if opts.config:
@@ -302,6 +307,9 @@ def parse_options(argv):
     if not opts.app:
         parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
                      "--config file")
+    problem = check_switches(opts)
+    if problem:
+        parser.error(problem)
     try:
         ProxyTrust(opts.forwarded_allow_ips, opts.forwarded_headers)
         check_access_format(opts.access_log_format)

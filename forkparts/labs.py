@@ -1,7 +1,7 @@
 """The lab's deliberate mistakes, each a small override of the correct server.
 
 DESIGN note.  docs/labs.md has students reproduce the classic mistakes of a
-forking server on purpose: no reaper, a reaper that reaps one child per
+forking server on purpose: no fork at all (the iterative server), no reaper, a reaper that reaps one child per
 SIGCHLD, print() in the signal handler, a parent that forgets to close the
 client socket, a child that keeps the listener, children orphaned when the
 parent dies, a heap that is not frozen.  Each mistake is a mixin here that
@@ -19,6 +19,60 @@ import signal
 
 from forkparts.children import exited_children, flush_stdio
 from forkparts.logs import format_addr
+
+
+class LabTimeout(BaseException):
+    """--lab-iterative: the request overran --timeout (a BaseException, so
+    that an app's ``except Exception`` does not swallow it)."""
+
+
+def raise_timeout(signum, frame):
+    raise LabTimeout("the request overran --timeout")
+
+
+class Iterative:
+    """--lab-iterative (lab 0): the tutorial's first server, before it forks.
+    The parent serves each connection itself, from request to close, and
+    only then accepts the next one: a second client waits in the backlog
+    until the first is answered.  Correct version: Server.fork_child (fork,
+    and let the child serve).  The app runs in the parent, so --timeout is
+    a SIGALRM that raises LabTimeout inside it (a 500) instead of killing a
+    child, and an error anywhere is logged, never out of the main loop.  Not
+    with --keep-alive or the other switches (check_switches)."""
+
+    def fork_child(self, sock, addr, data, accepted_at):
+        self.served += 1
+        signal.signal(signal.SIGALRM, raise_timeout)
+        signal.setitimer(signal.ITIMER_REAL, self.opts.timeout)   # 0: none
+        try:
+            self.child_plan.serve(sock, addr, self.app, self.handler_config, data, accepted_at)
+        except Exception:
+            self.log.exception("serving %s failed" % format_addr(addr))
+        except LabTimeout:
+            self.log.warning("client %s: over --timeout %gs; closed" % (
+                format_addr(addr), self.opts.timeout))
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            self.status.title_dirty = True   # the request's title was the parent's
+        return 0
+
+
+ITERATIVE_EXCLUDES = ("keep_alive", "lab_parent_keeps_client", "lab_child_keeps_listener",
+                      "lab_print_in_handler", "lab_orphans")
+
+
+def check_switches(opts):
+    """The usage error of a combination that means nothing, or None."""
+    if not opts.lab_iterative:
+        return None
+    given = ["--" + name.replace("_", "-") for name in ITERATIVE_EXCLUDES
+             if getattr(opts, name)] + (["--reaper %s" % opts.reaper]
+                                        if opts.reaper != "loop" else [])
+    if given:
+        return ("--lab-iterative serves in the parent and forks no child, so it does not "
+                "combine with %s" % ", ".join(given))
+    return None
 
 
 class ReapInHandler:
@@ -172,7 +226,7 @@ class NoGcFreeze:
 
 def lab_mixins(opts):
     """The mixins the command line asks for, outermost first."""
-    mixins = []
+    mixins = [Iterative] if opts.lab_iterative else []
     if opts.lab_print_in_handler:
         mixins.append(PrintInHandler)
     if opts.reaper == "once":

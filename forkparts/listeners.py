@@ -8,6 +8,7 @@ once, before the app's first fork; it is a room of its own because none of it
 is the loop's business, and every bind failure is a ListenError (exit status 4).
 """
 
+import errno
 import os
 import re
 import select
@@ -110,7 +111,12 @@ def bind_inet(hostport, backlog, defer_seconds):
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
-        raise ListenError("cannot listen on %s:%d: %s" % (host, port, exc.strerror)) from None
+        hint = (" (another server listens there, perhaps another user's: --bind %s:0 "
+                "picks a free port, named on the ready line)" % (
+                    "[%s]" % host if ":" in host else host or "127.0.0.1")
+                if exc.errno == errno.EADDRINUSE else "")
+        raise ListenError("cannot listen on %s:%d: %s%s" % (
+            host, port, exc.strerror, hint)) from None
     set_defer_accept(sock, defer_seconds)
     bound = sock.getsockname()
     if family == socket.AF_INET6:

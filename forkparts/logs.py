@@ -17,6 +17,11 @@ LEVEL_NAMES = {number: name.upper() for name, number in LEVELS.items()}
 # gunicorn's access log atoms.  CLF is the default format.
 COMMON_LOG_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s'
 COMBINED_LOG_FORMAT = COMMON_LOG_FORMAT + ' "%(f)s" "%(a)s"'
+TRACE_STAMP = "%.6f [%d] "   # --trace: time.monotonic(), the writer's pid
+# A message that can repeat for ever (accept() failing at the descriptor limit,
+# ten times a second) is written at most once per this, per kind; the next
+# one written says how many were left out (as the kernel's printk_ratelimit).
+REPEAT_INTERVAL_SECONDS = 1.0
 
 
 class Log:
@@ -29,6 +34,7 @@ class Log:
         self.level = LEVELS[level]
         self.access_format = access_format
         self.ready_fd = 1       # where the ready line goes (capture_output moves stdout)
+        self.repeats = {}       # kind -> [next time one may be written, left out since]
 
     def write_line(self, fd, line):
         data = line.encode("utf-8", "backslashreplace")
@@ -80,11 +86,35 @@ class Log:
     def exception(self, message, *args, **kwargs):
         self.log("error", message, *args, exc_info=True)
 
-    def trace(self, prefix, text):
-        """--trace output: each line tagged with the writer's pid."""
-        pid = os.getpid()
-        lines = ["[%d] %s%s" % (pid, prefix, line) for line in text.splitlines()]
-        self.write_line(self.error_fd, "\n".join(lines))
+    def limited(self, kind, level, message, clock=time.monotonic):
+        """log(level, message), at most once per REPEAT_INTERVAL_SECONDS for
+        ``kind`` (what the messages have in common, e.g. "accept() failed");
+        the next line written counts those left out in between."""
+        now = clock()
+        state = self.repeats.get(kind)
+        if state is not None and now < state[0]:
+            state[1] += 1
+            return
+        if state is not None and state[1]:
+            message += " (%d more %s not logged in the last %.0fs)" % (
+                state[1], kind, REPEAT_INTERVAL_SECONDS)
+        self.repeats[kind] = [now + REPEAT_INTERVAL_SECONDS, 0]
+        self.log(level, message)
+
+    def repeats_left_out(self):
+        """At the end (the server stops): the counts no later line reported."""
+        for kind, (_, count) in sorted(self.repeats.items()):
+            if count:
+                self.warning("%d more %s not logged" % (count, kind))
+        self.repeats.clear()
+
+    def trace(self, prefix, text, at=None):
+        """--trace output, one write: each line "<T> [<pid>] <prefix><line>",
+        T the monotonic clock (shared by every process on the machine) at
+        ``at``, or now (docs/labs.md has the format)."""
+        stamp = TRACE_STAMP % (time.monotonic() if at is None else at, os.getpid())
+        self.write_line(self.error_fd, "\n".join(
+            stamp + prefix + line for line in text.splitlines()))
 
     def access(self, atoms):
         if self.access_fd is None:
@@ -94,6 +124,21 @@ class Log:
         except (KeyError, ValueError, TypeError) as exc:
             line = "access log format error: %s" % exc
         self.write_line(self.access_fd, line)
+
+
+class HttpTraceLog(Log):
+    """--trace http: each access line carries the trace's stamp, so it tells
+    which child wrote it and when, beside the heads that child traced.  A
+    class of its own (open_logs picks it), so the access line of a server
+    without --trace pays for no test."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.access_format = "%(_trace)s" + self.access_format
+
+    def access(self, atoms):
+        atoms["_trace"] = TRACE_STAMP % (time.monotonic(), os.getpid())
+        super().access(atoms)
 
 
 def check_access_format(fmt):

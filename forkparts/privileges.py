@@ -100,10 +100,41 @@ def socket_group(path, gid):
 
 
 def write_pidfile(path, owner=None):
+    """Any failure is one line naming the file, the cause and the remedy
+    (a UsageError: exit 2), with no temporary file left behind."""
     try:
         write_atomically(path, "%d\n" % os.getpid(), owner)
     except OSError as exc:
-        raise UsageError("cannot write --pidfile %r: %s" % (path, exc.strerror)) from None
+        raise UsageError("cannot write --pidfile %r: %s" % (
+            path, pidfile_problem(path, exc))) from None
+
+
+def pidfile_problem(path, exc):
+    """Why writing the pidfile failed, and what to do, in words."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        old, folder = os.lstat(path), os.stat(directory)
+    except OSError:
+        old = folder = None
+    uid = os.geteuid()
+    if (exc.errno in (errno.EPERM, errno.EACCES) and old is not None and old.st_uid != uid
+            and folder.st_mode & stat.S_ISVTX and os.access(directory, os.W_OK)):
+        return ("%s: it belongs to %s, and in the sticky directory %r only its owner may "
+                "replace it (a server killed with SIGKILL leaves its pidfile behind); "
+                "remove it as that user, or choose another --pidfile (one per user)"
+                % (exc.strerror, user_name(old.st_uid), directory))
+    if exc.errno in (errno.EPERM, errno.EACCES, errno.EROFS):
+        return ("%s: the directory %r is not writable by %s; choose a --pidfile in one "
+                "that is" % (exc.strerror, directory, user_name(uid)))
+    return exc.strerror or str(exc)
+
+
+def user_name(uid):
+    import pwd
+    try:
+        return "uid %d (%s)" % (uid, pwd.getpwuid(uid).pw_name)
+    except KeyError:
+        return "uid %d" % uid
 
 
 def writable_by(directory, uid, gid):
@@ -166,7 +197,10 @@ def write_atomically(path, text, owner=None):
     except BaseException:
         if fd >= 0:
             os.close(fd)
-        os.unlink(tmp)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass   # the first error is the one to report
         raise
 
 

@@ -31,6 +31,18 @@ gunicorn gthread), and ``--memory``: USS/PSS/RSS of a live child mid-request.
     python scripts/bench.py --quick            # under two minutes
     python scripts/bench.py                    # the full run of docs/performance.md
     python scripts/bench.py --memory           # per-child memory only
+    python scripts/bench.py --skip errors,keepalive,memory,faults \
+        --servers forkserver,forkserver-tuned,stdlib --checkout before=../old
+                                               # another checkout side by side
+    python scripts/bench.py --combine a.json b.json c.json   # medians of runs
+
+``--checkout LABEL=PATH`` adds that checkout's forkserver, as a user starts it
+(row LABEL) and with the tuned flags (row LABEL-tuned), to every round, so two
+versions are measured in the same run, interleaved with the floor (issue 15's
+guard rail).  ``--combine`` takes the JSON of several full runs and reports,
+per app and client count, the median over the runs of each run's figures: the
+ratio to the floor, default vs tuned, Flask vs stdlib, and ours vs each
+checkout.
 
 Needs: psutil; wrk or ab (Debian: apt-get install wrk apache2-utils); peers
 from the bench extra (pip install -e '.[bench]').  Peers not installed are
@@ -53,6 +65,9 @@ TUNED_FLAGS = ["--log-level", "warning", "--prewarm", "/"]
 DEFAULT_VS_TUNED_GOAL = 0.95                     # issue 17: the default is the fast one
 # The report's rows: forkserver as users run it first, then its tuned flags.
 REPORT_ORDER = {"forkserver": 0, "forkserver-tuned": 1}
+PEERS = ("forkserver", "forkserver-tuned", "stdlib", "werkzeug", "gunicorn", "waitress")
+CHECKOUTS = {}                                   # --checkout LABEL=PATH: LABEL -> path
+GUARD_RAIL = 0.95                                # issue 15: within 5 % of the checkout
 FULL_ROUNDS, QUICK_ROUNDS = 3, 1
 FULL_SECONDS, QUICK_SECONDS = 5.0, 1.0           # one load run
 FULL_CONNECTIONS, QUICK_CONNECTIONS = 5000, 1000  # the ab errors check at 64 clients
@@ -199,9 +214,9 @@ def command(name, spec, port, keepalive=False):
     if name in ("floor", "floor+flask"):
         return [py, "-m", "scripts.bench", "_floor", str(port),
                 spec if name == "floor+flask" else ""]
-    if name in ("forkserver", "forkserver-tuned"):
+    if name in ("forkserver", "forkserver-tuned") or checkout_of(name):
         cmd = [py, "-m", "forkserver", spec, "--bind", bind, "--no-access-log"]
-        if name == "forkserver-tuned":
+        if name.endswith("-tuned"):
             cmd += TUNED_FLAGS
         if keepalive:
             cmd += ["--keep-alive", str(KEEPALIVE_SECONDS),
@@ -217,6 +232,17 @@ def command(name, spec, port, keepalive=False):
     if name == "waitress":
         return [py, "-m", "waitress", "--listen=" + bind, spec]
     raise ValueError(name)
+
+
+def checkout_of(name):
+    """The directory of a --checkout server (LABEL or LABEL-tuned), else None."""
+    label = name[:-len("-tuned")] if name.endswith("-tuned") else name
+    return CHECKOUTS.get(label)
+
+
+def server_root(name):
+    """Where a server starts (its -m forkserver is imported from there)."""
+    return checkout_of(name) or ROOT
 
 
 PEER_MODULES = {"werkzeug": "werkzeug", "gunicorn": "gunicorn", "gthread": "gunicorn",
@@ -248,7 +274,8 @@ class Running:
         self.name = name
         self.port = free_port()
         self.log = open(os.path.join(logdir, "%s-%d.log" % (name, self.port)), "wb")
-        self.proc = subprocess.Popen(command(name, spec, self.port, keepalive), cwd=ROOT,
+        self.proc = subprocess.Popen(command(name, spec, self.port, keepalive),
+                                     cwd=server_root(name),
                                      stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True, env=server_env())
         import psutil
@@ -704,6 +731,14 @@ def targets(results):
             ratio_target("Flask at %d clients vs stdlib forking" % c, f["rps"] / s["rps"], 1.5)
         if f and f["rps_ratio"] is not None:
             ratio_target("Flask at %d clients vs floor+flask" % c, f["rps_ratio"], 0.6)
+    for c in results["clients"]:
+        for app in ("hello", "flask"):
+            for label in results.get("checkouts", {}):
+                for ours, theirs in (("forkserver", label), ("forkserver-tuned", label + "-tuned")):
+                    o, t = row_for(rows, app, c, ours), row_for(rows, app, c, theirs)
+                    if o and t and t["rps"]:
+                        ratio_target("%s at %d clients, %s vs %s" % (app, c, ours, theirs),
+                                     o["rps"] / t["rps"], GUARD_RAIL)
     for r in results["errors_check"]:
         if r["server"] == "forkserver":
             add("%s: %d connections at 64 clients" % (r["app"], r["requests"] + 0),
@@ -847,6 +882,13 @@ def parse_args(argv):
     p.add_argument("--skip", type=lambda t: t.split(","), default=[],
                    help="comma-separated sections to skip: "
                         "rounds,errors,keepalive,memory,faults")
+    p.add_argument("--servers", type=server_list, default=list(PEERS),
+                   help="comma-separated servers beside the floor (default: %s)" % ",".join(PEERS))
+    p.add_argument("--checkout", action="append", default=[], type=checkout_arg,
+                   metavar="LABEL=PATH", help="also run the forkserver of another checkout, "
+                   "as rows LABEL and LABEL-tuned (repeatable)")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="report the medians of several runs' JSON files, and exit")
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "forkserver-bench"),
                    help="directory for bench-<time>.json and .md (default %(default)s)")
     args = p.parse_args(argv)
@@ -878,6 +920,26 @@ def client_list(text):
     return values
 
 
+def server_list(text):
+    values = text.split(",")
+    bad = [v for v in values if v not in PEERS]
+    if bad:
+        raise argparse.ArgumentTypeError("unknown server %s (choose from %s)" % (
+            ", ".join(bad), ", ".join(PEERS)))
+    return values
+
+
+def checkout_arg(text):
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError("expected LABEL=PATH: %r" % text)
+    if label in PEERS or label.startswith(("floor", "forkserver")) or label.endswith("-tuned"):
+        raise argparse.ArgumentTypeError("label %r is taken by a server of the benchmark" % label)
+    if not os.path.isfile(os.path.join(path, "forkserver.py")):
+        raise argparse.ArgumentTypeError("no forkserver.py in %r" % path)
+    return label, os.path.abspath(path)
+
+
 def app_list(text):
     values = text.split(",")
     bad = [v for v in values if v not in APPS]
@@ -893,6 +955,9 @@ def say(line):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.combine:
+        return combine(args.combine)
+    CHECKOUTS.update(args.checkout)
     if not has_module("psutil"):
         say("bench.py needs psutil: pip install -e '.[bench]'")
         return 2
@@ -913,6 +978,7 @@ def run_all(args):
     results = {"machine": machine_info(args.tool), "apps": args.apps, "clients": args.clients,
                "rounds": args.rounds, "seconds": args.seconds,
                "connections": args.connections, "quick": args.quick, "runs": [],
+               "checkouts": dict(CHECKOUTS),
                "errors_check": [], "keepalive": [], "memory": [], "faults": []}
     sections = ["memory"] if args.memory else [
         s for s in ("rounds", "errors", "keepalive", "memory", "faults") if s not in args.skip]
@@ -941,8 +1007,9 @@ def warm_up(args, logdir):
 
 
 def section_rounds(args, results, logdir):
-    peers = available(["forkserver", "forkserver-tuned", "stdlib", "werkzeug", "gunicorn",
-                       "waitress"], say)
+    peers = available(args.servers, say)
+    for label in CHECKOUTS:
+        peers += [label, label + "-tuned"]
     warm_up(args, logdir)
     for round_no in range(args.rounds):
         for app in args.apps:
@@ -961,6 +1028,57 @@ SECTIONS = {
     "faults": lambda args, results, logdir: results["faults"].extend(
         faults_check(args.apps, say, logdir)),
 }
+
+
+def run_figures(results):
+    """One run's figures per (app, clients): every server's ratio to the floor,
+    and the ratios the targets compare (default vs tuned, Flask vs stdlib, ours
+    vs each --checkout)."""
+    figures = {}
+    for r in results["summary"]:
+        if not r["server"].startswith("floor") and r["rps_ratio"] is not None:
+            figures[(r["app"], r["clients"], "%s x floor" % r["server"])] = r["rps_ratio"]
+    pairs = [("forkserver", "forkserver-tuned"), ("forkserver", "stdlib")]
+    for label in results.get("checkouts", {}):
+        pairs += [("forkserver", label), ("forkserver-tuned", label + "-tuned")]
+    for app in results["apps"]:
+        for c in results["clients"]:
+            for a, b in pairs:
+                x, y = (row_for(results["summary"], app, c, n) for n in (a, b))
+                if x and y and y["rps"]:
+                    figures[(app, c, "%s / %s" % (a, b))] = x["rps"] / y["rps"]
+    return figures
+
+
+def combine(paths):
+    """--combine: the median over runs of each run's figures, with their range."""
+    runs = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                runs.append(json.load(f))
+        except (OSError, ValueError) as exc:
+            say("cannot read %s: %s" % (path, exc))
+            return 2
+    per_run = [run_figures(r) for r in runs]
+    keys = sorted(set().union(*per_run), key=lambda k: (k[0], k[1], k[2]))
+    lines = ["# bench.py: the median of %d runs" % len(runs), "",
+             "runs: " + ", ".join(os.path.basename(p) for p in paths), "",
+             "| app | clients | figure | median | min | max | runs |", "|---|---|---|---|---|---|---|"]
+    for key in keys:
+        values = [f[key] for f in per_run if key in f]
+        lines.append("| %s | %d | %s | %.3f | %.3f | %.3f | %d |" % (
+            key[0], key[1], key[2], statistics.median(values), min(values), max(values),
+            len(values)))
+    worst_errors = max((r["errors"] for run in runs for r in run.get("errors_check", [])
+                        if r["server"] == "forkserver"), default=None)
+    zombies = [r["zombies_1s"] for run in runs for r in run["summary"]
+               if r["server"].startswith("forkserver") and isinstance(r["zombies_1s"], int)]
+    lines += ["", "forkserver errors at %d clients (ab), worst run: %s; zombies 1 s after a "
+              "run, worst: %s" % (ERRORS_CLIENTS, "-" if worst_errors is None else worst_errors,
+                                  max(zombies) if zombies else "-")]
+    say("\n".join(lines))
+    return 0
 
 
 def write_reports(args, results):

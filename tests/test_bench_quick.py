@@ -112,7 +112,8 @@ def test_an_untimed_warm_up_on_the_floor_comes_before_the_first_round(monkeypatc
                         events.append(("load", clients, seconds)))
     monkeypatch.setattr(bench, "run_round", lambda app, peers, args, round_no, say, logdir:
                         events.append(("round", app, round_no)) or [[{"measured": True}]])
-    args = type("Args", (), dict(tool="wrk", rounds=2, apps=["hello"], zombie_checks=[]))()
+    args = type("Args", (), dict(tool="wrk", rounds=2, apps=["hello"], zombie_checks=[],
+                                   servers=list(bench.PEERS)))()
     results = {"runs": []}
     bench.section_rounds(args, results, "/nonexistent")
     assert events == [("start", "floor"), ("load", bench.WARM_UP_CLIENTS, bench.WARM_UP_SECONDS),
@@ -143,3 +144,58 @@ def test_the_report_leads_with_the_default_and_compares_it_with_the_tuned_flags(
     assert [row.split(" | ")[1] for row in rows][:2] == ["forkserver", "forkserver-tuned"]
     met = {t["target"]: t["met"] for t in results["targets"]}
     assert met["hello at 8 clients, default vs tuned flags"] is True   # 0.975x >= 0.95x
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--servers", "forkserver,nope"], "unknown server nope"),
+    (["--checkout", "before"], "expected LABEL=PATH"),
+    (["--checkout", "stdlib=" + ROOT], "is taken by a server"),
+    (["--checkout", "before=/nonexistent"], "no forkserver.py in"),
+])
+def test_bad_server_and_checkout_arguments_exit_2(args, message):
+    out = run(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_checkout_runs_from_its_own_directory_with_default_and_tuned_flags(tmp_path):
+    bench = load_bench()
+    bench.CHECKOUTS["before"] = str(tmp_path)
+    assert bench.server_root("before") == bench.server_root("before-tuned") == str(tmp_path)
+    assert bench.server_root("forkserver") == bench.ROOT
+    default = bench.command("before", "m:app", 8000)
+    tuned = bench.command("before-tuned", "m:app", 8000)
+    assert default[1:3] == ["-m", "forkserver"] and tuned == default + bench.TUNED_FLAGS
+
+
+def summary_row(app, clients, server, rps, ratio):
+    return {"app": app, "clients": clients, "server": server, "rps": rps, "rps_ratio": ratio,
+            "errors": 0, "zombies_1s": 0}
+
+
+def test_combine_reports_the_median_of_the_runs_figures(tmp_path):
+    import json
+    paths = []
+    for i, (ours, theirs) in enumerate([(900, 1000), (950, 1000), (1200, 1000)]):
+        run_json = {"apps": ["hello"], "clients": [8], "checkouts": {"before": "/x"},
+                    "errors_check": [], "summary": [
+                        summary_row("hello", 8, "floor", 1500, 1.0),
+                        summary_row("hello", 8, "forkserver", ours, ours / 1500),
+                        summary_row("hello", 8, "before", theirs, theirs / 1500)]}
+        paths.append(str(tmp_path / ("run%d.json" % i)))
+        with open(paths[-1], "w") as f:
+            json.dump(run_json, f)
+    out = run("--combine", *paths)
+    assert out.returncode == 0, out.stderr
+    row = [line for line in out.stdout.splitlines() if "| forkserver / before |" in line]
+    assert row == ["| hello | 8 | forkserver / before | 0.950 | 0.900 | 1.200 | 3 |"]
+
+
+def test_targets_hold_ours_against_a_checkout_to_the_guard_rail():
+    bench = load_bench()
+    rows = [summary_row("hello", 8, "forkserver", 940, 0.6),
+            summary_row("hello", 8, "before", 1000, 0.65)]
+    results = {"summary": rows, "clients": [8], "errors_check": [], "keepalive": [],
+               "memory": [], "checkouts": {"before": "/x"}, "connections": 1}
+    met = {t["target"]: t["met"] for t in bench.targets(results)}
+    assert met["hello at 8 clients, forkserver vs before"] is False

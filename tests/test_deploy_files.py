@@ -33,7 +33,7 @@ APP = "tests.apps:hello"
 # option takes "7" (numbers), its last choice, or a made-up path or name.
 SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
                   "umask": "027", "read_timeout": "7", "raw_env": "A=1",
-                  "log_level": "DEBUG"}
+                  "log_level": "DEBUG", "trace": "process"}
 NUMBER_TYPES = (cli.positive_int, cli.non_negative_int, cli.byte_count,
                 cli.positive_seconds, cli.non_negative_seconds,
                 cli.megabytes, cli.per_second, cli.limit_or_unlimited)
@@ -73,7 +73,9 @@ def test_every_option_has_a_config_setting_of_the_same_name(option, action, tmp_
         cli, line = [option], "%s = True" % setting_name(option)
     else:
         value = sample_value(action)
-        cli, line = [option, value], "%s = %r" % (setting_name(option), value)
+        # An optional value (--trace[=MODES]) is given in the = form.
+        cli = [option + "=" + value] if action.nargs == "?" else [option, value]
+        line = "%s = %r" % (setting_name(option), value)
     path = tmp_path / "forkserver.conf.py"
     path.write_text(line + "\n")
     from_cli, _ = parse_options([APP] + cli)

@@ -97,3 +97,22 @@ def test_restart_on_the_same_port_despite_time_wait_so_reuseaddr(start_server):
     # Without SO_REUSEADDR this bind fails with EADDRINUSE (exit status 4).
     second = start_server("tests.apps:hello", "--bind", "127.0.0.1:%d" % port)
     assert http_get(second, "/")[0] == 200
+
+
+def test_the_started_parent_holds_no_module_it_needs_only_once(start_server, tmp_path):
+    # Every module the parent holds is memory whose page tables each fork()
+    # copies (docs/performance.md, "Parent size").  With a plain app spec and
+    # the default warm-up, neither the spec's parser (ast) nor the warm-up's
+    # report (json) is needed once the server is ready.  A child starts with
+    # its parent's modules, so the app lists them (no hook: a config file
+    # would bring inspect, and with it ast, for the hook's signature).
+    (tmp_path / "modules_app.py").write_text(
+        "import sys\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [' '.join(sorted(sys.modules)).encode()]\n")
+    server = start_server("modules_app:app", "--pythonpath", str(tmp_path))
+    status, _, body = http_get(server, "/")
+    modules = body.decode().split()
+    assert status == 200 and "wsgi_handler" in modules
+    assert [m for m in modules if m in ("ast", "_ast", "json") or m.startswith("json.")] == []

@@ -453,10 +453,12 @@ def test_trace_tags_heads_and_process_events_with_pids(start_server):
     assert http_get(server, "/traced")[0] == 200
     text = wait_for(lambda: re.search(r"reaped \d+", server.log_text()) and server.log_text(),
                     what="the reap trace")
-    parent = server.pid
-    child = int(re.search(r"^\[%d\] fork: child (\d+) for 127\.0\.0\.1:\d+$" % parent,
+    parent, t = server.pid, r"\d+\.\d{6}"   # time.monotonic(), 6 decimals
+    child = int(re.search(r"^%s \[%d\] fork: child (\d+) for 127\.0\.0\.1:\d+$" % (t, parent),
                           text, re.M).group(1))
-    assert re.search(r"^\[%d\] < GET /traced HTTP/1.1$" % child, text, re.M)
-    assert re.search(r"^\[%d\] > HTTP/1.1 200 OK$" % child, text, re.M)
-    assert re.search(r"^\[%d\] SIGCHLD received$" % parent, text, re.M)
-    assert re.search(r"^\[%d\] reaped %d: exited with status 0$" % (parent, child), text, re.M)
+    assert re.search(r"^%s \[%d\] < GET /traced HTTP/1.1$" % (t, child), text, re.M)
+    assert re.search(r"^%s \[%d\] > HTTP/1.1 200 OK$" % (t, child), text, re.M)
+    assert re.search(r"^%s \[%d\] exit: status 0$" % (t, child), text, re.M)
+    assert re.search(r"^%s \[%d\] SIGCHLD received$" % (t, parent), text, re.M)
+    assert re.search(r"^%s \[%d\] reaped %d: exited with status 0$" % (t, parent, child),
+                     text, re.M)

@@ -75,7 +75,8 @@ def filter_for_test(may_fork=True):
     opts = SimpleNamespace(min_body_rate=500.0, max_pending=4, header_timeout=10.0,
                            keep_alive=0.0)
     forked = []
-    log = SimpleNamespace(warning=lambda *a: None, info=lambda *a: None)
+    log = SimpleNamespace(warning=lambda *a: None, info=lambda *a: None,
+                          limited=lambda *a: None)
     flt = AcceptFilter(opts, log, __import__("select").poll(), LIMIT, lambda: may_fork,
                        lambda sock, addr, data, at: forked.append(data), lambda addr, d: None)
     return flt, forked

@@ -18,7 +18,8 @@ class Correct:
 
 def options(**switches):
     base = dict(lab_print_in_handler=False, reaper="loop", lab_parent_keeps_client=False,
-                lab_child_keeps_listener=False, lab_orphans=False, no_gc_freeze=False)
+                lab_child_keeps_listener=False, lab_orphans=False, no_gc_freeze=False,
+                lab_iterative=False, keep_alive=0.0)
     base.update(switches)
     return SimpleNamespace(**base)
 
@@ -56,3 +57,21 @@ def test_the_parent_that_keeps_clients_keeps_them():
 def test_orphans_drop_the_parent_death_signal():
     assert Correct().die_with_parent() is print
     assert labs.server_class(options(lab_orphans=True), Correct)().die_with_parent() is None
+
+
+def test_the_iterative_server_serves_in_the_parent_and_forks_nothing():
+    served = []
+    cls = labs.server_class(options(lab_iterative=True), Correct)
+    server = cls.__new__(cls)
+    server.served, server.opts, server.app, server.handler_config = 0, options(timeout=0), "app", "cfg"
+    server.child_plan = SimpleNamespace(serve=lambda *args: served.append(args))
+    server.status = SimpleNamespace(title_dirty=False)
+    assert server.fork_child("sock", ("127.0.0.1", 1), b"", 0.0) == 0   # no child
+    assert served == [("sock", ("127.0.0.1", 1), "app", "cfg", b"", 0.0)]
+    assert server.served == 1
+
+
+def test_iterative_refuses_what_needs_a_child():
+    assert labs.check_switches(options(lab_iterative=True, no_gc_freeze=True)) is None
+    problem = labs.check_switches(options(lab_iterative=True, keep_alive=5.0, reaper="none"))
+    assert "--keep-alive" in problem and "--reaper none" in problem

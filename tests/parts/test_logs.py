@@ -43,3 +43,23 @@ def test_exc_info_adds_the_traceback_and_levels_below_the_log_level_are_dropped(
     lines = lines_of(call, level="info")
     assert lines[0].endswith("[ERROR] failed: x") and "ValueError: boom" in lines[-1]
     assert not any("hidden" in line for line in lines)
+
+
+def test_a_repeating_message_is_written_once_a_second_then_counts_the_rest(capfd):
+    now = [100.0]
+    log = Log()
+
+    def say(text):
+        log.limited("accept() failed", "error", text, clock=lambda: now[0])
+    for step in range(25):          # ten a second for 2.5 s
+        now[0] = 100.0 + step * 0.1
+        say("accept() failed: Too many open files")
+    log.limited("fork() failed", "error", "fork() failed: EAGAIN", clock=lambda: now[0])
+    log.repeats_left_out()
+    lines = capfd.readouterr().err.splitlines()
+    assert [l.split("] ", 3)[-1] for l in lines] == [
+        "accept() failed: Too many open files",
+        "accept() failed: Too many open files (9 more accept() failed not logged in the last 1s)",
+        "accept() failed: Too many open files (9 more accept() failed not logged in the last 1s)",
+        "fork() failed: EAGAIN",
+        "4 more accept() failed not logged"]

@@ -1,0 +1,57 @@
+"""forkparts/trace.py: the --trace=process mixin and the modes' vocabulary."""
+import os
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from forkparts import trace
+from forkparts.cli import bare_trace, trace_modes
+from forkparts.configfile import parse_options
+
+
+class Correct:
+    def sigchld_handler(self):
+        return lambda signum, frame: None
+
+
+def test_trace_modes_are_a_sorted_tuple_and_all_is_both():
+    assert trace_modes("process") == ("process",)
+    assert trace_modes("http,process") == trace_modes("all") == ("http", "process")
+    with pytest.raises(Exception, match="unknown mode 'proc'"):
+        trace_modes("proc")
+
+
+def test_a_bare_trace_never_takes_the_next_argument():
+    assert bare_trace(["--trace", "app:x"]) == ["--trace=all", "app:x"]
+    assert bare_trace(["--trace=http", "app:x"]) == ["--trace=http", "app:x"]
+    assert bare_trace(["app:x", "--", "--trace"]) == ["app:x", "--", "--trace"]
+    opts, _ = parse_options(["--trace", "tests.apps:hello"])
+    assert (opts.app, opts.trace) == ("tests.apps:hello", ("http", "process"))
+    assert parse_options(["tests.apps:hello"])[0].trace == ()
+
+
+def test_trace_true_in_a_config_file_is_a_bare_trace(tmp_path):
+    config = tmp_path / "c.py"
+    config.write_text("trace = True\n")
+    assert parse_options(["-c", str(config), "tests.apps:hello"])[0].trace == (
+        "http", "process")
+    config.write_text("trace = False\n")
+    assert parse_options(["-c", str(config), "tests.apps:hello"])[0].trace == ()
+
+
+def test_without_process_mode_the_class_is_untouched():
+    for modes in ((), ("http",)):
+        assert trace.traced(SimpleNamespace(trace=modes), Correct) is Correct
+    cls = trace.traced(SimpleNamespace(trace=("process",)), Correct)
+    assert cls.__mro__[1:3] == (trace.ProcessTrace, Correct)
+
+
+def test_the_exit_line_is_written_before_leaving(capfd):
+    from forkparts.logs import Log
+    left = []
+    leave = trace.exit_traced(Log(), lambda marks, status: left.append(status))
+    leave(None, 3)
+    err = capfd.readouterr().err
+    assert re.fullmatch(r"\d+\.\d{6} \[%d\] exit: status 3\n" % os.getpid(), err)
+    assert left == [3]
