@@ -58,18 +58,6 @@ SUBREAPER_SHIM = ("import ctypes, os, sys\n"
                   "ctypes.CDLL(None).prctl(%d, 1, 0, 0, 0)\n"
                   "os.execvp(sys.argv[1], sys.argv[1:])\n" % PR_SET_CHILD_SUBREAPER)
 
-# Features announced by the other slices of issue 18, not merged yet: a check
-# that depends on one and fails is reported as pending (the test xfails,
-# listing them); a failure anywhere else fails the test.  Emptied after the
-# merge (see the report of the lab-guide branch).
-PENDING = {
-    "iterative": "--lab-iterative (lab-server)",
-    "trace": "--trace=process with timestamps and exit lines (lab-server)",
-    "ratelimit": "rate-limited repeating messages (lab-server)",
-}
-USES = {0: "iterative", 1: "trace", 5: "trace", 6: "trace"}   # whole exercises
-
-
 # ---------------------------------------------------------------- the guide
 class Block:
     def __init__(self, terms, rest, lines):
@@ -177,7 +165,7 @@ class Student:
         self.nobody_dir, self.lock = nobody_dir, lock
         self.terms = {}
         self.deadline = 0.0
-        self.failures = []        # (exercise, message, pending feature or None)
+        self.failures = []        # (exercise, message)
 
     # ------------------------------------------------------------ waiting
     def pump(self):
@@ -306,7 +294,6 @@ class Student:
 
     def run_exercise(self, exercise, setup):
         self.deadline = time.monotonic() + EXERCISE_SECONDS
-        feature = USES.get(exercise.number)
         try:
             self.open_terminals(exercise, setup)
             for block in exercise.blocks:
@@ -314,11 +301,10 @@ class Student:
             self.check_clean()
             run = Run(self, exercise)
             CHECKS[exercise.number](run)
-            self.failures.extend((exercise.number, msg, pending or feature)
-                                 for msg, pending in run.failed)
+            self.failures.extend((exercise.number, message) for message in run.failed)
         except (Failure, AssertionError, pexpect.ExceptionPexpect) as exc:
             self.failures.append((exercise.number, "%s: %s\n%s" % (
-                type(exc).__name__, exc, self.transcript()), feature))
+                type(exc).__name__, exc, self.transcript())))
         finally:
             for term in self.terms.values():
                 term.close()
@@ -376,9 +362,9 @@ class Run:
     def port(self, term="A"):
         return self.terms[term].ready[1]
 
-    def check(self, ok, message, pending=None):
+    def check(self, ok, message):
         if not ok:
-            self.failed.append((message, pending))
+            self.failed.append(message)
 
 
 def rows(output, port=None):
@@ -414,8 +400,8 @@ def check_1(r):
     for what in (r"fork: child \d+ for 127\.0\.0\.1:\d+", r"exit: status 0",
                  r"reaped \d+: exited with status 0"):
         n = count(trace + what, a)
-        r.check(n == 60, "exercise 1: A should trace 60 %r, not %d" % (what, n), "trace")
-    r.check(count(r"\] < GET", a) == 0, "exercise 1: --trace=process printed heads", "trace")
+        r.check(n == 60, "exercise 1: A should trace 60 %r, not %d" % (what, n))
+    r.check(count(r"\] < GET", a) == 0, "exercise 1: --trace=process printed heads")
 
 
 def check_2(r):
@@ -439,9 +425,9 @@ def check_3(r):
     r.check(len(rows(closewait)) == 3, "exercise 3: 3 sockets in CLOSE-WAIT: " + closewait)
     failed = count(r"accept\(\) failed: Too many open files", r.text("A"))
     r.check(failed >= 1, "exercise 3: A should log accept() failed")
-    r.check(failed <= 10, "exercise 3: accept() failed logged %d times" % failed, "ratelimit")
+    r.check(failed <= 10, "exercise 3: accept() failed logged %d times" % failed)
     r.check(re.search(r"\(\d+ more accept\(\) failed not logged in the last 1s\)", r.text("A")),
-            "exercise 3: A should count the accept() failures it did not log", "ratelimit")
+            "exercise 3: A should count the accept() failures it did not log")
     flat = int(r.out("B", "^ls /proc", 2)), int(r.out("B", "^ls /proc", 3))
     r.check(flat[0] == flat[1], "exercise 3: without the switch fds should stay flat: %s" % (flat,))
     fine = r.out("C", "size_download")
@@ -471,8 +457,7 @@ def check_reaper(r, number, left):
     resumed = r.after("A", "fg", "Ctrl-C").split("fork: child")[0]   # to the burst, if any
     reaped = count(r"reaped \d+: exited with status 0", resumed)
     r.check(count(r"SIGCHLD received", resumed) == 1 and reaped == 4 - left,
-            "exercise %d: after fg, one SIGCHLD and %d reaps: %s" % (number, 4 - left, resumed),
-            "trace")
+            "exercise %d: after fg, one SIGCHLD and %d reaps: %s" % (number, 4 - left, resumed))
 
 
 def check_5(r):
@@ -614,15 +599,7 @@ def test_two_students_follow_the_lab_guide_at_once(tmp_path):
 
 
 def report(students, results):
-    hard, pending = [], []
-    for student, failures in zip(students, results):
-        for number, message, feature in failures:
-            line = "%s, exercise %d: %s" % (student.name, number, message)
-            (pending if feature else hard).append((feature, line))
-    if hard:
-        pytest.fail("\n\n".join(line for _, line in hard + pending))
-    if pending:
-        features = sorted({PENDING[f] for f, _ in pending})
-        pytest.xfail("pending features not merged yet: %s\n%s" % (
-            ", ".join(features), "\n\n".join(line for _, line in pending)))
-    assert not PENDING, "every pending check passes: empty PENDING in tests/test_classroom.py"
+    failed = ["%s, exercise %d: %s" % (student.name, number, message)
+              for student, failures in zip(students, results) for number, message in failures]
+    if failed:
+        pytest.fail("\n\n".join(failed))

@@ -97,18 +97,8 @@ def test_the_guide_quotes_code_in_every_exercise():
         assert "```python" in exercise, "exercise %s quotes no code" % title
 
 
-# Quoted from a branch of issue 18 not merged yet (strict: once merged, the
-# pass fails until the entry goes).
-NOT_MERGED = {"forkparts/labs.py::Iterative.fork_child": "--lab-iterative (branch lab-server)"}
-
-
-def marks(path, name):
-    reason = NOT_MERGED.get("%s::%s" % (path, name))
-    return [pytest.mark.xfail(strict=True, reason="not merged yet: " + reason)] if reason else []
-
-
 @pytest.mark.parametrize("lineno,path,name,excerpt", [
-    pytest.param(*found, id="line%d-%s" % (found[0], found[2]), marks=marks(*found[1:3]))
+    pytest.param(*found, id="line%d-%s" % (found[0], found[2]))
     for found in guide_excerpts()])
 def test_excerpt_appears_verbatim_in_the_function_it_names(lineno, path, name, excerpt):
     assert path, ("docs/labs.md line %d: a ```python block must follow a line ending in "
