@@ -1,7 +1,7 @@
 """scripts/timeline.py: the SVG's rows and intervals against the trace it was fed.
 
 The traces here are written in the --trace contract's format
-(/work/notes/trace-spec.md, issue 18): `<T> [<PID>] <text>`, T = monotonic
+(docs/operations.md, "--trace"; issue 18): `<T> [<PID>] <text>`, T = monotonic
 seconds with 6 decimals.  The checker parses the trace with its own few lines
 (not the script's parser) and reads the picture with xml.etree, so a wrong
 coordinate, a lost row or a lost SIGCHLD mark fails.  The live test runs the

@@ -1,5 +1,5 @@
-"""--trace[=MODES] end to end: the contract of /work/notes/trace-spec.md
-(docs/labs.md, `--trace`): "<T> [<pid>] text" lines, T = time.monotonic().
+"""--trace[=MODES] end to end: the line format of docs/operations.md ("Tracing")
+and docs/labs.md (`--trace`): "<T> [<pid>] text" lines, T = time.monotonic().
 """
 import re
 import time
