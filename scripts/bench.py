@@ -881,7 +881,8 @@ def parse_args(argv):
                    "(full: %g, quick: %g)" % (FULL_SECONDS, QUICK_SECONDS))
     p.add_argument("--clients", type=client_list, default=list(CLIENTS),
                    help="comma-separated concurrent clients (default 1,8,64)")
-    p.add_argument("--apps", type=app_list, default=list(APPS), help="hello,flask (default both)")
+    p.add_argument("--apps", type=choice_list(list(APPS), "app"), default=list(APPS),
+                   help="hello,flask (default both)")
     p.add_argument("--tool", choices=("wrk", "ab"), help="load generator (default: wrk, else ab)")
     p.add_argument("--connections", type=positive(int),
                    help="connections of the ab errors check (full: %d)" % FULL_CONNECTIONS)
@@ -889,7 +890,7 @@ def parse_args(argv):
     p.add_argument("--skip", type=lambda t: t.split(","), default=[],
                    help="comma-separated sections to skip: "
                         "rounds,errors,keepalive,memory,faults")
-    p.add_argument("--servers", type=server_list, default=list(PEERS),
+    p.add_argument("--servers", type=choice_list(PEERS, "server"), default=list(PEERS),
                    help="comma-separated servers beside the floor (default: %s)" % ",".join(PEERS))
     p.add_argument("--checkout", action="append", default=[], type=checkout_arg,
                    metavar="LABEL=PATH", help="also run the forkserver of another checkout, "
@@ -929,13 +930,16 @@ def client_list(text):
     return values
 
 
-def server_list(text):
-    values = text.split(",")
-    bad = [v for v in values if v not in PEERS]
-    if bad:
-        raise argparse.ArgumentTypeError("unknown server %s (choose from %s)" % (
-            ", ".join(bad), ", ".join(PEERS)))
-    return values
+def choice_list(choices, what):
+    """An argparse type: a comma-separated list of ``choices`` (a ``what``)."""
+    def convert(text):
+        values = text.split(",")
+        bad = [v for v in values if v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError("unknown %s %s (choose from %s)" % (
+                what, ", ".join(bad), ", ".join(choices)))
+        return values
+    return convert
 
 
 def checkout_arg(text):
@@ -947,15 +951,6 @@ def checkout_arg(text):
     if not os.path.isfile(os.path.join(path, "forkserver.py")):
         raise argparse.ArgumentTypeError("no forkserver.py in %r" % path)
     return label, os.path.abspath(path)
-
-
-def app_list(text):
-    values = text.split(",")
-    bad = [v for v in values if v not in APPS]
-    if bad:
-        raise argparse.ArgumentTypeError("unknown app %s (choose from %s)" % (
-            ", ".join(bad), ", ".join(APPS)))
-    return values
 
 
 def say(line):
