@@ -57,9 +57,12 @@ class ProcessTrace:
         self.reap_times[pid] = time.monotonic()
         super().reaped_in_handler(pid, status)
 
-    def signals_received(self):
-        """The SIGCHLD lines not yet written: before any later line."""
-        while self.sigchld_times:
+    def signals_received(self, before=float("inf")):
+        """The SIGCHLD lines not yet written whose handler ran ``before`` the
+        line about to be written, so each process's lines stay in time order.
+        A handler can run between any two bytecodes, also after the stamp of
+        that line was taken: its line then waits for the next one."""
+        while self.sigchld_times and self.sigchld_times[0] < before:
             self.log.trace("", "SIGCHLD received", self.sigchld_times.pop(0))
 
     def reap_children(self):
@@ -68,7 +71,7 @@ class ProcessTrace:
 
     def child_exited(self, pid, status):
         reaped_at = self.reap_times.pop(pid, None) or time.monotonic()
-        self.signals_received()
+        self.signals_received(before=reaped_at)
         if pid in self.children:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)), reaped_at)
         super().child_exited(pid, status)
@@ -76,8 +79,9 @@ class ProcessTrace:
     def fork_child(self, sock, addr, data, accepted_at):
         pid = super().fork_child(sock, addr, data, accepted_at)
         if pid:
-            self.signals_received()
-            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)))
+            forked_at = time.monotonic()
+            self.signals_received(before=forked_at)
+            self.log.trace("", "fork: child %d for %s" % (pid, format_addr(addr)), forked_at)
         return pid
 
     def plan_children(self):

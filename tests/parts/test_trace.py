@@ -55,3 +55,38 @@ def test_the_exit_line_is_written_before_leaving(capfd):
     err = capfd.readouterr().err
     assert re.fullmatch(r"\d+\.\d{6} \[%d\] exit: status 3\n" % os.getpid(), err)
     assert left == [3]
+
+
+class RecordingLog:
+    def __init__(self):
+        self.lines = []
+
+    def trace(self, prefix, text, at=None):
+        self.lines.append((at, text))
+
+
+class ForkWithALateSignal:
+    """A fork_child during whose return a SIGCHLD handler runs: as CPython
+    may run one between any two bytecodes, also after the fork line's stamp."""
+    def __init__(self):
+        self.log, self.children = RecordingLog(), {}
+
+    def fork_child(self, sock, addr, data, accepted_at):
+        return 4242
+
+
+def test_a_sigchld_stamped_after_the_fork_line_waits_for_the_next_line(monkeypatch):
+    server = trace.traced(SimpleNamespace(trace=("process",)), ForkWithALateSignal)()
+    ticks = iter([10.0, 10.5, 11.0])
+    server.sigchld_times = [9.0]      # a handler that ran before the fork
+
+    def clock():
+        now = next(ticks)
+        if now == 10.0:               # the fork line's stamp is being taken...
+            server.sigchld_times.append(10.2)   # ...and a handler runs right after
+        return now
+    monkeypatch.setattr(trace.time, "monotonic", clock)
+    server.fork_child(None, ("127.0.0.1", 1), b"", 0.0)
+    stamps = [at for at, _ in server.log.lines]
+    assert stamps == sorted(stamps) == [9.0, 10.0], server.log.lines
+    assert server.sigchld_times == [10.2]   # written before the next line, not this one
