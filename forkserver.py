@@ -819,6 +819,7 @@ def run(opts, hooks, log):
                 raise UsageError(str(exc)) from None
         server = traced(opts, server_class(opts, Server))(opts, loader, app, listeners, log, hooks)
         server.upgrade.inherited = inherited
+        del app   # the server holds it; a reload must be able to free the first one
     except BaseException:
         for listener in listeners:
             listener.close()

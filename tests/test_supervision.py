@@ -438,8 +438,15 @@ def test_repeated_sighup_does_not_leak_the_old_app(start_server, tmp_path):
     (not left in gc.freeze()'s permanent generation)."""
     app_dir = tmp_path / "app"
     app_dir.mkdir()
+    # The ballast is its own anonymous mapping, touched page by page: freeing
+    # it unmaps it at once, so RSS tells a kept copy from a freed one exactly.
+    # (A bytearray this size comes from malloc, whose dynamic mmap threshold
+    # keeps two or three freed copies in the heap: 40-67 MB of noise.)
     (app_dir / "bigapp.py").write_text(
-        "BALLAST = bytearray(%d * 2**20)\n"
+        "import mmap\n"
+        "BALLAST = mmap.mmap(-1, %d * 2**20)\n"
+        "for page in range(0, len(BALLAST), mmap.PAGESIZE):\n"
+        "    BALLAST[page] = 1\n"
         "def app(environ, start_response):\n"
         "    start_response('200 OK', [('Content-Length', '3')])\n"
         "    return [b'big']\n" % APP_BALLAST_MB)
@@ -449,8 +456,8 @@ def test_repeated_sighup_does_not_leak_the_old_app(start_server, tmp_path):
         server.signal(signal.SIGHUP)
         wait_for(lambda: server.log_text().count("reloaded bigapp:app") >= done, 10, "reload")
     growth = server.ps.memory_info().rss - rss_before
-    # The allocator may keep a freed copy or two; a leak keeps all six.
-    assert growth < (RELOADS // 2) * APP_BALLAST_MB * 2**20, growth
+    # A leak keeps every old copy (six); a correct reload keeps none.
+    assert growth < APP_BALLAST_MB * 2**20 // 2, growth
     assert http_get(server, "/")[2] == b"big"
 
 
