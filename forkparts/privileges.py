@@ -101,12 +101,40 @@ def socket_group(path, gid):
 
 def write_pidfile(path, owner=None):
     """Any failure is one line naming the file, the cause and the remedy
-    (a UsageError: exit 2), with no temporary file left behind."""
+    (a UsageError: exit 2), with no temporary file left behind.  A pidfile
+    that names another live process is not replaced (gunicorn's "Already
+    running on PID"): two servers on one pidfile would leave the first one
+    unreachable by every script that signals it, and the second's exit would
+    remove the first one's file."""
+    running = live_pid_in(path)
+    if running:
+        raise UsageError(
+            "--pidfile %r names process %d, which is running: another server uses this "
+            "pidfile (stop it, or give this one another --pidfile); if process %d is not "
+            "a server, the file is stale: remove it" % (path, running, running))
     try:
         write_atomically(path, "%d\n" % os.getpid(), owner)
     except OSError as exc:
         raise UsageError("cannot write --pidfile %r: %s" % (
             path, pidfile_problem(path, exc))) from None
+
+
+def live_pid_in(path):
+    """The pid a pidfile names, if that process is alive and is not us; else None."""
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip(" \n"))
+    except (OSError, ValueError):
+        return None   # no file, or not a pidfile of ours: written over as before
+    if pid <= 0 or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None   # stale: its server died without removing it (SIGKILL)
+    except PermissionError:
+        pass          # alive, another user's
+    return pid
 
 
 def pidfile_problem(path, exc):

@@ -92,3 +92,32 @@ def test_a_pidfile_that_cannot_be_replaced_leaves_no_temporary_file(tmp_path):
     assert result.returncode == EXIT_USAGE
     assert_one_clear_line(result, "--pidfile %r" % str(tmp_path / "fs.pid"), "Is a directory")
     assert os.listdir(str(tmp_path)) == ["fs.pid"]
+
+
+def test_a_pidfile_naming_a_running_server_is_not_taken_over(start_server, tmp_path):
+    """gunicorn's "Already running on PID": a second server given the first
+    one's pidfile refuses to start (one line, exit 2) and leaves the file to
+    the first, which still removes it when it stops."""
+    from tests.parts.test_cli import run_cli
+    (tmp_path / "run").mkdir()
+    pidfile = tmp_path / "run" / "fs.pid"
+    first = start_server("tests.apps:hello", "--pidfile", str(pidfile))
+    assert pidfile.read_text() == "%d\n" % first.pid
+    second = run_cli("tests.apps:hello", "--no-prewarm", "--pidfile", str(pidfile))
+    assert second.returncode == EXIT_USAGE
+    assert_one_clear_line(second, "--pidfile %r" % str(pidfile),
+                          "process %d, which is running" % first.pid, "another --pidfile",
+                          "stale")
+    assert pidfile.read_text() == "%d\n" % first.pid
+    assert os.listdir(str(tmp_path / "run")) == ["fs.pid"]   # no temporary file
+    assert first.stop() == 0
+    assert not pidfile.exists()
+
+
+def test_a_stale_pidfile_is_replaced(start_server, tmp_path):
+    pidfile = tmp_path / "fs.pid"
+    pidfile.write_text("%d\n" % dead_pid())      # left by a server killed with SIGKILL
+    server = start_server("tests.apps:hello", "--pidfile", str(pidfile))
+    assert pidfile.read_text() == "%d\n" % server.pid
+    assert server.stop() == 0
+    assert not pidfile.exists()
