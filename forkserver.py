@@ -54,7 +54,7 @@ from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
 from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
-from forkparts.privileges import open_listeners, remove_pidfile, writable_by
+from forkparts.privileges import open_listeners, remove_pidfile, warn_if_pidfile_stays
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -806,11 +806,7 @@ def run(opts, hooks, log):
     # Binds (or takes what it inherited), writes the pidfile, drops privileges.
     listeners = open_listeners(opts, inherited)
     configure_accel(opts, log, listeners)   # the tricks' switches and version gates
-    if opts.pidfile and not writable_by(os.path.dirname(os.path.abspath(opts.pidfile)),
-                                        os.geteuid(), os.getegid()):
-        log.warning("--pidfile %r: its directory is not writable by uid %d, so the pidfile "
-                    "will stay after the server stops (give it a directory of its own, e.g. "
-                    "systemd's RuntimeDirectory=)" % (opts.pidfile, os.geteuid()))
+    warn_if_pidfile_stays(opts.pidfile, log)
     try:
         if opts.subreaper:
             try:

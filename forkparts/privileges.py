@@ -165,6 +165,15 @@ def user_name(uid):
         return "uid %d" % uid
 
 
+def warn_if_pidfile_stays(path, log):
+    """After privileges are dropped: say so if we cannot remove our pidfile at exit."""
+    if path and not writable_by(os.path.dirname(os.path.abspath(path)),
+                                os.geteuid(), os.getegid()):
+        log.warning("--pidfile %r: its directory is not writable by uid %d, so the pidfile "
+                    "will stay after the server stops (give it a directory of its own, e.g. "
+                    "systemd's RuntimeDirectory=)" % (path, os.geteuid()))
+
+
 def writable_by(directory, uid, gid):
     """Can uid:gid create and remove files in directory (mode bits only)?"""
     try:
