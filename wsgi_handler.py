@@ -474,17 +474,17 @@ def unquote_path(path):
 def build_environ(request, addr, config, stream):
     """The environ of one request: one function, each field of the request
     read once (a child copies the pages of each function it runs)."""
-    path, host = request.path, request.host
+    method, target, version, headers, path, query, host, body_kind = request[:8]
     environ = config.environ_base.copy()
-    environ["REQUEST_METHOD"] = request.method
+    environ["REQUEST_METHOD"] = method
     environ["PATH_INFO"] = unquote_path(path) if "%" in path else path
-    environ["QUERY_STRING"] = request.query
-    environ["REQUEST_URI"] = environ["RAW_URI"] = request.target
-    environ["SERVER_PROTOCOL"] = "HTTP/%d.%d" % request.version
+    environ["QUERY_STRING"] = query
+    environ["REQUEST_URI"] = environ["RAW_URI"] = target
+    environ["SERVER_PROTOCOL"] = "HTTP/%d.%d" % version
     environ["REMOTE_ADDR"] = addr[0] if addr else ""
     environ["REMOTE_PORT"] = str(addr[1]) if addr and len(addr) > 1 else ""
     environ["wsgi.input"] = stream
-    for name, value in request.headers:
+    for name, value in headers:
         if "_" in name:
             continue  # "X_Forwarded_For" must not impersonate "X-Forwarded-For"
         key = UNPREFIXED_KEYS.get(name) or "HTTP_" + name.upper().replace("-", "_")
@@ -492,7 +492,7 @@ def build_environ(request, addr, config, stream):
             environ[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
         else:
             environ[key] = value
-    if request.body_kind == "chunked":
+    if body_kind == "chunked":
         environ.pop("CONTENT_LENGTH", None)
     if host is not None:
         # RFC 9112 3.2.2: an absolute-form target's authority replaces Host,
