@@ -761,6 +761,11 @@ def main(argv=None):
 
 
 def open_logs(opts):
+    # Relative log paths name files in the directory the server was started
+    # in, before --chdir, and stay those files when SIGUSR1 reopens them.
+    opts.error_log, opts.access_log = (
+        os.path.abspath(path) if path and path != "-" else path
+        for path in (opts.error_log, opts.access_log))
     try:
         log = (HttpTraceLog if "http" in opts.trace else Log)(
             error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),

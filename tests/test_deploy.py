@@ -950,3 +950,26 @@ def test_guide_step_2_socket_activated_service_runs_as_its_user_behind_nginx_as_
             nginx.stop()
             kill_tree(nginx.proc.pid)
         service.close()
+
+
+def test_sigusr1_reopens_relative_log_paths_where_they_were_opened_despite_chdir(
+        start_server, tmp_path):
+    """Relative --access-log/--error-log name files in the launch directory;
+    after --chdir, SIGUSR1 used to reopen them in the --chdir directory, so a
+    rotation moved the logs."""
+    launch, app_dir = tmp_path / "launch", tmp_path / "app"
+    launch.mkdir()
+    app_dir.mkdir()
+    server = start_server("tests.apps_deploy:whoami", "--chdir", str(app_dir),
+                          "--pythonpath", ROOT, "--access-log", "rel.acc",
+                          "--error-log", "rel.err", cwd=str(launch))
+    access, error = str(launch / "rel.acc"), str(launch / "rel.err")
+    assert http_get(server, "/before")[0] == 200
+    assert wait_for(lambda: "/before" in read_text(access))
+    os.rename(access, access + ".1")
+    os.rename(error, error + ".1")
+    server.signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in read_text(error))
+    assert http_get(server, "/after")[0] == 200
+    assert wait_for(lambda: "/after" in read_text(access))
+    assert sorted(os.listdir(str(app_dir))) == []
