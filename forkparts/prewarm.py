@@ -100,12 +100,34 @@ def prewarm(serve, app, config, path, log, deadline=math.inf):
     place after a few calls (PEP 659), and until then every call writes to
     the code object, which costs each child a copy-on-write page."""
     quiet = Log(error_fd=log.error_fd, level="critical")
-    status = prewarm_once(serve, app, config, path, quiet)   # lazy imports and set-up first
-    passes = 1
-    while passes < PREWARM_PASSES and time.monotonic() < deadline:
-        status = prewarm_once(serve, app, config, path, quiet)
-        passes += 1
+    with output_discarded():
+        status = prewarm_once(serve, app, config, path, quiet)   # lazy imports and set-up first
+        passes = 1
+        while passes < PREWARM_PASSES and time.monotonic() < deadline:
+            status = prewarm_once(serve, app, config, path, quiet)
+            passes += 1
     log.info("prewarm GET %s: %s (%d passes)" % (path, status, passes))
+
+
+class output_discarded:
+    """Descriptors 1 and 2 on /dev/null for the parent's passes: what the app
+    prints or logs there (Django's "Not Found: /" for a project without a
+    root view) the trial child has already shown once (probe), and would
+    otherwise come again for each of the PREWARM_PASSES."""
+
+    def __enter__(self):
+        flush_stdio()
+        self.saved = [os.dup(fd) for fd in (1, 2)]
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+
+    def __exit__(self, *exc):
+        flush_stdio()   # what the passes left buffered goes to /dev/null too
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)
 
 
 class CapturedLog(Log):

@@ -315,3 +315,35 @@ def test_no_prewarm_runs_no_app_code_before_the_first_client(start_server, tmp_p
     assert not (tmp_path / "seen.txt").exists()
     assert json.loads(http_get(server, "/probe")[2]) == {"lazymod": False, "marked": False}
     assert "prewarm" not in server.log_text() and not warnings_in(server.log_text())
+
+
+POLLS_URLS = """
+from django.http import HttpResponse
+
+urlpatterns.append(path('polls/', lambda request: HttpResponse('polls v1')))
+"""
+
+
+@NEEDS_DJANGO
+def test_a_new_django_project_prints_its_warm_up_404_once_not_for_every_pass(
+        start_server, tmp_path):
+    """A new project with its first view at /polls/ and none at /: Django
+    logs "Not Found: /" on stderr for the warm-up's GET /.  The trial child
+    shows it; the parent's passes (16 of them) used to print it again each
+    time."""
+    env = dict(os.environ)
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                          timeout=DJANGO_SETUP_TIMEOUT_SECONDS)
+    assert done.returncode == 0, done.stderr
+    urls = tmp_path / "mysite" / "mysite" / "urls.py"
+    urls.write_text(urls.read_text() + POLLS_URLS)
+    server = start_server("mysite.wsgi", cwd=str(tmp_path / "mysite"), env=env)
+    log = wait_for_log(server, "prewarm GET /")
+    assert "prewarm GET /: HTTP/1.1 404 Not Found (16 passes)" in log, log
+    server.output_file.flush()
+    with open(server.output_file.name, errors="replace") as f:   # the terminal's
+        output = f.read()
+    assert output.count("Not Found: /") == 1, output
+    assert http_get(server, "/polls/")[2] == b"polls v1"
