@@ -116,16 +116,22 @@ class output_discarded:
     otherwise come again for each of the PREWARM_PASSES."""
 
     def __enter__(self):
+        import fcntl
         flush_stdio()
-        self.saved = [os.dup(fd) for fd in (1, 2)]
-        null = os.open(os.devnull, os.O_WRONLY)
+        self.saved = []
         for fd in (1, 2):
+            try:   # the copy at 3 or above: never in the other one's place
+                self.saved.append((fd, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)))
+            except OSError:
+                pass   # started with it closed: nothing to discard there
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd, _ in self.saved:
             os.dup2(null, fd)
         os.close(null)
 
     def __exit__(self, *exc):
         flush_stdio()   # what the passes left buffered goes to /dev/null too
-        for fd, saved in zip((1, 2), self.saved):
+        for fd, saved in self.saved:
             os.dup2(saved, fd)
             os.close(saved)
 

@@ -117,3 +117,33 @@ def test_an_app_that_ends_the_child_is_reported_as_such():
     def app(environ, start_response):
         os._exit(7)
     assert "exited with status 7" in probe_of(app).failure(1.0)
+
+
+def test_the_parents_passes_write_nothing_to_stdout_or_stderr_and_keep_closed_fds_closed():
+    """output_discarded: descriptors 1 and 2 on /dev/null inside, put back
+    after; one the process was started without stays closed."""
+    import subprocess
+    import sys
+    code = (
+        "import os, sys\n"
+        "from forkparts.prewarm import output_discarded\n"
+        "print('before', flush=True)\n"
+        "with output_discarded():\n"
+        "    print('inside')\n"
+        "    try:\n"
+        "        os.write(2, b'inside-fd2\\n')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print('after', flush=True)\n"
+        "try:\n"
+        "    os.fstat(2); print('fd 2 open')\n"
+        "except OSError:\n"
+        "    print('fd 2 closed')\n")
+    from tests.conftest import ROOT
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert (done.stdout, done.stderr) == ("before\nafter\nfd 2 open\n", "")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True, timeout=30,
+                          pass_fds=(), preexec_fn=lambda: os.close(2))
+    assert done.stdout == "before\nafter\nfd 2 closed\n", done.stdout
