@@ -17,6 +17,7 @@ this part never imports a front door.  A room of its own because it is the
 one place the parent runs app code on purpose, and it says what it did.
 """
 
+import fcntl
 import marshal
 import math
 import os
@@ -116,7 +117,6 @@ class output_discarded:
     otherwise come again for each of the PREWARM_PASSES."""
 
     def __enter__(self):
-        import fcntl
         flush_stdio()
         self.saved = []
         for fd in (1, 2):

@@ -3,6 +3,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -173,6 +174,14 @@ def wait_children(server, count, timeout=5.0):
         if seen == count or time.monotonic() >= deadline:
             return seen
         time.sleep(0.02)
+
+
+def dead_pid():
+    """A pid no process has (a reaped child's; pid_max may be 32768 here, so
+    a made-up number can be a live process)."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import FORKSERVER, ROOT, READY_RE, needs, read_until_close
+from tests.conftest import FORKSERVER, ROOT, READY_RE, dead_pid, needs, read_until_close
 from tests.parts.test_cli import EXIT_APP_LOAD, EXIT_USAGE, assert_one_clear_line, run_cli, write_module
 
 STATUS_INTERVAL_SECONDS = 1.0   # forkserver.STATUS_INTERVAL_SECONDS
@@ -146,7 +146,7 @@ def test_pidfile_is_written_before_dropping_privileges_and_owned_by_the_user(tmp
     user = nobody()
     os.chmod(str(tmp_path), 0o1777)      # a sticky, shared directory, as /tmp
     pidfile = tmp_path / "fs.pid"
-    pidfile.write_text("12345\n")       # left by a root run killed with SIGKILL
+    pidfile.write_text("%d\n" % dead_pid())   # left by a root run killed with SIGKILL
     proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
                   "--pidfile", str(pidfile), "--no-access-log"])
     try:

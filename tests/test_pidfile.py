@@ -11,17 +11,11 @@ import signal
 import subprocess
 import tempfile
 
-from tests.conftest import READY_RE, needs
+from tests.conftest import READY_RE, dead_pid, needs
 from tests.parts.test_cli import EXIT_USAGE, assert_one_clear_line
 from tests.test_signals import SYSTEM_PYTHON, copy_server_for_others
 
 START_SECONDS = 30
-
-
-def dead_pid():
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
 
 
 def as_nobody(nobody):
