@@ -54,7 +54,7 @@ from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
 from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
-from forkparts.privileges import open_listeners, remove_pidfile, warn_if_pidfile_stays
+from forkparts.privileges import open_listeners, remove_pidfile, warn_after_dropping
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -811,7 +811,7 @@ def run(opts, hooks, log):
     # Binds (or takes what it inherited), writes the pidfile, drops privileges.
     listeners = open_listeners(opts, inherited)
     configure_accel(opts, log, listeners)   # the tricks' switches and version gates
-    warn_if_pidfile_stays(opts.pidfile, log)
+    warn_after_dropping(opts, log)
     try:
         if opts.subreaper:
             try:

@@ -165,8 +165,26 @@ def user_name(uid):
         return "uid %d" % uid
 
 
+def warn_after_dropping(opts, log):
+    """After privileges are dropped: what the user we run as cannot do."""
+    warn_if_pidfile_stays(opts.pidfile, log)
+    warn_if_installation_unreadable(log)
+
+
+def warn_if_installation_unreadable(log, stdlib=os.path.dirname(os.__file__)):
+    """--user that cannot read the interpreter's own library (a Python built
+    under /root, mode 0700): every module first imported from now on fails,
+    in the parent and in every child, so a request that needs one answers 500."""
+    if not os.access(stdlib, os.R_OK | os.X_OK):
+        log.warning("uid %d cannot read the Python installation (%s): any module first "
+                    "imported from now on (by the app during a request, or lazily by the "
+                    "standard library, e.g. encodings.idna) fails and its request answers "
+                    "500; install Python where this user can read it (not under /root), or "
+                    "import what the app needs when it loads" % (os.geteuid(), stdlib))
+
+
 def warn_if_pidfile_stays(path, log):
-    """After privileges are dropped: say so if we cannot remove our pidfile at exit."""
+    """Say so if we cannot remove our pidfile at exit."""
     if path and not writable_by(os.path.dirname(os.path.abspath(path)),
                                 os.geteuid(), os.getegid()):
         log.warning("--pidfile %r: its directory is not writable by uid %d, so the pidfile "

@@ -160,6 +160,23 @@ def test_pidfile_is_written_before_dropping_privileges_and_owned_by_the_user(tmp
     assert "Traceback" not in proc.stderr_text
 
 
+def test_a_user_that_cannot_read_the_python_installation_is_told_at_start():
+    """With the interpreter under /root (mode 0700), as here, --user nobody
+    can import nothing new after the drop: every request that needs a module
+    not yet imported answers 500.  One warning at start says so; where that
+    user can read the installation, none."""
+    user = nobody()
+    stdlib = os.path.dirname(os.__file__)
+    readable = subprocess.run(["test", "-r", stdlib, "-a", "-x", stdlib], user=user.pw_uid,
+                              group=user.pw_gid, extra_groups=[]).returncode == 0
+    proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
+                  "--no-access-log"])
+    assert stop(proc) == 0
+    warned = "cannot read the Python installation (%s)" % stdlib in proc.stderr_text
+    assert warned == (not readable), proc.stderr_text
+    assert "Traceback" not in proc.stderr_text
+
+
 def test_a_symlink_planted_at_the_status_files_temporary_name_is_not_followed(tmp_path):
     victim = tmp_path / "precious.txt"
     victim.write_text("precious\n")
