@@ -151,6 +151,8 @@ class Supervisor:
         self.install_signals()
         warn_about_threads(self.log)
         self.warmed = warm_up(self)   # on by default, if the app allows it safely
+        if self.sources:   # what the warm-up imported is the app's too
+            self.sources.rescan()
         no_core_dumps()
         self.opts.max_pending = max_pending_room(self.opts.max_pending, self.log)
         self.exit_marks = exit_marks()

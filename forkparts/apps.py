@@ -222,7 +222,12 @@ def setup_paths(opts):
 class SourceWatcher:
     """--reload: the mtimes of the app's source files, looked at once per
     RELOAD_POLL_SECONDS from the parent's loop (no thread: the parent is
-    single-threaded, and fork() copies only the calling thread)."""
+    single-threaded, and fork() copies only the calling thread).  The files
+    are listed afresh at each look, as gunicorn's reloader lists sys.modules:
+    a module first imported after start (by the warm-up's request, as
+    Django's urls and views, or a view's own ``import``) is watched from the
+    look that first finds it, at the mtime it has then.  A file once seen
+    stays watched, so an editor that deletes and rewrites is not missed."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -236,15 +241,16 @@ class SourceWatcher:
             return False
         self.next_check = now + RELOAD_POLL_SECONDS
         mtimes = self.loader.source_mtimes()
-        changed = [path for path, m in self.mtimes.items() if mtimes.get(path, m) != m]
+        changed = [path for path, m in mtimes.items() if self.mtimes.get(path, m) != m]
+        self.mtimes.update(mtimes)
         if changed:
-            self.mtimes.update(mtimes)
             self.changed_name = os.path.basename(changed[0])
         return bool(changed)
 
     def rescan(self):
-        """After a reload: the files of the app as it is now."""
-        self.mtimes = self.loader.source_mtimes()
+        """After the warm-up and after a reload: the files of the app as it
+        is now, the new ones at their mtime now."""
+        self.mtimes.update(self.loader.source_mtimes())
 
 
 def warn_about_threads(log):

@@ -441,8 +441,9 @@ DJANGO_URLS_TAIL = ("\nfrom django.urls import path as _path  # noqa: E402\n"
 DJANGO_SETUP_SECONDS = 120
 
 
-@needs(importlib.util.find_spec("django") is not None, "Django is not installed")
-def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_path):
+def django_project(tmp_path):
+    """A `django-admin startproject mysite` project with a view at /hello/:
+    (project directory, views.py, environment)."""
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)        # mysite/wsgi.py names its own
     done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
@@ -453,6 +454,12 @@ def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_pat
     views, urls = project / "mysite" / "views.py", project / "mysite" / "urls.py"
     views.write_text(DJANGO_VIEW % "the first view\n")
     urls.write_text(urls.read_text() + DJANGO_URLS_TAIL)
+    return project, views, env
+
+
+@needs(importlib.util.find_spec("django") is not None, "Django is not installed")
+def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_path):
+    project, views, env = django_project(tmp_path)
     server = start_server("mysite.wsgi", "--chdir", str(project), "--no-prewarm", env=env)
     assert http_get(server, "/hello/")[2] == b"the first view\n"
     views.write_text(DJANGO_VIEW % "the view, edited\n")   # another size: see module_source
@@ -460,6 +467,22 @@ def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_pat
     wait_for(lambda: "reloaded mysite.wsgi" in server.log_text(), 30, "the reload")
     assert http_get(server, "/hello/")[2] == b"the view, edited\n"
 
+
+@needs(importlib.util.find_spec("django") is not None, "Django is not installed")
+def test_reload_option_notices_a_django_view_the_warm_up_imported(start_server, tmp_path):
+    """Django imports urls and views at the first request: in the parent, the
+    warm-up's.  --reload notices an edited view and reloads, and says that a
+    warmed Django keeps the old views (docs/operations.md, Reloading)."""
+    project, views, env = django_project(tmp_path)
+    server = start_server("mysite.wsgi", "--chdir", str(project), "--reload", env=env)
+    wait_for(lambda: "prewarm GET /" in server.log_text(), 30, "the warm-up")
+    assert http_get(server, "/hello/")[2] == b"the first view\n"
+    views.write_text(DJANGO_VIEW % "the view, edited\n")
+    wait_for(lambda: "reloaded mysite.wsgi" in server.log_text(), 30, "the reload")
+    log = server.log_text()
+    assert "--reload: views.py changed: reloading mysite.wsgi" in log, log
+    wait_for(lambda: "Django's URL resolver keeps the old views" in server.log_text(), 5,
+             "the warm-up's warning")
 
 
 def test_sighup_on_a_warmed_parent_says_what_a_reload_cannot_renew(start_server):

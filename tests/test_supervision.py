@@ -469,6 +469,31 @@ def test_reload_option_picks_up_an_edited_module(start_server, tmp_path):
     assert "--reload: hupapp.py changed" in server.log_text()
 
 
+
+LAZY_APP = ("def app(environ, start_response):\n"
+            "    import lazyhelper   # imported by the first request: the warm-up's\n"
+            "    body = lazyhelper.TEXT.encode()\n"
+            "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+            "    return [body]\n")
+
+
+def test_reload_option_notices_a_module_the_warm_up_imported(start_server, tmp_path):
+    """A module the app imports lazily is first imported in the parent by the
+    default warm-up, after the server was set up: --reload watches it too."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "lazyapp.py").write_text(LAZY_APP)
+    helper = app_dir / "lazyhelper.py"
+    helper.write_text("TEXT = 'lazy v1'\n")
+    server = start_server("lazyapp:app", "--chdir", str(app_dir), "--reload")
+    wait_log(server, "prewarm GET /")
+    assert body(server) == "lazy v1"
+    helper.write_text("TEXT = 'lazy v22'\n")   # another size: see module_source
+    wait_for(lambda: body(server) == "lazy v22", 10, "the edited helper to be served")
+    assert "--reload: lazyhelper.py changed" in server.log_text()
+
+
+
 # ---------------------------------------------------------------- files, titles
 
 def test_pidfile_and_status_file_are_written_and_removed(start_server, tmp_path):

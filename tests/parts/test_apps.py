@@ -29,6 +29,29 @@ def test_the_watcher_names_a_changed_file_once_per_poll(tmp_path, monkeypatch):
     assert not watcher.changed()   # the new mtime is now the known one
 
 
+
+class GrowingLoader:
+    """The app's files: ``paths``, a list the test extends as the app imports more."""
+    def __init__(self, paths):
+        self.paths = paths
+
+    def source_mtimes(self):
+        return {path: os.stat(path).st_mtime for path in self.paths}
+
+
+def test_the_watcher_watches_a_file_first_imported_after_it_started(tmp_path, monkeypatch):
+    monkeypatch.setattr(apps, "RELOAD_POLL_SECONDS", 0.0)
+    first, later = tmp_path / "app.py", tmp_path / "views.py"
+    first.write_text("x = 1\n")
+    later.write_text("y = 1\n")
+    loader = GrowingLoader([str(first)])
+    watcher = SourceWatcher(loader)
+    loader.paths.append(str(later))          # imported by the warm-up's request
+    assert not watcher.changed()             # first seen: its mtime now is the known one
+    os.utime(later, (time.time() + 10, time.time() + 10))
+    assert watcher.changed() and watcher.changed_name == "views.py"
+
+
 class Log:
     def __init__(self):
         self.warnings = []
