@@ -8,6 +8,16 @@ fork, and again on SIGHUP (AppLoader.reload).  It is
 a room of its own because it is the one place that runs the user's import,
 and the one place that knows which files are the server's own (OUR_FILES,
 also used by --prewarm to show the user's traceback without our frames).
+
+What a reload imports again, and --reload watches, is the app's own code
+only (AppLoader.user_modules): a module imported from a source file after
+the app's import began, unless its file is a library's (under the Python
+installation, under a site-packages or dist-packages directory, the user
+site included, or named by an installer's RECORD in its sys.path directory:
+pip install --target, a --pythonpath of installed packages), or its
+top-level package has a compiled extension module loaded (numpy refuses a
+second import in one process).  Re-importing a library is at best a waste
+(Flask's 104 modules at every HUP) and at worst a failed reload.
 """
 
 import os
@@ -18,6 +28,9 @@ import time
 from forkparts.cli import UsageError
 
 RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
+# Where site.py and Debian put installed libraries; the user site
+# (site.getusersitepackages(), ~/.local/lib/pythonX.Y/site-packages) is one.
+LIBRARY_DIR_NAMES = frozenset(("site-packages", "dist-packages"))
 
 # The server's own source files: the two front doors beside this package, and
 # the package's modules.  Real paths: compare them with os.path.realpath().
@@ -38,6 +51,34 @@ class AppLoadError(Exception):
     """The app spec could not be turned into a callable: exit status 3."""
 
 
+def compiled_packages():
+    """The top-level names of the packages that have a compiled extension
+    module loaded (numpy, markupsafe._speedups): such a module cannot be
+    imported again in the same process (numpy: "cannot load module more than
+    once per process"), and the package's Python modules hold its objects."""
+    import importlib.machinery
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return {name.partition(".")[0] for name, module in list(sys.modules.items())
+            if str(getattr(module, "__file__", None)).endswith(suffixes)}
+
+
+def recorded_files(directory):
+    """The files named by the RECORD of every ``*.dist-info`` in ``directory``
+    (PEP 376: one CSV row per installed file, its path relative to the
+    directory), normalised as installed() compares them."""
+    import csv
+    import glob
+    files = set()
+    for record in glob.glob(os.path.join(glob.escape(directory), "*.dist-info", "RECORD")):
+        try:
+            with open(record, newline="", encoding="utf-8") as f:
+                files.update(os.path.normpath(os.path.join(directory, row[0]))
+                             for row in csv.reader(f) if row)
+        except (OSError, UnicodeDecodeError, csv.Error):
+            continue
+    return frozenset(files)
+
+
 class AppLoader:
     """Resolves ``MODULE``, ``MODULE:NAME`` or ``MODULE:factory(literals)``,
     and re-imports it."""
@@ -48,6 +89,8 @@ class AppLoader:
         self.baseline = set(sys.modules)
         self.prefixes = tuple({os.path.realpath(p) + os.sep for p in
                                (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+        self.verdicts = {}   # file -> is_library(file)
+        self.records = {}    # sys.path directory -> the files its RECORDs name
 
     def load(self):
         import importlib
@@ -89,19 +132,52 @@ class AppLoader:
         return ""
 
     def user_modules(self):
-        """Modules the app import brought in that live outside the installation."""
+        """The app's own modules, the ones a reload imports again: those
+        imported since the app's import began (not in the baseline), from a
+        source file, that are no library's (is_library) and whose top-level
+        package has no compiled extension module loaded (compiled_packages)."""
+        compiled = compiled_packages()
         found = {}
         for name, module in list(sys.modules.items()):
             path = getattr(module, "__file__", None)
-            if name in self.baseline or not path or name == "__main__":
-                continue
-            if not os.path.realpath(path).startswith(self.prefixes):
+            if (path and isinstance(path, str) and name not in self.baseline
+                    and name != "__main__"
+                    and name.partition(".")[0] not in compiled
+                    and not self.is_library(path)):
                 found[name] = module
         return found
+
+    def is_library(self, path):
+        """Is the file ``path`` a library's?  Remembered per file until the
+        next reload (the watcher asks every second)."""
+        verdict = self.verdicts.get(path)
+        if verdict is None:
+            real = os.path.realpath(path)
+            verdict = self.verdicts[path] = (
+                real.startswith(self.prefixes)
+                or not LIBRARY_DIR_NAMES.isdisjoint(real.split(os.sep))
+                or self.installed(path))
+        return verdict
+
+    def installed(self, path):
+        """Is ``path`` listed in the RECORD of a distribution installed in a
+        sys.path directory (PEP 376, PEP 627): what pip writes, also for
+        ``pip install --target DIR`` and for a --pythonpath or PYTHONPATH
+        directory holding such installs?"""
+        path = os.path.normpath(os.path.abspath(path))
+        for entry in sys.path:
+            directory = os.path.normpath(os.path.abspath(entry or os.curdir))
+            if path.startswith(directory + os.sep):
+                if directory not in self.records:
+                    self.records[directory] = recorded_files(directory)
+                if path in self.records[directory]:
+                    return True
+        return False
 
     def reload(self):
         """Import the app afresh; on any failure put the old modules back."""
         import importlib
+        self.verdicts, self.records = {}, {}   # a library may have been installed since
         saved = self.user_modules()
         for name in saved:
             del sys.modules[name]

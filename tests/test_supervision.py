@@ -493,6 +493,95 @@ def test_reload_option_notices_a_module_the_warm_up_imported(start_server, tmp_p
     assert "--reload: lazyhelper.py changed" in server.log_text()
 
 
+# A library installed with `pip install --target DIR` that, as numpy, cannot
+# be imported twice in one process.
+VENDORLIB_SOURCE = ("import builtins\n"
+                    "if getattr(builtins, '_vendorlib_imported', False):\n"
+                    "    raise ImportError('cannot load module more than once per process')\n"
+                    "builtins._vendorlib_imported = True\n"
+                    "NAME = 'vendorlib 1.0'\n")
+VENDOR_APP = ("import vendorlib\n"
+              "VERSION = %r\n"
+              "def app(environ, start_response):\n"
+              "    body = ('app v%%s, %%s' %% (VERSION, vendorlib.NAME)).encode()\n"
+              "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+              "    return [body]\n")
+
+
+def build_wheel(directory, name, source):
+    """A pure-Python wheel of one module package, made by hand (PEP 427):
+    pip installs it with no network and no build backend."""
+    import base64
+    import hashlib
+    import zipfile
+    info = "%s-1.0.dist-info" % name
+    files = {"%s/__init__.py" % name: source,
+             info + "/METADATA": "Metadata-Version: 2.1\nName: %s\nVersion: 1.0\n" % name,
+             info + "/WHEEL": ("Wheel-Version: 1.0\nGenerator: test\n"
+                               "Root-Is-Purelib: true\nTag: py3-none-any\n")}
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest())
+        record.append("%s,sha256=%s,%d" % (path, digest.rstrip(b"=").decode(), len(text)))
+    files[info + "/RECORD"] = "\n".join(record + [info + "/RECORD,,"]) + "\n"
+    wheel = directory / ("%s-1.0-py3-none-any.whl" % name)
+    with zipfile.ZipFile(str(wheel), "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel
+
+
+def test_sighup_does_not_re_import_a_library_installed_with_pip_target(start_server, tmp_path):
+    """--pythonpath naming a `pip install --target` directory: its libraries
+    are not the app's own code, and are not imported again on SIGHUP."""
+    vendor = tmp_path / "vendor"
+    wheel = build_wheel(tmp_path, "vendorlib", VENDORLIB_SOURCE)
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index",
+                           "--no-deps", "--disable-pip-version-check", "--target",
+                           str(vendor), str(wheel)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "npapp.py").write_text(VENDOR_APP % 1)
+    server = start_server("npapp:app", "--chdir", str(app_dir), "--pythonpath", str(vendor))
+    assert body(server) == "app v1, vendorlib 1.0"
+    (app_dir / "npapp.py").write_text(VENDOR_APP % 22)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reload" in server.log_text().partition("SIGHUP: reloading")[2], 10,
+             "the reload to end")
+    assert "reload failed" not in server.log_text(), server.log_text()
+    assert body(server) == "app v22, vendorlib 1.0"
+
+
+# As above, with a library that has a compiled extension module and no
+# installer's record: a copy of markupsafe (markupsafe._speedups).
+EXTENSION_APP = ("import builtins, markupsafe\n"
+                 "FIRST = builtins.__dict__.setdefault('_first_markupsafe', markupsafe)\n"
+                 "VERSION = %r\n"
+                 "def app(environ, start_response):\n"
+                 "    body = ('app v%%s, %%s, same markupsafe: %%s' %% (\n"
+                 "        VERSION, markupsafe.escape('<'), FIRST is markupsafe)).encode()\n"
+                 "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+                 "    return [body]\n")
+
+
+@needs(importlib.util.find_spec("markupsafe._speedups") is not None,
+       "markupsafe with its compiled _speedups is not installed")
+def test_sighup_keeps_a_package_with_a_compiled_extension(start_server, tmp_path):
+    import shutil
+    import markupsafe
+    vendor = tmp_path / "vendored"
+    shutil.copytree(os.path.dirname(markupsafe.__file__), str(vendor / "markupsafe"))
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "extapp.py").write_text(EXTENSION_APP % 1)
+    server = start_server("extapp:app", "--chdir", str(app_dir), "--pythonpath", str(vendor))
+    assert body(server) == "app v1, &lt;, same markupsafe: True"
+    (app_dir / "extapp.py").write_text(EXTENSION_APP % 22)
+    server.signal(signal.SIGHUP)
+    wait_log(server, "reloaded extapp:app")
+    assert body(server) == "app v22, &lt;, same markupsafe: True"
+
 
 # ---------------------------------------------------------------- files, titles
 

@@ -1,6 +1,7 @@
 """forkparts/apps.py: --reload's source watcher, the thread warning, app specs
 as gunicorn takes them (parsed with ast, never evaluated), --env."""
 import os
+import sys
 import threading
 import time
 
@@ -50,6 +51,27 @@ def test_the_watcher_watches_a_file_first_imported_after_it_started(tmp_path, mo
     assert not watcher.changed()             # first seen: its mtime now is the known one
     os.utime(later, (time.time() + 10, time.time() + 10))
     assert watcher.changed() and watcher.changed_name == "views.py"
+
+
+def test_only_the_apps_own_modules_are_reimported(tmp_path, monkeypatch):
+    """A module recorded by an installer (a RECORD in its sys.path directory:
+    pip install --target) is a library's; a loose file there is the app's."""
+    vendor, app_dir = tmp_path / "vendor", tmp_path / "app"
+    (vendor / "recordedlib-1.0.dist-info").mkdir(parents=True)
+    (vendor / "recordedlib-1.0.dist-info" / "RECORD").write_text(
+        "recordedlib.py,sha256=x,1\nrecordedlib-1.0.dist-info/RECORD,,\n")
+    (vendor / "recordedlib.py").write_text("X = 1\n")
+    (vendor / "looselib.py").write_text("X = 1\n")
+    app_dir.mkdir()
+    (app_dir / "ownapp.py").write_text("import recordedlib, looselib\napp = len\n")
+    monkeypatch.setattr("sys.path", [str(app_dir), str(vendor)] + sys.path)
+    loader = apps.AppLoader("ownapp:app")
+    try:
+        assert loader.load() is len
+        assert sorted(loader.user_modules()) == ["looselib", "ownapp"]
+    finally:
+        for name in ("ownapp", "recordedlib", "looselib"):
+            sys.modules.pop(name, None)
 
 
 class Log:
