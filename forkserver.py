@@ -730,6 +730,11 @@ def warm_up(server):
     child's entry point; its trial child puts back the handlers a child does,
     and runs the post_fork hook if the app left something open.  True if
     the parent was warmed."""
+    if server.opts.reload and server.opts.prewarm is None:
+        server.log.info("--reload: no warm-up unless --prewarm PATH asks for one, so every "
+                        "edit is served as written (a warmed framework keeps what it built)")
+        return False
+
     def post_fork():
         server.run_hook("post_fork", server, worker_for_child(server, 0))
     return forkparts.prewarm.warm_up(

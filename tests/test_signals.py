@@ -469,12 +469,28 @@ def test_sighup_serves_the_edited_view_of_a_django_project(start_server, tmp_pat
 
 
 @needs(importlib.util.find_spec("django") is not None, "Django is not installed")
-def test_reload_option_notices_a_django_view_the_warm_up_imported(start_server, tmp_path):
-    """Django imports urls and views at the first request: in the parent, the
-    warm-up's.  --reload notices an edited view and reloads, and says that a
-    warmed Django keeps the old views (docs/operations.md, Reloading)."""
+def test_reload_option_serves_an_edited_django_view(start_server, tmp_path):
+    """--reload, for development, has no default warm-up: Django imports its
+    urls and views at the first request, in each child, so an edited view is
+    served as written (the parent never imported it: nothing to reload)."""
     project, views, env = django_project(tmp_path)
     server = start_server("mysite.wsgi", "--chdir", str(project), "--reload", env=env)
+    wait_for(lambda: "--reload: no warm-up" in server.log_text(), 30, "the start")
+    assert http_get(server, "/hello/")[2] == b"the first view\n"
+    views.write_text(DJANGO_VIEW % "the view, edited\n")
+    wait_for(lambda: http_get(server, "/hello/")[2] == b"the view, edited\n", 30,
+             "the edited view to be served")
+    assert "prewarm GET" not in server.log_text()
+
+
+def test_reload_option_notices_a_django_view_the_warm_up_imported(start_server, tmp_path):
+    """Django imports urls and views at the first request: in the parent, the
+    warm-up's (asked for with --prewarm /).  --reload notices an edited view
+    and reloads, and says that a warmed Django keeps the old views
+    (docs/operations.md, Reloading)."""
+    project, views, env = django_project(tmp_path)
+    server = start_server("mysite.wsgi", "--chdir", str(project), "--reload",
+                          "--prewarm", "/hello/", env=env)
     wait_for(lambda: "prewarm GET /" in server.log_text(), 30, "the warm-up")
     assert http_get(server, "/hello/")[2] == b"the first view\n"
     views.write_text(DJANGO_VIEW % "the view, edited\n")

@@ -479,13 +479,13 @@ LAZY_APP = ("def app(environ, start_response):\n"
 
 def test_reload_option_notices_a_module_the_warm_up_imported(start_server, tmp_path):
     """A module the app imports lazily is first imported in the parent by the
-    default warm-up, after the server was set up: --reload watches it too."""
+    warm-up (--prewarm /), after the server was set up: --reload watches it too."""
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "lazyapp.py").write_text(LAZY_APP)
     helper = app_dir / "lazyhelper.py"
     helper.write_text("TEXT = 'lazy v1'\n")
-    server = start_server("lazyapp:app", "--chdir", str(app_dir), "--reload")
+    server = start_server("lazyapp:app", "--chdir", str(app_dir), "--reload", "--prewarm", "/")
     wait_log(server, "prewarm GET /")
     assert body(server) == "lazy v1"
     helper.write_text("TEXT = 'lazy v22'\n")   # another size: see module_source
