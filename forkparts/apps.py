@@ -66,8 +66,11 @@ def recorded_files(directory):
     """The files named by the RECORD of every ``*.dist-info`` in ``directory``
     (PEP 376: one CSV row per installed file, its path relative to the
     directory), normalised as installed() compares them."""
-    import csv
-    import glob
+    try:
+        import csv
+        import glob
+    except ImportError:   # --user that cannot read the installation (a warning said so)
+        return frozenset()
     files = set()
     for record in glob.glob(os.path.join(glob.escape(directory), "*.dist-info", "RECORD")):
         try:
