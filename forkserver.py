@@ -54,7 +54,8 @@ from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
 from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
-from forkparts.privileges import open_listeners, remove_pidfile, warn_after_dropping
+from forkparts.privileges import (log_open_problem, open_listeners, remove_pidfile,
+                                  start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -786,29 +787,40 @@ def open_logs(opts):
 
 def check_config(opts):
     """--check-config: the config is read (parse_options); load the app and
-    look at the files the server would write, say what is wrong; exit 0 or 2."""
-    problems = []
-    for path in (opts.error_log, opts.access_log, opts.pidfile):
-        directory = os.path.dirname(os.path.abspath(path)) if path and path != "-" else None
-        if directory and not os.access(directory, os.W_OK):
-            problems.append("cannot write %r: directory not writable" % path)
+    look at what a start would open, bind, write and become, without doing
+    any of it; say what is wrong, each in a start's words, and exit with the
+    status a start would (its first problem's): 0, 2, 3 or 4."""
+    problems = log_file_problems(opts)
     try:
         apply_env(opts)
         setup_paths(opts)
         AppLoader(opts.app).load()
-    except UsageError as exc:
-        problems.append(str(exc))
-    except AppLoadError as exc:
-        problems.append("cannot load app %r: %s" % (opts.app, exc))
+    except (UsageError, AppLoadError) as exc:
+        problems.append(exc)
+    problems += start_problems(opts)   # relative paths as a start sees them: after --chdir
     for warning in opts.config_warnings:
         sys.stderr.write("forkserver: warning: %s\n" % warning)
     for problem in problems:
-        sys.stderr.write("forkserver: error: %s\n" % problem)
+        sys.stderr.write("forkserver: error: %s\n" % (
+            "cannot load app %r: %s" % (opts.app, problem)
+            if isinstance(problem, AppLoadError) else problem))
     if problems:
-        return EXIT_USAGE
+        return {AppLoadError: EXIT_APP_LOAD, ListenError: EXIT_LISTEN}.get(
+            type(problems[0]), EXIT_USAGE)
     sys.stdout.write("forkserver: config OK: app %s loads%s\n" % (
         opts.app, " with config file %s" % opts.config if opts.config else ""))
     return EXIT_OK
+
+
+def log_file_problems(opts):
+    """What open_logs would fail on, as its UsageError, without opening."""
+    problems = []
+    for path in (opts.error_log, opts.access_log):
+        error = log_open_problem(path) if path and path != "-" else 0
+        if error:
+            problems.append(UsageError("cannot open log file %r: %s"
+                                       % (path, os.strerror(error))))
+    return problems
 
 
 def run(opts, hooks, log):

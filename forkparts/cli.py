@@ -5,11 +5,17 @@ once; the config file (forkparts/configfile.py) reads its settings through
 the same parser, so a setting is checked as its option is.  gunicorn's
 flags are here too: its spellings as aliases (-b, -c, --pid, --access-logfile),
 its pool options accepted with a warning (POOL_ONLY), and the flags asking
-for what forkserver cannot do refused with the reason (REFUSED_FLAGS).  A
+for what forkserver cannot do refused with the reason (REFUSED_FLAGS).  The
+grammar of what the options name (a --bind address, a --prewarm target) is
+checked here as the options are read, so a start and --check-config refuse
+alike; every usage error is one line (one_line_parser).  A
 room of its own because it is the server's whole user-facing vocabulary,
 read far more often than it changes, and the parent's loop never needs it
 after start.
 """
+
+import os
+import re
 
 from forkparts import __version__
 # The child's defaults and vocabulary, shown in the help and checked here.
@@ -39,9 +45,21 @@ class UsageError(Exception):
     """A bad option, address or config file: exit status 2."""
 
 
-def build_parser():
+def one_line_parser(**kwargs):
+    """argparse's parser, whose errors are one line, ``forkserver: error: <what>
+    (see --help)``, exit status 2, as every other usage error of the server:
+    argparse's own print the whole usage block first (29 lines for one bad
+    number), which buries the line that says what is wrong."""
     import argparse
-    p = argparse.ArgumentParser(
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+    return Parser(**kwargs)
+
+
+def build_parser():
+    p = one_line_parser(
         prog="forkserver", allow_abbrev=False,   # --max-requests is not --max-requests-per-...
         description="A WSGI server that forks one child process per connection.",
         epilog="Exit statuses: 0 stopped cleanly, 1 internal error, 2 bad usage or "
@@ -74,7 +92,7 @@ def build_parser():
 
 def add_socket_options(p):
     g = p.add_argument_group("sockets")
-    g.add_argument("-b", "--bind", action="append", metavar="ADDRESS",
+    g.add_argument("-b", "--bind", action="append", type=bind_address, metavar="ADDRESS",
                    help="HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N; repeatable "
                         "(default %s; port 0 picks a free port)" % DEFAULT_BIND)
     g.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG,
@@ -101,7 +119,7 @@ def add_app_options(p):
     g.add_argument("-e", "--env", dest="raw_env", action="append", type=env_pair,
                    metavar="KEY=VALUE", help="set an environment variable for the app; "
                    "repeatable")
-    g.add_argument("--prewarm", metavar="PATH",
+    g.add_argument("--prewarm", metavar="PATH", type=prewarm_path,
                    help="warm up with GET PATH, not GET / (the default): the request runs "
                    "through the app before serving, first in a trial child, then in the "
                    "parent if it answered below 500 and left nothing open, so first-request "
@@ -213,9 +231,17 @@ def add_limit_options(g):
 
 def add_logging_options(p):
     g = p.add_argument_group("logging")
-    g.add_argument("--access-log", "--access-logfile", default="-", metavar="PATH",
-                   help="access log file, - for stdout (default)")
-    g.add_argument("--no-access-log", dest="access_log", action="store_const", const=None)
+    # Both on one command line contradict each other; --no-access-log over a
+    # config file's accesslog is the command line winning, as ever.  The
+    # default "-" is --no-access-log's: argparse counts an option for the
+    # group only when its value is not its own default object, and a "-"
+    # from the command line is the very object "-" (one-character strings
+    # are shared), so with it --access-log - --no-access-log would pass.
+    access = g.add_mutually_exclusive_group()
+    access.add_argument("--access-log", "--access-logfile", default=argparse_suppress(),
+                        metavar="PATH", help="access log file, - for stdout (default)")
+    access.add_argument("--no-access-log", dest="access_log", action="store_const", const=None,
+                        default="-", help="no access log (overrides a config file's accesslog)")
     g.add_argument("--access-log-format", "--access-logformat", default=COMMON_LOG_FORMAT,
                    metavar="FORMAT", help="gunicorn-style atoms (default: Common Log Format)")
     g.add_argument("--error-log", "--error-logfile", "--log-file", default="-", metavar="PATH",
@@ -379,6 +405,86 @@ def bare_trace(argv):
     args = list(argv)
     end = args.index("--") if "--" in args else len(args)
     return ["--trace=all" if arg == "--trace" else arg for arg in args[:end]] + args[end:]
+
+
+ASCII_DIGITS_RE = re.compile(r"[0-9]{1,10}")   # str.isdigit() takes "²" and "٣"
+
+
+def parse_bind(address):
+    """Split a --bind address into (kind, value): ("unix", path), ("fd", n),
+    ("inet", (host, port)); a UsageError names what is wrong with it."""
+    if address.startswith("unix:"):
+        if not address[5:]:
+            raise UsageError("%r: empty unix socket path" % address)
+        return "unix", address[5:]
+    if address.startswith("fd://"):
+        if not ASCII_DIGITS_RE.fullmatch(address[5:]):
+            raise UsageError("%r: fd:// needs a file descriptor number" % address)
+        return "fd", int(address[5:])
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            raise UsageError("%r: expected [IPv6]:PORT" % address)
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or ":" in host:
+            raise UsageError("%r: expected HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+                             % address)
+    if not ASCII_DIGITS_RE.fullmatch(port) or int(port) > 65535:
+        raise UsageError("%r: port must be a number from 0 to 65535" % address)
+    return "inet", (host or "0.0.0.0", int(port))
+
+
+def bind_address(text):
+    """--bind (and a config file's bind): the address, its syntax checked
+    when the options are read, so a start and --check-config refuse alike."""
+    try:
+        parse_bind(str(text))
+    except UsageError as exc:
+        raise argparseerror(str(exc)) from None
+    return str(text)
+
+
+bind_address.__name__ = "HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+
+
+def check_binds(addresses):
+    """Two --bind addresses naming one socket are a usage error, before
+    anything is bound (the second bind would fail as if another server held
+    the port).  Port 0 twice is two free ports, not one address."""
+    seen = {}
+    for address in addresses:
+        kind, value = parse_bind(address)
+        if kind == "unix":
+            value = os.path.normpath(value)
+        if kind == "inet" and value[1] == 0:
+            continue
+        first = seen.get((kind, value))
+        if first == address:
+            raise UsageError("--bind %r is given twice: give each address once" % address)
+        if first is not None:
+            raise UsageError("--bind %r and --bind %r name the same socket: give each "
+                             "address once" % (first, address))
+        seen[kind, value] = address
+
+
+# RFC 9112 3.2.1:  origin-form = absolute-path [ "?" query ]; absolute-path
+# starts with "/", and a request target is visible ASCII with no fragment
+# ("#", RFC 9112 3.2), as the parser's one-pass lane takes it.
+ORIGIN_FORM_RE = re.compile(r"/[\x21\x22\x24-\x7e]*")
+
+
+def prewarm_path(text):
+    """--prewarm PATH: an origin-form target, which the server's own parser
+    passes to the app (any other is answered 400 before the app is called)."""
+    if not ORIGIN_FORM_RE.fullmatch(str(text)):
+        raise argparseerror("%r is not a path starting with / (an origin-form request "
+                            "target, RFC 9112 3.2.1: visible ASCII, no #), e.g. /healthz"
+                            % (text,))
+    return str(text)
+
+
+prewarm_path.__name__ = "path starting with /"
 
 
 def log_level(text):

@@ -1,20 +1,24 @@
-"""Listening sockets: the --bind addresses, binding them, and systemd's.
+"""Listening sockets: binding the --bind addresses, and systemd's.
 
 DESIGN note: a Listener is the server's own object around one listening
 socket: what the parent polls and accepts from, and how the ready line names
 it.  Binding (TCP with TCP_DEFER_ACCEPT, unix sockets with their stale-file
 check and their file mode, inherited fds, systemd socket activation) happens
 once, before the app's first fork; it is a room of its own because none of it
-is the loop's business, and every bind failure is a ListenError (exit status 4).
+is the loop's business, and every bind failure is a ListenError (exit status 4);
+check_address finds those that can be known without binding (--check-config).
+The addresses' grammar is the command line's (forkparts/cli.py, parse_bind).
 """
 
 import errno
 import os
-import re
 import select
 import socket
+import stat
 
-from forkparts.cli import UsageError
+# The --bind grammar is the command line's (checked as the options are read);
+# ASCII_DIGITS_RE is imported from here by the parts that bind and upgrade.
+from forkparts.cli import ASCII_DIGITS_RE, UsageError, parse_bind  # noqa: F401
 
 
 class ListenError(Exception):
@@ -55,33 +59,6 @@ class Listener:
             self.unix_path = None
 
 
-ASCII_DIGITS_RE = re.compile(r"[0-9]{1,10}")   # str.isdigit() takes "²" and "٣"
-
-
-def parse_bind(address):
-    """Split an address into (kind, value): ("unix", path), ("fd", n), ("inet", (host, port))."""
-    if address.startswith("unix:"):
-        if not address[5:]:
-            raise UsageError("empty unix socket path in --bind %r" % address)
-        return "unix", address[5:]
-    if address.startswith("fd://"):
-        if not ASCII_DIGITS_RE.fullmatch(address[5:]):
-            raise UsageError("--bind %r: fd:// needs a file descriptor number" % address)
-        return "fd", int(address[5:])
-    if address.startswith("["):
-        host, sep, port = address[1:].partition("]:")
-        if not sep:
-            raise UsageError("--bind %r: expected [IPv6]:PORT" % address)
-    else:
-        host, sep, port = address.rpartition(":")
-        if not sep or ":" in host:
-            raise UsageError("--bind %r: expected HOST:PORT, [IPv6]:PORT, unix:PATH "
-                             "or fd://N" % address)
-    if not ASCII_DIGITS_RE.fullmatch(port) or int(port) > 65535:
-        raise UsageError("--bind %r: port must be a number from 0 to 65535" % address)
-    return "inet", (host or "0.0.0.0", int(port))
-
-
 def open_listener(address, backlog, umask, defer_seconds):
     kind, value = parse_bind(address)
     if kind == "unix":
@@ -93,15 +70,7 @@ def open_listener(address, backlog, umask, defer_seconds):
 
 def bind_inet(hostport, backlog, defer_seconds):
     host, port = hostport
-    # As bytes when ASCII: a str host is IDNA-encoded, which imports
-    # encodings.idna, stringprep and unicodedata (0.3 MB of parent that every
-    # fork copies page tables for).
-    name = host.encode("ascii") if host and host.isascii() else host
-    try:
-        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ListenError("cannot resolve %r: %s" % (host, exc.strerror)) from None
-    family, _, _, _, sockaddr = infos[0]
+    family, _, _, _, sockaddr = resolve(host, port)[0]
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -122,6 +91,19 @@ def bind_inet(hostport, backlog, defer_seconds):
     if family == socket.AF_INET6:
         return Listener(sock, "http://[%s]:%d" % (bound[0], bound[1]))
     return Listener(sock, "http://%s:%d" % (bound[0], bound[1]))
+
+
+def resolve(host, port):
+    """getaddrinfo for a listening socket; a ListenError names a host that
+    does not resolve."""
+    # As bytes when ASCII: a str host is IDNA-encoded, which imports
+    # encodings.idna, stringprep and unicodedata (0.3 MB of parent that every
+    # fork copies page tables for).
+    name = host.encode("ascii") if host and host.isascii() else host
+    try:
+        return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ListenError("cannot resolve %r: %s" % (host, exc.strerror)) from None
 
 
 def set_defer_accept(sock, seconds):
@@ -175,7 +157,6 @@ def remove_quietly(path):
 
 def remove_stale_socket(path):
     """Replace a socket file nobody listens on; refuse one that is alive."""
-    import stat
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
@@ -191,6 +172,34 @@ def remove_stale_socket(path):
     finally:
         probe.close()
     raise ListenError("unix:%s is in use by another server" % path)
+
+
+def check_address(address):
+    """What binding ``address`` would fail on that can be known without
+    binding (--check-config): a host that does not resolve, a unix socket's
+    missing directory or a file in its place, an fd that is not a socket.
+    The ListenError a start would raise, or None.  A port another server
+    holds is known only by binding it."""
+    kind, value = parse_bind(address)
+    if kind == "inet":
+        try:
+            resolve(*value)
+        except ListenError as exc:
+            return exc
+        return None
+    if kind == "fd":
+        try:
+            is_socket = stat.S_ISSOCK(os.fstat(value).st_mode)
+        except OSError as exc:
+            return ListenError("fd://%d is not a socket: %s" % (value, exc.strerror))
+        return None if is_socket else ListenError("fd://%d is not a socket: %s" % (
+            value, os.strerror(errno.ENOTSOCK)))
+    if os.path.lexists(value) and not stat.S_ISSOCK(os.lstat(value).st_mode):
+        return ListenError("unix:%s exists and is not a socket" % value)
+    directory = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(directory):
+        return ListenError("cannot listen on unix:%s: %s" % (value, os.strerror(errno.ENOENT)))
+    return None
 
 
 def adopt_fd(fd, backlog):

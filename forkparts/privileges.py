@@ -5,7 +5,9 @@ bind (a low port needs root), write the pidfile where root may and give it
 to the user who must remove it, drop privileges, then check that the user
 can write the status file.  Files the server writes are written atomically
 (write_atomically: new file, O_EXCL|O_NOFOLLOW, rename), so readers never
-see half of one and a planted symlink is never followed.  A room of its own
+see half of one and a planted symlink is never followed.  start_problems
+walks the same order for --check-config, finding what would fail without
+binding, writing or switching user.  A room of its own
 because it is the security-sensitive start-up, read and reviewed as a whole.
 """
 
@@ -13,13 +15,15 @@ import errno
 import os
 import stat
 
-from forkparts.cli import DEFAULT_BIND, UsageError
-from forkparts.listeners import ASCII_DIGITS_RE, ListenError, open_listener, systemd_listeners
+from forkparts.cli import DEFAULT_BIND, UsageError, check_binds
+from forkparts.listeners import (ASCII_DIGITS_RE, ListenError, check_address, open_listener,
+                                 systemd_listeners)
 
 
 def open_listeners(opts, inherited=None):
     """``inherited``: the sockets of a SIGUSR2 upgrade (forkparts.upgrade),
     taken for the --bind addresses they match instead of binding again."""
+    check_binds(opts.bind or ())
     listeners = systemd_listeners(opts.backlog)
     try:
         if not listeners or opts.bind:
@@ -106,17 +110,21 @@ def write_pidfile(path, owner=None):
     running on PID"): two servers on one pidfile would leave the first one
     unreachable by every script that signals it, and the second's exit would
     remove the first one's file."""
+    check_pidfile_free(path)
+    try:
+        write_atomically(path, "%d\n" % os.getpid(), owner)
+    except OSError as exc:
+        raise UsageError("cannot write --pidfile %r: %s" % (
+            path, pidfile_problem(path, exc))) from None
+
+
+def check_pidfile_free(path):
     running = live_pid_in(path)
     if running:
         raise UsageError(
             "--pidfile %r names process %d, which is running: another server uses this "
             "pidfile (stop it, or give this one another --pidfile); if process %d is not "
             "a server, the file is stale: remove it" % (path, running, running))
-    try:
-        write_atomically(path, "%d\n" % os.getpid(), owner)
-    except OSError as exc:
-        raise UsageError("cannot write --pidfile %r: %s" % (
-            path, pidfile_problem(path, exc))) from None
 
 
 def live_pid_in(path):
@@ -221,6 +229,75 @@ def check_status_dir(path):
     if not os.access(directory, os.W_OK | os.X_OK):
         raise UsageError("--status-file %r: directory %r is not writable by uid %d"
                          % (path, directory, os.geteuid()))
+
+
+def start_problems(opts):
+    """--check-config: what open_listeners would fail on, in its order, found
+    without binding, writing or switching user: the exceptions a start would
+    raise (a ListenError is exit status 4, a UsageError 2), with its words."""
+    problems = []
+    try:
+        check_binds(opts.bind or ())
+    except UsageError as exc:
+        problems.append(exc)
+    problems += filter(None, map(check_address, opts.bind or [DEFAULT_BIND]))
+    owner = None
+    try:
+        owner = resolve_owner(opts.user or str(os.getuid()), opts.group) if (
+            opts.user or opts.group) else None
+        if owner and os.geteuid() != 0 and owner != (os.getuid(), os.getgid()):
+            raise ListenError("cannot switch to user %d: not running as root" % owner[0])
+    except ListenError as exc:
+        problems.append(exc)
+    for check, path in ((pidfile_check, opts.pidfile), (check_status_dir, opts.status_file)):
+        try:
+            if path:
+                check(path)
+        except UsageError as exc:
+            problems.append(exc)
+    return problems
+
+
+def pidfile_check(path):
+    """What write_pidfile would raise, without writing."""
+    check_pidfile_free(path)
+    error = file_write_problem(path)
+    if error:
+        raise UsageError("cannot write --pidfile %r: %s" % (path, pidfile_problem(
+            path, OSError(error, os.strerror(error), path))))
+
+
+def file_write_problem(path):
+    """The errno creating or replacing the file ``path`` would fail with
+    (its directory missing or not writable, a directory in its place), or 0."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+    if os.path.isdir(path):
+        return errno.EISDIR
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return errno.EACCES
+    uid = os.geteuid()
+    try:
+        old, folder = os.lstat(path), os.stat(directory)
+    except OSError:
+        return 0
+    if uid != 0 and old.st_uid != uid and folder.st_uid != uid and (
+            folder.st_mode & stat.S_ISVTX):
+        return errno.EPERM   # rename(2) over another user's file in a sticky directory
+    return 0
+
+
+def log_open_problem(path):
+    """The errno opening ``path`` to append (creating it) would fail with, or 0."""
+    if os.path.isdir(path):
+        return errno.EISDIR
+    if os.path.exists(path):
+        return 0 if os.access(path, os.W_OK) else errno.EACCES
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+    return 0 if os.access(directory, os.W_OK | os.X_OK) else errno.EACCES
 
 
 # O_EXCL|O_NOFOLLOW: a name planted in the directory (a symlink to a file

@@ -330,3 +330,45 @@ def test_a_pidfile_in_a_directory_the_user_cannot_write_stays_roots_and_is_warne
         if os.path.exists(pidfile):
             os.unlink(pidfile)
         os.rmdir(closed)
+
+
+@pytest.mark.parametrize("path", ["healthz", "http://localhost/", "/a b", "/#top", "*"])
+def test_a_prewarm_path_not_starting_with_a_slash_is_exit_2_naming_it(path):
+    # Before: "healthz" was logged as a warm-up ("prewarm GET healthz: HTTP/1.1
+    # 400 Bad Request (16 passes)") though the parser refused it before the app.
+    result = run_cli("examples.hello:app", "--prewarm", path)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert_one_clear_line(result, "--prewarm", repr(path), "starting with /")
+
+
+def test_a_prewarm_path_in_a_config_file_is_checked_as_the_options(tmp_path):
+    config = tmp_path / "conf.py"
+    config.write_text("prewarm = 'healthz'\n")
+    result = run_cli("examples.hello:app", "--config", str(config))
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert_one_clear_line(result, "setting prewarm", "'healthz'", "starting with /")
+
+
+@pytest.mark.parametrize("order", ["no-first", "no-last"])
+def test_no_access_log_with_access_log_is_exit_2_and_writes_nothing(tmp_path, order):
+    log = str(tmp_path / "a.log")
+    for value in (log, "-"):
+        args = ["--no-access-log", "--access-log", value]
+        if order == "no-last":
+            args = args[1:] + args[:1]
+        result = run_cli("examples.hello:app", *args)
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert_one_clear_line(result, "--no-access-log", "--access-log", "not allowed with")
+    assert not os.path.exists(log)
+
+
+def test_no_access_log_overrides_a_config_files_accesslog(start_server, tmp_path):
+    log = tmp_path / "a.log"
+    config = tmp_path / "conf.py"
+    config.write_text("accesslog = %r\n" % str(log))
+    server = start_server("examples.hello:app", "--config", str(config), "--no-access-log")
+    with socket.create_connection((server.host, server.port), timeout=10) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_until_close(client).startswith(b"HTTP/1.1 200")
+    assert server.stop() == 0
+    assert not log.exists()

@@ -109,15 +109,50 @@ def test_factory_raising_shows_the_users_traceback(tmp_path):
 # ------------------------------------------------------------ binding
 
 @pytest.mark.parametrize("bind,words", [
-    ("nonsense", ["--bind 'nonsense'", "HOST:PORT"]),
-    ("127.0.0.1:99999", ["port", "65535"]),
+    ("nonsense", ["HOST:PORT"]),
+    ("127.0.0.1:99999", ["port must be a number from 0 to 65535"]),
     ("127.0.0.1:http", ["port"]),
     ("[::1]:notaport", ["port"]),
+    ("unix:", ["empty unix socket path"]),
+    ("[::1", ["[IPv6]:PORT"]),
+    ("fd://abc", ["file descriptor number"]),
 ])
-def test_unparsable_bind_is_a_usage_error(bind, words):
-    result = run_cli("tests.apps:hello", "--bind", bind)
-    assert result.returncode == EXIT_USAGE
-    assert_one_clear_line(result, *words)
+def test_unparsable_bind_is_a_usage_error_at_start_and_in_check_config(bind, words):
+    # The syntax is checked as the options are read, so --check-config (which
+    # said "config OK" for each) refuses it as a start does, in one line.
+    for extra in ((), ("--check-config",)):
+        result = run_cli("tests.apps:hello", "--bind", bind, *extra)
+        assert result.returncode == EXIT_USAGE
+        assert_one_clear_line(result, "--bind", repr(bind), *words)
+
+
+@pytest.mark.parametrize("binds, words", [
+    (["127.0.0.1:25001", "127.0.0.1:25001"], ["'127.0.0.1:25001' is given twice"]),
+    ([":25001", "0.0.0.0:25001"], ["':25001'", "'0.0.0.0:25001'", "the same socket"]),
+    (["unix:/tmp/fs-twice.sock", "unix:/tmp/./fs-twice.sock"], ["the same socket"]),
+])
+def test_the_same_address_twice_is_a_usage_error_before_anything_is_bound(tmp_path, binds,
+                                                                          words):
+    # Before: "cannot listen on 127.0.0.1:25001: Address already in use (another
+    # server listens there, perhaps another user's ...)", exit 4.
+    args = [a for b in binds for a in ("--bind", b)]
+    for extra in ((), ("--check-config",)):
+        result = run_cli("tests.apps:hello", *args, *extra)
+        assert result.returncode == EXIT_USAGE, result.stderr
+        assert_one_clear_line(result, "give each address once", *words)
+        assert "another server" not in result.stderr
+    assert not os.path.exists("/tmp/fs-twice.sock")
+    config = tmp_path / "twice.conf.py"
+    config.write_text("bind = %r\n" % binds)
+    result = subprocess.run([sys.executable, FORKSERVER, "tests.apps:hello", "-c", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert_one_clear_line(result, "give each address once")
+
+
+def test_port_0_twice_is_two_free_ports(start_server):
+    server = start_server("tests.apps:hello", "--bind", "127.0.0.1:0", "--bind", "127.0.0.1:0")
+    assert len(set(server.addresses)) == 2
 
 
 def test_bind_to_a_port_in_use_is_exit_4():
@@ -368,11 +403,69 @@ def test_check_config_loads_the_app_and_serves_nothing(tmp_path):
 def test_check_config_says_what_is_wrong_and_exits_2(tmp_path):
     result = run_cli("tests.apps:no_such_app", "--check-config",
                      "--error-log", str(tmp_path / "missing" / "e.log"))
-    assert result.returncode == EXIT_USAGE
+    assert result.returncode == EXIT_USAGE   # a start's first problem: the log file
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 2 and all(e.startswith("forkserver: error: ") for e in errors)
-    assert "directory not writable" in errors[0] and "no_such_app" in errors[1]
+    assert "cannot open log file" in errors[0] and "No such file or directory" in errors[0]
+    assert "no_such_app" in errors[1]
     assert not (tmp_path / "missing").exists()
+
+
+def start_problems(tmp):
+    """(args, exit status) a real start refuses, each found by --check-config too."""
+    return [
+        (["--access-log", "/"], EXIT_USAGE),
+        (["--error-log", str(tmp / "missing" / "e.log")], EXIT_USAGE),
+        (["--status-file", "/nonexistent/s.json"], EXIT_USAGE),
+        (["--pidfile", str(tmp / "missing" / "fs.pid")], EXIT_USAGE),
+        (["--pidfile", str(tmp)], EXIT_USAGE),
+        (["--user", "nosuchuser"], EXIT_LISTEN),
+        (["--group", "nosuchgroup"], EXIT_LISTEN),
+        (["--bind", "no-such-host.invalid:80"], EXIT_LISTEN),
+        (["--bind", "unix:%s" % (tmp / "missing" / "fs.sock")], EXIT_LISTEN),
+        (["--bind", "fd://987"], EXIT_LISTEN),
+        (["tests.apps:no_such_app"], EXIT_APP_LOAD),
+    ]
+
+
+def test_check_config_refuses_what_a_start_refuses_in_its_words_and_status(tmp_path):
+    # Before, every one of these but the app and the missing log directory
+    # was "config OK", exit 0, while the start failed.
+    for args, status in start_problems(tmp_path):
+        app = [] if args[0].startswith("tests.") else ["tests.apps:hello"]
+        start = run_cli(*app, *args, "--no-prewarm")
+        check = run_cli(*app, *args, "--no-prewarm", "--check-config")
+        assert (start.returncode, check.returncode) == (status, status), (args, check.stderr)
+        assert_one_clear_line(check)
+        assert check.stderr == start.stderr.splitlines(True)[-1], args
+    assert sorted(os.listdir(str(tmp_path))) == []
+
+
+def test_check_config_creates_nothing_where_a_start_would_write(tmp_path):
+    result = run_cli("tests.apps:hello", "--check-config",
+                     "--bind", "unix:%s" % (tmp_path / "fs.sock"),
+                     "--access-log", str(tmp_path / "a.log"),
+                     "--error-log", str(tmp_path / "e.log"),
+                     "--pidfile", str(tmp_path / "fs.pid"),
+                     "--status-file", str(tmp_path / "s.json"))
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "config OK" in result.stdout
+    assert os.listdir(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--max-children", "-1"], ["--max-children", "'-1'"]),
+    (["--no-such-option"], ["unrecognized arguments: --no-such-option"]),
+    (["--timeout"], ["--timeout", "expected one argument"]),
+    (["--reaper", "twice"], ["--reaper", "invalid choice: 'twice'"]),
+    (["--certfile", "c.pem"], ["--certfile", "TLS"]),
+])
+def test_a_usage_error_is_one_line_not_the_usage_block(args, words):
+    # Before: argparse's 28-line usage block, then the error (29 lines).
+    result = run_cli("tests.apps:hello", *args)
+    assert result.returncode == EXIT_USAGE
+    assert_one_clear_line(result, "(see --help)", *words)
+    assert "usage:" not in result.stderr
 
 
 def test_print_config_prints_the_effective_settings(tmp_path):
