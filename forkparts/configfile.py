@@ -114,9 +114,13 @@ def read_config_file(path, parser):
     for name, value in namespace.items():
         if not name.startswith("_"):   # __builtins__, __file__, the file's private names
             reader.read(name, value)
+    hooks, deprecated = {}, []
+    try:
+        hooks, deprecated = make_hooks(reader.functions, "config file %r" % path)
+    except ValueError as exc:    # hooks the server could not call, one line each
+        reader.refused.extend(str(exc).splitlines())
     if reader.refused:
         raise UsageError("\n".join(reader.refused))
-    hooks, deprecated = make_hooks(reader.functions, "config file %r" % path)
     return reader.settings, hooks, reader.warnings + deprecated
 
 
@@ -172,8 +176,7 @@ class Reader:
             self.hint(name)
 
     def read_hook(self, name, value):
-        if not callable(value):
-            raise UsageError("config file %r: hook %s must be a function" % (self.path, name))
+        """A hook's callability and signature are checked by make_hooks."""
         if name in REFUSED_HOOKS:
             self.note(name, "refused: " + REFUSED_HOOKS[name])
         else:

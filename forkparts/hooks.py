@@ -14,7 +14,11 @@ a deprecation warning, and Supervisor.run_hook, the one place hooks are
 called, turns gunicorn's arguments into theirs.  A room of its own because
 it is the one place that knows what each hook means here, and it is read
 by the config file, the parent and the child alike.  A hook that is not
-defined costs nothing: its call sites test for it once, at start.
+defined costs nothing: its call sites test for it once, at start.  A hook
+the server could not call (not callable, or parameters that do not bind
+the arguments run_hook passes: HOOKS, after OLD_FORMS and SHORT_FORMS) is
+refused at load, as gunicorn's validate_callable does, so --check-config
+finds it, not every request.
 """
 
 import os
@@ -77,6 +81,12 @@ class Hook:
         self.name, self.function, self.adapt = name, function, adapt
 
 
+# gunicorn's shorter forms of post_request (its validate_post_request): one
+# taking (worker, req) or (worker, req, environ) gets that many of the
+# server's arguments, by its number of positional parameters as gunicorn counts.
+SHORT_FORMS = {"post_request": (2, 3)}
+
+
 def positional_parameters(function):
     import inspect
     try:
@@ -90,20 +100,73 @@ def positional_parameters(function):
 
 def make_hooks(functions, where):
     """{name: function} -> ({name: Hook}, deprecation warnings), one warning
-    per hook written in forkserver's old form."""
-    hooks, warnings = {}, []
+    per hook written in forkserver's old form.  Raises ValueError, one line
+    per hook the server could not call (not callable, or its parameters do
+    not take the server's arguments), so it is found at load, not per call."""
+    hooks, warnings, problems = {}, [], []
     for name, function in functions.items():
-        old = OLD_FORMS.get(name)
-        params = positional_parameters(function)
-        if old and params is not None and old[0](params):
-            hooks[name] = Hook(name, function, old[2])
+        hooks[name], old = make_hook(name, function)
+        problem = call_problem(hooks[name])
+        if problem:
+            problems.append("%s: hook %s" % (where, problem))
+        elif old:
             warnings.append(
                 "%s: hook %s is forkserver's old form, deprecated: it is still called so "
                 "for now; write gunicorn's %s(%s) (worker.pid, worker.status)" % (
-                    where, old[1], name, ", ".join(HOOKS[name][1])))
-        else:
-            hooks[name] = Hook(name, function)
+                    where, old, name, ", ".join(HOOKS[name][1])))
+    if problems:
+        raise ValueError("\n".join(problems))
     return hooks, warnings
+
+
+def make_hook(name, function):
+    """(Hook, the old form's text or None): how the server calls ``function``
+    set as hook ``name``."""
+    old = OLD_FORMS.get(name)
+    params = positional_parameters(function) if callable(function) else None
+    if old and params is not None and old[0](params):
+        return Hook(name, function, old[2]), old[1]
+    if params is not None and len(params) in SHORT_FORMS.get(name, ()):
+        return Hook(name, function, lambda *args, count=len(params): args[:count]), None
+    return Hook(name, function), None
+
+
+class Passed(str):
+    """A stand-in for one of the server's arguments, named like it, so the
+    arguments a hook gets can be bound to its signature and shown."""
+
+    def __getattr__(self, attribute):   # worker.pid, for the old forms
+        return Passed("%s.%s" % (self, attribute))
+
+
+def call_problem(hook):
+    """None if the server's arguments bind to the hook's parameters (so
+    defaults, *args and keyword-only parameters count as in a call), else
+    what it takes and what the server passes.  A callable whose signature
+    cannot be read (a builtin, C code) is taken on trust."""
+    import inspect
+    passed = HOOKS[hook.name][1]
+    if not callable(hook.function):
+        return "%s must be a function taking (%s), not %r (type %s)" % (
+            hook.name, ", ".join(passed), hook.function, type(hook.function).__name__)
+    try:
+        signature = inspect.signature(hook.function)
+    except (TypeError, ValueError):
+        return None
+    args = tuple(map(Passed, passed))
+    args = hook.adapt(*args) if hook.adapt else args
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        return "%s%s%s cannot be called as the server calls it, %s(%s): %s" % (
+            hook.name, signature, defined_at(hook.function), hook.name, ", ".join(args), exc)
+    return None
+
+
+def defined_at(function):
+    """" (FILE:LINE)" of a function's definition, or "" if it has none."""
+    code = getattr(function, "__code__", None)
+    return " (%s:%d)" % (code.co_filename, code.co_firstlineno) if code else ""
 
 
 class Worker:

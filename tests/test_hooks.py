@@ -2,6 +2,8 @@
 documented process and order, and a raising hook is logged and survived."""
 import time
 
+import pytest
+
 from tests.conftest import http_get
 
 EXIT_HOOK_FAILED = 5           # forkparts.exits.EXIT_HOOK_FAILED: post_fork raised
@@ -105,3 +107,87 @@ def test_raising_post_fork_answers_500_and_the_next_child_serves(start_server, t
     assert "hook post_fork failed" in log and "post_fork raised on purpose" in log
     assert "exited with status %d" % EXIT_HOOK_FAILED in log
     assert server.ps.is_running()
+
+
+# ------------------------------------------------- signatures checked at load
+
+def run_to_exit(args, timeout=30):
+    """Run forkserver expecting it to exit before serving (bad config)."""
+    import subprocess
+    import sys
+    from tests.conftest import FORKSERVER, ROOT
+    return subprocess.run([sys.executable, FORKSERVER] + args, cwd=ROOT, timeout=timeout,
+                          capture_output=True, text=True)
+
+
+EXIT_USAGE = 2
+
+
+@pytest.mark.parametrize("source, says", [
+    ("def post_fork(a, b, c, d): pass",
+     "hook post_fork(a, b, c, d) (%s:1) cannot be called as the server calls it, "
+     "post_fork(server, worker): missing a required argument: 'c'"),
+    ("def pre_request(w): pass",
+     "hook pre_request(w) (%s:1) cannot be called as the server calls it, "
+     "pre_request(worker, req): too many positional arguments"),
+    ("def child_exit(server): pass",
+     "hook child_exit(server) (%s:1) cannot be called as the server calls it, "
+     "child_exit(server, worker): too many positional arguments"),
+    ("def on_starting(server, *, loud): pass",
+     "on_starting(server): missing a required argument: 'loud'"),
+    ("when_ready = 'ready'",
+     "hook when_ready must be a function taking (server), not 'ready' (type str)"),
+])
+@pytest.mark.parametrize("mode", [["--check-config"], ["--bind", "127.0.0.1:0"]])
+def test_a_hook_the_server_cannot_call_is_one_line_and_exit_2(tmp_path, source, says, mode):
+    config = write_config(tmp_path, source + "\n", name="c.py")
+    result = run_to_exit(["-c", config, "tests.apps:hello"] + mode)
+    assert result.returncode == EXIT_USAGE, result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith("forkserver: error: config file %r: " % config)
+    assert (says % config if "%s" in says else says) in lines[0]
+    assert "ready" not in result.stdout and "config OK" not in result.stdout
+
+
+def test_every_hook_wrongly_written_is_named_on_its_own_line(tmp_path):
+    config = write_config(tmp_path, "def post_fork(a, b, c, d): pass\n"
+                                    "def pre_request(w): pass\n"
+                                    "def child_exit(server): pass\n")
+    result = run_to_exit(["-c", config, "tests.apps:hello", "--check-config"])
+    assert result.returncode == EXIT_USAGE
+    named = [line.split("hook ")[1].split("(")[0] for line in result.stderr.splitlines()]
+    assert named == ["post_fork", "pre_request", "child_exit"]
+
+
+HOOK_FORMS = '''
+import functools
+NOTES = {notes!r}
+
+def _note(*words):
+    with open(NOTES, "a") as f:
+        f.write(" ".join(map(str, words)) + "\\n")
+
+def _recorder(server, worker, *, label="pre_fork"):
+    _note(label, worker.age)
+
+pre_fork = functools.partial(_recorder, label="pre_fork")   # bound by signature
+def post_fork(server, worker, extra=None): _note("post_fork", extra)
+def pre_request(*args): _note("pre_request", len(args))
+def post_request(worker, req): _note("post_request", req.path)
+def worker_exit(server, worker, **kw): _note("worker_exit", kw)
+on_exit = print                                            # C: taken on trust
+'''
+
+
+def test_defaults_varargs_partials_and_gunicorns_short_post_request_are_served(
+        start_server, tmp_path):
+    notes = str(tmp_path / "notes.txt")
+    config = write_config(tmp_path, HOOK_FORMS.format(notes=notes))
+    server = start_server("tests.apps:hello", "--config", config)
+    assert http_get(server, "/x")[:3:2] == (200, b"Hello, World!\n")
+    text = wait_for_text(lambda: open(notes).read(), "worker_exit")
+    assert server.stop() == 0
+    assert text.splitlines() == ["pre_fork 1", "post_fork None", "pre_request 2",
+                                 "post_request /x", "worker_exit {}"]
+    assert "hook" not in server.log_text()

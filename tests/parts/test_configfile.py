@@ -71,7 +71,7 @@ def test_command_line_wins_over_config_file(start_server, tmp_path):
     ("log_level = 'loud'", "setting log_level: 'loud' is not one of debug"),
     ("umask = 0o1777", "setting umask: '1777' is not a umask in octal, from 000 to 777"),
     ("bind = 8000", "bind must be a string or a list of strings"),
-    ("post_fork = 3", "hook post_fork must be a function"),
+    ("post_fork = 3", "hook post_fork must be a function taking (server, worker), not 3"),
 ])
 def test_config_value_is_checked_like_its_option(tmp_path, line, message):
     config = write_config(tmp_path, line + "\n")

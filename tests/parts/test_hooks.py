@@ -128,3 +128,65 @@ def test_operations_doc_names_every_hook_and_its_process():
     section = text.split("## gunicorn's config file and hooks")[1].split("\n## ")[0]
     rows = dict(re.findall(r"^\| `(\w+)\([^)]*\)` \| (parent|child) \|", section, re.M))
     assert rows == {name: where for name, (where, _) in HOOKS.items()}
+
+
+# ------------------------------------------- signatures checked at load (make_hooks)
+
+def problems_of(functions):
+    try:
+        make_hooks(functions, "config file 'c.py'")
+    except ValueError as exc:
+        return str(exc).splitlines()
+    return []
+
+
+@pytest.mark.parametrize("name, function, wanted", [
+    ("post_fork", lambda a, b, c, d: None, "missing a required argument: 'c'"),
+    ("pre_request", lambda w: None, "pre_request(worker, req): too many positional"),
+    ("child_exit", lambda server: None, "child_exit(server, worker): too many positional"),
+    ("post_request", lambda worker: None, "post_request(worker, req, environ, resp)"),
+    ("on_exit", lambda server, *, now: None, "missing a required argument: 'now'"),
+    ("worker_int", None, "worker_int must be a function taking (worker), not None"),
+    ("nworkers_changed", lambda server, new: None,
+     "nworkers_changed(server, new_value, old_value): too many positional"),
+])
+def test_a_hook_the_server_cannot_call_is_refused_naming_both_sides(name, function, wanted):
+    problems = problems_of({name: function})
+    assert len(problems) == 1
+    assert problems[0].startswith("config file 'c.py': hook %s" % name)
+    assert wanted in problems[0]
+
+
+def test_every_arity_gunicorn_gives_is_accepted_as_the_server_passes_it():
+    """What each run_hook call in forkserver.py passes, hook by hook."""
+    def takes(count):
+        return {1: lambda a: None, 2: lambda a, b: None, 3: lambda a, b, c: None,
+                4: lambda a, b, c, d: None}[count]
+    functions = {name: takes(len(params)) for name, (_, params) in HOOKS.items()}
+    assert problems_of(functions) == []
+
+
+@pytest.mark.parametrize("function", [
+    lambda server, worker=None, extra=None: None,       # defaults
+    lambda *args: None,
+    lambda server, *args, **kwargs: None,
+    lambda server, worker, *, flag=False: None,         # an optional keyword-only
+    print,                                              # C, its signature read
+    max,                                                # C, no signature: trusted
+])
+def test_defaults_varargs_keyword_only_and_builtins_are_accepted(function):
+    assert problems_of({"post_fork": function}) == []
+
+
+@pytest.mark.parametrize("function, gets", [
+    (lambda worker, req: None, ("W", "R")),
+    (lambda worker, req, environ: None, ("W", "R", "E")),
+    (lambda worker, req, environ, resp: None, ("W", "R", "E", "P")),
+    (lambda *args: None, ("W", "R", "E", "P")),
+])
+def test_post_request_takes_gunicorns_two_to_four_arguments(function, gets):
+    calls = []
+    stub, warnings = supervisor_with({"post_request": function})
+    stub.hooks["post_request"].function = lambda *a: calls.append(a)   # records what it got
+    assert run_hook(stub, "post_request", "W", "R", "E", "P") is True
+    assert calls == [gets] and warnings == []
