@@ -7,7 +7,8 @@ functions, UPPER_CASE constants) is left alone, as gunicorn leaves names it
 does not know.  Settings go by forkserver's names (the options' dests) or by
 gunicorn's (GUNICORN_RENAMED, and the many that are spelt alike); each value
 is checked by its option's converter (forkparts/cli.py), so the file and the
-command line never disagree on what a value means; the command line wins
+command line never disagree on what a value means (an option without one,
+a path or a name, takes a Python string only, as gunicorn's validate_string); the command line wins
 (parse_options).  A gunicorn setting forkserver cannot honour stops the start
 with one line naming it (NOT_HONOURED, secure_scheme_headers), so a config
 never starts and then fails requests; one with no meaning for one process
@@ -160,9 +161,9 @@ class Reader:
             # A string setting given None is unset, as gunicorn's validate_string
             # takes it (proc_name = None); access_log = None means no access log.
             if value is not None or dest == "access_log" or action.type is not None:
-                self.settings[dest] = config_value(self.path, action, value)
+                self.settings[dest] = config_value(self.path, action, value, name)
         elif name in self.switches:
-            if config_value(self.path, self.switches[name], value):   # True: as if given
+            if config_value(self.path, self.switches[name], value, name):   # True: as given
                 self.settings[self.switches[name].dest] = self.switches[name].const
         elif name == "secure_scheme_headers":
             self.note(name, secure_scheme_problem(value))
@@ -231,28 +232,33 @@ def switch_settings(parser):
     return found
 
 
-def config_value(path, action, value):
+def config_value(path, action, value, name=None):
     """Check a config file value with its option's converter (CLI strings and
-    Python values alike: ``timeout = 5``, ``umask = 0o007``, ``bind = [...]``)."""
+    Python values alike: ``timeout = 5``, ``umask = 0o007``, ``bind = [...]``);
+    a problem names the setting as the file does (``name``)."""
     import argparse
+    name = name or action.dest
     if isinstance(action, argparse._AppendAction):   # bind, raw_env: a string or a list
         items = [value] if isinstance(value, str) else value
         if not isinstance(items, (list, tuple)) or not all(isinstance(b, str) for b in items):
             raise UsageError("config file %r: %s must be a string or a list of strings"
-                             % (path, action.dest))
+                             % (path, name))
         try:
             return [action.type(item) if action.type else item for item in items]
         except argparse.ArgumentTypeError as exc:
-            raise UsageError("config file %r: setting %s: %s" % (path, action.dest, exc)) from None
-    if isinstance(value, (list, tuple)) and action.dest in COMMA_LIST_SETTINGS:
-        value = ",".join(map(str, value))   # forwarded_allow_ips = ["10.0.0.5", "::1"]
+            raise UsageError("config file %r: setting %s: %s" % (path, name, exc)) from None
+    if (isinstance(value, (list, tuple)) and action.dest in COMMA_LIST_SETTINGS
+            and all(isinstance(item, str) for item in value)):
+        value = ",".join(value)   # forwarded_allow_ips = ["10.0.0.5", "::1"]
     try:
         return convert_setting(action, value)
     except (argparse.ArgumentTypeError, ValueError) as exc:
-        raise UsageError("config file %r: setting %s: %s" % (path, action.dest, exc)) from None
+        raise UsageError("config file %r: setting %s: %s" % (path, name, exc)) from None
 
 
 COMMA_LIST_SETTINGS = ("forwarded_allow_ips", "pythonpath")
+# String settings that also take an int, as gunicorn's validate_user/_group.
+NUMERIC_ID_SETTINGS = ("user", "group")
 
 
 def convert_setting(action, value):
@@ -268,11 +274,14 @@ def convert_setting(action, value):
         if isinstance(value, bool):
             return value
         raise argparse.ArgumentTypeError("%r is not True or False" % (value,))
+    if action.type is None:                # a path, a name, a format: a string only,
+        if action.dest in NUMERIC_ID_SETTINGS and type(value) is int:   # or a uid/gid
+            return str(value)
+        if not isinstance(value, str):     # as gunicorn's validate_string ("Not a string")
+            raise argparse.ArgumentTypeError("%r is not a string" % (value,))
+        return value
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise argparse.ArgumentTypeError("%r is not a %s" % (
-            value, "string" if action.type is None else action.type.__name__))
-    if action.type is None:
-        return str(value)
+        raise argparse.ArgumentTypeError("%r is not a %s" % (value, action.type.__name__))
     text = format(value, "o") if action.type is octal and isinstance(value, int) else str(value)
     return action.type(text)
 

@@ -72,6 +72,10 @@ def test_command_line_wins_over_config_file(start_server, tmp_path):
     ("umask = 0o1777", "setting umask: '1777' is not a umask in octal, from 000 to 777"),
     ("bind = 8000", "bind must be a string or a list of strings"),
     ("post_fork = 3", "hook post_fork must be a function taking (server, worker), not 3"),
+    ("accesslog = 5", "setting accesslog: 5 is not a string"),
+    ("proc_name = 1.5", "setting proc_name: 1.5 is not a string"),
+    ("forwarded_allow_ips = 10", "setting forwarded_allow_ips: 10 is not a string"),
+    ("no_access_log = 1", "setting no_access_log: 1 is not True or False"),
 ])
 def test_config_value_is_checked_like_its_option(tmp_path, line, message):
     config = write_config(tmp_path, line + "\n")
@@ -251,3 +255,47 @@ def test_a_config_without_an_app_anywhere_is_a_usage_error(tmp_path):
     result = run_to_exit(["-c", config])
     assert result.returncode == EXIT_USAGE
     assert "the app is missing" in result.stderr and "wsgi_app" in result.stderr
+
+
+# ------------------------------------------------- string settings' types
+
+def string_settings():
+    """Every setting whose option takes a string as it is (no converter, no
+    choices, one value): a path, a name, a format."""
+    from forkparts.cli import build_parser
+    from forkparts.configfile import NOT_SETTINGS
+    return sorted({a.dest for a in build_parser()._actions
+                   if a.type is None and a.choices is None and a.nargs is None
+                   and a.option_strings and a.dest not in NOT_SETTINGS
+                   and not getattr(a, "refused", False) and a.dest != "bind"})
+
+
+@pytest.mark.parametrize("value", ["5", "1.5", "True", "b'/tmp/x'", "{'a': 1}"])
+@pytest.mark.parametrize("name", string_settings())
+def test_a_string_setting_given_another_type_is_refused_naming_it(tmp_path, name, value):
+    from forkparts.cli import UsageError, build_parser
+    from forkparts.configfile import read_config_file
+    if name in ("user", "group") and value == "5":
+        return                        # a numeric uid/gid, as gunicorn's validate_user
+    config = write_config(tmp_path, "%s = %s\n" % (name, value))
+    with pytest.raises(UsageError) as caught:
+        read_config_file(config, build_parser())
+    assert str(caught.value) == "config file %r: setting %s: %s is not a string" % (
+        config, name, value)
+
+
+def test_accesslog_of_a_number_fails_check_config_and_makes_no_file(tmp_path):
+    config = write_config(tmp_path, "accesslog = 5\n", name="c.py")
+    result = subprocess.run([sys.executable, FORKSERVER, "-c", "c.py", "tests.apps:hello",
+                             "--check-config"], cwd=str(tmp_path), timeout=30,
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == EXIT_USAGE
+    assert result.stderr == ("forkserver: error: config file 'c.py': setting accesslog: "
+                             "5 is not a string\n")
+    assert os.listdir(str(tmp_path)) == ["c.py"]
+
+
+def test_user_and_group_take_numeric_ids_as_gunicorn_does(tmp_path):
+    settings, _ = print_config(tmp_path, "wsgi_app = 'tests.apps:hello'\n"
+                                         "user = 65534\ngroup = 65534\n")
+    assert (settings["user"], settings["group"]) == ("'65534'", "'65534'")
