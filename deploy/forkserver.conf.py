@@ -1,18 +1,31 @@
 """forkserver configuration: `forkserver myapp:app --config forkserver.conf.py`.
 
-A Python file, like gunicorn.conf.py.  Every command-line option has a setting
-named like the option with dashes turned into underscores (--max-children ->
-max_children); an option given on the command line wins over the file.  A name
-that is no setting (a typo, or a gunicorn name such as `workers`) is logged as
-a warning naming it.  UPPER_CASE constants, _private names, imports and helper
-functions are yours and ignored.
+A Python file, read as gunicorn reads gunicorn.conf.py: it runs, then its
+module-level names that are settings are taken.  Every command-line option
+has a setting named like the option with dashes turned into underscores
+(--max-children -> max_children); gunicorn's names work too (accesslog,
+loglevel).  Each value is checked as the option's (a bad one, such as
+`accesslog = 5`, stops the start with exit 2 naming it), and an option given
+on the command line wins over the file.  Any other name is yours and left
+alone without a word, as gunicorn leaves it: `foo = 1`, imports, helper
+functions, UPPER_CASE constants, _private names.  Only a name within a typo
+of a setting gets a warning naming it: `mychildren = 4` logs "unknown
+setting 'mychildren' ignored (did you mean max_children?)".  A gunicorn
+setting with no meaning for one process per connection (`workers`) gets a
+warning saying why; one forkserver cannot honour (TLS, `daemon`) stops the
+start.  docs/operations.md, "gunicorn's config file and hooks", lists them.
 
-Server hooks are plain functions.  `server` is the parent's Server object:
-`server.log.info("...")` writes to the error log, `server.opts` holds the
-settings, `len(server.children)` is the number of live children.  A hook that
-raises is logged with its name and never stops the server; only a raising
-post_fork has an effect (that connection gets a 500 and its child exits with
-status 5).  tests/test_config.py checks where and when each hook runs.
+Server hooks are plain functions with gunicorn's signatures.  `server` is the
+parent's Server object: `server.log.info("...")` writes to the error log,
+`server.cfg` holds the settings (by gunicorn's names or forkserver's),
+`len(server.children)` is the number of live children.  A hook that is not
+callable, or whose parameters cannot take the arguments the server passes,
+stops the start (exit 2, and `--check-config` says so).  A hook that raises
+is logged with its name and never stops the server; only a raising
+post_fork has an effect (that connection gets a 500 and its child exits
+with status 5).  tests/test_hooks.py checks where and when each hook runs;
+tests/parts/test_configfile.py loads this file and checks what this
+docstring says of names that are not settings.
 """
 import os
 

@@ -139,6 +139,24 @@ def test_example_config_loads_cleanly_and_its_hooks_run(start_server):
     assert log.index("starting with") < log.index("] ready") < log.index("] bye")
 
 
+def test_example_config_docstring_cites_real_files_and_says_what_names_do(tmp_path):
+    """What the example's docstring says of names that are not settings is
+    what the server does, and every file it cites exists."""
+    import ast
+    import re
+    with open(EXAMPLE_CONFIG) as f:
+        doc = " ".join(ast.get_docstring(ast.parse(f.read())).split())
+    cited = re.findall(r"\b((?:tests|docs|deploy)/[\w/.]+\.(?:py|md))", doc)
+    assert "tests/test_hooks.py" in cited
+    assert [path for path in cited if not os.path.exists(os.path.join(ROOT, path))] == []
+    warned = re.search(r'`mychildren = 4` logs "([^"]+)"', doc).group(1)
+    assert "`foo = 1`" in doc and "left alone without a word" in doc
+    config = write_config(tmp_path, "foo = 1\nmychildren = 4\n")
+    result = run_to_exit(["tests.apps:hello", "-c", config, "--check-config"])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "forkserver: warning: config file %r: %s\n" % (config, warned)
+
+
 # ------------------------------------------- gunicorn.conf.py (issue 16)
 
 def print_config(tmp_path, text, *args):
