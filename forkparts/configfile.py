@@ -8,12 +8,13 @@ does not know.  Settings go by forkserver's names (the options' dests) or by
 gunicorn's (GUNICORN_RENAMED, and the many that are spelt alike); each value
 is checked by its option's converter (forkparts/cli.py), so the file and the
 command line never disagree on what a value means (an option without one,
-a path or a name, takes a Python string only, as gunicorn's validate_string); the command line wins
-(parse_options).  A gunicorn setting forkserver cannot honour stops the start
-with one line naming it (NOT_HONOURED, secure_scheme_headers), so a config
-never starts and then fails requests; one with no meaning for one process
-per connection gets a warning saying why (cli.POOL_ONLY).  Hooks go through
-forkparts/hooks.py.  A room of its own because it runs the user's Python and
+a path or a name, takes a Python string only, as gunicorn's
+validate_string); the command line wins (parse_options).  A gunicorn
+setting forkserver cannot honour stops the start with one line naming it
+(NOT_HONOURED, secure_scheme_headers), so a config never starts and then
+fails requests; one with no meaning for one process per connection gets a
+warning saying why (cli.POOL_ONLY).  Hooks go through forkparts/hooks.py,
+which refuses one the server could not call.  A room of its own because it runs the user's Python and
 reports the user's mistakes in the user's words.
 """
 
