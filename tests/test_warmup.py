@@ -163,16 +163,20 @@ urlpatterns.append(path('', index))
 """
 
 
-@pytest.fixture(scope="module")
-def django_project(tmp_path_factory):
-    base = tmp_path_factory.mktemp("django-warmup")
+def startproject(base):
+    """``django-admin startproject mysite`` in base: (project directory, environment)."""
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
                           cwd=str(base), env=env, capture_output=True, text=True,
                           timeout=DJANGO_SETUP_TIMEOUT_SECONDS)
     assert done.returncode == 0, done.stderr
-    project = base / "mysite"
+    return base / "mysite", env
+
+
+@pytest.fixture(scope="module")
+def django_project(tmp_path_factory):
+    project, env = startproject(tmp_path_factory.mktemp("django-warmup"))
     for path, tail in ((project / "mysite" / "settings.py", DJANGO_SETTINGS_TAIL),
                        (project / "mysite" / "urls.py", DJANGO_URLS_TAIL)):
         path.write_text(path.read_text() + tail)
@@ -331,15 +335,10 @@ def test_a_new_django_project_prints_its_warm_up_404_once_not_for_every_pass(
     logs "Not Found: /" on stderr for the warm-up's GET /.  The trial child
     shows it; the parent's passes (16 of them) used to print it again each
     time."""
-    env = dict(os.environ)
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
-                          cwd=str(tmp_path), env=env, capture_output=True, text=True,
-                          timeout=DJANGO_SETUP_TIMEOUT_SECONDS)
-    assert done.returncode == 0, done.stderr
-    urls = tmp_path / "mysite" / "mysite" / "urls.py"
+    project, env = startproject(tmp_path)
+    urls = project / "mysite" / "urls.py"
     urls.write_text(urls.read_text() + POLLS_URLS)
-    server = start_server("mysite.wsgi", cwd=str(tmp_path / "mysite"), env=env)
+    server = start_server("mysite.wsgi", cwd=str(project), env=env)
     log = wait_for_log(server, "prewarm GET /")
     assert "prewarm GET /: HTTP/1.1 404 Not Found (16 passes)" in log, log
     server.output_file.flush()
