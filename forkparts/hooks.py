@@ -87,7 +87,9 @@ class Hook:
 SHORT_FORMS = {"post_request": (2, 3)}
 
 
-def positional_parameters(function):
+def positional_parameters(function, required=False):
+    """The names of ``function``'s positional parameters (only those without
+    a default if ``required``), or None for *args or an unreadable signature."""
     import inspect
     try:
         params = inspect.signature(function).parameters.values()
@@ -95,7 +97,8 @@ def positional_parameters(function):
         return None
     if any(p.kind == p.VAR_POSITIONAL for p in params):
         return None
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            and not (required and p.default is not p.empty)]
 
 
 def make_hooks(functions, where):
@@ -124,7 +127,10 @@ def make_hook(name, function):
     set as hook ``name``."""
     old = OLD_FORMS.get(name)
     params = positional_parameters(function) if callable(function) else None
-    if old and params is not None and old[0](params):
+    # An old form by the parameters a call must fill: child_exit(server,
+    # worker, verbose=False) is gunicorn's, not (server, pid, status).
+    required = positional_parameters(function, required=True) if params is not None else None
+    if old and required is not None and old[0](required):
         return Hook(name, function, old[2]), old[1]
     if params is not None and len(params) in SHORT_FORMS.get(name, ()):
         return Hook(name, function, lambda *args, count=len(params): args[:count]), None

@@ -97,6 +97,19 @@ def test_gunicorn_forms_are_not_taken_for_old_ones():
     assert warnings == [] and all(h.adapt is None for h in hooks.values())
 
 
+def test_a_gunicorn_form_with_an_optional_parameter_is_not_taken_for_an_old_one():
+    """child_exit(server, worker, verbose=False) has three parameters, as the
+    old (server, pid, status) did, but a call needs two: it is gunicorn's."""
+    calls = []
+
+    def child_exit(server, worker, verbose=False):
+        calls.append((server, worker.pid, verbose))
+    stub, warnings = supervisor_with({"child_exit": child_exit})
+    assert warnings == []
+    run_hook(stub, "child_exit", "S", Worker(42, 1, 3, None, status=0))
+    assert calls == [("S", 42, False)]
+
+
 def test_server_cfg_reads_settings_by_gunicorns_names_and_is_read_only():
     opts = types.SimpleNamespace(access_log="/a", error_log="-", log_level="debug",
                                  app="m:app", timeout=5.0, bind=["127.0.0.1:0"])
