@@ -768,12 +768,16 @@ def main(argv=None):
         return EXIT_LISTEN
 
 
-def open_logs(opts):
-    # Relative log paths name files in the directory the server was started
-    # in, before --chdir, and stay those files when SIGUSR1 reopens them.
+def absolute_log_paths(opts):
+    """Relative log paths name files in the directory the server was started
+    in, before --chdir, and stay those files when SIGUSR1 reopens them."""
     opts.error_log, opts.access_log = (
         os.path.abspath(path) if path and path != "-" else path
         for path in (opts.error_log, opts.access_log))
+
+
+def open_logs(opts):
+    absolute_log_paths(opts)
     try:
         log = (HttpTraceLog if "http" in opts.trace else Log)(
             error_fd=open_log(opts.error_log, 2), access_fd=open_log(opts.access_log, 1),
@@ -807,13 +811,15 @@ def check_config(opts):
     if problems:
         return {AppLoadError: EXIT_APP_LOAD, ListenError: EXIT_LISTEN}.get(
             type(problems[0]), EXIT_USAGE)
-    sys.stdout.write("forkserver: config OK: app %s loads%s\n" % (
-        opts.app, " with config file %s" % opts.config if opts.config else ""))
+    sys.stdout.write("forkserver: config OK: app %s loads%s (not tried: binding the "
+                     "addresses, the warm-up request)\n" % (
+                         opts.app, " with config file %s" % opts.config if opts.config else ""))
     return EXIT_OK
 
 
 def log_file_problems(opts):
     """What open_logs would fail on, as its UsageError, without opening."""
+    absolute_log_paths(opts)
     problems = []
     for path in (opts.error_log, opts.access_log):
         error = log_open_problem(path) if path and path != "-" else 0

@@ -215,9 +215,10 @@ def writable_by(directory, uid, gid):
     return bool(st.st_mode & 0o003 == 0o003)
 
 
-def check_status_dir(path):
+def check_status_dir(path, owner=None):
     """--status-file is rewritten (a new file renamed over it) as the user
-    the server runs as: its directory must exist and be writable by us."""
+    the server runs as: its directory must exist and be writable by us, or
+    by ``owner`` (uid, gid), the --user that --check-config does not become."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.stat(directory)
@@ -226,9 +227,9 @@ def check_status_dir(path):
     except OSError as exc:
         raise UsageError("--status-file %r: directory %r: %s (uid %d)"
                          % (path, directory, exc.strerror, os.geteuid())) from None
-    if not os.access(directory, os.W_OK | os.X_OK):
+    if not (writable_by(directory, *owner) if owner else os.access(directory, os.W_OK | os.X_OK)):
         raise UsageError("--status-file %r: directory %r is not writable by uid %d"
-                         % (path, directory, os.geteuid()))
+                         % (path, directory, owner[0] if owner else os.geteuid()))
 
 
 def start_problems(opts):
@@ -249,7 +250,8 @@ def start_problems(opts):
             raise ListenError("cannot switch to user %d: not running as root" % owner[0])
     except ListenError as exc:
         problems.append(exc)
-    for check, path in ((pidfile_check, opts.pidfile), (check_status_dir, opts.status_file)):
+    for check, path in ((pidfile_check, opts.pidfile),
+                        (lambda path: check_status_dir(path, owner), opts.status_file)):
         try:
             if path:
                 check(path)

@@ -441,6 +441,43 @@ def test_check_config_refuses_what_a_start_refuses_in_its_words_and_status(tmp_p
     assert sorted(os.listdir(str(tmp_path))) == []
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to --user needs root (CI is root)")
+def test_check_config_looks_at_the_status_directory_as_the_user_the_server_becomes():
+    """A start checks the --status-file directory after becoming --user; the
+    check ran as the invoking root and said "config OK"."""
+    import shutil
+    import tempfile
+    folder = tempfile.mkdtemp(prefix="forkserver-status-")   # root's
+    try:
+        os.chmod(folder, 0o755)      # nobody may look, not write
+        args = ("tests.apps:hello", "--no-prewarm", "--user", "nobody",
+                "--status-file", os.path.join(folder, "s.json"))
+        start, check = run_cli(*args), run_cli(*args, "--check-config")
+        assert (start.returncode, check.returncode) == (EXIT_USAGE, EXIT_USAGE), check.stdout
+        assert_one_clear_line(check, "not writable by uid")
+        assert check.stderr == start.stderr.splitlines(True)[-1]
+        assert os.listdir(folder) == []
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_check_config_names_a_relative_log_path_as_a_start_does(tmp_path):
+    """A relative log path is the launch directory's, before --chdir: the
+    check named it as given, the start by its absolute path."""
+    args = ("tests.apps:hello", "--no-prewarm", "--chdir", str(tmp_path),
+            "--access-log", os.path.join("no-such-dir", "a.log"))
+    start, check = run_cli(*args), run_cli(*args, "--check-config")
+    assert (start.returncode, check.returncode) == (EXIT_USAGE, EXIT_USAGE)
+    assert_one_clear_line(check, repr(os.path.join(ROOT, "no-such-dir", "a.log")))
+    assert check.stderr == start.stderr.splitlines(True)[-1]
+
+
+def test_check_config_says_what_it_did_not_try(tmp_path):
+    result = run_cli("tests.apps:hello", "--check-config")
+    assert result.returncode == EXIT_OK
+    assert "(not tried: binding the addresses, the warm-up request)" in result.stdout
+
+
 def test_check_config_creates_nothing_where_a_start_would_write(tmp_path):
     result = run_cli("tests.apps:hello", "--check-config",
                      "--bind", "unix:%s" % (tmp_path / "fs.sock"),
