@@ -273,8 +273,9 @@ def file_write_problem(path):
     """The errno creating or replacing the file ``path`` would fail with
     (its directory missing or not writable, a directory in its place), or 0."""
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        return errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+    missing = directory_problem(directory)
+    if missing:
+        return missing
     if os.path.isdir(path):
         return errno.EISDIR
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -297,9 +298,16 @@ def log_open_problem(path):
     if os.path.exists(path):
         return 0 if os.access(path, os.W_OK) else errno.EACCES
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        return errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
-    return 0 if os.access(directory, os.W_OK | os.X_OK) else errno.EACCES
+    return directory_problem(directory) or (
+        0 if os.access(directory, os.W_OK | os.X_OK) else errno.EACCES)
+
+
+def directory_problem(directory):
+    """ENOENT or ENOTDIR if a file cannot be made in ``directory`` for want of
+    it, else 0 (the pidfile's and the log files' checks alike)."""
+    if os.path.isdir(directory):
+        return 0
+    return errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
 
 
 # O_EXCL|O_NOFOLLOW: a name planted in the directory (a symlink to a file
