@@ -82,10 +82,18 @@ def site_conf(upstreams, http_port, https_port, cert):
     return replace_once(r"^(\s*ssl_certificate_key)\s+\S+;", r"\1 %s;" % cert[1], text)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count):
+    """``count`` different free ports: all held at once while they are picked
+    (one at a time, a port just released can be handed out again, and nginx
+    then refuses its duplicate listen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class Nginx:
@@ -98,7 +106,7 @@ class Nginx:
         so that they reach sockets in the tests' private temporary directories."""
         self.prefix = str(prefix)
         os.makedirs(self.prefix, exist_ok=True)
-        self.http_port, self.https_port = free_port(), free_port()
+        self.http_port, self.https_port = free_ports(2)
         text = site_conf(upstreams, self.http_port, self.https_port, cert)
         with open(os.path.join(self.prefix, "site.conf"), "w") as f:
             f.write(edit(text) if edit else text)
