@@ -162,7 +162,7 @@ class Supervisor:
         if self.opts.huge_pages:   # at start only: see collapse_heap
             self.log.info("huge pages: %d MiB of the parent's heap"
                           % (collapse_heap() // (1 << 20)))
-        self.update_title()
+        self.update_title(time.monotonic())
         flush_stdio()   # what the app printed: once here, not at every fork
 
     def install_signals(self):
@@ -382,8 +382,8 @@ class Supervisor:
             self.run_hook("post_request", self.worker, HookRequest(request), environ,
                           HookResponse(response))
 
-    def update_title(self):
-        self.status.update_title(len(self.children), self.high_water)
+    def update_title(self, now):
+        self.status.update_title(len(self.children), self.high_water, now)
 
     def write_status(self):
         """--status-file: the parent's own counts for scripts/watch_children.py."""
@@ -442,8 +442,9 @@ class Server(Supervisor):
                 self.handle_signals()
             if self.sigchld_seen:
                 self.reap_children()
-            if self.table.terminating or time.monotonic() >= self.table.check_at:
-                self.table.check_deadlines(time.monotonic())
+            now = time.monotonic()
+            if self.table.terminating or now >= self.table.check_at:
+                self.table.check_deadlines(now)
             if self.parked:
                 self.filter.check()
             if self.stop_mode and self.stopped():
@@ -453,8 +454,8 @@ class Server(Supervisor):
             if (not self.accepting or self.stop_mode or admission.paused_until
                     or admission.rate or len(self.children) >= admission.cap):
                 self.set_accepting(self.may_accept())
-            if status.title_dirty:
-                self.update_title()
+            if status.title_dirty and now >= status.title_due:
+                self.update_title(now)
             if status.file_dirty:
                 self.write_status()
 
@@ -488,6 +489,8 @@ class Server(Supervisor):
             times.append(self.filter.next_deadline())
         if self.sources:
             times.append(self.sources.next_check)
+        if self.status.title_dirty:
+            times.append(self.status.title_due)
         if self.status.file_dirty:
             times.append(self.status.next_write())
         return min(min(times) - time.monotonic(), MAX_POLL_SECONDS)

@@ -206,7 +206,7 @@ def test_lab4_without_reaper_zombies_pile_up_until_the_cap(start_server):
     for _ in range(3):
         assert http_get(server, "/")[0] == 200
     wait_for(lambda: statuses(server.ps) == [psutil.STATUS_ZOMBIE] * 3, what="3 zombies")
-    assert "children=3 " in " ".join(server.ps.cmdline())
+    wait_for(lambda: "children=3 " in " ".join(server.ps.cmdline()), 5, "children=3 in the title")
     with send_request(server, "/") as sock:
         assert hangs(sock)                        # the cap: nobody accepts
         assert statuses(server.ps) == [psutil.STATUS_ZOMBIE] * 3
@@ -315,6 +315,8 @@ def test_lab9_ps_shows_parent_and_child_titles(start_server):
     with send_request(server, "/?s=1"):
         child = wait_for(server.children, what="the child")[0]
         title = " ".join(wait_for(lambda: child.cmdline(), what="child title")).strip()
+        # The parent's title follows its counts within TITLE_INTERVAL_SECONDS.
+        wait_for(lambda: "children=1 " in " ".join(server.ps.cmdline()), 5, "the parent's title")
         ps = subprocess.run(["ps", "-ww", "-o", "pid=,ppid=,stat=,args=", "-p",
                              "%d,%d" % (server.pid, child.pid)],
                             capture_output=True, text=True, check=True).stdout

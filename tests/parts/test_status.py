@@ -3,7 +3,7 @@ import json
 import os
 import time
 
-from forkparts.status import STATUS_INTERVAL_SECONDS, Status
+from forkparts.status import STATUS_INTERVAL_SECONDS, TITLE_INTERVAL_SECONDS, Status
 
 
 class Log:
@@ -18,9 +18,26 @@ def test_the_title_names_the_listeners_and_the_counts():
     titles = []
     status = Status(None, titles.append, ["http://127.0.0.1:8888"], Log())
     status.title_dirty = True
-    status.update_title(3, 7)
+    status.update_title(3, 7, 100.0)
     assert titles == ["forkserver: parent http://127.0.0.1:8888 children=3 high-water=7"]
     assert not status.title_dirty and not status.file_dirty   # no --status-file
+
+
+def test_the_title_is_due_again_only_after_its_interval():
+    """The loop retitles when title_dirty and title_due <= now: a burst of
+    forks and reaps rewrites it at most once per TITLE_INTERVAL_SECONDS (each
+    rewrite writes pages the last fork shared), the first change after a
+    quiet spell at once."""
+    titles = []
+    status = Status(None, titles.append, ["http://127.0.0.1:8888"], Log())
+    assert status.title_due <= time.monotonic()          # a first change: at once
+    status.update_title(1, 1, 100.0)
+    assert status.title_due == 100.0 + TITLE_INTERVAL_SECONDS
+    status.title_dirty = True                             # the next fork
+    assert 100.0 + TITLE_INTERVAL_SECONDS / 2 < status.title_due   # not yet
+    status.update_title(2, 2, 100.0 + TITLE_INTERVAL_SECONDS)
+    assert titles[-1].endswith("children=2 high-water=2") and len(titles) == 2
+    assert 0 < TITLE_INTERVAL_SECONDS <= 0.2            # still "at once" to a person
 
 
 def test_the_status_file_is_json_with_our_pid_and_written_at_most_once_per_interval(tmp_path):
