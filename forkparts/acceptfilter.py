@@ -266,15 +266,21 @@ class AcceptFilter:
         """A graceful stop first takes the connections the kernel has already
         accepted for us: closing a listener resets those still in its queue,
         and a proxy does not retry a POST whose connection was reset (502).
-        They are held like any new connection; stop decides."""
+        They are held like any new connection; stop decides.  No new
+        connection enters a queue while it is taken (Listener.refuse_new),
+        and each listener then stops listening, in the copies of the children
+        just forked too (Listener.stop_listening)."""
         now = time.monotonic()
         for listener in listeners:
+            listener.refuse_new()
             for _ in range(backlog):
                 try:
                     sock, addr = listener.sock.accept()
                 except OSError:   # BlockingIOError: the queue is empty
                     break
                 self.park(sock, addr, b"", now, HEAD_INCOMPLETE)
+            # At once: a handshake completed after the last accept is reset.
+            listener.stop_listening()
 
     def stop(self, graceful, stop_deadline):
         """On a graceful stop, a complete parked request stays parked and

@@ -7,6 +7,9 @@ check and their file mode, inherited fds, systemd socket activation) happens
 once, before the app's first fork; it is a room of its own because none of it
 is the loop's business, and every bind failure is a ListenError (exit status 4);
 check_address finds those that can be known without binding (--check-config).
+Ending them is here too: at a stop the sockets bound here are shut down, not
+only closed (Listener.stop_listening), because children forked just before
+hold copies of them.
 The addresses' grammar is the command line's (forkparts/cli.py, parse_bind).
 """
 
@@ -15,10 +18,21 @@ import os
 import select
 import socket
 import stat
+import struct
+import sys
 
 # The --bind grammar is the command line's (checked as the options are read);
 # ASCII_DIGITS_RE is imported from here by the parts that bind and upgrade.
 from forkparts.cli import ASCII_DIGITS_RE, UsageError, parse_bind  # noqa: F401
+
+
+# Linux's SO_ATTACH_FILTER (socket(7)), which the socket module does not name.
+SO_ATTACH_FILTER = 26
+# A classic BPF program (Documentation/networking/filter.rst) for a TCP
+# listener, which sees the TCP header at offset 0: byte 13 holds the flags.
+#   ldb [13]; jset #0x02 (SYN), drop, keep; drop: ret #0; keep: ret #0xffffffff
+DROP_SYN_PROGRAM = struct.pack("=" + "HBBI" * 4, 0x30, 0, 0, 13, 0x45, 0, 1, 0x02,
+                               0x06, 0, 0, 0, 0x06, 0, 0, 0xFFFFFFFF)
 
 
 class ListenError(Exception):
@@ -31,7 +45,7 @@ class Listener:
     accept() returns (socket, address) through the public socket API;
     forkparts.accel may replace it on this instance with a faster one."""
 
-    def __init__(self, sock, description, unix_path=None):
+    def __init__(self, sock, description, unix_path=None, owned=False):
         self.sock = sock
         self.fd = sock.fileno()
         # Plain ints for socket.socket(family, type, 0, fd) at each accept:
@@ -44,12 +58,55 @@ class Listener:
         self.description = description
         self.unix_path = unix_path     # the socket file, removed at close by its owner
         self.activated = False         # passed by systemd (LISTEN_FDS)
+        # Bound here, so no other process serves it: stop_listening may end
+        # it (not systemd's socket, an fd://, or an old parent's in an upgrade).
+        self.owned = owned
 
     def accept(self):
         """(socket, address) of the next connection (socket.socket.accept)."""
         return self.sock.accept()
 
+    def stop_listening(self):
+        """Refuse new connections on this socket in every process that holds
+        it, not only this one: close() alone ends only the parent's copy, and
+        a child forked just before a stop keeps the socket listening until it
+        runs far enough to close its own copy (milliseconds, more under load).
+        Meanwhile the kernel completes handshakes into a queue nobody accepts,
+        and that copy's close resets them, with a proxy's POST already sent:
+        nginx answers 502 ("recv() failed (104: Connection reset by peer)")
+        and does not retry a POST.  shutdown() acts on the socket itself: new
+        connections are refused at once (a proxy retries those elsewhere).  A
+        TCP socket resets its queue then (take it first: drain_backlog); a unix
+        socket keeps its queue for accept()."""
+        if self.owned:
+            self.owned = False
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def refuse_new(self):
+        """Before the queue is taken (drain_backlog): no new connection may
+        enter it, so none completes between the last accept() and
+        stop_listening.  A unix socket is shut down now: it refuses new
+        connections and keeps its queue.  A TCP one would reset its queue, so
+        it drops new connection requests instead (Linux's SO_ATTACH_FILTER): a
+        dropped SYN is sent again after a second (RFC 6298 2.1), meets the
+        closed port and is refused, and a proxy retries it elsewhere.
+        Elsewhere that window stays open, microseconds wide."""
+        if self.family == socket.AF_UNIX:
+            self.stop_listening()
+        elif self.owned and sys.platform.startswith("linux"):   # 26 is Linux's number
+            try:
+                import ctypes
+                program = ctypes.create_string_buffer(DROP_SYN_PROGRAM, len(DROP_SYN_PROGRAM))
+                fprog = struct.pack("@HP", len(DROP_SYN_PROGRAM) // 8, ctypes.addressof(program))
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+            except (ImportError, OSError):
+                pass
+
     def close(self):
+        self.stop_listening()
         try:
             self.sock.close()
         except OSError:
@@ -89,8 +146,8 @@ def bind_inet(hostport, backlog, defer_seconds):
     set_defer_accept(sock, defer_seconds)
     bound = sock.getsockname()
     if family == socket.AF_INET6:
-        return Listener(sock, "http://[%s]:%d" % (bound[0], bound[1]))
-    return Listener(sock, "http://%s:%d" % (bound[0], bound[1]))
+        return Listener(sock, "http://[%s]:%d" % (bound[0], bound[1]), owned=True)
+    return Listener(sock, "http://%s:%d" % (bound[0], bound[1]), owned=True)
 
 
 def resolve(host, port):
@@ -145,7 +202,7 @@ def bind_unix(path, backlog, umask):
         sock.close()
         remove_quietly(path)
         raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror)) from None
-    return Listener(sock, "unix:" + path, unix_path=path)
+    return Listener(sock, "unix:" + path, unix_path=path, owned=True)
 
 
 def remove_quietly(path):

@@ -140,6 +140,7 @@ class Upgrade:
         if self.child:
             for listener in listeners:
                 listener.unix_path = None
+                listener.owned = False   # a shutdown would end the new parent's too
 
     def child_exited(self, pid, status):
         """Was ``pid`` the new parent?  Before it was ready that is a failed

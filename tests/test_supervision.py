@@ -720,3 +720,50 @@ def test_subreaper_adopts_and_quietly_reaps_an_orphaned_grandchild(start_server)
     text = server.log_text()
     assert "reaped unknown process %d: exited with status 0" % grandchild in text
     assert "WARNING" not in text
+
+
+STOP_CYCLES = 6              # starts and SIGTERMs under a stream of new connections
+STOP_CLIENTS = 12
+STOP_LOAD_SECONDS = 0.4      # new connections before the SIGTERM
+LOST = "reset or closed after its request was sent"
+
+
+def post_until_refused(server, outcomes):
+    """A new connection per POST, as a proxy opens them, until the stopped
+    server refuses one: each request is answered, or refused at connect (a
+    proxy retries that elsewhere), never reset or closed once sent."""
+    body = b"x=1"
+    request = (b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    while True:
+        try:
+            sock = server.connect(timeout=10)
+        except ConnectionRefusedError:
+            return
+        with sock:
+            try:
+                sock.sendall(request)
+                response = read_until_close(sock)
+            except OSError as exc:
+                response = repr(exc).encode()
+        outcomes.append(status_of(response) or LOST + ": %r" % response[:80])
+
+
+def test_sigterm_under_new_connections_refuses_or_serves_never_resets(start_server):
+    # A child forked just before the stop holds a copy of the listener until it
+    # runs far enough to close it; if the parent only closed its own copy, the
+    # kernel went on queueing connections there, and reset them (and the POST
+    # on each) when that copy closed.  Listener.stop_listening shuts it down.
+    for _ in range(STOP_CYCLES):
+        server = start_server(APP)
+        outcomes = []
+        threads = [threading.Thread(target=post_until_refused, args=(server, outcomes))
+                   for _ in range(STOP_CLIENTS)]
+        for thread in threads:
+            thread.start()
+        time.sleep(STOP_LOAD_SECONDS)
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+        for thread in threads:
+            thread.join(30)
+        assert outcomes and set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]

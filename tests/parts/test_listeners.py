@@ -1,14 +1,15 @@
 """Listeners: TCP_DEFER_ACCEPT on Linux (issue 5: a client that connects and
 sends nothing costs no accept and no fork until the kernel gives up waiting),
 and the mode of a unix socket file (issue 16: --umask 007 gives 0660, as
-docs/deploy.md says)."""
+docs/deploy.md says), and how a stop ends a listener that children just
+forked still hold (a reset there cost a proxy's POST: nginx answered 502)."""
 import os
 import socket
 import stat
 
 import pytest
 
-from forkparts.listeners import bind_inet, bind_unix
+from forkparts.listeners import adopt_fd, bind_inet, bind_unix
 
 HEADER_TIMEOUT_SECONDS = 10.0
 BACKLOG = 16
@@ -67,3 +68,77 @@ def test_unix_socket_mode_is_0666_less_the_umask_as_for_any_file(tmp_path, umask
     finally:
         listener.close()
     assert not os.path.exists(path)
+
+
+SYN_RETRY_WAIT_SECONDS = 0.3   # under the first SYN retransmission (1 s): a dropped SYN
+
+
+def connect_outcome(family, address):
+    """"connected", "refused", or "no answer" (the SYN was dropped)."""
+    client = socket.socket(family)
+    client.settimeout(SYN_RETRY_WAIT_SECONDS)
+    try:
+        client.connect(address)
+        return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "no answer"
+    finally:
+        client.close()
+
+
+def test_a_closed_listener_refuses_though_a_just_forked_child_holds_a_copy():
+    # The copy: a child forked just before the stop closes it only once it
+    # runs.  Before, the socket listened on, and the copy's close reset
+    # whatever the kernel had queued meanwhile, requests sent.
+    listener = bind_inet(("127.0.0.1", 0), BACKLOG, 0)
+    address = listener.sock.getsockname()
+    childs_copy = os.dup(listener.fd)
+    try:
+        listener.close()
+        assert connect_outcome(socket.AF_INET, address) == "refused"
+    finally:
+        os.close(childs_copy)
+
+
+@pytest.mark.parametrize("family", ["tcp", "unix"])
+def test_refuse_new_lets_the_queue_be_taken_and_no_connection_join_it(tmp_path, family):
+    if family == "tcp":
+        listener = bind_inet(("127.0.0.1", 0), BACKLOG, 0)
+        address, kind, late = listener.sock.getsockname(), socket.AF_INET, "no answer"
+    else:
+        address = str(tmp_path / "app.sock")
+        listener, kind, late = bind_unix(address, BACKLOG, 0o077), socket.AF_UNIX, "refused"
+    queued = socket.socket(kind)
+    queued.connect(address)
+    queued.sendall(b"POST")
+    try:
+        listener.refuse_new()
+        assert connect_outcome(kind, address) == late   # TCP: its SYN retried, then refused
+        listener.sock.settimeout(5)
+        accepted, _ = listener.sock.accept()
+        with accepted:
+            assert accepted.recv(4) == b"POST"
+        listener.close()
+        if kind == socket.AF_INET:   # a unix socket's file is gone
+            assert connect_outcome(kind, address) == "refused"
+    finally:
+        queued.close()
+        listener.close()
+
+
+def test_a_socket_not_bound_here_is_left_listening_for_its_owner():
+    # fd://, systemd's socket, an upgrade's: closing ours leaves theirs as it was.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(BACKLOG)
+    owners_copy = os.dup(sock.fileno())
+    listener = adopt_fd(sock.detach(), BACKLOG)
+    address = listener.sock.getsockname()
+    try:
+        listener.refuse_new()
+        listener.close()
+        assert connect_outcome(socket.AF_INET, address) == "connected"
+    finally:
+        os.close(owners_copy)
