@@ -205,6 +205,14 @@ class ChildKeepsListener:
     def child_closes(self):
         return self.parent_fds()
 
+    def begin_stop(self, mode, why):
+        # As the tutorial's parent, close only its own copy: the correct one
+        # also shuts the socket down (Listener.stop_listening), which ends
+        # the children's copies too and would hide this lab's mistake.
+        for listener in self.listeners.values():
+            listener.owned = False
+        super().begin_stop(mode, why)
+
 
 class Orphans:
     """--lab-orphans (lab 12): children are not told to die with the parent,
