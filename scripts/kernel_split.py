@@ -12,6 +12,7 @@ microseconds per request for each, side by side:
 
     python scripts/kernel_split.py                                # hello, 1 client, 5 s
     python scripts/kernel_split.py --app examples.bench_apps:flask_app --clients 8
+    python scripts/kernel_split.py --servers forkserver-tuned,before-tuned --checkout before=../old
 
 Needs perf (linux-tools) and wrk, run as root or with perf_event_paranoid <= 1.
 perf's sampling costs time of its own, so requests per second here are lower
@@ -47,8 +48,13 @@ def parse_args(argv):
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--servers", default="floor,forkserver",
                    help="comma-separated bench.py server names (floor: floor+flask for "
-                        "a Flask app)")
-    return p.parse_args(argv)
+                        "a Flask app; forkserver-tuned, stdlib, LABEL of a --checkout)")
+    p.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH",
+                   help="another checkout of forkserver, as bench.py's --checkout")
+    args = p.parse_args(argv)
+    bench.CHECKOUTS.update((label, os.path.abspath(path)) for label, _, path in
+                           (item.partition("=") for item in args.checkout))
+    return args
 
 
 def record(name, spec, args, workdir):

@@ -50,3 +50,12 @@ def test_an_unknown_system_call_is_named_and_a_kernel_top_is_other():
     assert kernel_split.path_of(["x irq_exit+0x1 ([kernel.kallsyms])"]) == \
         "kernel, other (interrupts, scheduling)"
     assert kernel_split.path_of(["x ffi_call+0x1 (/usr/lib/libffi.so.8)"]) == "user: libffi.so.8"
+
+
+def test_a_checkout_is_registered_as_bench_py_does():
+    import bench
+    try:
+        kernel_split.parse_args(["--servers", "before-tuned", "--checkout", "before=../old"])
+        assert bench.server_root("before-tuned") == os.path.abspath("../old")
+    finally:
+        bench.CHECKOUTS.pop("before", None)
