@@ -169,10 +169,10 @@ class Supervisor:
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        saved = {}
-        for sig in HANDLED_SIGNALS:   # one bound method for all: fewer objects
-            saved[sig] = signal.getsignal(sig)   # for each child to touch
-            signal.signal(sig, self.note_signal)
+        saved, note = {}, self.note_signal   # one bound method for all: each child
+        for sig in HANDLED_SIGNALS:            # touches each handler as it resets them
+            saved[sig] = signal.getsignal(sig)
+            signal.signal(sig, note)
         signal.signal(signal.SIGCHLD, self.sigchld_handler())
         self.poller.register(self.wake_r, select.POLLIN)
         # What each child restores, as the C function takes it: SIG_DFL and

@@ -42,11 +42,16 @@ class ListenError(Exception):
 class Listener:
     """A listening socket and how to describe it.
 
-    accept() returns (socket, address) through the public socket API;
-    forkparts.accel may replace it on this instance with a faster one."""
+    accept() returns (socket, address): the socket's own accept (the public
+    socket API), an attribute of the instance, not a method of the class, so
+    forkparts.accel may put a faster one in its place without shadowing a
+    method.  A shadowed method costs the parent a page at every accept: the
+    attribute lookup takes a reference to the class's function before it
+    finds the instance's (docs/performance.md, "The house")."""
 
     def __init__(self, sock, description, unix_path=None, owned=False):
         self.sock = sock
+        self.accept = sock.accept   # () -> (socket, address)
         self.fd = sock.fileno()
         # Plain ints for socket.socket(family, type, 0, fd) at each accept:
         # given only the fd, the constructor asks the kernel with getsockopt.
@@ -61,10 +66,6 @@ class Listener:
         # Bound here, so no other process serves it: stop_listening may end
         # it (not systemd's socket, an fd://, or an old parent's in an upgrade).
         self.owned = owned
-
-    def accept(self):
-        """(socket, address) of the next connection (socket.socket.accept)."""
-        return self.sock.accept()
 
     def stop_listening(self):
         """Refuse new connections on this socket in every process that holds

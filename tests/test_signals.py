@@ -583,3 +583,30 @@ def test_ttin_and_ttou_call_nworkers_changed_with_gunicorns_arguments():
     stub, calls = stub_server(0)                                 # no cap: nothing to change
     forkserver.Supervisor.resize(stub, 1, "SIGTTIN")
     assert calls == [("log", "SIGTTIN: --max-children is 0 (no cap); nothing to change")]
+
+
+INSTALL_SIGNALS = """
+import select, signal, sys
+from types import SimpleNamespace
+import forkserver
+server = forkserver.Server.__new__(forkserver.Server)
+server.opts = SimpleNamespace(reaper="signal", lab_print_in_handler=False)
+server.wake_r, server.wake_w = __import__("os").pipe()
+server.poller = select.poll()
+server.install_signals()
+handlers = [signal.getsignal(sig) for sig in forkserver.HANDLED_SIGNALS
+            if sig != signal.SIGCHLD]
+print(len(handlers), len({id(h) for h in handlers}), handlers[0].__func__.__name__)
+"""
+
+
+def test_the_handled_signals_share_one_handler_object():
+    """Each child puts the parent's old handlers back (ChildPlan.run), which
+    touches every handler object: one bound method for all the signals is one
+    page the child copies, a fresh bound method per signal one page each."""
+    out = subprocess.run([sys.executable, "-c", INSTALL_SIGNALS], cwd=ROOT, text=True,
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    count, distinct, name = out.stdout.split()
+    assert int(count) == len(forkserver.HANDLED_SIGNALS) - 1
+    assert (distinct, name) == ("1", "note_signal")
