@@ -862,7 +862,9 @@ def machine_info(tool):
     except OSError:
         pass
     from importlib.metadata import PackageNotFoundError, version
-    for pkg in ("flask", "werkzeug", "gunicorn", "waitress", "psutil"):
+    # setproctitle: installed, forkserver's children set their titles, a
+    # cost the README's install (no setproctitle) does not pay (performance.md).
+    for pkg in ("flask", "werkzeug", "gunicorn", "waitress", "psutil", "setproctitle"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:

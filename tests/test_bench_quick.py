@@ -206,3 +206,15 @@ def test_a_checkout_compares_like_with_like_rows():
     assert bench.checkout_pairs("before", ["", "-tuned"]) == [
         ("forkserver", "before"), ("forkserver-tuned", "before-tuned")]
     assert bench.checkout_pairs("before", ["-tuned"]) == [("forkserver-tuned", "before-tuned")]
+
+
+def test_the_report_says_whether_children_set_their_titles():
+    """setproctitle comes with the test extra, not the README's install: a
+    report must say which of the two it measured (each child's title costs
+    it about 9 copied pages, docs/performance.md)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        expected = version("setproctitle")
+    except PackageNotFoundError:
+        expected = "not installed"
+    assert load_bench().machine_info("wrk")["setproctitle"] == expected
