@@ -47,7 +47,8 @@ class Listener:
     forkparts.accel may put a faster one in its place without shadowing a
     method.  A shadowed method costs the parent a page at every accept: the
     attribute lookup takes a reference to the class's function before it
-    finds the instance's (docs/performance.md, "The house")."""
+    finds the instance's (docs/performance.md, "Pages the split added to
+    every connection")."""
 
     def __init__(self, sock, description, unix_path=None, owned=False):
         self.sock = sock

@@ -586,12 +586,12 @@ def test_ttin_and_ttou_call_nworkers_changed_with_gunicorns_arguments():
 
 
 INSTALL_SIGNALS = """
-import select, signal, sys
+import os, select, signal
 from types import SimpleNamespace
 import forkserver
 server = forkserver.Server.__new__(forkserver.Server)
 server.opts = SimpleNamespace(reaper="signal", lab_print_in_handler=False)
-server.wake_r, server.wake_w = __import__("os").pipe()
+server.wake_r, server.wake_w = os.pipe()
 server.poller = select.poll()
 server.install_signals()
 handlers = [signal.getsignal(sig) for sig in forkserver.HANDLED_SIGNALS
