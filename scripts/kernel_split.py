@@ -50,10 +50,10 @@ def parse_args(argv):
                    help="comma-separated bench.py server names (floor: floor+flask for "
                         "a Flask app; forkserver-tuned, stdlib, LABEL of a --checkout)")
     p.add_argument("--checkout", action="append", default=[], metavar="LABEL=PATH",
+                   type=bench.checkout_arg,
                    help="another checkout of forkserver, as bench.py's --checkout")
     args = p.parse_args(argv)
-    bench.CHECKOUTS.update((label, os.path.abspath(path)) for label, _, path in
-                           (item.partition("=") for item in args.checkout))
+    bench.CHECKOUTS.update(args.checkout)
     return args
 
 

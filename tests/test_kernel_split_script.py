@@ -3,6 +3,8 @@
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "scripts"))
 
@@ -52,10 +54,20 @@ def test_an_unknown_system_call_is_named_and_a_kernel_top_is_other():
     assert kernel_split.path_of(["x ffi_call+0x1 (/usr/lib/libffi.so.8)"]) == "user: libffi.so.8"
 
 
-def test_a_checkout_is_registered_as_bench_py_does():
+def test_a_checkout_is_registered_as_bench_py_does(tmp_path):
     import bench
+    (tmp_path / "forkserver.py").write_text("")
     try:
-        kernel_split.parse_args(["--servers", "before-tuned", "--checkout", "before=../old"])
-        assert bench.server_root("before-tuned") == os.path.abspath("../old")
+        kernel_split.parse_args(["--servers", "before-tuned", "--checkout", "before=%s" % tmp_path])
+        assert bench.server_root("before-tuned") == str(tmp_path)
     finally:
         bench.CHECKOUTS.pop("before", None)
+
+
+@pytest.mark.parametrize("arg, message", [("before", "expected LABEL=PATH"),
+                                          ("before=/nonexistent", "no forkserver.py in"),
+                                          ("stdlib=.", "is taken by a server")])
+def test_a_bad_checkout_is_refused_as_bench_py_refuses_it(arg, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        kernel_split.parse_args(["--checkout", arg])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
