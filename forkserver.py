@@ -48,7 +48,7 @@ from forkparts.children import (ChildPlan, ChildTable, become_subreaper,
                                 restart_after_sighup)
 from forkparts.cli import UsageError
 from forkparts.configfile import effective_settings, parse_options
-from forkparts.hooks import (CHILD_HOOKS, HookRequest, HookResponse, Settings, Worker,
+from forkparts.hooks import (CHILD_HOOKS, HookCalls, Settings, Worker,
                              on_child_signals, worker_for_child)
 from forkparts.http11 import Limits, error_response
 from forkparts.labs import server_class
@@ -101,11 +101,12 @@ MIN_MAX_CHILDREN = 1                     # TTOU never lowers the cap below this
 INFINITY = float("inf")
 
 
-class Supervisor:
+class Supervisor(HookCalls):
     """What a long-running parent adds around the tutorial's loop (Server,
     below): set-up before the first fork, signals (stop, reload, reopen
-    logs), the graceful and fast stops, hooks, title and status.  State
-    shared with the loop lives here; the loop's own steps are Server's."""
+    logs), the graceful and fast stops, hooks (HookCalls), title and
+    status.  State shared with the loop lives here; the loop's own steps
+    are Server's."""
 
     def __init__(self, opts, loader, app, listeners, log, hooks):
         self.opts, self.loader, self.app, self.log, self.hooks = opts, loader, app, log, hooks
@@ -239,11 +240,7 @@ class Supervisor:
         flush_stdio()
         self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
         if self.warmed:
-            self.log.warning(
-                "the parent ran the app's first request at start (the warm-up), and a "
-                "framework may keep what it built then: Django's URL resolver keeps the old "
-                "views. To load new code into a warmed parent send SIGUSR2 (a new parent), "
-                "or start with --no-prewarm (docs/operations.md, Reloading)")
+            self.log.warning(forkparts.prewarm.RELOAD_CAVEAT)
         sd_notify("READY=1")
         self.drain_kept_alive()
 
@@ -300,9 +297,10 @@ class Supervisor:
         self.upgrade.disown(self.listeners.values())
         self.stop_deadline = time.monotonic() + (
             FAST_STOP_SECONDS if mode == "fast" else self.opts.graceful_timeout)
-        if mode == "graceful":
-            self.filter.drain_backlog(self.listeners.values(), self.opts.backlog)
-        self.close_listeners()
+        keep = ()
+        if mode == "graceful":   # kept: listeners with a connection half open
+            keep = self.filter.drain_backlog(self.listeners.values(), self.opts.backlog)
+        self.close_listeners(keep)
         self.filter.stop(mode == "graceful", self.stop_deadline)
         if mode == "fast":
             self.table.terminate_all()
@@ -320,11 +318,16 @@ class Supervisor:
             self.log.info("%s again: killing %d children" % (why, len(self.children)))
             self.stop_deadline = time.monotonic()
 
-    def close_listeners(self):
+    def close_listeners(self, keep=()):
+        """Close the listeners, but those in ``keep``: a graceful stop goes on
+        accepting from them while a connection to them is half open."""
+        if len(keep) == len(self.listeners):
+            return
         self.set_accepting(False)
         for listener in self.listeners.values():
-            listener.close()
-        self.listeners = {}
+            if listener not in keep:
+                listener.close()
+        self.listeners = {listener.fd: listener for listener in keep}
         # A child forked from now on (a parked head, handed over) must not
         # close the listeners' old descriptor numbers: they are closed, or
         # already reused by another socket.
@@ -334,7 +337,9 @@ class Supervisor:
         """True once every child is gone, killing what is left at the deadline."""
         if self.handback is not None and not self.children:
             self.filter.take_back(self.handback)   # what the last children handed back
-        if not self.children and not self.parked:
+        if self.listeners:   # kept by begin_stop
+            self.close_listeners(self.filter.unsettled(self.listeners.values(), self.opts.backlog))
+        if not self.children and not self.parked and not self.listeners:
             return True
         if time.monotonic() < self.stop_deadline:
             return False
@@ -346,42 +351,7 @@ class Supervisor:
             self.child_exited(pid, status)
         return True
 
-    # ------------------------------------------------------------ hooks, title, status
-    def run_hook(self, name, *args):
-        """Call hook ``name`` with gunicorn's arguments: the one place hooks
-        are called.  A hook in forkserver's old form gets its old arguments
-        (hooks.OLD_FORMS).  A raising hook is logged by name; False then."""
-        hook = self.hooks.get(name)
-        if hook is None:
-            return True
-        try:
-            hook.function(*(hook.adapt(*args) if hook.adapt else args))
-            return True
-        except BaseException:
-            self.log.exception("hook %s failed" % name)
-            return False
-
-    @property
-    def num_workers(self):
-        """gunicorn's server.num_workers: here the most live children."""
-        return self.opts.max_children
-
-    def request_hooks(self):
-        """pre_request and post_request for the child's handler, or None each:
-        an undefined one costs a request nothing."""
-        return (self.pre_request if "pre_request" in self.hooks else None,
-                self.post_request if "post_request" in self.hooks else None)
-
-    def pre_request(self, request):
-        if self.worker is not None:   # None: --prewarm's request, in the parent
-            self.worker.nr += 1
-            self.run_hook("pre_request", self.worker, HookRequest(request))
-
-    def post_request(self, request, environ, response):
-        if self.worker is not None:
-            self.run_hook("post_request", self.worker, HookRequest(request), environ,
-                          HookResponse(response))
-
+    # ------------------------------------------------------------ title, status
     def update_title(self, now):
         self.status.update_title(len(self.children), self.high_water, now)
 
@@ -495,8 +465,8 @@ class Server(Supervisor):
             times.append(self.status.next_write())
         return min(min(times) - time.monotonic(), MAX_POLL_SECONDS)
 
-    def may_accept(self):
-        return not self.stop_mode and self.may_fork()
+    def may_accept(self):   # stopping: only listeners close_listeners kept are left
+        return (not self.stop_mode or bool(self.listeners)) and self.may_fork()
 
     def may_fork(self):
         return self.admission.may_fork(len(self.children))

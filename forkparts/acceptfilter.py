@@ -34,6 +34,7 @@ NO_BODY_PREFIXES = (b"GET ", b"HEAD ")
 DEFAULT_MAX_PENDING = 1024               # connections parked at most
 RESERVED_FDS = 64                        # descriptors --max-pending leaves for the rest
 STOP_HEAD_GRACE_SECONDS = 1.0            # SIGTERM: what an incomplete parked head has left
+HALF_OPEN_PATIENCE_SECONDS = 1.0         # SIGTERM: how long a listener waits for half-open ones
 REFUSE_DRAIN_BYTES = 1 << 20             # the most refuse() reads before it closes
 HANDBACK_FDS_PER_MESSAGE = 16            # wsgi_handler sends one; room for more
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)  # an int: the enum member's page is not touched
@@ -80,6 +81,7 @@ class AcceptFilter:
         self.may_fork, self.fork, self.count_ip = may_fork, fork, count_ip
         self.parked = {}          # fd -> Parked
         self.stopping = False
+        self.patience_until = INFINITY   # set by drain_backlog
         self.view = None
         self.renew_buffer()
 
@@ -267,20 +269,41 @@ class AcceptFilter:
         accepted for us: closing a listener resets those still in its queue,
         and a proxy does not retry a POST whose connection was reset (502).
         They are held like any new connection; stop decides.  No new
-        connection enters a queue while it is taken (Listener.refuse_new),
-        and each listener then stops listening, in the copies of the children
-        just forked too (Listener.stop_listening)."""
-        now = time.monotonic()
+        connection enters a queue while it is taken (Listener.refuse_new);
+        then each listener stops listening, in the copies of the children
+        just forked too (Listener.stop_listening), but one with a connection
+        still half open (Listener.half_open) is returned, to stay open: the
+        server goes on accepting from it, calling unsettled each loop turn,
+        for up to HALF_OPEN_PATIENCE_SECONDS."""
+        self.patience_until = time.monotonic() + HALF_OPEN_PATIENCE_SECONDS
         for listener in listeners:
             listener.refuse_new()
+        return self.unsettled(listeners, backlog)
+
+    def unsettled(self, listeners, backlog):
+        """Take each listener's queue, then stop it listening, unless a
+        connection to it is still half open and there is patience left: the
+        listeners kept open for that are returned."""
+        keep, now = [], time.monotonic()
+        for listener in listeners:
+            half_open = listener.half_open()   # first: one that completes meanwhile is queued
             for _ in range(backlog):
                 try:
                     sock, addr = listener.sock.accept()
                 except OSError:   # BlockingIOError: the queue is empty
                     break
                 self.park(sock, addr, b"", now, HEAD_INCOMPLETE)
-            # At once: a handshake completed after the last accept is reset.
+            if half_open and now < self.patience_until:
+                keep.append(listener)
+                continue
+            if half_open:   # still silent (most likely a spare connection): reset below
+                self.log.warning("stopping: %d connection%s to %s sent no request within %.1fs; "
+                                 "closing the listener resets %s" % (
+                                     half_open, "" if half_open == 1 else "s",
+                                     listener.description, HALF_OPEN_PATIENCE_SECONDS,
+                                     "it" if half_open == 1 else "them"))
             listener.stop_listening()
+        return keep
 
     def stop(self, graceful, stop_deadline):
         """On a graceful stop, a complete parked request stays parked and

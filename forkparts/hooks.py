@@ -10,7 +10,7 @@ pid, cfg, log); the Worker below is made in the child right after fork, or
 in the parent for pre_fork and child_exit.  The forkserver-only forms of
 three hooks (parameters named ``child_pid``/``pid``, or a one-parameter
 pre_fork) still work for now: they are found once at start (OLD_FORMS), get
-a deprecation warning, and Supervisor.run_hook, the one place hooks are
+a deprecation warning, and HookCalls.run_hook, the one place hooks are
 called, turns gunicorn's arguments into theirs.  A room of its own because
 it is the one place that knows what each hook means here, and it is read
 by the config file, the parent and the child alike.  A hook that is not
@@ -236,6 +236,47 @@ class HookResponse:
         self.headers = list(response.headers or ())
         self.sent = response.sent_body
         self.version = "HTTP/1.1"
+
+
+class HookCalls:
+    """How the parent calls the hooks: mixed into forkserver's Supervisor,
+    which is gunicorn's ``server`` here and holds ``hooks``, ``log``,
+    ``opts`` and, in a child, its ``worker``."""
+
+    def run_hook(self, name, *args):
+        """Call hook ``name`` with gunicorn's arguments: the one place hooks
+        are called.  A hook in forkserver's old form gets its old arguments
+        (hooks.OLD_FORMS).  A raising hook is logged by name; False then."""
+        hook = self.hooks.get(name)
+        if hook is None:
+            return True
+        try:
+            hook.function(*(hook.adapt(*args) if hook.adapt else args))
+            return True
+        except BaseException:
+            self.log.exception("hook %s failed" % name)
+            return False
+
+    @property
+    def num_workers(self):
+        """gunicorn's server.num_workers: here the most live children."""
+        return self.opts.max_children
+
+    def request_hooks(self):
+        """pre_request and post_request for the child's handler, or None each:
+        an undefined one costs a request nothing."""
+        return (self.pre_request if "pre_request" in self.hooks else None,
+                self.post_request if "post_request" in self.hooks else None)
+
+    def pre_request(self, request):
+        if self.worker is not None:   # None: --prewarm's request, in the parent
+            self.worker.nr += 1
+            self.run_hook("pre_request", self.worker, HookRequest(request))
+
+    def post_request(self, request, environ, response):
+        if self.worker is not None:
+            self.run_hook("post_request", self.worker, HookRequest(request), environ,
+                          HookResponse(response))
 
 
 def on_child_signals(signums, call):

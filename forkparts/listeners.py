@@ -33,6 +33,10 @@ SO_ATTACH_FILTER = 26
 #   ldb [13]; jset #0x02 (SYN), drop, keep; drop: ret #0; keep: ret #0xffffffff
 DROP_SYN_PROGRAM = struct.pack("=" + "HBBI" * 4, 0x30, 0, 0, 13, 0x45, 0, 1, 0x02,
                                0x06, 0, 0, 0, 0x06, 0, 0, 0xFFFFFFFF)
+# proc(5): every TCP socket of this network namespace, one line each, a
+# half-open connection too (state 03, SYN_RECV), local address as HEX:PORT.
+PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
+SYN_RECV = "03"
 
 
 class ListenError(Exception):
@@ -107,6 +111,18 @@ class Listener:
             except (ImportError, OSError):
                 pass
 
+    def half_open(self):
+        """How many connections to this listener's port the kernel holds half
+        open: the client's SYN is in, nothing is in the accept queue yet.
+        With TCP_DEFER_ACCEPT (set_defer_accept) that lasts until the client's
+        first bytes, so its connect() may have returned long before: a client
+        paused between connect and send, or a proxy's POST on its way.
+        stop_listening would reset it when they come.  Linux lists them in
+        /proc/net/tcp*; 0 for a unix socket, one not ours, or elsewhere."""
+        if self.family == socket.AF_UNIX or not self.owned:
+            return 0
+        return count_half_open(self.sock.getsockname()[1])
+
     def close(self):
         self.stop_listening()
         try:
@@ -116,6 +132,21 @@ class Listener:
         if self.unix_path:
             remove_quietly(self.unix_path)
             self.unix_path = None
+
+
+def count_half_open(port):
+    """The half-open TCP connections to ``port`` on any local address."""
+    suffix, count = ":%04X" % port, 0
+    for table in PROC_NET_TCP:
+        try:
+            with open(table) as lines:
+                next(lines, None)   # the header
+                for line in lines:
+                    fields = line.split(None, 4)   # sl, local, remote, state, ...
+                    count += fields[3] == SYN_RECV and fields[1].endswith(suffix)
+        except OSError:   # no /proc, or no IPv6
+            pass
+    return count
 
 
 def open_listener(address, backlog, umask, defer_seconds):

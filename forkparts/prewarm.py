@@ -50,6 +50,13 @@ PROBE_ALARM_SLACK_SECONDS = 1.0
 # app can tell it apart from a client's.
 ENVIRON_KEY = "forkserver.warmup"
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
+# What a SIGHUP to a warmed parent says: the reload re-imports the app's
+# modules, but a framework may keep what it built at the warm-up.
+RELOAD_CAVEAT = (
+    "the parent ran the app's first request at start (the warm-up), and a "
+    "framework may keep what it built then: Django's URL resolver keeps the old "
+    "views. To load new code into a warmed parent send SIGUSR2 (a new parent), "
+    "or start with --no-prewarm (docs/operations.md, Reloading)")
 
 
 def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):

@@ -4,9 +4,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from forkparts import acceptfilter
 from forkparts.acceptfilter import (BODY_INCOMPLETE, HEAD_INCOMPLETE, PARENT_BODY_BYTES, READY,
                                     AcceptFilter, Parked, close_if_quiet, filter_body_bytes,
                                     max_pending_room, request_state)
+from forkparts.listeners import bind_inet
 
 LIMIT = 64 * 1024
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -105,3 +107,51 @@ def test_the_full_filter_drops_the_oldest_with_503():
     for ours, theirs in pairs:
         ours.close()
         theirs.close()
+
+
+def filter_with_warnings():
+    flt, _ = filter_for_test()
+    warnings = []
+    flt.log.warning = warnings.append
+    return flt, warnings
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
+def test_a_stop_keeps_a_listener_open_until_a_half_open_connection_sends():
+    # The client's connect() has returned; its request is on its way.  Shut
+    # down now, the listener would reset it (a proxy's POST: 502).
+    flt, warnings = filter_with_warnings()
+    listener = bind_inet(("127.0.0.1", 0), 16, 10.0)
+    listener.sock.setblocking(False)   # as the server's are
+    client = socket.create_connection(listener.sock.getsockname()[:2], timeout=5)
+    try:
+        assert flt.drain_backlog([listener], 16) == [listener] and not flt.parked
+        client.sendall(GET)
+        assert listener.pending(5000)                  # the kernel completes it now
+        assert flt.unsettled([listener], 16) == [] and len(flt.parked) == 1
+        (parked,) = flt.parked.values()
+        assert parked.sock.recv(100) == GET            # taken whole, not reset
+        assert not warnings
+        flt.refuse_all()
+        assert client.recv(100).startswith(b"HTTP/1.1 503")
+    finally:
+        client.close()
+        listener.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
+def test_a_stop_waits_for_a_silent_connection_only_so_long(monkeypatch):
+    monkeypatch.setattr(acceptfilter, "HALF_OPEN_PATIENCE_SECONDS", 0.0)
+    flt, warnings = filter_with_warnings()
+    listener = bind_inet(("127.0.0.1", 0), 16, 10.0)
+    listener.sock.setblocking(False)   # as the server's are
+    silent = [socket.create_connection(listener.sock.getsockname()[:2], timeout=5)
+              for _ in range(2)]
+    try:
+        assert flt.drain_backlog([listener], 16) == [] and not listener.owned
+        assert warnings == ["stopping: 2 connections to %s sent no request within 0.0s; "
+                            "closing the listener resets them" % listener.description]
+    finally:
+        for client in silent:
+            client.close()
+        listener.close()

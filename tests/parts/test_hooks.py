@@ -1,5 +1,5 @@
 """forkparts/hooks.py: gunicorn's hook forms, forkserver's old ones found and
-adapted, the objects hooks get; Supervisor.run_hook, the one place hooks are
+adapted, the objects hooks get; HookCalls.run_hook, the one place hooks are
 called (the signals' hooks, on_reload, pre_exec and nworkers_changed, are
 called through it with gunicorn's arguments).  End to end:
 tests/test_gunicorn_conf.py and tests/test_hooks.py."""
@@ -7,10 +7,10 @@ import types
 
 import pytest
 
-from forkparts.hooks import (CHILD_HOOKS, HOOKS, HookRequest, Settings, Worker, make_hooks)
+from forkparts.hooks import (CHILD_HOOKS, HOOKS, HookCalls, HookRequest, Settings, Worker,
+                             make_hooks)
 from forkparts.parser import parse_head
 from forkparts.http11 import Limits
-from forkserver import Supervisor
 
 
 class Log:
@@ -22,14 +22,14 @@ class Log:
 
 
 def supervisor_with(functions):
-    """Just what run_hook reads of a Supervisor."""
+    """Just what run_hook reads of the server it is mixed into."""
     hooks, warnings = make_hooks(functions, "test")
     stub = types.SimpleNamespace(hooks=hooks, log=Log())
     return stub, warnings
 
 
 def run_hook(stub, name, *args):
-    return Supervisor.run_hook(stub, name, *args)
+    return HookCalls.run_hook(stub, name, *args)
 
 
 def test_every_gunicorn_hook_is_known_with_its_process():

@@ -142,3 +142,48 @@ def test_a_socket_not_bound_here_is_left_listening_for_its_owner():
         assert connect_outcome(socket.AF_INET, address) == "connected"
     finally:
         os.close(owners_copy)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp") or not hasattr(socket, "TCP_DEFER_ACCEPT"),
+                    reason="Linux only")
+def test_half_open_counts_a_connected_client_until_its_first_bytes(tmp_path):
+    # With TCP_DEFER_ACCEPT the client's connect() returns while the kernel
+    # still holds the connection half open: nothing to accept yet, and a stop
+    # that shut the listener down then reset it when the request came.
+    listener = bind_inet(("127.0.0.1", 0), BACKLOG, HEADER_TIMEOUT_SECONDS)
+    other = bind_inet(("127.0.0.1", 0), BACKLOG, HEADER_TIMEOUT_SECONDS)
+    unix = bind_unix(str(tmp_path / "app.sock"), BACKLOG, 0o077)
+    try:
+        assert listener.half_open() == 0
+        clients = [socket.create_connection(listener.sock.getsockname()[:2], timeout=5)
+                   for _ in range(2)]
+        assert listener.half_open() == 2 and other.half_open() == 0
+        clients[0].sendall(b"G")
+        listener.sock.settimeout(5)
+        accepted, _ = listener.sock.accept()
+        accepted.close()
+        assert listener.half_open() == 1
+        unix_client = socket.socket(socket.AF_UNIX)
+        unix_client.connect(str(tmp_path / "app.sock"))
+        assert unix.half_open() == 0
+        unix_client.close()
+        for client in clients:
+            client.close()
+    finally:
+        for each in (listener, other, unix):
+            each.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
+def test_half_open_is_not_counted_on_a_socket_not_bound_here():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(BACKLOG)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+    listener = adopt_fd(sock.detach(), BACKLOG)
+    try:
+        client = socket.create_connection(listener.sock.getsockname()[:2], timeout=5)
+        assert listener.half_open() == 0   # its owner's to stop, not ours
+        client.close()
+    finally:
+        listener.close()
