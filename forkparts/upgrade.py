@@ -8,7 +8,9 @@ installed libraries and the options and config file read again.  It
 inherits what must not be re-made:
 
 - the listening sockets: left open across exec (``os.set_inheritable``) and
-  named in ``FORKSERVER_FDS`` (as gunicorn's ``GUNICORN_FD``); systemd's
+  named in ``FORKSERVER_FDS`` (as gunicorn's ``GUNICORN_FD``), those it
+  bound itself in ``FORKSERVER_OWNED_FDS`` too (the new parent owns them once
+  ready: its stop shuts them down, Listener.stop_listening); systemd's
   own sockets are passed on as systemd passes them, ``LISTEN_FDS`` and
   ``LISTEN_PID`` naming the new process (sd_listen_fds(3)).  The new parent
   takes an inherited socket for each ``--bind`` address it matches (port 0
@@ -43,6 +45,7 @@ from forkparts.listeners import ASCII_DIGITS_RE, adopt_fd, parse_bind, sd_notify
 FDS_ENV = "FORKSERVER_FDS"              # "5,6": the listening sockets, by number
 READY_FD_ENV = "FORKSERVER_READY_FD"    # the pipe the new parent says "ready" on
 OLD_PID_ENV = "FORKSERVER_OLD_PID"      # the parent that executed us
+OWNED_FDS_ENV = "FORKSERVER_OWNED_FDS"  # those of FDS_ENV the old parent bound itself
 OLDBIN_SUFFIX = ".oldbin"               # nginx's and gunicorn's name for the old pidfile
 READY_BYTE = b"R"
 EXEC_FAILED_STATUS = 127                # as the shell's "command not found"
@@ -169,12 +172,17 @@ class Upgrade:
             self.log.warning("upgrade: cannot rename %r to %r: %s" % (old, new, exc.strerror))
 
     def tell_ready(self):
-        """In a parent started by SIGUSR2, once it serves: own the socket files,
-        and tell the old parent (which then drains and exits)."""
+        """In a parent started by SIGUSR2, once it serves: own the sockets
+        the old parent bound and their files, and tell the old parent (which
+        then disowns and closes its copies, drains and exits).  Owned, a stop
+        of ours ends them as the old parent's would (Listener.stop_listening),
+        not only our copy, which reset what was queued or half open."""
         inherited = self.inherited
         inherited.report(self.log)
         for listener, path in inherited.unix_paths:
             listener.unix_path = path
+        for listener in inherited.to_own:
+            listener.owned = True
         if inherited.ready_fd is None:
             return
         try:
@@ -201,6 +209,8 @@ def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec
         if activated:   # systemd's, at 3..3+n-1 since we started (sd_listen_fds(3))
             env.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(activated)))
         env[FDS_ENV] = ",".join(str(l.fd) for l in listeners if not l.activated)
+        env[OWNED_FDS_ENV] = ",".join(str(l.fd) for l in listeners
+                                      if l.owned and not l.activated)
         for fd in [l.fd for l in listeners] + [ready_w]:
             os.set_inheritable(fd, True)
         pre_exec()
@@ -217,26 +227,31 @@ class Inherited:
     """What a parent executed by SIGUSR2 inherits (read once from the
     environment, which is then cleaned: the app and our children never see it)."""
 
-    def __init__(self, sockets=(), ready_fd=None, old_pid=0):
+    def __init__(self, sockets=(), ready_fd=None, old_pid=0, owned_fds=()):
         self.sockets, self.ready_fd, self.old_pid = list(sockets), ready_fd, old_pid
+        self.owned_fds = frozenset(owned_fds)
         self.unix_paths = []   # (listener, path): socket files to own once ready
+        self.to_own = []       # taken, and bound by a parent (not fd://): ours once ready
         self.closed = []       # descriptions of inherited sockets no --bind names
 
     @classmethod
     def from_environ(cls, backlog):
-        fds, ready, old = (os.environ.pop(name, "") for name in (FDS_ENV, READY_FD_ENV,
-                                                               OLD_PID_ENV))
-        numbers = fds.split(",") if fds else []
-        for text in numbers + ([ready] if ready else []) + ([old] if old else []):
-            if not ASCII_DIGITS_RE.fullmatch(text):
-                raise UsageError("%s, %s or %s is not a number: %r (set by a SIGUSR2 "
-                                 "upgrade only)" % (FDS_ENV, READY_FD_ENV, OLD_PID_ENV, text))
+        values = {name: os.environ.pop(name, "") for name in (
+            FDS_ENV, OWNED_FDS_ENV, READY_FD_ENV, OLD_PID_ENV)}
+        for name, value in values.items():
+            for text in (value.split(",") if name in (FDS_ENV, OWNED_FDS_ENV) else [value]):
+                if value and not ASCII_DIGITS_RE.fullmatch(text):
+                    raise UsageError("%s=%r: %r is not a number (set by a SIGUSR2 upgrade "
+                                     "only)" % (name, value, text))
+        fds, owned, ready, old = values.values()
+        numbers, owned = (fds.split(",") if fds else []), (owned.split(",") if owned else [])
         sockets = [adopt_fd(int(n), backlog) for n in numbers]
         for listener in sockets:
             os.set_inheritable(listener.fd, False)   # not for the app's subprocesses
         if ready:
             os.set_inheritable(int(ready), False)
-        return cls(sockets, int(ready) if ready else None, int(old) if old else 0)
+        return cls(sockets, int(ready) if ready else None, int(old) if old else 0,
+                   [int(n) for n in owned])
 
     def take(self, address):
         """The inherited listener that --bind ``address`` names, or None."""
@@ -246,6 +261,8 @@ class Inherited:
                 self.sockets.remove(listener)
                 if kind == "unix":
                     self.unix_paths.append((listener, value))
+                if listener.fd in self.owned_fds:
+                    self.to_own.append(listener)
                 return listener
         return None
 

@@ -23,7 +23,7 @@ import psutil
 import forkserver
 from tests.apps_supervision import write_module
 from tests.conftest import (FORKSERVER, READY_RE, ROOT, children_of, http_get, kill_tree,
-                            needs, wait_for, zombies_of)
+                            needs, read_until_close, wait_for, zombies_of)
 
 STRESS = os.path.join(ROOT, "scripts", "stress.py")
 POLL_SECONDS = 0.02
@@ -274,6 +274,29 @@ def test_usr2_keeps_the_unix_socket_file_for_the_new_parent_which_removes_it_at_
         os.kill(new, signal.SIGTERM)
         wait_gone(new)
         assert not os.path.exists(path)                   # the new one owned it
+    finally:
+        server.close()
+
+
+def test_a_parent_started_by_usr2_stops_its_listeners_as_their_owner(tmp_path):
+    # Once ready, the new parent is the one owner of the sockets it
+    # inherited: its own SIGTERM must end them as the first parent would
+    # (shut down, after a connection half open has sent its request), not
+    # only close its copy, which reset that request.
+    server, module = start_versioned(tmp_path)
+    try:
+        os.kill(server.pid, signal.SIGUSR2)
+        new, _ = server.ready(2)
+        assert server.proc.wait(STOP_SECONDS) == 0
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=HTTP_TIMEOUT_SECONDS)
+        with client:
+            time.sleep(0.2)
+            os.kill(new, signal.SIGTERM)
+            time.sleep(0.3)                       # the stop has begun; the request comes now
+            client.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            response = read_until_close(client)
+        assert response.startswith(b"HTTP/1.1 200 "), response[:80]
+        wait_gone(new)
     finally:
         server.close()
 

@@ -8,8 +8,8 @@ import pytest
 
 from forkparts.cli import UsageError
 from forkparts.listeners import Listener
-from forkparts.upgrade import (FDS_ENV, OLD_PID_ENV, READY_BYTE, READY_FD_ENV, Inherited, Upgrade,
-                               describe_exit)
+from forkparts.upgrade import (FDS_ENV, OLD_PID_ENV, OWNED_FDS_ENV, READY_BYTE, READY_FD_ENV,
+                               Inherited, Upgrade, describe_exit)
 
 
 class Log:
@@ -59,6 +59,25 @@ def test_a_unix_bind_takes_its_path_and_owns_the_file_only_once_ready(tmp_path):
     assert listener.unix_path == path      # now ours: removed at our exit
 
 
+def test_once_ready_the_new_parent_owns_what_the_old_one_had_bound(tcp):
+    # Owned, its stop shuts the socket down (Listener.stop_listening) and
+    # waits for connections half open, as the old parent's would; an fd://
+    # socket stays its owner's.  Not before ready: the old parent still serves.
+    theirs = socket.socket()
+    theirs.bind(("127.0.0.1", 0))
+    theirs.listen(1)
+    passed = Listener(theirs, "fd://%d" % theirs.fileno())
+    try:
+        upgrade = Upgrade(None, Log(), {}, Inherited([tcp, passed], owned_fds=[tcp.fd]))
+        assert upgrade.inherited.take("127.0.0.1:0") is tcp
+        assert upgrade.inherited.take("fd://%d" % passed.fd) is passed
+        assert not tcp.owned and not passed.owned
+        upgrade.tell_ready()
+        assert tcp.owned and not passed.owned
+    finally:
+        theirs.close()
+
+
 def test_unused_inherited_sockets_are_closed_and_reported(tcp):
     inherited = Inherited([tcp], old_pid=12345)
     inherited.close_unused()
@@ -75,11 +94,13 @@ def test_the_environment_is_read_once_and_removed(monkeypatch, tcp):
     monkeypatch.setenv(FDS_ENV, str(tcp.fd))
     monkeypatch.setenv(READY_FD_ENV, str(w))
     monkeypatch.setenv(OLD_PID_ENV, "4242")
+    monkeypatch.setenv(OWNED_FDS_ENV, str(tcp.fd))
     inherited = Inherited.from_environ(16)
     try:
         assert [l.description for l in inherited.sockets] == [tcp.description]
         assert (inherited.ready_fd, inherited.old_pid) == (w, 4242)
-        assert not {FDS_ENV, READY_FD_ENV, OLD_PID_ENV} & set(os.environ)
+        assert inherited.owned_fds == {tcp.fd}
+        assert not {FDS_ENV, READY_FD_ENV, OLD_PID_ENV, OWNED_FDS_ENV} & set(os.environ)
         assert not os.get_inheritable(tcp.fd)
     finally:
         inherited.sockets[0].sock.detach()   # the fixture closes it
@@ -87,10 +108,15 @@ def test_the_environment_is_read_once_and_removed(monkeypatch, tcp):
         os.close(w)
 
 
-@pytest.mark.parametrize("value", ["x", "3,", "-1", "٣"])
-def test_a_bad_fd_list_is_a_usage_error_naming_it(monkeypatch, value):
-    monkeypatch.setenv(FDS_ENV, value)
-    with pytest.raises(UsageError, match=FDS_ENV):
+BAD_NUMBERS = ["x", "3,", "-1", "٣"]
+
+
+@pytest.mark.parametrize("name, value", [
+    (name, value) for name in (FDS_ENV, OWNED_FDS_ENV, READY_FD_ENV, OLD_PID_ENV)
+    for value in BAD_NUMBERS] + [(READY_FD_ENV, "3,4"), (OLD_PID_ENV, "3,4")])
+def test_a_bad_number_is_a_usage_error_naming_its_variable(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(UsageError, match="^%s=" % name):
         Inherited.from_environ(16)
 
 
