@@ -312,6 +312,8 @@ class Supervisor(HookCalls):
             self.log.info("%s again: stopping fast" % why)
             self.stop_mode = "fast"
             self.stop_deadline = time.monotonic() + FAST_STOP_SECONDS
+            self.close_listeners(self.filter.unsettled(self.listeners.values(), self.opts.backlog,
+                                                       wait=False))
             self.filter.refuse_all()
             self.table.terminate_all()
         else:
@@ -321,8 +323,6 @@ class Supervisor(HookCalls):
     def close_listeners(self, keep=()):
         """Close the listeners, but those in ``keep``: a graceful stop goes on
         accepting from them while a connection to them is half open."""
-        if len(keep) == len(self.listeners):
-            return
         self.set_accepting(False)
         for listener in self.listeners.values():
             if listener not in keep:
@@ -338,7 +338,9 @@ class Supervisor(HookCalls):
         if self.handback is not None and not self.children:
             self.filter.take_back(self.handback)   # what the last children handed back
         if self.listeners:   # kept by begin_stop
-            self.close_listeners(self.filter.unsettled(self.listeners.values(), self.opts.backlog))
+            keep = self.filter.unsettled(self.listeners.values(), self.opts.backlog)
+            if len(keep) < len(self.listeners):
+                self.close_listeners(keep)
         if not self.children and not self.parked and not self.listeners:
             return True
         if time.monotonic() < self.stop_deadline:
@@ -455,7 +457,7 @@ class Server(Supervisor):
         most that, instead of until the next event)."""
         times = [self.table.check_at, self.table.next_kill(), self.stop_deadline or INFINITY,
                  self.admission.paused_until or INFINITY]
-        if self.parked:
+        if self.parked or self.stop_mode:
             times.append(self.filter.next_deadline())
         if self.sources:
             times.append(self.sources.next_check)

@@ -35,6 +35,7 @@ DEFAULT_MAX_PENDING = 1024               # connections parked at most
 RESERVED_FDS = 64                        # descriptors --max-pending leaves for the rest
 STOP_HEAD_GRACE_SECONDS = 1.0            # SIGTERM: what an incomplete parked head has left
 HALF_OPEN_PATIENCE_SECONDS = 1.0         # SIGTERM: how long a listener waits for half-open ones
+HALF_OPEN_CHECK_SECONDS = 0.05           # ... asking the kernel at most this often (~3 ms a time)
 REFUSE_DRAIN_BYTES = 1 << 20             # the most refuse() reads before it closes
 HANDBACK_FDS_PER_MESSAGE = 16            # wsgi_handler sends one; room for more
 MSG_DONTWAIT = int(socket.MSG_DONTWAIT)  # an int: the enum member's page is not touched
@@ -82,6 +83,8 @@ class AcceptFilter:
         self.parked = {}          # fd -> Parked
         self.stopping = False
         self.patience_until = INFINITY   # set by drain_backlog
+        self.check_half_open_at = INFINITY   # while a stop keeps listeners open
+        self.stop_deadline = INFINITY
         self.view = None
         self.renew_buffer()
 
@@ -132,6 +135,8 @@ class AcceptFilter:
                                      else self.opts.keep_alive)
         if state == BODY_INCOMPLETE:
             parked.body_progress(now, self.opts.header_timeout, self.opts.min_body_rate)
+        if self.stopping and not idle:   # taken during a stop (drain_backlog)
+            self.hurry(parked, now)
         self.poller.register(fd, select.POLLIN)
         self.count_ip(addr, 1)
 
@@ -225,7 +230,9 @@ class AcceptFilter:
 
     # ------------------------------------------------------------ deadlines
     def next_deadline(self):
-        return min(p.deadline for p in self.parked.values()) if self.parked else INFINITY
+        """The next time check or unsettled has something to do."""
+        first = min(p.deadline for p in self.parked.values()) if self.parked else INFINITY
+        return min(first, self.check_half_open_at)
 
     def check(self):
         """Fork what is ready and may be; answer or close what is past its deadline."""
@@ -273,36 +280,42 @@ class AcceptFilter:
         then each listener stops listening, in the copies of the children
         just forked too (Listener.stop_listening), but one with a connection
         still half open (Listener.half_open) is returned, to stay open: the
-        server goes on accepting from it, calling unsettled each loop turn,
-        for up to HALF_OPEN_PATIENCE_SECONDS."""
-        self.patience_until = time.monotonic() + HALF_OPEN_PATIENCE_SECONDS
+        server goes on accepting from it, and calls unsettled each loop turn
+        (next_deadline wakes it), for up to HALF_OPEN_PATIENCE_SECONDS."""
+        now = time.monotonic()
+        self.check_half_open_at, self.patience_until = now, now + HALF_OPEN_PATIENCE_SECONDS
         for listener in listeners:
             listener.refuse_new()
         return self.unsettled(listeners, backlog)
 
-    def unsettled(self, listeners, backlog):
+    def unsettled(self, listeners, backlog, wait=True):
         """Take each listener's queue, then stop it listening, unless a
-        connection to it is still half open and there is patience left: the
-        listeners kept open for that are returned."""
-        keep, now = [], time.monotonic()
+        connection to it is still half open and (``wait``) there is patience
+        left: the listeners kept open for that are returned.  The kernel is
+        asked at most every HALF_OPEN_CHECK_SECONDS; in between, all are kept."""
+        now = time.monotonic()
+        checking = not wait or now >= self.check_half_open_at
+        keep = []
         for listener in listeners:
-            half_open = listener.half_open()   # first: one that completes meanwhile is queued
+            # Asked first: one that completes meanwhile is in the queue taken next.
+            half_open = listener.half_open() if checking else None
             for _ in range(backlog):
                 try:
                     sock, addr = listener.sock.accept()
                 except OSError:   # BlockingIOError: the queue is empty
                     break
                 self.park(sock, addr, b"", now, HEAD_INCOMPLETE)
-            if half_open and now < self.patience_until:
+            if wait and now < self.patience_until and half_open != 0:
                 keep.append(listener)
                 continue
-            if half_open:   # still silent (most likely a spare connection): reset below
-                self.log.warning("stopping: %d connection%s to %s sent no request within %.1fs; "
-                                 "closing the listener resets %s" % (
+            if half_open:   # still silent (most likely a spare connection)
+                self.log.warning("stopping: %d connection%s to %s still half open (no request "
+                                 "yet); closing the listener resets %s" % (
                                      half_open, "" if half_open == 1 else "s",
-                                     listener.description, HALF_OPEN_PATIENCE_SECONDS,
-                                     "it" if half_open == 1 else "them"))
+                                     listener.description, "it" if half_open == 1 else "them"))
             listener.stop_listening()
+        self.check_half_open_at = (min(now + HALF_OPEN_CHECK_SECONDS, self.patience_until)
+                                   if keep else INFINITY)
         return keep
 
     def stop(self, graceful, stop_deadline):
@@ -316,18 +329,23 @@ class AcceptFilter:
         server meanwhile uses up its pooled connections, or meets the closed
         listener and marks the server failed; either way it stops picking the
         idle ones before they close, so none is closed under a request it was
-        sending.  On a fast stop every parked connection gets 503."""
-        self.stopping = True
+        sending.  A connection parked later (park) gets the same deadlines.
+        On a fast stop every parked connection gets 503."""
+        self.stopping, self.stop_deadline = True, stop_deadline
         if not graceful:
             self.refuse_all()
             return
         now = time.monotonic()
         for parked in self.parked.values():
-            if parked.head_end:   # the head is in, a small body is coming
-                parked.deadline = min(parked.deadline, stop_deadline)
-            else:
-                parked.deadline = min(parked.deadline, now + STOP_HEAD_GRACE_SECONDS)
+            self.hurry(parked, now)
         self.check()
+
+    def hurry(self, parked, now):
+        """A graceful stop's deadline for a parked connection."""
+        if parked.head_end:   # the head is in, a small body is coming
+            parked.deadline = min(parked.deadline, self.stop_deadline)
+        else:
+            parked.deadline = min(parked.deadline, now + STOP_HEAD_GRACE_SECONDS)
 
     def refuse_all(self):
         for fd in list(self.parked):

@@ -33,10 +33,18 @@ SO_ATTACH_FILTER = 26
 #   ldb [13]; jset #0x02 (SYN), drop, keep; drop: ret #0; keep: ret #0xffffffff
 DROP_SYN_PROGRAM = struct.pack("=" + "HBBI" * 4, 0x30, 0, 0, 13, 0x45, 0, 1, 0x02,
                                0x06, 0, 0, 0, 0x06, 0, 0, 0xFFFFFFFF)
-# proc(5): every TCP socket of this network namespace, one line each, a
-# half-open connection too (state 03, SYN_RECV), local address as HEX:PORT.
-PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
-SYN_RECV = "03"
+# sock_diag(7): the kernel lists this network namespace's TCP sockets in a
+# given state, as it does for ss(8).  The numbers are linux/netlink.h's,
+# linux/sock_diag.h's, linux/inet_diag.h's and net/tcp_states.h's, which the
+# socket module does not name.
+NETLINK_SOCK_DIAG = 4
+SOCK_DIAG_BY_FAMILY = 20
+NLM_F_REQUEST_DUMP = 0x301
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCP_SYN_RECV = 3                                 # a half-open connection
+NLMSG_HEADER = struct.Struct("=IHHII")           # length, type, flags, sequence, port
+DIAG_REQUEST = struct.Struct("=BBBBI48x")        # family, protocol, -, -, states, any id
+DIAG_MESSAGE_ID = struct.Struct("!4xH2x16s")     # family, state..., local port, -, address
 
 
 class ListenError(Exception):
@@ -69,7 +77,9 @@ class Listener:
         self.unix_path = unix_path     # the socket file, removed at close by its owner
         self.activated = False         # passed by systemd (LISTEN_FDS)
         # Bound here, so no other process serves it: stop_listening may end
-        # it (not systemd's socket, an fd://, or an old parent's in an upgrade).
+        # it (not systemd's socket, an fd://, nor, in an upgrade, the old
+        # parent's after the hand-over or the new parent's before it is
+        # ready: forkparts/upgrade.py).
         self.owned = owned
 
     def stop_listening(self):
@@ -117,11 +127,19 @@ class Listener:
         With TCP_DEFER_ACCEPT (set_defer_accept) that lasts until the client's
         first bytes, so its connect() may have returned long before: a client
         paused between connect and send, or a proxy's POST on its way.
-        stop_listening would reset it when they come.  Linux lists them in
-        /proc/net/tcp*; 0 for a unix socket, one not ours, or elsewhere."""
+        stop_listening would reset it when they come.  Linux lists them
+        (half_open_connections); 0 for a unix socket, one not ours, or
+        where the kernel cannot be asked."""
         if self.family == socket.AF_UNIX or not self.owned:
             return 0
-        return count_half_open(self.sock.getsockname()[1])
+        host, port = self.sock.getsockname()[:2]
+        address = socket.inet_pton(self.family, host.partition("%")[0])
+        if any(address):   # bound to one address
+            return half_open_connections(self.family).count((address, port))
+        # A wildcard: any local address, IPv4 ones too on a dual-stack socket.
+        families = {self.family, socket.AF_INET}
+        return sum(local_port == port for family in families
+                   for _, local_port in half_open_connections(family))
 
     def close(self):
         self.stop_listening()
@@ -134,19 +152,30 @@ class Listener:
             self.unix_path = None
 
 
-def count_half_open(port):
-    """The half-open TCP connections to ``port`` on any local address."""
-    suffix, count = ":%04X" % port, 0
-    for table in PROC_NET_TCP:
-        try:
-            with open(table) as lines:
-                next(lines, None)   # the header
-                for line in lines:
-                    fields = line.split(None, 4)   # sl, local, remote, state, ...
-                    count += fields[3] == SYN_RECV and fields[1].endswith(suffix)
-        except OSError:   # no /proc, or no IPv6
-            pass
-    return count
+def half_open_connections(family):
+    """(local address, local port) of each half-open TCP connection of
+    ``family`` in this network namespace (sock_diag(7)); [] if the kernel
+    cannot be asked (not Linux, or no sock_diag)."""
+    request = DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_SYN_RECV)
+    found = []
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as nl:
+            nl.settimeout(1.0)   # the kernel answers at once; never hang a stop on it
+            nl.send(NLMSG_HEADER.pack(NLMSG_HEADER.size + DIAG_REQUEST.size,
+                                      SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0) + request)
+            while True:
+                data, offset = nl.recv(1 << 16), 0
+                while offset + NLMSG_HEADER.size <= len(data):
+                    length, kind = NLMSG_HEADER.unpack_from(data, offset)[:2]
+                    if kind in (NLMSG_DONE, NLMSG_ERROR) or length < NLMSG_HEADER.size:
+                        return found
+                    port, address = DIAG_MESSAGE_ID.unpack_from(data, offset + NLMSG_HEADER.size)
+                    found.append((address[:4] if family == socket.AF_INET else address, port))
+                    offset += (length + 3) & ~3
+                if not data:
+                    return found
+    except (AttributeError, OSError):   # AttributeError: no AF_NETLINK here
+        return []
 
 
 def open_listener(address, backlog, umask, defer_seconds):

@@ -14,6 +14,7 @@ import time
 import psutil
 import pytest
 
+from forkparts.acceptfilter import HALF_OPEN_PATIENCE_SECONDS
 from tests import conftest
 from tests.apps_supervision import write_module
 from tests.conftest import (ROOT, http_get, needs, read_until_close, wait_children,
@@ -745,21 +746,80 @@ def test_sigterm_serves_a_connection_that_sends_its_request_just_after(start_ser
 
 
 def test_sigterm_waits_for_a_silent_connection_only_so_long(start_server):
-    # A client that connected and says nothing (a proxy's spare connection)
-    # does not hold the stop: after HALF_OPEN_PATIENCE_SECONDS the listener is
-    # shut down, and the log says what that cost.
+    # A client that connected and says nothing (a spare connection) does not
+    # hold the stop: after HALF_OPEN_PATIENCE_SECONDS the listener is shut
+    # down, and the log says what that cost.
     server = start_server(APP)
     silent = server.connect()
     time.sleep(0.2)
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     assert server.wait_exit() == 0
-    assert time.monotonic() - started < 10
+    took = time.monotonic() - started
     silent.close()
+    assert HALF_OPEN_PATIENCE_SECONDS * 0.9 <= took < HALF_OPEN_PATIENCE_SECONDS + 4, took
     text = server.log_text()
-    assert re.search(r"stopping: 1 connection to \S+ sent no request within [\d.]+s; "
+    assert re.search(r"stopping: 1 connection to \S+ still half open \(no request yet\); "
                      r"closing the listener resets it", text), text
 
+
+def test_a_request_that_comes_while_the_stop_waits_is_told_to_close(start_server):
+    # --keep-alive: a child forked while the stop waits for a half-open
+    # connection answers with Connection: close and ends, as any child of a
+    # stopping server, instead of holding its connection open until the
+    # stop deadline kills it.
+    server = start_server(APP, "--keep-alive", "5", "--graceful-timeout", "20")
+    sock = server.connect()
+    time.sleep(0.2)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")   # keep-alive, as a proxy's pool
+    head = read_until_close(sock).split(b"\r\n\r\n")[0].lower()
+    sock.close()
+    assert head.startswith(b"http/1.1 200") and b"\r\nconnection: close" in head, head
+    assert server.wait_exit() == 0
+    assert time.monotonic() - started < 10   # not the 20 s of --graceful-timeout
+
+
+def test_a_head_begun_while_the_stop_waits_gets_the_stops_grace(start_server):
+    # An incomplete head gets STOP_HEAD_GRACE_SECONDS once the stop has
+    # begun, whenever it was accepted, not the 30 s of --header-timeout.
+    server = start_server(APP, "--header-timeout", "30")
+    sock = server.connect()
+    time.sleep(0.2)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    sock.sendall(b"GET / HTTP/1.1\r\n")
+    assert status_of(read_until_close(sock)) == 503
+    sock.close()
+    assert server.wait_exit() == 0
+    assert time.monotonic() - started < 10
+
+
+def test_a_second_stop_signal_ends_the_wait_for_half_open_connections(start_server):
+    # Stopping fast: what is half open is let go at once (its request then
+    # meets a reset); the parent forks no child for it.
+    server = start_server(APP)
+    sock = server.connect()
+    time.sleep(0.2)
+    server.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    server.signal(signal.SIGINT)
+    time.sleep(0.3)
+    try:
+        sock.sendall(get_bytes("/"))
+        response = read_until_close(sock)
+    except OSError:
+        response = b"<RESET>"
+    sock.close()
+    assert server.wait_exit() == 0
+    assert status_of(response) is None, response[:80]
+    text = server.log_text()
+    assert "SIGINT again: stopping fast" in text
+    assert re.search(r"stopping: 1 connection to \S+ still half open", text), text
+    assert "stopped: served 0 connections" in text
 
 STOP_CYCLES = 6              # starts and SIGTERMs under a stream of new connections
 STOP_CLIENTS = 12

@@ -1,5 +1,6 @@
 """forkparts/acceptfilter.py: when a parked connection is ready for a child."""
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -128,7 +129,10 @@ def test_a_stop_keeps_a_listener_open_until_a_half_open_connection_sends():
         assert flt.drain_backlog([listener], 16) == [listener] and not flt.parked
         client.sendall(GET)
         assert listener.pending(5000)                  # the kernel completes it now
-        assert flt.unsettled([listener], 16) == [] and len(flt.parked) == 1
+        assert flt.unsettled([listener], 16) == [listener]   # taken; too soon to ask again
+        assert len(flt.parked) == 1
+        time.sleep(acceptfilter.HALF_OPEN_CHECK_SECONDS)
+        assert flt.unsettled([listener], 16) == [] and not listener.owned
         (parked,) = flt.parked.values()
         assert parked.sock.recv(100) == GET            # taken whole, not reset
         assert not warnings
@@ -149,9 +153,46 @@ def test_a_stop_waits_for_a_silent_connection_only_so_long(monkeypatch):
               for _ in range(2)]
     try:
         assert flt.drain_backlog([listener], 16) == [] and not listener.owned
-        assert warnings == ["stopping: 2 connections to %s sent no request within 0.0s; "
+        assert warnings == ["stopping: 2 connections to %s still half open (no request yet); "
                             "closing the listener resets them" % listener.description]
     finally:
         for client in silent:
             client.close()
         listener.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
+def test_while_a_stop_waits_the_kernel_is_asked_at_most_so_often(monkeypatch):
+    asked = []
+    flt, warnings = filter_with_warnings()
+    listener = bind_inet(("127.0.0.1", 0), 16, 10.0)
+    listener.sock.setblocking(False)
+    monkeypatch.setattr(listener, "half_open", lambda: asked.append(1) or 1)
+    try:
+        assert flt.drain_backlog([listener], 16) == [listener] and len(asked) == 1
+        assert flt.next_deadline() <= time.monotonic() + acceptfilter.HALF_OPEN_CHECK_SECONDS
+        assert flt.unsettled([listener], 16) == [listener] and len(asked) == 1   # too soon
+        flt.check_half_open_at = time.monotonic()
+        assert flt.unsettled([listener], 16) == [listener] and len(asked) == 2
+        assert flt.unsettled([listener], 16, wait=False) == [] and not listener.owned
+        assert len(warnings) == 1 and "1 connection to" in warnings[0]
+        assert flt.next_deadline() == acceptfilter.INFINITY   # nothing kept: no wake-up
+    finally:
+        listener.close()
+
+
+def test_a_connection_parked_during_a_stop_gets_the_stops_grace():
+    flt, _ = filter_for_test()
+    now = time.monotonic()
+    flt.stop(True, now + 30.0)
+    head, body = socket.socketpair(), socket.socketpair()
+    try:
+        flt.park(head[0], ("127.0.0.1", 1), b"GET / HTTP/1.1\r\n", now, HEAD_INCOMPLETE)
+        flt.park(body[0], ("127.0.0.1", 2), post(b"100", b"x"), now, BODY_INCOMPLETE)
+        deadlines = {p.addr[1]: p.deadline for p in flt.parked.values()}
+        assert deadlines[1] == now + acceptfilter.STOP_HEAD_GRACE_SECONDS   # not --header-timeout
+        assert deadlines[2] <= now + 30.0
+    finally:
+        flt.refuse_all()
+        for pair in (head, body):
+            pair[1].close()

@@ -144,8 +144,7 @@ def test_a_socket_not_bound_here_is_left_listening_for_its_owner():
         os.close(owners_copy)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/net/tcp") or not hasattr(socket, "TCP_DEFER_ACCEPT"),
-                    reason="Linux only")
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
 def test_half_open_counts_a_connected_client_until_its_first_bytes(tmp_path):
     # With TCP_DEFER_ACCEPT the client's connect() returns while the kernel
     # still holds the connection half open: nothing to accept yet, and a stop
@@ -187,3 +186,27 @@ def test_half_open_is_not_counted_on_a_socket_not_bound_here():
         client.close()
     finally:
         listener.close()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_DEFER_ACCEPT"), reason="Linux only")
+def test_half_open_counts_only_its_own_address_unless_bound_to_all():
+    # Two listeners on one port (127.0.0.1 and 127.0.0.2, both loopback):
+    # a stop must not wait on one for the other's connections; a wildcard
+    # listener counts those to any of its addresses.
+    one = bind_inet(("127.0.0.1", 0), BACKLOG, HEADER_TIMEOUT_SECONDS)
+    port = one.sock.getsockname()[1]
+    two = bind_inet(("127.0.0.2", port), BACKLOG, HEADER_TIMEOUT_SECONDS)
+    anywhere = bind_inet(("0.0.0.0", 0), BACKLOG, HEADER_TIMEOUT_SECONDS)
+    clients = []
+    try:
+        clients.append(socket.create_connection(("127.0.0.2", port), timeout=5))
+        assert (one.half_open(), two.half_open()) == (0, 1)
+        for host in ("127.0.0.1", "127.0.0.3"):
+            clients.append(socket.create_connection((host, anywhere.sock.getsockname()[1]),
+                                                    timeout=5))
+        assert anywhere.half_open() == 2 and one.half_open() == 0
+    finally:
+        for client in clients:
+            client.close()
+        for listener in (one, two, anywhere):
+            listener.close()
