@@ -299,12 +299,7 @@ class AcceptFilter:
         for listener in listeners:
             # Asked first: one that completes meanwhile is in the queue taken next.
             half_open = listener.half_open() if checking else None
-            for _ in range(backlog):
-                try:
-                    sock, addr = listener.sock.accept()
-                except OSError:   # BlockingIOError: the queue is empty
-                    break
-                self.park(sock, addr, b"", now, HEAD_INCOMPLETE)
+            self.take_queue(listener, backlog, now)
             if wait and now < self.patience_until and half_open != 0:
                 keep.append(listener)
                 continue
@@ -317,6 +312,15 @@ class AcceptFilter:
         self.check_half_open_at = (min(now + HALF_OPEN_CHECK_SECONDS, self.patience_until)
                                    if keep else INFINITY)
         return keep
+
+    def take_queue(self, listener, backlog, now):
+        """Park what the kernel has queued on ``listener`` (at most ``backlog``)."""
+        for _ in range(backlog):
+            try:
+                sock, addr = listener.sock.accept()
+            except OSError:   # BlockingIOError: the queue is empty
+                return
+            self.park(sock, addr, b"", now, HEAD_INCOMPLETE)
 
     def stop(self, graceful, stop_deadline):
         """On a graceful stop, a complete parked request stays parked and
