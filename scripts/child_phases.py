@@ -10,8 +10,9 @@ each taking the monotonic clock and the process's minor-fault count
 (getrusage), and one line per child written to a log when it is done.  The
 server is started there with default options (``--bind``, ``--no-access-log``),
 200 unmeasured sequential ``Connection: close`` requests are sent, then
-``--requests`` measured ones, and the script prints the median time and the
-median faults of each phase over the children.
+``--requests`` measured ones (the children's lines after the first 200),
+and the script prints the median time and the median faults of each phase
+over the children.
 
 A fault is counted in the phase that first writes a page the child shares
 with its parent (or first touches a fresh one): the attribution is "who got
@@ -84,24 +85,21 @@ def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
     try:
         wait_ready(port, server, time.monotonic() + 30, errors)
         deadline = time.monotonic() + 300
-        for _ in range(warm_up):
+        for _ in range(warm_up + count):
             request(port, deadline)
-        time.sleep(0.2)
-        open(log, "w").close()   # only the measured children
-        for _ in range(count):
-            request(port, deadline)
-        time.sleep(0.2)
     finally:
-        server.terminate()
+        server.terminate()   # a graceful stop: the last child writes its line first
         server.wait(timeout=30)
         errors.close()
-    return read_log(log)
+    return read_log(log, skip=warm_up)
 
 
-def read_log(log):
+def read_log(log, skip=0):
+    """The phases of each child after the first ``skip`` (one line each)."""
     phases = {}
     with open(log) as f:
-        for line in f:
+        lines = f.readlines()[skip:]
+        for line in lines:
             for field in line.split():
                 label, ns, faults = field.rsplit(":", 2)
                 phases.setdefault(label.replace("_", " "), []).append((int(ns), int(faults)))
