@@ -61,9 +61,14 @@ class ProcessTrace:
         """The SIGCHLD lines not yet written whose handler ran ``before`` the
         line about to be written, so each process's lines stay in time order.
         A handler can run between any two bytecodes, also after the stamp of
-        that line was taken: its line then waits for the next one."""
-        while self.sigchld_times and self.sigchld_times[0] < before:
-            self.log.trace("", "SIGCHLD received", self.sigchld_times.pop(0))
+        that line was taken: its line then waits for the next one.  It can
+        even run inside another handler, between that one's stamp and its
+        append (CPython runs Python handlers re-entrantly), so the stamps are
+        sorted first: a burst of exits appended them out of order."""
+        pending = self.sigchld_times
+        pending.sort()
+        while pending and pending[0] < before:
+            self.log.trace("", "SIGCHLD received", pending.pop(0))
 
     def reap_children(self):
         self.signals_received()

@@ -90,3 +90,13 @@ def test_a_sigchld_stamped_after_the_fork_line_waits_for_the_next_line(monkeypat
     stamps = [at for at, _ in server.log.lines]
     assert stamps == sorted(stamps) == [9.0, 10.0], server.log.lines
     assert server.sigchld_times == [10.2]   # written before the next line, not this one
+
+
+def test_a_handler_that_ran_inside_another_does_not_put_its_line_first():
+    # The handler that stamped 10.1 was interrupted, before its append, by
+    # one that stamped 10.3 (CPython re-enters Python signal handlers).
+    server = trace.traced(SimpleNamespace(trace=("process",)), ForkWithALateSignal)()
+    server.sigchld_times = [10.3, 10.1]
+    server.signals_received(before=10.2)
+    server.signals_received()
+    assert [at for at, _ in server.log.lines] == [10.1, 10.3]
