@@ -37,6 +37,8 @@ import sys
 import tempfile
 import time
 
+from compare_servers import wait_listening   # the same wait as the other scripts
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PATCH = os.path.join(HERE, "child_phases.patch")
@@ -70,18 +72,6 @@ def request(port, deadline):
                 raise RuntimeError("a response took too long")
 
 
-def wait_ready(port, server, deadline):
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the server exited with status %d" % server.returncode)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the server did not start in 30 s")
-
-
 def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
     """{phase: [(ns, faults) per child]} of the server in ``where``."""
     port = free_port()
@@ -92,7 +82,7 @@ def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
                                    "127.0.0.1:%d" % port, "--no-access-log"],
                                   cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=errors)
         try:
-            wait_ready(port, server, time.monotonic() + 30)
+            wait_listening(port, server)
             deadline = time.monotonic() + 300
             for _ in range(warm_up + count):
                 request(port, deadline)
