@@ -869,7 +869,29 @@ def machine_info(tool):
             info[pkg] = version(pkg)
         except PackageNotFoundError:
             info[pkg] = "not installed"
+    info["imported at start-up"] = startup_fork_modules()
     return info
+
+
+# Standard modules that register os.register_at_fork handlers when imported:
+# every child of a parent that has them runs those handlers, the floor's too.
+FORK_HANDLER_MODULES = ("threading", "random")
+
+
+def startup_fork_modules():
+    """Which of FORK_HANDLER_MODULES the servers' interpreter imports before
+    any server code runs (site and its .pth files do it on some machines).
+    Each makes every child's start slower, the floor's as much as anyone's,
+    so ratios to the floor read higher than on a machine without them
+    (docs/performance.md, "The floor depends on the interpreter's start-up")."""
+    probe = "import sys; print(' '.join(m for m in %r if m in sys.modules))" % (
+        FORK_HANDLER_MODULES,)
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], env=server_env(), timeout=30,
+                             capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return ", ".join(out) + " (every child runs their fork handlers)" if out else "none"
 
 
 # ======================================================= command line
