@@ -65,9 +65,24 @@ def test_targets_say_met_and_missed():
                                             "gc_collect_in_view": False, "child_uss_mb": 2.5}],
                "connections": 5000}
     met = {t["target"]: t["met"] for t in bench.targets(results)}
-    assert met == {"hello at 8 clients vs the floor": False,
+    assert met == {"hello at 8 clients vs the floor, forkserver": True,
                    "forkserver zombies 1 s after every run": True,
                    "Flask child USS mid-request": True}
+
+
+def test_each_ratio_goal_applies_to_the_configuration_its_issue_named():
+    """Issue 17's 0.7x the floor is for the default; issue 6's 0.75x was set
+    for the tuned flags, the benchmark's only row then.  The same 0.72x is
+    met by the one and missed by the other."""
+    bench = load_bench()
+    runs = [run_record("floor", 1000.0, 1.0, "first"), run_record("forkserver", 720.0, 1.4),
+            run_record("forkserver-tuned", 720.0, 1.4), run_record("floor", 1000.0, 1.0, "last")]
+    bench.add_ratios(runs, "floor")
+    results = {"summary": bench.summarize(runs), "clients": [8], "errors_check": [],
+               "keepalive": [], "memory": [], "connections": 5000}
+    found = {t["target"]: (t["goal"], t["met"]) for t in bench.targets(results)}
+    assert found["hello at 8 clients vs the floor, forkserver"] == (">= 0.7x", True)
+    assert found["hello at 8 clients vs the floor, forkserver-tuned"] == (">= 0.75x", False)
 
 
 def test_fault_profile_counts_the_parent_and_its_reaped_children(tmp_path):
