@@ -712,10 +712,12 @@ def row_for(rows, app, clients, server):
 
 
 def times(ratio, goal):
-    """A ratio to two decimals, or three where two would round a miss up to the goal."""
-    text = "%.2fx" % ratio
-    if ratio < goal <= float(text[:-1]):
-        text = "%.3fx" % ratio
+    """A ratio to two decimals, or as many more as it takes (up to six) for a
+    miss not to be rounded up to the goal: 0.69995 is 0.6999x, not 0.700x."""
+    for digits in range(2, 7):
+        text = "%.*fx" % (digits, ratio)
+        if not ratio < goal <= float(text[:-1]):
+            break
     return text
 
 
@@ -888,19 +890,22 @@ FORK_HANDLER_MODULES = ("threading", "random")
 
 
 def startup_fork_modules():
-    """Which of FORK_HANDLER_MODULES the servers' interpreter imports before
-    any server code runs (site and its .pth files do it on some machines).
-    Each makes every child's start slower, the floor's as much as anyone's,
-    so ratios to the floor read higher than on a machine without them
-    (docs/performance.md, "The floor depends on the interpreter's start-up")."""
-    probe = "import sys; print(' '.join(m for m in %r if m in sys.modules))" % (
+    """How many modules the servers' interpreter has before any server code
+    runs, and which of FORK_HANDLER_MODULES among them (site and its .pth
+    files import them on some machines).  Those make every child's start
+    slower, the floor's as much as anyone's, so ratios to the floor read
+    higher than on a machine without them (docs/performance.md, "The floor
+    depends on the interpreter's start-up")."""
+    probe = "import sys; print(len(sys.modules), *(m for m in %r if m in sys.modules))" % (
         FORK_HANDLER_MODULES,)
     try:
-        out = subprocess.run([sys.executable, "-c", probe], env=server_env(), timeout=30,
-                             capture_output=True, text=True, check=True).stdout.split()
-    except (OSError, subprocess.SubprocessError):
+        count, *found = subprocess.run(
+            [sys.executable, "-c", probe], env=server_env(), timeout=30,
+            capture_output=True, text=True, check=True).stdout.split()
+    except (OSError, subprocess.SubprocessError, ValueError):
         return "unknown"
-    return ", ".join(out) + " (every child runs their fork handlers)" if out else "none"
+    said = ", ".join(found) + " (every child runs their fork handlers)" if found else "none"
+    return "%s; %s modules in all" % (said, count)
 
 
 # ======================================================= command line
