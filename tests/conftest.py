@@ -273,6 +273,14 @@ def needs(condition, reason):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "forkserver_needs(ok, reason): a prerequisite")
+    # SIGINT and SIGQUIT as a terminal gives them.  A shell without job
+    # control (a script's `cmd &`) starts a background command with both
+    # ignored, and every server a test starts would inherit that: its
+    # children then ignore them too, as they should (a child puts back what
+    # the server was given).  The tests of Ctrl-C, SIGQUIT and worker_int are
+    # about a server started from a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def pytest_runtest_setup(item):
