@@ -48,9 +48,8 @@ from forkparts.children import (ChildPlan, ChildTable, become_subreaper,
                                 restart_after_sighup)
 from forkparts.cli import UsageError
 from forkparts.configfile import effective_settings, parse_options
-from forkparts.hooks import (CHILD_HOOKS, HookCalls, Settings, Worker,
-                             on_child_signals, worker_for_child)
-from forkparts.http11 import Limits, error_response
+from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
+from forkparts.http11 import Limits
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
 from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
@@ -132,7 +131,8 @@ class Supervisor(HookCalls):
         self.status = Status(opts.status_file, self.set_title,
                              [l.description for l in listeners], log, opts.proc_name)
         # Made by prepare().
-        self.handler_config = self.child_signals = self.child_plan = self.heap_filler = None
+        self.handler_config = self.child_signals = self.child_plan = self.run_child = None
+        self.heap_filler = None
         self.handback = self.exit_marks = self.set_handler = self.sigmask = None
         self.warmed = False
         self.flush_before_fork = bool(hooks)
@@ -532,6 +532,10 @@ class Server(Supervisor):
                 self.run_hook("pre_fork", self, Worker(None, self.pid, self.served + 1,
                                                        self.log, self.cfg, self.opts.timeout))
             flush_stdio()
+        # Read here, not in the child's branch below: code that runs only in a
+        # child is never specialized, so each attribute read there would look
+        # its name up again and write pages every child copies.
+        run_child, parked = self.run_child, self.parked
         # Blocked across fork: a signal in the child before it resets its
         # handlers would write to the parent's wake-up pipe.
         self.sigmask(SIG_BLOCK, HANDLED_SIGNAL_NUMBERS)
@@ -541,8 +545,8 @@ class Server(Supervisor):
             self.sigmask(SIG_UNBLOCK, HANDLED_SIGNAL_NUMBERS)
             self.fork_failed(sock, addr, exc)
             return 0
-        if pid == 0:   # the child
-            self.child_plan.run(sock, addr, data, accepted_at, self.parked)   # never returns
+        if pid == 0:   # the child: ChildPlan.run, which never returns
+            run_child(sock, addr, data, accepted_at, parked)
         opts = self.opts
         self.table.add(pid, addr, accepted_at,
                        accepted_at + opts.timeout if opts.timeout and not opts.keep_alive else 0.0)
@@ -577,7 +581,7 @@ class Server(Supervisor):
         if opts.keep_alive:   # SIGHUP: finish the response, then close (Drain)
             signals = tuple((sig, Drain.note if sig == signal.SIGHUP else handler)
                             for sig, handler in signals)
-        self.child_plan = ChildPlan(
+        self.use_plan(ChildPlan(
             serve_connection, self.app, self.handler_config, tuple(signals),
             blocked=HANDLED_SIGNAL_NUMBERS, close_fds=self.child_closes(),
             alarm=opts.timeout if opts.timeout and not opts.keep_alive else 0,
@@ -585,7 +589,10 @@ class Server(Supervisor):
             post_fork=self.child_start if CHILD_HOOKS.intersection(self.hooks) else None,
             child_end=self.child_end if "worker_exit" in self.hooks else None,
             setups=self.child_setups(), log=self.log, marks=self.exit_marks,
-            set_handler=self.set_handler, sigmask=self.sigmask)
+            set_handler=self.set_handler, sigmask=self.sigmask))
+
+    def use_plan(self, plan):
+        self.child_plan, self.run_child = plan, plan.run
 
     def parent_fds(self):
         fds = (self.wake_r, self.wake_w)
@@ -610,33 +617,6 @@ class Server(Supervisor):
     def die_with_parent(self):
         """The child's PR_SET_PDEATHSIG set-up, or None (lab 12 shows why)."""
         return parent_death_signal(os.getpid())
-
-    def child_start(self, sock):
-        """In the child, with the child's hooks: its worker, worker_int and
-        worker_abort armed, post_fork (raising: 500 and exit status 5),
-        post_worker_init.  False if post_fork raised."""
-        self.worker = worker = worker_for_child(self, self.served + 1)
-        if "worker_int" in self.hooks:
-            on_child_signals((signal.SIGINT, signal.SIGQUIT),
-                             lambda: self.run_hook("worker_int", worker))
-        if "worker_abort" in self.hooks:   # SIGALRM: the child's own --timeout
-            on_child_signals((signal.SIGABRT, signal.SIGALRM),
-                             lambda: self.run_hook("worker_abort", worker))
-        if not self.run_hook("post_fork", self, worker):
-            self.log.error("hook post_fork failed: answering 500")
-            try:
-                sock.sendall(error_response(500))
-            except OSError:
-                pass
-            return False
-        self.run_hook("post_worker_init", worker)
-        return True
-
-    def child_end(self):
-        """In the child, just before its _exit: worker_exit."""
-        if self.worker is not None:
-            self.worker.alive = False
-            self.run_hook("worker_exit", self, self.worker)
 
     # ------------------------------------------------------------ reaping
     def reap_children(self):

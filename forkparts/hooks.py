@@ -25,6 +25,8 @@ import os
 import signal
 import time
 
+from forkparts.http11 import error_response
+
 PARENT, CHILD = "parent", "child"
 
 # gunicorn's hooks: where each runs here, and gunicorn's parameters
@@ -239,9 +241,10 @@ class HookResponse:
 
 
 class HookCalls:
-    """How the parent calls the hooks: mixed into forkserver's Supervisor,
-    which is gunicorn's ``server`` here and holds ``hooks``, ``log``,
-    ``opts`` and, in a child, its ``worker``."""
+    """How the hooks are called, in the parent and in a child (child_start,
+    child_end): mixed into forkserver's Supervisor, which is gunicorn's
+    ``server`` here and holds ``hooks``, ``log``, ``opts``, ``served`` and,
+    in a child, its ``worker``."""
 
     def run_hook(self, name, *args):
         """Call hook ``name`` with gunicorn's arguments: the one place hooks
@@ -277,6 +280,33 @@ class HookCalls:
         if self.worker is not None:
             self.run_hook("post_request", self.worker, HookRequest(request), environ,
                           HookResponse(response))
+
+    def child_start(self, sock):
+        """In the child, with the child's hooks: its worker, worker_int and
+        worker_abort armed, post_fork (raising: 500 and exit status 5),
+        post_worker_init.  False if post_fork raised."""
+        self.worker = worker = worker_for_child(self, self.served + 1)
+        if "worker_int" in self.hooks:
+            on_child_signals((signal.SIGINT, signal.SIGQUIT),
+                             lambda: self.run_hook("worker_int", worker))
+        if "worker_abort" in self.hooks:   # SIGALRM: the child's own --timeout
+            on_child_signals((signal.SIGABRT, signal.SIGALRM),
+                             lambda: self.run_hook("worker_abort", worker))
+        if not self.run_hook("post_fork", self, worker):
+            self.log.error("hook post_fork failed: answering 500")
+            try:
+                sock.sendall(error_response(500))
+            except OSError:
+                pass
+            return False
+        self.run_hook("post_worker_init", worker)
+        return True
+
+    def child_end(self):
+        """In the child, just before its _exit: worker_exit."""
+        if self.worker is not None:
+            self.worker.alive = False
+            self.run_hook("worker_exit", self, self.worker)
 
 
 def on_child_signals(signums, call):

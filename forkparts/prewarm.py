@@ -167,6 +167,26 @@ def without_our_frames(text):
     return "\n".join(kept)
 
 
+def warm_up_config(config, log):
+    """The server's handler config for a warm-up request: its limits, the
+    names and proxy trust that shape the environ, and the child's title with
+    a stand-in that sets nothing (the parent keeps its own title), so the
+    request runs the code a child runs and CPython specializes that code and
+    caches its attribute lookups before the first fork; unspecialized in a
+    child, each attribute read there writes pages that child copies.  Its
+    own log and a short send timeout; no keep-alive, hooks or trace."""
+    return type(config)(
+        limits=config.limits, log=log, send_timeout=1.0,
+        server_name=config.server_name, server_port=config.server_port,
+        url_scheme=config.url_scheme, forwarded=config.forwarded,
+        set_title=None if config.set_title is None else no_title,
+        title_query=config.title_query, proc_name=config.proc_name)
+
+
+def no_title(title):
+    """The warm-up's stand-in for the child's setproctitle."""
+
+
 def prewarm_once(serve, app, config, path, log):
     """GET path through the app, the handler logging to log; the status line."""
     ours, theirs = socket.socketpair()
@@ -174,8 +194,7 @@ def prewarm_once(serve, app, config, path, log):
         theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                        % path.encode("latin-1"))
         theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
-        # A handler config of the same kind, with only the limits kept.
-        cfg = type(config)(limits=config.limits, log=log, send_timeout=1.0)
+        cfg = warm_up_config(config, log)
         cfg.environ_base[ENVIRON_KEY] = True   # copied into the request's environ
         serve(ours, ("127.0.0.1", 0), app, cfg)
         theirs.settimeout(1.0)

@@ -92,7 +92,7 @@ class ProcessTrace:
     def plan_children(self):
         super().plan_children()
         plan = self.child_plan
-        self.child_plan = plan._replace(leave=exit_traced(self.log, plan.leave))
+        self.use_plan(plan._replace(leave=exit_traced(self.log, plan.leave)))
 
 
 def exit_traced(log, leave):

@@ -116,3 +116,25 @@ def test_the_started_parent_holds_no_module_it_needs_only_once(start_server, tmp
     modules = body.decode().split()
     assert status == 200 and "wsgi_handler" in modules
     assert [m for m in modules if m in ("ast", "_ast", "json") or m.startswith("json.")] == []
+
+
+def test_the_childs_branch_of_fork_child_reads_no_attribute():
+    """What runs only in a child is never specialized by CPython (the parent
+    never runs it), so an attribute read there looks its name up in the
+    type's cache, misses, and writes pages every child then copies (the
+    names, the cache, the type's MRO: docs/performance.md, "The child's
+    attribute lookups").  fork_child reads what the child needs before
+    fork(); its child branch only calls."""
+    import ast
+    import inspect
+    import textwrap
+    import forkserver
+    tree = ast.parse(textwrap.dedent(inspect.getsource(forkserver.Server.fork_child)))
+    branches = [node for node in ast.walk(tree) if isinstance(node, ast.If)
+                and isinstance(node.test, ast.Compare)
+                and isinstance(node.test.left, ast.Name) and node.test.left.id == "pid"
+                and isinstance(node.test.ops[0], ast.Eq)]
+    assert len(branches) == 1, "fork_child must have one `if pid == 0:` branch"
+    reads = [ast.unparse(node) for statement in branches[0].body
+             for node in ast.walk(statement) if isinstance(node, ast.Attribute)]
+    assert reads == [], reads

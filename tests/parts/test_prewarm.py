@@ -147,3 +147,32 @@ def test_the_parents_passes_write_nothing_to_stdout_or_stderr_and_keep_closed_fd
                           stderr=subprocess.DEVNULL, text=True, timeout=30,
                           pass_fds=(), preexec_fn=lambda: os.close(2))
     assert done.stdout == "before\nafter\nfd 2 closed\n", done.stdout
+
+
+def test_the_warm_up_runs_the_childs_path_with_the_servers_settings_and_sets_no_title(
+        monkeypatch):
+    """The warm-up request goes through the code a child runs: the server's
+    port in the environ, its proxy trust, and the child's title step, with
+    a stand-in that leaves the parent's title alone.  Code a child runs that
+    the warm-up skipped is unspecialized in every child, and each attribute
+    read there writes pages the child copies (docs/performance.md)."""
+    import forkparts.prewarm
+    from forkparts.logs import Log
+    from forkparts.proxy import ProxyTrust
+    from wsgi_handler import HandlerConfig, serve_connection
+    parent_titles, warm_up_titles, seen = [], [], []
+    monkeypatch.setattr(forkparts.prewarm, "no_title", warm_up_titles.append)
+    config = HandlerConfig(server_name="example.test", server_port="8123",
+                           set_title=parent_titles.append, proc_name="lab-server",
+                           forwarded=ProxyTrust("127.0.0.1")).freeze()
+
+    def app(environ, start_response):
+        seen.append((environ["SERVER_NAME"], environ["SERVER_PORT"], environ[ENVIRON_KEY]))
+        return answering(environ, start_response)
+    status = forkparts.prewarm.prewarm_once(serve_connection, app, config, "/",
+                                            Log(level="critical"))
+    assert status == "HTTP/1.1 200 OK"
+    assert seen == [("localhost", "8123", True)]   # the name from Host, the port the server's
+    assert parent_titles == []
+    assert len(warm_up_titles) == 1 and warm_up_titles[0].startswith("lab-server: child "), \
+        warm_up_titles
