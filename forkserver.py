@@ -592,6 +592,7 @@ class Server(Supervisor):
             set_handler=self.set_handler, sigmask=self.sigmask))
 
     def use_plan(self, plan):
+        """The children's plan, and its run bound once for fork_child."""
         self.child_plan, self.run_child = plan, plan.run
 
     def parent_fds(self):
