@@ -28,6 +28,7 @@ stops (tests/test_child_phases_script.py checks it applies).
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import socket
@@ -74,17 +75,26 @@ def request(port, deadline):
 
 def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
     """{phase: [(ns, faults) per child]} of the server in ``where``."""
-    port = free_port()
     path = os.pathsep.join(p for p in (where, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, FORKSERVER_PHASES_LOG=log, PYTHONPATH=path)
+    serve(where, app, warm_up + count, log, dict(FORKSERVER_PHASES_LOG=log, PYTHONPATH=path))
+    return read_log(log, warm_up, count)
+
+
+def serve(where, app, requests, log, env):
+    """Start the server of ``where`` on ``app`` (environment ``env`` added),
+    send ``requests`` sequential requests, stop it gracefully (so the last
+    child finishes first); SystemExit with the server's stderr if any of it
+    fails, and the server is never left running."""
+    port = free_port()
     with open(log + ".stderr", "w+") as errors:
         server = subprocess.Popen([sys.executable, "-m", "forkserver", app, "--bind",
-                                   "127.0.0.1:%d" % port, "--no-access-log"],
-                                  cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=errors)
+                                   "127.0.0.1:%d" % port, "--no-access-log"], cwd=where,
+                                  env=dict(os.environ, **env), stdout=subprocess.DEVNULL,
+                                  stderr=errors)
         try:
             wait_listening(port, server)
             deadline = time.monotonic() + 300
-            for _ in range(warm_up + count):
+            for _ in range(requests):
                 request(port, deadline)
             if server.poll() is not None:
                 raise RuntimeError("the server exited with status %d" % server.returncode)
@@ -96,7 +106,6 @@ def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
             if server.poll() is None:
                 server.kill()
                 server.wait()
-    return read_log(log, warm_up, count)
 
 
 def stop(server):
@@ -139,11 +148,19 @@ def report(phases):
 
 def run(rev, app, requests, also=()):
     """{phase: [(ns, faults) per child]} of ``rev`` (with the ``also`` patches) serving ``app``."""
-    tmp = tempfile.mkdtemp(prefix="child-phases-")
+    with patched_worktree(rev, [PATCH] + list(also), "child-phases-") as (where, tmp):
+        return measure(where, app, requests, os.path.join(tmp, "phases.log"))
+
+
+@contextlib.contextmanager
+def patched_worktree(rev, patches, prefix):
+    """(worktree of ``rev`` with ``patches`` applied, a scratch directory),
+    both removed afterwards, on errors too."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
     where = os.path.join(tmp, "tree")
     try:
-        worktree(rev, where, [PATCH] + list(also))
-        return measure(where, app, requests, os.path.join(tmp, "phases.log"))
+        worktree(rev, where, patches)
+        yield where, tmp
     finally:
         subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", where],
                        capture_output=True)

@@ -30,18 +30,11 @@ median count per child.  The cache is a private struct of CPython 3.11 and
 import argparse
 import collections
 import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
 
-from child_phases import free_port, request, stop, worktree
-from compare_servers import wait_listening
+from child_phases import patched_worktree, serve
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 PATCH = os.path.join(HERE, "type_cache_misses.patch")
 WARM_UP_REQUESTS = 50
 OURS = ("forkserver.", "__main__.", "wsgi_handler.", "forkparts.")
@@ -49,25 +42,7 @@ OURS = ("forkserver.", "__main__.", "wsgi_handler.", "forkparts.")
 
 def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
     """Each measured child's misses: a list of (type, name, found, page, evicted)."""
-    port = free_port()
-    env = dict(os.environ, FORKSERVER_TYPE_CACHE_LOG=log)
-    with open(log + ".stderr", "w+") as errors:
-        server = subprocess.Popen([sys.executable, "-m", "forkserver", app, "--bind",
-                                   "127.0.0.1:%d" % port, "--no-access-log"],
-                                  cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=errors)
-        try:
-            wait_listening(port, server)
-            deadline = time.monotonic() + 300
-            for _ in range(warm_up + count):
-                request(port, deadline)
-            stop(server)   # a graceful stop: the last child writes its line first
-        except (RuntimeError, OSError) as exc:
-            errors.seek(0)
-            raise SystemExit("%s; the server said: %s" % (exc, errors.read()[-2000:]))
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait()
+    serve(where, app, warm_up + count, log, dict(FORKSERVER_TYPE_CACHE_LOG=log))
     try:
         with open(log) as f:
             lines = f.read().splitlines()
@@ -84,16 +59,8 @@ def measure(where, app, count, log, warm_up=WARM_UP_REQUESTS):
 
 
 def run(rev, app, requests):
-    tmp = tempfile.mkdtemp(prefix="type-cache-")
-    where = os.path.join(tmp, "tree")
-    try:
-        worktree(rev, where, [PATCH])
+    with patched_worktree(rev, [PATCH], "type-cache-") as (where, tmp):
         return measure(where, app, requests, os.path.join(tmp, "misses.log"))
-    finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", where],
-                       capture_output=True)
-        subprocess.run(["git", "-C", ROOT, "worktree", "prune"], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(children):
