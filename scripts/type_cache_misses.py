@@ -2,7 +2,6 @@
 
     python scripts/type_cache_misses.py                                 # hello, 100 requests
     python scripts/type_cache_misses.py --app examples.bench_apps:flask_app
-    python scripts/type_cache_misses.py --rev b2c9ea5                   # an older commit
 
 CPython keeps a cache of 4096 attribute lookups on types (the type's version
 tag and the name -> what was found, or nothing).  Code that CPython has
@@ -25,6 +24,9 @@ unmeasured, then ``--requests`` measured sequential requests, and prints
 each lookup that missed with the share of children it missed in, then the
 median count per child.  The cache is a private struct of CPython 3.11 and
 3.12; on other versions the patch finds no cache and the script says so.
+The patch is tied to the code it was written for (3436fcc and later): if it
+no longer applies, the script says so and stops
+(tests/test_type_cache_misses_script.py checks it applies).
 """
 
 import argparse

@@ -176,3 +176,23 @@ def test_the_warm_up_runs_the_childs_path_with_the_servers_settings_and_sets_no_
     assert parent_titles == []
     assert len(warm_up_titles) == 1 and warm_up_titles[0].startswith("lab-server: child "), \
         warm_up_titles
+
+
+def test_the_warm_up_config_keeps_the_settings_that_shape_the_childs_path():
+    """The environ's names, the proxy trust and the title settings are the
+    server's; the title function, keep-alive, hooks and trace are not."""
+    from forkparts.logs import Log
+    from forkparts.prewarm import no_title, warm_up_config
+    from forkparts.proxy import ProxyTrust
+    from wsgi_handler import HandlerConfig
+    trust = ProxyTrust("10.0.0.0/8")
+    config = HandlerConfig(server_name="example.test", server_port="8123", url_scheme="https",
+                           forwarded=trust, set_title=print, title_query=True,
+                           proc_name="lab-server", keep_alive=5.0, trace=True,
+                           pre_request=print, post_request=print).freeze()
+    warm = warm_up_config(config, Log(level="critical"))
+    assert (warm.server_name, warm.server_port, warm.url_scheme) == ("example.test", "8123", "https")
+    assert warm.forwarded is trust
+    assert (warm.set_title, warm.title_query, warm.proc_name) == (no_title, True, "lab-server")
+    assert (warm.keep_alive, warm.trace, warm.pre_request, warm.post_request) == (0.0, False, None, None)
+    assert warm_up_config(HandlerConfig().freeze(), Log(level="critical")).set_title is None
