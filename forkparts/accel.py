@@ -192,9 +192,15 @@ def collapse_heap():
 
     fork() copies one page-table entry per 4 KiB page of the parent's private
     memory and the child's exit tears them down again: that is most of what a
-    fork costs.  A huge page is one entry.  A child that writes into one gets
-    it split back to 4 KiB entries and copies only the page it wrote, so the
-    gain is the ranges no child writes (docs/performance.md, "Fourth pass").
+    fork costs.  A huge page is one entry, but only until the parent's first
+    write after a fork: the parent writes into every range of its heap at
+    every connection, so from the first one on each is mapped by 4 KiB
+    entries again.  What lasts is the 2 MiB block of memory behind them (a
+    "large folio"): recent kernels (6.9 on) copy and tear down the entries of
+    one such block in a batch, one reference count update for the run
+    instead of one per page.  A child that writes into one copies only the page
+    it wrote (docs/performance.md, "Fourth pass" and "Huge pages after the
+    first connection").
     Run at start only: after a SIGHUP the heap also holds what the allocator
     freed of the old app, and collapsing that would copy it into huge pages
     (a reload test saw the parent 20 MB larger for a while).

@@ -136,7 +136,8 @@ def add_speed_options(p):
         "docs/performance.md gives what each one is worth")
     g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
                    help="keep the parent's heap in 4 KiB pages (by default its nearly "
-                   "full 2 MiB ranges become huge pages, which fork copies as one entry)")
+                   "full 2 MiB ranges become huge pages at start, which fork() and each "
+                   "child's exit handle in 2 MiB batches)")
     g.add_argument("--no-allocator-fill", dest="allocator_fill", action="store_false",
                    help="leave the holes in the allocator's pools (by default they are "
                    "filled before forking, so children's new objects go to fresh pages)")

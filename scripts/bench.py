@@ -7,6 +7,13 @@ Every server runs on loopback with the same app (examples/bench_apps.py):
                recv, a fixed response, os._exit; a SIGCHLD reaper.  The best a
                Python fork-per-connection server can do.  For the Flask runs its
                parent imports Flask first ("floor+flask"), as a real server must.
+    bare-app   the floor that runs the app: the same bare loop, but the child
+               calls the app with the smallest environ PEP 3333 allows (from the
+               request line alone) and sends what it returns; the parent warms
+               the app (GET /, 16 passes) and freezes its heap (gc.freeze), as
+               forkserver's default does.  No parsing, limits, timeouts or
+               safety: the ceiling of any fork-per-connection server of this
+               app, and forkserver / bare-app is what all of ours costs.
     forkserver this project as a user starts it: no flags but --bind and
                --no-access-log (its default warm-up of GET / included)
     forkserver-tuned  the flags the benchmark used to pass: --prewarm /
@@ -50,6 +57,7 @@ skipped with a line saying so.  Results: printed, and written as JSON and
 Markdown under --out.
 """
 import importlib
+import io
 import os
 import signal
 import socket
@@ -70,7 +78,8 @@ RATIO_GOALS = (("forkserver", {"hello": 0.7, "stdlib": 1.5}),
                ("forkserver-tuned", {"hello": 0.75, "stdlib": 1.5, "floor+flask": 0.6}))
 # The report's rows: forkserver as users run it first, then its tuned flags.
 REPORT_ORDER = {"forkserver": 0, "forkserver-tuned": 1}
-PEERS = ("forkserver", "forkserver-tuned", "stdlib", "werkzeug", "gunicorn", "waitress")
+PEERS = ("forkserver", "forkserver-tuned", "bare-app", "stdlib", "werkzeug", "gunicorn",
+         "waitress")
 CHECKOUTS = {}                                   # --checkout LABEL=PATH: LABEL -> path
 CHECKOUT_ROWS = ["", "-tuned"]                   # LABEL, LABEL-tuned (--checkout-tuned-only)
 GUARD_RAIL = 0.95                                # issue 15: within 5 % of the checkout
@@ -161,6 +170,64 @@ def serve_floor(port, spec):
         conn.close()
 
 
+BARE_APP_WARM_UP_PASSES = 16                     # as forkserver's default warm-up
+
+
+def bare_environ(request_line, port, errors):
+    """The smallest environ PEP 3333 allows, from ``GET /path?query HTTP/1.1``."""
+    method, target, protocol = request_line.split(" ", 2)
+    path, _, query = target.partition("?")
+    return {"REQUEST_METHOD": method, "SCRIPT_NAME": "", "PATH_INFO": path,
+            "QUERY_STRING": query, "SERVER_NAME": HOST, "SERVER_PORT": str(port),
+            "SERVER_PROTOCOL": protocol, "HTTP_HOST": "%s:%d" % (HOST, port),
+            "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(),
+            "wsgi.errors": errors, "wsgi.multithread": False, "wsgi.multiprocess": True,
+            "wsgi.run_once": False}
+
+
+def bare_response(app, environ):
+    """The bytes of the app's whole response, with ``Connection: close``."""
+    started = []
+
+    def start_response(status, headers, exc_info=None):
+        started[:] = [status, headers]
+    result = app(environ, start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    status, headers = started
+    head = "HTTP/1.1 %s\r\n%sConnection: close\r\n\r\n" % (
+        status, "".join("%s: %s\r\n" % header for header in headers))
+    return head.encode("latin-1") + body
+
+
+def serve_bare_app(port, spec):
+    """The floor that runs the app: what no server of this design goes below."""
+    import gc
+    app = load_app(spec)
+    for _ in range(BARE_APP_WARM_UP_PASSES):
+        bare_response(app, bare_environ("GET / HTTP/1.1", port, sys.stderr))
+    listener = bound_listener(port)
+    gc.collect()
+    gc.freeze()
+    signal.signal(signal.SIGCHLD, reap)
+    while True:
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            try:
+                gc.disable()
+                listener.close()
+                head = conn.recv(65536)
+                line = head[:head.index(b"\r\n")].decode("latin-1")
+                conn.sendall(bare_response(app, bare_environ(line, port, sys.stderr)))
+                conn.close()
+            finally:
+                os._exit(0)
+        conn.close()
+
+
 def serve_stdlib(port, spec):
     from socketserver import ForkingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -184,7 +251,8 @@ def serve_werkzeug(port, spec):
     run_simple(HOST, port, load_app(spec), processes=WERKZEUG_PROCESSES, threaded=False)
 
 
-INTERNAL_SERVERS = {"_floor": serve_floor, "_stdlib": serve_stdlib, "_werkzeug": serve_werkzeug}
+INTERNAL_SERVERS = {"_floor": serve_floor, "_bare_app": serve_bare_app, "_stdlib": serve_stdlib,
+                    "_werkzeug": serve_werkzeug}
 
 
 if __name__ == "__main__" and sys.argv[1:2] and sys.argv[1] in INTERNAL_SERVERS:
@@ -214,7 +282,8 @@ def has_module(name):
 def command(name, spec, port, keepalive=False):
     """argv of one server.  Ours run with -m, as the peers' entry points do, so
     their code comes from cached bytecode: a script given by path is compiled
-    at every start, which leaves the parent ~4 MB larger (and fork slower)."""
+    at every start, which leaves the parent larger (1.5 MB anonymous on the
+    Flask example, no measurable cost per connection: docs/performance.md)."""
     py = sys.executable
     bind = "%s:%d" % (HOST, port)
     if name in ("floor", "floor+flask"):
@@ -228,8 +297,8 @@ def command(name, spec, port, keepalive=False):
             cmd += ["--keep-alive", str(KEEPALIVE_SECONDS),
                     "--max-requests-per-connection", str(KEEPALIVE_MAX_REQUESTS)]
         return cmd
-    if name in ("stdlib", "werkzeug"):
-        return [py, "-m", "scripts.bench", "_" + name, str(port), spec]
+    if name in ("stdlib", "werkzeug", "bare-app"):
+        return [py, "-m", "scripts.bench", "_" + name.replace("-", "_"), str(port), spec]
     if name == "gunicorn":
         return [py, "-m", "gunicorn", "-w", "2", "-b", bind, "--log-level", "warning", spec]
     if name == "gthread":
@@ -1082,7 +1151,8 @@ def run_figures(results):
     for r in results["summary"]:
         if not r["server"].startswith("floor") and r["rps_ratio"] is not None:
             figures[(r["app"], r["clients"], "%s x floor" % r["server"])] = r["rps_ratio"]
-    pairs = [("forkserver", "forkserver-tuned"), ("forkserver", "stdlib")]
+    pairs = [("forkserver", "forkserver-tuned"), ("forkserver", "stdlib"),
+             ("forkserver", "bare-app"), ("bare-app", "stdlib")]
     for label in results.get("checkouts", {}):
         pairs += checkout_pairs(label, results.get("checkout_rows", ["", "-tuned"]))
     for app in results["apps"]:

@@ -5,13 +5,15 @@ Issue 17 measured, out of the box, a forkserver child serving the Flask
 example at about 2 ms more than the standard library's ForkingMixIn +
 wsgiref child.  This script compares, by the kernel's accounting of reaped
 children (the parent's /proc/PID/stat cminflt, cutime, cstime, read with
-scripts/tricks.py's functions), five servers of the same app:
+scripts/tricks.py's functions), six servers of the same app:
 
     default      python forkserver.py APP --bind 127.0.0.1:0 --no-access-log
     no-prewarm   the same, --no-prewarm
     no-huge      the same, --no-huge-pages
     stdlib       socketserver.ForkingMixIn + wsgiref (scripts/bench.py's)
     floor        a bare fork-per-connection loop, Flask imported (bench.py's)
+    bare-app     bench.py's floor that runs the app (warmed, frozen, the
+                 smallest environ): other - default is all that ours costs
 
 Each round runs one pair at a time (the machine has two cores): forkserver
 with default options and one other server, both new, both warmed, then
@@ -55,8 +57,8 @@ import bench                       # noqa: E402 - the stdlib server and the floo
 
 APP = "examples.bench_apps:flask_app"
 OTHERS = {"no-prewarm": "--no-prewarm", "no-huge": "--no-huge-pages",
-          "stdlib": None, "floor": None}
-BENCH_NAMES = {"stdlib": "stdlib", "floor": "floor+flask"}
+          "stdlib": None, "floor": None, "bare-app": None}
+BENCH_NAMES = {"stdlib": "stdlib", "floor": "floor+flask", "bare-app": "bare-app"}
 
 
 # ======================================================= servers

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, read_until_close, wait_for
 
 BENCH = os.path.join(ROOT, "scripts", "bench.py")
 
@@ -258,3 +258,61 @@ def test_a_miss_is_never_printed_as_the_goal():
     assert times(0.6949, 0.7) == "0.69x"
     assert times(0.7, 0.7) == "0.70x"
     assert times(1.4049, 1.5) == "1.40x"
+
+
+def test_the_bare_app_floor_calls_the_app_as_pep_3333_says():
+    """bare-app, the floor that runs the app, passes wsgiref's validator both ways:
+    its environ is a valid one (from the request line alone) and it uses the
+    app's result as a server must (iterated, then closed)."""
+    from wsgiref.validate import validator
+    from examples.bench_apps import hello
+    bench = load_bench()
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(environ)
+        return hello(environ, start_response)
+    environ = bench.bare_environ("GET /x?y=1 HTTP/1.1", 8000, sys.stderr)
+    response = bench.bare_response(validator(app), environ)
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 200 OK"
+    assert b"Connection: close" in head.split(b"\r\n") and body == b"Hello, World!\n"
+    assert (seen["PATH_INFO"], seen["QUERY_STRING"], seen["SERVER_PORT"]) == ("/x", "y=1", "8000")
+
+
+def test_the_bare_app_floor_serves_the_app_and_leaves_no_zombie():
+    import socket
+    import psutil
+    bench = load_bench()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = bench.command("bare-app", "examples.bench_apps:hello", port)
+    assert argv[1:4] == ["-m", "scripts.bench", "_bare_app"]
+    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        parent = psutil.Process(server.pid)
+        wait_for(lambda: any(c.laddr and c.laddr.port == port and c.status == "LISTEN"
+                             for c in parent.net_connections()), what="bare-app listening")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = read_until_close(conn)
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"Hello, World!\n")
+        wait_for(lambda: not parent.children(), what="the child reaped")   # its SIGCHLD reaper
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+def test_a_run_compares_forkserver_with_the_bare_app_floor_and_that_with_the_stdlib():
+    bench = load_bench()
+    results = {"apps": ["flask"], "clients": [8], "summary": [
+        summary_row("flask", 8, "floor+flask", 800, 1.0),
+        summary_row("flask", 8, "forkserver", 450, 450 / 800),
+        summary_row("flask", 8, "bare-app", 500, 500 / 800),
+        summary_row("flask", 8, "stdlib", 300, 300 / 800)]}
+    figures = bench.run_figures(results)
+    assert figures[("flask", 8, "forkserver / bare-app")] == 0.9
+    assert figures[("flask", 8, "bare-app / stdlib")] == 500 / 300
+    assert figures[("flask", 8, "bare-app x floor")] == 500 / 800
