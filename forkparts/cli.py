@@ -137,7 +137,7 @@ def add_speed_options(p):
     g.add_argument("--no-huge-pages", dest="huge_pages", action="store_false",
                    help="keep the parent's heap in 4 KiB pages (by default its nearly "
                    "full 2 MiB ranges become huge pages at start, which fork() and each "
-                   "child's exit handle in 2 MiB batches)")
+                   "child's exit handle in batches on Linux 6.9+)")
     g.add_argument("--no-allocator-fill", dest="allocator_fill", action="store_false",
                    help="leave the holes in the allocator's pools (by default they are "
                    "filled before forking, so children's new objects go to fresh pages)")

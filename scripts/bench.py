@@ -12,8 +12,9 @@ Every server runs on loopback with the same app (examples/bench_apps.py):
                request line alone) and sends what it returns; the parent warms
                the app (GET /, 16 passes) and freezes its heap (gc.freeze), as
                forkserver's default does.  No parsing, limits, timeouts or
-               safety: the ceiling of any fork-per-connection server of this
-               app, and forkserver / bare-app is what all of ours costs.
+               safety, nor our two heap tricks: what a fork-per-connection
+               server of this app reaches with nothing of ours, and
+               forkserver / bare-app is what all of ours costs.
     forkserver this project as a user starts it: no flags but --bind and
                --no-access-log (its default warm-up of GET / included)
     forkserver-tuned  the flags the benchmark used to pass: --prewarm /
@@ -204,7 +205,7 @@ def bare_response(app, environ):
 
 
 def serve_bare_app(port, spec):
-    """The floor that runs the app: what no server of this design goes below."""
+    """The floor that runs the app: fork per connection with nothing of ours in it."""
     import gc
     app = load_app(spec)
     for _ in range(BARE_APP_WARM_UP_PASSES):

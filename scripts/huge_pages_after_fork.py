@@ -43,7 +43,7 @@ from forkparts import accel   # noqa: E402 - the ranges collapse_heap picks
 HUGE = 2 << 20
 PAGE = 4096
 MADV_HUGEPAGE = 14
-KPF_THP = 22                       # /proc/kpageflags bit: part of a transparent huge page
+KPF_THP = 22                       # /proc/kpageflags bit: in a transparent huge page (large folio)
 PFN_MASK = (1 << 55) - 1
 READY_TIMEOUT_SECONDS = 30.0
 
@@ -57,8 +57,9 @@ def parse_args(argv):
     p.add_argument("--forks", type=int, default=300, help="forks per synthetic measurement")
     p.add_argument("--synthetic-only", action="store_true")
     args = p.parse_args(argv)
-    if args.requests < 1 or args.mib < 2 or args.forks < 10:
-        p.error("--requests >= 1, --mib >= 2 and --forks >= 10")
+    if args.requests < 1 or args.mib < 2 or args.mib % 2 or args.forks < 10:
+        p.error("--requests >= 1, --mib an even number >= 2 (whole 2 MiB ranges) "
+                "and --forks >= 10")
     return args
 
 
@@ -71,8 +72,9 @@ def anon_huge_kib(pid="self"):
 
 
 def pages_in_large_folios(pid):
-    """(pages resident, pages in a transparent huge page) over the ranges
-    collapse_heap would pick; None without /proc/kpageflags (not root)."""
+    """(pages resident, pages in a transparent huge page) over every 2 MiB
+    range of the heap that collapse_heap considers; None without
+    /proc/kpageflags (not root)."""
     try:
         with open("/proc/%d/maps" % pid) as maps:
             starts = list(accel.heap_huge_ranges(maps))
@@ -99,6 +101,24 @@ def get(port):
             pass
 
 
+def wait_ready(server):
+    """The server's output up to its ready line (which comes after the
+    collapse); exits with its output if it ends or is not ready in time."""
+    deadline, log = time.monotonic() + READY_TIMEOUT_SECONDS, []
+    os.set_blocking(server.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = server.stdout.readline()
+        if line:
+            log.append(line)
+            if line.startswith("forkserver ready"):
+                return "".join(log)
+        elif server.poll() is not None:
+            break
+        else:
+            time.sleep(0.05)
+    sys.exit("huge_pages_after_fork.py: the server did not start:\n" + "".join(log))
+
+
 def live_server(args):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -108,13 +128,7 @@ def live_server(args):
          "--no-access-log"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        log = []
-        for line in server.stdout:   # the ready line comes after the collapse
-            log.append(line)
-            if line.startswith("forkserver ready") or time.monotonic() > deadline:
-                break
-        found = re.search(r"huge pages: (\d+) MiB", "".join(log))
+        found = re.search(r"huge pages: (\d+) MiB", wait_ready(server))
         print("%s: collapse_heap at start: %s MiB" % (args.app, found.group(1) if found else "-"))
         rows = [("at start", anon_huge_kib(server.pid), pages_in_large_folios(server.pid))]
         for _ in range(args.requests):
@@ -130,6 +144,7 @@ def live_server(args):
     finally:
         server.terminate()
         server.wait(10)
+        server.stdout.close()
 
 
 def libc_madvise():
@@ -143,12 +158,14 @@ def synthetic_region(kind, mib, madvise):
     or "split" (collapsed, then split by one write per range after a fork)."""
     region = mmap.mmap(-1, (mib + 2) * (1 << 20), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     base = ctypes.addressof(ctypes.c_char.from_buffer(region))
-    start, size = -(-base // HUGE) * HUGE, mib // 2 * HUGE
+    start, size = -(-base // HUGE) * HUGE, mib << 20
     if kind != "4k":
         madvise(start, size, MADV_HUGEPAGE)
     ctypes.memset(start, 1, size)
     if kind != "4k" and madvise(start, size, accel.MADV_COLLAPSE) != 0:
-        raise OSError(ctypes.get_errno(), "MADV_COLLAPSE: %s" % os.strerror(ctypes.get_errno()))
+        sys.exit("huge_pages_after_fork.py: madvise(MADV_COLLAPSE) failed: %s (needs "
+                 "Linux 6.1+, transparent huge pages not \"never\")"
+                 % os.strerror(ctypes.get_errno()))
     if kind == "split":
         pid = os.fork()
         if pid == 0:

@@ -13,7 +13,7 @@ scripts/tricks.py's functions), six servers of the same app:
     stdlib       socketserver.ForkingMixIn + wsgiref (scripts/bench.py's)
     floor        a bare fork-per-connection loop, Flask imported (bench.py's)
     bare-app     bench.py's floor that runs the app (warmed, frozen, the
-                 smallest environ): other - default is all that ours costs
+                 smallest environ): default - other is all that ours costs
 
 Each round runs one pair at a time (the machine has two cores): forkserver
 with default options and one other server, both new, both warmed, then
