@@ -49,6 +49,11 @@ PROBE_ALARM_SLACK_SECONDS = 1.0
 # The environ key set on every warm-up request (docs/operations.md), so an
 # app can tell it apart from a client's.
 ENVIRON_KEY = "forkserver.warmup"
+# A warm-up answered 404 ran the app's not-found path, not a view: children
+# then pay for the view's first call themselves (38 faults each on the README's
+# Flask example before it had a / route: docs/performance.md).
+NOT_FOUND_HINT = ("; that is the app's not-found path, not a view: --prewarm PATH "
+                  "(a path a client asks for) warms the view too")
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
 # What a SIGHUP to a warmed parent says: the reload re-imports the app's
 # modules, but a framework may keep what it built at the warm-up.
@@ -114,7 +119,8 @@ def prewarm(serve, app, config, path, log, deadline=math.inf):
         while passes < PREWARM_PASSES and time.monotonic() < deadline:
             status = prewarm_once(serve, app, config, path, quiet)
             passes += 1
-    log.info("prewarm GET %s: %s (%d passes)" % (path, status, passes))
+    hint = NOT_FOUND_HINT if status.split(" ", 2)[1:2] == ["404"] else ""
+    log.info("prewarm GET %s: %s (%d passes)%s" % (path, status, passes, hint))
 
 
 class output_discarded:

@@ -96,7 +96,8 @@ REAP_TIMEOUT_SECONDS = 10.0              # for the server to reap every child
 STOP_TIMEOUT_SECONDS = 10.0              # SIGTERM, then SIGKILL
 POLL_SECONDS = 0.01
 LAST_LINES = 15                          # of a server's output, when it fails to start
-REQUEST = b"GET / HTTP/1.1\r\nHost: tricks\r\nConnection: close\r\n\r\n"
+REQUEST_FORMAT = "GET %s HTTP/1.1\r\nHost: tricks\r\nConnection: close\r\n\r\n"
+REQUEST = (REQUEST_FORMAT % "/").encode("ascii")   # --path sets another
 CONFIDENCE = 0.95
 # Two-sided 95% Student t quantiles t(0.975, df), df 9..40 (any statistics
 # table); above 40 the Cornish-Fisher expansion below is within 0.001.
@@ -438,6 +439,13 @@ def machine_info():
 
 # ======================================================= command line
 
+def request_path(text):
+    """An argparse type: a request target, "/" and printable ASCII after it."""
+    if not text.startswith("/") or not all(33 <= ord(c) < 127 for c in text):
+        raise argparse.ArgumentTypeError("%r is not a path (/ then printable ASCII)" % text)
+    return text
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -452,6 +460,8 @@ def parse_args(argv):
                    help="paired rounds, at least %d (default %%(default)s)" % MIN_ROUNDS)
     p.add_argument("--requests", type=at_least(MIN_REQUESTS), default=DEFAULT_REQUESTS,
                    help="sequential requests per side per round (default %(default)s)")
+    p.add_argument("--path", type=request_path, default="/",
+                   help="the path every request asks for (default %(default)s)")
     p.add_argument("--warmup", type=at_least(0), default=DEFAULT_WARMUP,
                    help="uncounted requests to each server first (default %(default)s)")
     p.add_argument("--same-servers", action="store_true",
@@ -533,9 +543,12 @@ def raise_interrupt(signum, frame):
 
 
 def main(argv=None):
+    global REQUEST
     args = parse_args(argv)
+    REQUEST = (REQUEST_FORMAT % args.path).encode("ascii")
     signal.signal(signal.SIGTERM, raise_interrupt)
-    results = {"app": args.app, "forkserver": args.forkserver, "rounds": args.rounds,
+    results = {"app": args.app, "path": args.path, "forkserver": args.forkserver,
+               "rounds": args.rounds,
                "same_servers": args.same_servers,
                "requests": args.requests, "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}

@@ -77,7 +77,21 @@ def test_a_server_that_does_not_start_is_named_with_its_output_and_stopped(tmp_p
     assert ours == []
 
 
+def test_path_is_what_every_request_asks_for(tmp_path):
+    """The README's Flask example answers / and /hello: with --path /hello every
+    request is a 200, with --path /nope the run stops at the first 404."""
+    common = ["--on", "", "--off", "", "--rounds", "10", "--requests", "10", "--warmup", "5",
+              "--app", "examples.flaskapp:app"]
+    out = run(*common, "--path", "/hello", "--out", str(tmp_path / "hello"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    results, pids = servers_started(tmp_path / "hello")
+    assert results["path"] == "/hello" and left_in_sessions(pids) == []
+    out = run(*common, "--path", "/nope", "--out", str(tmp_path / "nope"))
+    assert out.returncode == 1 and "answered 0 of 5 warm-up requests with 200" in out.stdout
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--path", "hello"], "'hello' is not a path"),
     (["--trick", "nope"], "unknown trick nope"),
     (["--trick", "gc-freeze", "--rounds", "9"], "must be at least 10"),
     (["--on", "--fast-accept"], "--on and --off go together"),

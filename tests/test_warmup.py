@@ -346,3 +346,34 @@ def test_a_new_django_project_prints_its_warm_up_404_once_not_for_every_pass(
         output = f.read()
     assert output.count("Not Found: /") == 1, output
     assert http_get(server, "/polls/")[2] == b"polls v1"
+
+
+ONLY_HELLO_APP = '''
+def app(environ, start_response):
+    found = environ["PATH_INFO"] == "/hello"
+    start_response("200 OK" if found else "404 Not Found", [("Content-Type", "text/plain")])
+    return [b"hello\\n" if found else b"not found\\n"]
+'''
+
+
+def test_a_warm_up_answered_404_says_it_warmed_no_view_and_how_to(start_server, tmp_path):
+    (tmp_path / "onlyhello.py").write_text(ONLY_HELLO_APP)
+    server = start_server("onlyhello:app", cwd=str(tmp_path))
+    log = wait_for_log(server, "prewarm GET /")
+    (line,) = [l for l in log.splitlines() if "prewarm GET /:" in l]
+    assert "404 Not Found (16 passes); that is the app's not-found path, not a view" in line
+    assert "--prewarm PATH" in line and "[INFO]" in line and not warnings_in(log)
+    server = start_server("onlyhello:app", "--prewarm", "/hello", cwd=str(tmp_path))
+    log = wait_for_log(server, "prewarm GET /hello")
+    assert "prewarm GET /hello: 200 OK" in log.replace("HTTP/1.1 ", "")
+    assert "not-found path" not in log
+
+
+@NEEDS_FLASK
+def test_the_readme_flask_example_warms_its_view_by_default(start_server):
+    """README: python forkserver.py examples.flaskapp:app, no flags: GET /
+    (the default warm-up) reaches the view that /hello serves."""
+    server = start_server("examples.flaskapp:app")
+    log = wait_for_log(server, "prewarm GET /")
+    assert "prewarm GET /: HTTP/1.1 200 OK (16 passes)" in log, log
+    assert http_get(server, "/hello")[2] == b"Hello world from Flask!\n"
