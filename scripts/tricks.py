@@ -12,7 +12,14 @@ Both are warmed first (--warmup sequential requests each, uncounted).  A
 round then sends --requests sequential requests, one connection each
 (``Connection: close``, a plain socket client, every request bounded by a
 timeout), to A then B, or to B then A: the order alternates each round, so
-neither side always runs first.  Each round starts a new pair of servers:
+neither side always runs first.  With --clients N the requests of a side's
+run come from N client threads at once, so the figures are a connection's
+cost under load (the parent forks while children run on the other core),
+still from the kernel's accounting, not from the client's clock; with
+--together both servers are loaded at once, each client going round the
+two, so both see the same moments of a busy machine and the CPU interval
+narrows (12 rounds at 8 clients: +-25 us per connection, against +-120 us
+one after the other).  Each round starts a new pair of servers:
 within one server the faults per child repeat to a fraction of a fault, but
 between two starts of the same command they differ by ten or more (where
 the heap and the mappings land), so rounds on one pair would give a narrow
@@ -52,6 +59,7 @@ under --out.
     python scripts/tricks.py --trick huge-pages,gc-freeze --app examples.bench_apps:flask_app
     python scripts/tricks.py --app examples.bench_apps:flask_app --on "" --off "--no-huge-pages"
     python scripts/tricks.py --trick fast-accept --forkserver ../other/forkserver.py
+    python scripts/tricks.py --trick huge-pages --clients 8 --requests 1000
     python scripts/tricks.py --on '' --off '' --name layout --off-forkserver ../old/forkserver.py
 
 Every server started is stopped by its pid (SIGTERM, then SIGKILL after a
@@ -70,6 +78,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -169,16 +178,35 @@ def one_request(port):
     return head.startswith(b"HTTP/1.1 200 ") or head.startswith(b"HTTP/1.0 200 ")
 
 
-def send_requests(port, count):
-    """count sequential requests; (answered with 200, seconds taken)."""
-    ok = 0
+def send_requests(ports, count, clients=1):
+    """count requests to each server of ``ports``, from ``clients``
+    connections at a time (threads, each sending its share one request after
+    the other and going round the ports, so two servers share the same
+    moments of load); ({port: answered with 200}, seconds taken)."""
+    answered = [dict.fromkeys(ports, 0) for _ in range(clients)]
+
+    def client(number, share):
+        got = answered[number]
+        for i in range(share * len(ports)):
+            port = ports[(i + number) % len(ports)]
+            try:
+                got[port] += one_request(port)
+            except OSError:   # refused, reset, timed out: counted as not answered
+                pass
+
     started = time.monotonic()
-    for _ in range(count):
-        try:
-            ok += one_request(port)
-        except OSError:   # refused, reset, timed out: counted as not answered
-            pass
-    return ok, time.monotonic() - started
+    if clients == 1:
+        client(0, count)
+    else:
+        shares = [count // clients + (n < count % clients) for n in range(clients)]
+        threads = [threading.Thread(target=client, args=(n, share))
+                   for n, share in enumerate(shares)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()   # bounded: every request has REQUEST_TIMEOUT_SECONDS
+    return ({port: sum(got[port] for got in answered) for port in ports},
+            time.monotonic() - started)
 
 
 # ======================================================= the servers
@@ -275,7 +303,8 @@ def start_pair(pair, args, tag, started):
     for server in sides.values():
         server.wait_ready()
     for server in sides.values():
-        ok, _ = send_requests(server.port, args.warmup)
+        answered, _ = send_requests([server.port], args.warmup)
+        ok = answered[server.port]
         if ok < args.warmup:
             raise SetupError("%s answered %d of %d warm-up requests with 200 (log: %s)" % (
                 server.name, ok, args.warmup, server.log_path))
@@ -284,30 +313,43 @@ def start_pair(pair, args, tag, started):
 
 # ======================================================= rounds
 
-def measure_side(server, count):
-    """One side's run in a round: raw counters, per-connection figures, req/s."""
-    wait_reaped(server)
-    before = proc_counters(server.pid)
-    ok, seconds = send_requests(server.port, count)
-    wait_reaped(server)
-    after = proc_counters(server.pid)
-    if ok < count:
-        raise SetupError("%s answered %d of %d requests with 200 (log: %s)" % (
-            server.name, ok, count, server.log_path))
-    return {"before": before, "after": after, "seconds": seconds, "ok": ok,
-            "req_per_s": count / seconds, **per_connection(before, after, count)}
+def measure_sides(servers, count, clients=1):
+    """One run of one server, or of two at once (--together): for each, its
+    raw counters, per-connection figures and req/s."""
+    for server in servers:
+        wait_reaped(server)
+    before = [proc_counters(server.pid) for server in servers]
+    answered, seconds = send_requests([server.port for server in servers], count, clients)
+    for server in servers:
+        wait_reaped(server)
+    records = []
+    for server, counters in zip(servers, before):
+        ok = answered[server.port]
+        if ok < count:
+            raise SetupError("%s answered %d of %d requests with 200 (log: %s)" % (
+                server.name, ok, count, server.log_path))
+        after = proc_counters(server.pid)
+        records.append({"before": counters, "after": after, "seconds": seconds, "ok": ok,
+                        "req_per_s": count / seconds, **per_connection(counters, after, count)})
+    return records
 
 
 def one_round(sides, number, args, say):
-    """Both sides once, in the order of the round: on first in even rounds."""
+    """Both sides once, in the order of the round: on first in even rounds;
+    with --together, both at once."""
     order = ("on", "off") if number % 2 == 0 else ("off", "on")
-    record = {"round": number, "order": list(order),
+    record = {"round": number, "order": ["together"] if args.together else list(order),
               "pids": {side: server.pid for side, server in sides.items()}}
-    for side in order:
-        record[side] = measure_side(sides[side], args.requests)
+    if args.together:
+        record["on"], record["off"] = measure_sides([sides["on"], sides["off"]],
+                                                    args.requests, args.clients)
+    else:
+        for side in order:
+            (record[side],) = measure_sides([sides[side]], args.requests, args.clients)
     say("  round %2d (%s first): child faults %.1f vs %.1f, child CPU %.0f vs %.0f us"
-        % (number + 1, order[0], record["on"]["child_faults"], record["off"]["child_faults"],
-           record["on"]["child_cpu_us"], record["off"]["child_cpu_us"]))
+        % (number + 1, record["order"][0], record["on"]["child_faults"],
+           record["off"]["child_faults"], record["on"]["child_cpu_us"],
+           record["off"]["child_cpu_us"]))
     return record
 
 
@@ -410,8 +452,12 @@ def markdown(results):
 
 
 def context_lines(results):
-    s = "per connection, means of %d rounds of %d sequential requests" % (
-        results["rounds"], results["requests"])
+    clients = results.get("clients", 1)
+    s = "per connection, means of %d rounds of %d %s" % (
+        results["rounds"], results["requests"], "sequential requests" if clients == 1
+        else "requests from %d clients at a time" % clients)
+    if results.get("together"):
+        s += ", both servers loaded at once"
     lines = ["", "%s on %s (%s); on - off, negative = the trick saves." % (
         s, results["app"], results["forkserver"])]
     for trick in results["tricks"]:
@@ -459,7 +505,14 @@ def parse_args(argv):
     p.add_argument("--rounds", type=at_least(MIN_ROUNDS), default=DEFAULT_ROUNDS,
                    help="paired rounds, at least %d (default %%(default)s)" % MIN_ROUNDS)
     p.add_argument("--requests", type=at_least(MIN_REQUESTS), default=DEFAULT_REQUESTS,
-                   help="sequential requests per side per round (default %(default)s)")
+                   help="requests per side per round (default %(default)s)")
+    p.add_argument("--clients", type=at_least(1), default=1,
+                   help="connections at a time during a side's run (default 1, "
+                   "sequential): the per-connection cost under load")
+    p.add_argument("--together", action="store_true",
+                   help="load both servers at once, each client going round the two "
+                   "(default: one after the other): both see the same moments of the "
+                   "machine, which narrows the CPU interval under load")
     p.add_argument("--path", type=request_path, default="/",
                    help="the path every request asks for (default %(default)s)")
     p.add_argument("--warmup", type=at_least(0), default=DEFAULT_WARMUP,
@@ -550,7 +603,8 @@ def main(argv=None):
     results = {"app": args.app, "path": args.path, "forkserver": args.forkserver,
                "rounds": args.rounds,
                "same_servers": args.same_servers,
-               "requests": args.requests, "warmup": args.warmup,
+               "requests": args.requests, "clients": args.clients, "together": args.together,
+               "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}
     try:
         for pair in args.pairs:

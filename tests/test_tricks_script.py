@@ -4,8 +4,11 @@ import importlib.util
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
+import time
 
 import psutil
 import pytest
@@ -90,11 +93,80 @@ def test_path_is_what_every_request_asks_for(tmp_path):
     assert out.returncode == 1 and "answered 0 of 5 warm-up requests with 200" in out.stdout
 
 
+class CountingServer:
+    """A loopback server that answers every connection with a 200 after
+    HOLD_SECONDS, each in a thread, and records when and how many at once."""
+    HOLD_SECONDS = 0.02
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.active = self.peak = self.accepted = 0
+        self.times = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:   # closed: the test is over
+                return
+            threading.Thread(target=self.answer, args=(conn,), daemon=True).start()
+
+    def answer(self, conn):
+        with self.lock:
+            self.accepted += 1
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.times.append(time.monotonic())
+        with conn:
+            conn.recv(65536)
+            time.sleep(self.HOLD_SECONDS)
+            with self.lock:
+                self.active -= 1
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+def test_clients_load_each_server_with_its_count_at_once_and_together():
+    """--clients N sends from N connections at a time; --together sends both
+    servers their requests over the same moments, each exactly count."""
+    tricks = load_tricks()
+    servers = [CountingServer(), CountingServer()]
+    try:
+        answered, _ = tricks.send_requests([s.port for s in servers], 40, clients=4)
+    finally:
+        for server in servers:
+            server.listener.close()
+    assert answered == {s.port: 40 for s in servers}
+    assert [s.accepted for s in servers] == [40, 40]
+    assert min(s.peak for s in servers) >= 2          # more than one at a time, each
+    a, b = (sorted(s.times) for s in servers)
+    assert a[0] < b[-1] and b[0] < a[-1]               # their loads overlap
+    assert a[20] < b[-1] and b[20] < a[-1]             # not one after the other
+
+
+def test_a_run_under_load_together_records_how_it_ran(tmp_path):
+    out = run("--on", "", "--off", "", "--rounds", "10", "--requests", "12", "--warmup", "5",
+              "--clients", "3", "--together", "--app", "examples.bench_apps:hello",
+              "--out", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "12 requests from 3 clients at a time, both servers loaded at once" in out.stdout
+    results, pids = servers_started(tmp_path)
+    assert results["clients"] == 3 and results["together"] is True
+    rounds = results["tricks"][0]["rounds"]
+    assert all(r["order"] == ["together"] and r["on"]["ok"] == r["off"]["ok"] == 12
+               for r in rounds)
+    assert all(r[side]["child_faults"] > 50 for r in rounds for side in ("on", "off"))
+    assert left_in_sessions(pids) == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["--path", "hello"], "'hello' is not a path"),
     (["--trick", "nope"], "unknown trick nope"),
     (["--trick", "gc-freeze", "--rounds", "9"], "must be at least 10"),
     (["--on", "--fast-accept"], "--on and --off go together"),
+    (["--trick", "gc-freeze", "--clients", "0"], "must be at least 1"),
     ([], "--trick NAME or --on FLAGS --off FLAGS"),
 ])
 def test_bad_arguments_exit_2_naming_the_problem(args, message):
