@@ -362,7 +362,16 @@ class Running:
                                      start_new_session=True, env=server_env())
         import psutil
         self.ps = psutil.Process(self.proc.pid)
-        self.wait_ready()
+        self.ready_or_stopped()
+
+    def ready_or_stopped(self):
+        """Wait until it answers; stopped again if it never does, or if the
+        script is interrupted meanwhile (no caller holds it yet to stop it)."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def url(self):
@@ -750,7 +759,7 @@ class MemoryServer(Running):
                                      start_new_session=True, env=server_env())
         import psutil
         self.ps = psutil.Process(self.proc.pid)
-        self.wait_ready()
+        self.ready_or_stopped()
 
 
 def wait_no_children(server):
@@ -1082,7 +1091,16 @@ def main(argv=None):
     if args.tool is None and not args.memory:
         say("no load generator found: " + INSTALL_HINT)
         return 2
-    return run_all(args)
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    try:
+        return run_all(args)
+    except KeyboardInterrupt:   # every section stops its servers in a finally
+        say("bench.py: interrupted; every server it started is stopped")
+        return 130
+
+
+def raise_interrupt(signum, frame):
+    raise KeyboardInterrupt   # SIGTERM to the script: stop the servers as on Ctrl-C
 
 
 def run_all(args):

@@ -320,3 +320,37 @@ def test_a_run_compares_forkserver_with_the_bare_app_floor_and_that_with_the_std
     figures = bench.run_figures(results)
     assert figures[("flask", 8, "forkserver / bare-app")] == 0.9
     assert figures[("flask", 8, "bare-app / stdlib")] == 500 / 300
+
+
+def test_sigterm_stops_the_benchmark_and_every_server_it_started(tmp_path):
+    """`kill PID` of a running bench.py ends it like Ctrl-C: each section's
+    servers (here --memory's, with a child asleep mid-request) are stopped,
+    none left running as an orphan."""
+    import signal
+    import psutil
+    bench = subprocess.Popen([sys.executable, BENCH, "--memory", "--apps", "hello",
+                              "--out", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    seen = []
+    try:
+        me = psutil.Process(bench.pid)
+
+        def serving_child():   # the server, and the child of the sleeping request
+            for server in me.children():
+                if "forkserver" in " ".join(server.cmdline()) and server.children():
+                    return [server] + server.children()
+        seen = wait_for(serving_child, timeout=30, what="a server with a child")
+        bench.send_signal(signal.SIGTERM)
+        out, _ = bench.communicate(timeout=30)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+        for proc in seen:   # whatever the assertions say, nothing is left behind
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    assert bench.returncode == 130 and "interrupted" in out and "Traceback" not in out
+    left = [p.pid for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert left == [], out
