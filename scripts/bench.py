@@ -204,15 +204,10 @@ def bare_response(app, environ):
     return head.encode("latin-1") + body
 
 
-def serve_bare_app(port, spec):
+def serve_bare_app(port, spec, heap_tricks=False):
     """The floor that runs the app: fork per connection with nothing of ours in it."""
     import gc
-    app = load_app(spec)
-    for _ in range(BARE_APP_WARM_UP_PASSES):
-        bare_response(app, bare_environ("GET / HTTP/1.1", port, sys.stderr))
-    listener = bound_listener(port)
-    gc.collect()
-    gc.freeze()
+    app, listener, _ = prepare_bare_app(port, spec, heap_tricks)
     signal.signal(signal.SIGCHLD, reap)
     while True:
         conn, _ = listener.accept()
@@ -227,6 +222,32 @@ def serve_bare_app(port, spec):
             finally:
                 os._exit(0)
         conn.close()
+
+
+def prepare_bare_app(port, spec, heap_tricks=False):
+    """bare-app's parent before its first fork: (app, listener, heap filler).
+    The app is warmed as our default warms it and the heap frozen; with
+    heap_tricks (bare-app-tricks), also our two tricks on the heap
+    (forkparts/accel.py: the allocator's holes filled, huge pages), and still
+    none of our code per connection."""
+    import gc
+    app = load_app(spec)
+    for _ in range(BARE_APP_WARM_UP_PASSES):
+        bare_response(app, bare_environ("GET / HTTP/1.1", port, sys.stderr))
+    listener = bound_listener(port)
+    gc.collect()
+    filler = None
+    if heap_tricks:
+        from forkparts import accel
+        filler = accel.fill_allocator_holes()
+    gc.freeze()
+    if heap_tricks:
+        accel.collapse_heap()
+    return app, listener, filler
+
+
+def serve_bare_app_tricks(port, spec):
+    return serve_bare_app(port, spec, heap_tricks=True)
 
 
 def serve_stdlib(port, spec):
@@ -252,7 +273,8 @@ def serve_werkzeug(port, spec):
     run_simple(HOST, port, load_app(spec), processes=WERKZEUG_PROCESSES, threaded=False)
 
 
-INTERNAL_SERVERS = {"_floor": serve_floor, "_bare_app": serve_bare_app, "_stdlib": serve_stdlib,
+INTERNAL_SERVERS = {"_floor": serve_floor, "_bare_app": serve_bare_app,
+                    "_bare_app_tricks": serve_bare_app_tricks, "_stdlib": serve_stdlib,
                     "_werkzeug": serve_werkzeug}
 
 

@@ -19,10 +19,13 @@ still from the kernel's accounting, not from the client's clock; with
 --together both servers are loaded at once, each client going round the
 two, so both see the same moments of a busy machine and the CPU interval
 narrows (12 rounds at 8 clients: +-25 us per connection, against +-120 us
-one after the other).  Each round starts a new pair of servers:
-within one server the faults per child repeat to a fraction of a fault, but
-between two starts of the same command they differ by ten or more (where
-the heap and the mappings land), so rounds on one pair would give a narrow
+one after the other).  --on-peer/--off-peer NAME puts one of
+scripts/bench.py's own servers on that side (floor, bare-app,
+bare-app-tricks, stdlib), started there with the app, ready once it answers.
+Each round starts a new pair of servers: within one server the faults per
+child repeat to a fraction of a fault, but between two starts of the same
+command they differ by ten or more (where the heap and the mappings land),
+so rounds on one pair would give a narrow
 interval that holds for that pair's layout only, and two runs could give
 opposite verdicts.  --same-servers measures every round on one pair (faster,
 for a quick look).
@@ -60,6 +63,8 @@ under --out.
     python scripts/tricks.py --app examples.bench_apps:flask_app --on "" --off "--no-huge-pages"
     python scripts/tricks.py --trick fast-accept --forkserver ../other/forkserver.py
     python scripts/tricks.py --trick huge-pages --clients 8 --requests 1000
+    python scripts/tricks.py --on '' --off-peer stdlib --together --clients 8 \\
+        --app examples.bench_apps:flask_app
     python scripts/tricks.py --on '' --off '' --name layout --off-forkserver ../old/forkserver.py
 
 Every server started is stopped by its pid (SIGTERM, then SIGKILL after a
@@ -100,6 +105,8 @@ DEFAULT_ROUNDS, MIN_ROUNDS = 12, 10      # issue 15: at least 10 paired rounds
 DEFAULT_REQUESTS, MIN_REQUESTS = 500, 10
 DEFAULT_WARMUP = 300                     # uncounted requests to each server first
 READY_TIMEOUT_SECONDS = 20.0             # for the ready line
+# scripts/bench.py's own servers (--on-peer, --off-peer)
+PEERS = ("floor", "bare-app", "bare-app-tricks", "stdlib")
 REQUEST_TIMEOUT_SECONDS = 10.0           # one request, connect to close
 REAP_TIMEOUT_SECONDS = 10.0              # for the server to reap every child
 STOP_TIMEOUT_SECONDS = 10.0              # SIGTERM, then SIGKILL
@@ -178,6 +185,22 @@ def one_request(port):
     return head.startswith(b"HTTP/1.1 200 ") or head.startswith(b"HTTP/1.0 200 ")
 
 
+def free_port():
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def answers(port):
+    """True once a server on ``port`` answers one request at all."""
+    try:
+        with socket.create_connection((HOST, port), timeout=REQUEST_TIMEOUT_SECONDS) as sock:
+            sock.sendall(REQUEST)
+            return sock.recv(64).startswith(b"HTTP/1.")
+    except OSError:
+        return False
+
+
 def send_requests(ports, count, clients=1):
     """count requests to each server of ``ports``, from ``clients``
     connections at a time (threads, each sending its share one request after
@@ -212,18 +235,27 @@ def send_requests(ports, count, clients=1):
 # ======================================================= the servers
 
 class Server:
-    """One forkserver started by the script, its output in a file, stopped by pid."""
+    """One server started by the script (forkserver, or with ``peer`` one of
+    scripts/bench.py's own), its output in a file, stopped by pid."""
 
-    def __init__(self, name, forkserver, app, flags, outdir):
+    def __init__(self, name, forkserver, app, flags, outdir, peer=None):
         self.name, self.flags, self.pid, self.port = name, flags, None, None
+        self.peer = peer
         self.log_path = os.path.join(outdir, "server-%s.log" % name)
-        argv = [sys.executable, forkserver, app, "--bind", "%s:0" % HOST,
-                "--no-access-log"] + shlex.split(flags)
+        if peer:   # scripts/bench.py's server of that name, on a port chosen here
+            self.port = free_port()
+            argv = [sys.executable, "-m", "scripts.bench", "_" + peer.replace("-", "_"),
+                    str(self.port), app]
+            cwd = ROOT
+        else:
+            argv = [sys.executable, forkserver, app, "--bind", "%s:0" % HOST,
+                    "--no-access-log"] + shlex.split(flags)
+            cwd = os.path.dirname(forkserver)
         self.argv = argv
         with open(self.log_path, "wb") as log:
             # Its own session: the terminal's Ctrl-C reaches the script only,
             # which then stops the server itself, children reaped.
-            self.proc = subprocess.Popen(argv, cwd=os.path.dirname(forkserver),
+            self.proc = subprocess.Popen(argv, cwd=cwd,
                                          stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True,
                                          env=server_env())
@@ -231,10 +263,15 @@ class Server:
     def wait_ready(self):
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            match = READY_RE.search(self.output())
-            if match:
-                self.pid, self.port = int(match.group(1)), int(match.group(2))
-                return
+            if self.peer:   # prints no ready line: ready once it answers
+                if not self.exited() and answers(self.port):
+                    self.pid = self.proc.pid
+                    return
+            else:
+                match = READY_RE.search(self.output())
+                if match:
+                    self.pid, self.port = int(match.group(1)), int(match.group(2))
+                    return
             if self.exited():
                 raise SetupError(self.failure("exited (%s)" % self.exited()))
             time.sleep(POLL_SECONDS * 5)
@@ -298,7 +335,8 @@ def start_pair(pair, args, tag, started):
     for side in ("on", "off"):
         name = "%s-%s-%s" % (pair["trick"], side, tag)
         forkserver = args.off_forkserver if side == "off" else args.forkserver
-        sides[side] = Server(name, forkserver, args.app, pair[side], args.out)
+        sides[side] = Server(name, forkserver, args.app, pair[side], args.out,
+                             peer=getattr(args, side + "_peer"))
         started.append(sides[side])
     for server in sides.values():
         server.wait_ready()
@@ -524,6 +562,12 @@ def parse_args(argv):
     p.add_argument("--off-forkserver", metavar="PATH",
                    help="the forkserver.py of the \"off\" side (default: --forkserver): "
                         "compares two checkouts, e.g. --on '' --off '' --name layout")
+    for side in ("on", "off"):
+        p.add_argument("--%s-peer" % side, choices=PEERS,
+                       help="the %s side is scripts/bench.py's server of that name with "
+                       "the app, instead of forkserver (floor: the bare fork loop with "
+                       "the app imported in its parent; bare-app: it calls the warmed "
+                       "app; bare-app-tricks: with our two heap tricks)" % side)
     p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
                    "temporary directory)")
     args = p.parse_args(glue_flag_values(sys.argv[1:] if argv is None else argv))
@@ -544,6 +588,14 @@ def glue_flag_values(argv):
 
 
 def check_args(p, args):
+    for side in ("on", "off"):
+        if getattr(args, side + "_peer"):
+            if args.trick:
+                p.error("--%s-peer compares with --on/--off, not with --trick" % side)
+            if getattr(args, side):
+                p.error("--%s-peer runs scripts/bench.py's server, which takes no "
+                        "forkserver flags: leave --%s out" % (side, side))
+            setattr(args, side, "")
     if (args.on is None) != (args.off is None):
         p.error("--on and --off go together")
     if args.on is None and not args.trick:
@@ -603,6 +655,7 @@ def main(argv=None):
     results = {"app": args.app, "path": args.path, "forkserver": args.forkserver,
                "rounds": args.rounds,
                "same_servers": args.same_servers,
+               "on_peer": args.on_peer, "off_peer": args.off_peer,
                "requests": args.requests, "clients": args.clients, "together": args.together,
                "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}

@@ -285,7 +285,8 @@ def test_the_bare_app_floor_calls_the_app_as_pep_3333_says():
     assert (seen["PATH_INFO"], seen["QUERY_STRING"], seen["SERVER_PORT"]) == ("/x", "y=1", "8000")
 
 
-def test_the_bare_app_floor_serves_the_app_and_leaves_no_zombie():
+@pytest.mark.parametrize("internal", ["_bare_app", "_bare_app_tricks"])
+def test_the_bare_app_floor_serves_the_app_and_leaves_no_zombie(internal):
     import socket
     import psutil
     bench = load_bench()
@@ -294,6 +295,7 @@ def test_the_bare_app_floor_serves_the_app_and_leaves_no_zombie():
         port = probe.getsockname()[1]
     argv = bench.command("bare-app", "examples.bench_apps:hello", port)
     assert argv[1:4] == ["-m", "scripts.bench", "_bare_app"]
+    argv[3] = internal   # bare-app-tricks: scripts/tricks.py --off-peer runs it so
     server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
@@ -320,6 +322,34 @@ def test_a_run_compares_forkserver_with_the_bare_app_floor_and_that_with_the_std
     figures = bench.run_figures(results)
     assert figures[("flask", 8, "forkserver / bare-app")] == 0.9
     assert figures[("flask", 8, "bare-app / stdlib")] == 500 / 300
+
+
+def test_bare_app_tricks_puts_our_two_heap_tricks_on_its_heap_before_the_first_fork(
+        monkeypatch):
+    """bare-app-tricks (scripts/tricks.py's peer) fills the allocator's holes
+    before freezing the heap and collapses it after, as forkserver's parent
+    does; plain bare-app does neither."""
+    import gc
+    from forkparts import accel
+    bench = load_bench()
+    calls = []
+    monkeypatch.setattr(accel, "fill_allocator_holes",
+                        lambda: calls.append(("fill", gc.get_freeze_count())) or ["filler"])
+    monkeypatch.setattr(accel, "collapse_heap",
+                        lambda: calls.append(("collapse", gc.get_freeze_count())) or 0)
+    gc.unfreeze()
+    try:
+        app, listener, filler = bench.prepare_bare_app(0, "examples.bench_apps:hello")
+        listener.close()
+        assert calls == [] and filler is None and gc.get_freeze_count() > 0
+        gc.unfreeze()
+        app, listener, filler = bench.prepare_bare_app(0, "examples.bench_apps:hello",
+                                                       heap_tricks=True)
+        listener.close()
+    finally:
+        gc.unfreeze()
+    assert [what for what, _ in calls] == ["fill", "collapse"] and filler == ["filler"]
+    assert calls[0][1] == 0 < calls[1][1]   # filled before the freeze, collapsed after
 
 
 def test_sigterm_stops_the_benchmark_and_every_server_it_started(tmp_path):

@@ -161,12 +161,29 @@ def test_a_run_under_load_together_records_how_it_ran(tmp_path):
     assert left_in_sessions(pids) == []
 
 
+def test_a_peer_of_the_benchmark_is_measured_as_the_other_side(tmp_path):
+    """--off-peer floor: the off side is scripts/bench.py's bare fork loop, whose
+    child does no more than recv, send and close: far fewer faults than ours."""
+    out = run("--on", "", "--off-peer", "floor", "--rounds", "10", "--requests", "10",
+              "--warmup", "5", "--same-servers", "--app", "examples.bench_apps:hello",
+              "--out", str(tmp_path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    results, pids = servers_started(tmp_path)
+    assert results["off_peer"] == "floor" and results["on_peer"] is None
+    rounds = results["tricks"][0]["rounds"]
+    assert all(r["off"]["child_faults"] + 50 < r["on"]["child_faults"] for r in rounds)
+    assert left_in_sessions(pids) == []
+
+
 @pytest.mark.parametrize("args, message", [
     (["--path", "hello"], "'hello' is not a path"),
     (["--trick", "nope"], "unknown trick nope"),
     (["--trick", "gc-freeze", "--rounds", "9"], "must be at least 10"),
     (["--on", "--fast-accept"], "--on and --off go together"),
     (["--trick", "gc-freeze", "--clients", "0"], "must be at least 1"),
+    (["--trick", "gc-freeze", "--off-peer", "stdlib"], "--off-peer compares with --on/--off"),
+    (["--on", "", "--off", "--no-huge-pages", "--off-peer", "stdlib"], "leave --off out"),
+    (["--on", "", "--off-peer", "gunicorn"], "invalid choice: 'gunicorn'"),
     ([], "--trick NAME or --on FLAGS --off FLAGS"),
 ])
 def test_bad_arguments_exit_2_naming_the_problem(args, message):
