@@ -238,7 +238,7 @@ class Server:
     """One server started by the script (forkserver, or with ``peer`` one of
     scripts/bench.py's own), its output in a file, stopped by pid."""
 
-    def __init__(self, name, forkserver, app, flags, outdir, peer=None):
+    def __init__(self, name, forkserver, app, flags, outdir, peer=None, module=False):
         self.name, self.flags, self.pid, self.port = name, flags, None, None
         self.peer = peer
         self.log_path = os.path.join(outdir, "server-%s.log" % name)
@@ -247,9 +247,10 @@ class Server:
             argv = [sys.executable, "-m", "scripts.bench", "_" + peer.replace("-", "_"),
                     str(self.port), app]
             cwd = ROOT
-        else:
-            argv = [sys.executable, forkserver, app, "--bind", "%s:0" % HOST,
-                    "--no-access-log"] + shlex.split(flags)
+        else:   # --module: as bench.py runs it, from cached bytecode
+            entry = ["-m", "forkserver"] if module else [forkserver]
+            argv = [sys.executable] + entry + [app, "--bind", "%s:0" % HOST,
+                                               "--no-access-log"] + shlex.split(flags)
             cwd = os.path.dirname(forkserver)
         self.argv = argv
         with open(self.log_path, "wb") as log:
@@ -336,7 +337,7 @@ def start_pair(pair, args, tag, started):
         name = "%s-%s-%s" % (pair["trick"], side, tag)
         forkserver = args.off_forkserver if side == "off" else args.forkserver
         sides[side] = Server(name, forkserver, args.app, pair[side], args.out,
-                             peer=getattr(args, side + "_peer"))
+                             peer=getattr(args, side + "_peer"), module=args.module)
         started.append(sides[side])
     for server in sides.values():
         server.wait_ready()
@@ -377,7 +378,8 @@ def one_round(sides, number, args, say):
     with --together, both at once."""
     order = ("on", "off") if number % 2 == 0 else ("off", "on")
     record = {"round": number, "order": ["together"] if args.together else list(order),
-              "pids": {side: server.pid for side, server in sides.items()}}
+              "pids": {side: server.pid for side, server in sides.items()},
+              "argv": {side: server.argv for side, server in sides.items()}}
     if args.together:
         record["on"], record["off"] = measure_sides([sides["on"], sides["off"]],
                                                     args.requests, args.clients)
@@ -562,6 +564,12 @@ def parse_args(argv):
     p.add_argument("--off-forkserver", metavar="PATH",
                    help="the forkserver.py of the \"off\" side (default: --forkserver): "
                         "compares two checkouts, e.g. --on '' --off '' --name layout")
+    p.add_argument("--module", action="store_true",
+                   help="run each side as 'python -m forkserver' from its checkout, its "
+                   "bytecode compiled first, as bench.py runs it (default: 'python "
+                   "forkserver.py', the README's command, which compiles forkserver.py "
+                   "at every start and leaves the parent larger by as much as the file "
+                   "is long: compare checkouts of different sizes with --module)")
     for side in ("on", "off"):
         p.add_argument("--%s-peer" % side, choices=PEERS,
                        help="the %s side is scripts/bench.py's server of that name with "
@@ -611,11 +619,24 @@ def check_args(p, args):
             shlex.split(flags or "")
         except ValueError as e:
             p.error("cannot split flags %r: %s" % (flags, e))
+    if args.module:
+        for path in {args.forkserver, args.off_forkserver}:
+            compile_checkout(os.path.dirname(path))
     args.pairs = [{"trick": t, "on": TRICKS[t][0], "off": TRICKS[t][1]} for t in args.trick]
     if args.on is not None:
         args.pairs.append({"trick": args.name, "on": args.on, "off": args.off})
     args.out = args.out or tempfile.mkdtemp(prefix="tricks-")
     os.makedirs(args.out, exist_ok=True)
+
+
+def compile_checkout(directory):
+    """Cache the bytecode of a checkout's server (--module), as an install
+    does: a module compiled at start leaves the compiler's garbage in the
+    parent's heap (docs/performance.md, "Parent size")."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "forkserver.py",
+                    "wsgi_handler.py"] + [d for d in ("forkparts", "examples")
+                                          if os.path.isdir(os.path.join(directory, d))],
+                   cwd=directory, env=server_env(), stdout=subprocess.DEVNULL, check=False)
 
 
 def trick_list(text):
@@ -655,7 +676,7 @@ def main(argv=None):
     results = {"app": args.app, "path": args.path, "forkserver": args.forkserver,
                "rounds": args.rounds,
                "same_servers": args.same_servers,
-               "on_peer": args.on_peer, "off_peer": args.off_peer,
+               "on_peer": args.on_peer, "off_peer": args.off_peer, "module": args.module,
                "requests": args.requests, "clients": args.clients, "together": args.together,
                "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}

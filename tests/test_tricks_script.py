@@ -175,6 +175,30 @@ def test_a_peer_of_the_benchmark_is_measured_as_the_other_side(tmp_path):
     assert left_in_sessions(pids) == []
 
 
+def test_module_runs_each_checkout_from_its_cached_bytecode(tmp_path):
+    """--module: 'python -m forkserver' from the checkout, as bench.py runs it,
+    its bytecode compiled first (a copy of this checkout has none)."""
+    import shutil
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    for name in ("forkserver.py", "wsgi_handler.py"):
+        shutil.copy(os.path.join(ROOT, name), copy / name)
+    for name in ("forkparts", "examples"):
+        shutil.copytree(os.path.join(ROOT, name), copy / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    out = run("--on", "", "--off", "", "--module", "--forkserver", str(copy / "forkserver.py"),
+              "--rounds", "10", "--requests", "10", "--warmup", "5", "--same-servers",
+              "--out", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    results, pids = servers_started(tmp_path / "out")
+    assert results["module"] is True and left_in_sessions(pids) == []
+    argv = results["tricks"][0]["rounds"][0]["argv"]
+    assert all(a[1:3] == ["-m", "forkserver"] for a in argv.values())
+    cached = os.listdir(copy / "__pycache__") + os.listdir(copy / "forkparts" / "__pycache__")
+    assert any(n.startswith("forkserver.") for n in cached)
+    assert any(n.startswith("parser.") for n in cached)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--path", "hello"], "'hello' is not a path"),
     (["--trick", "nope"], "unknown trick nope"),
