@@ -207,7 +207,9 @@ def bare_response(app, environ):
 def serve_bare_app(port, spec, heap_tricks=False):
     """The floor that runs the app: fork per connection with nothing of ours in it."""
     import gc
-    app, listener, _ = prepare_bare_app(port, spec, heap_tricks)
+    # The filler (bare-app-tricks) is kept for the server's life: freed, its
+    # blocks would be the allocator's holes again.
+    app, listener, filler = prepare_bare_app(port, spec, heap_tricks)
     signal.signal(signal.SIGCHLD, reap)
     while True:
         conn, _ = listener.accept()
@@ -1122,7 +1124,10 @@ def main(argv=None):
 
 
 def raise_interrupt(signum, frame):
-    raise KeyboardInterrupt   # SIGTERM to the script: stop the servers as on Ctrl-C
+    """SIGTERM to the script: stop the servers as on Ctrl-C.  A second one
+    is ignored, so it cannot cut the stops short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def run_all(args):

@@ -384,3 +384,43 @@ def test_sigterm_stops_the_benchmark_and_every_server_it_started(tmp_path):
     assert bench.returncode == 130 and "interrupted" in out and "Traceback" not in out
     left = [p.pid for p in seen if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == [], out
+
+
+def test_bare_app_keeps_its_heap_filler_while_it_serves():
+    """The filler of bare-app-tricks lives as long as the server: dropped, its
+    blocks would be the allocator's holes again and the figures would be
+    bare-app's.  A filler that says when it is freed, in a forked server."""
+    import signal
+    import socket
+    bench = load_bench()
+    app = bench.load_app("examples.bench_apps:hello")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    freed_r, freed_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the server; never returns into pytest
+        try:
+            class Filler:
+                def __del__(self):
+                    os.write(freed_w, b"freed")
+            bench.prepare_bare_app = lambda port, spec, heap_tricks: (app, listener, Filler())
+            bench.serve_bare_app(port, "examples.bench_apps:hello", heap_tricks=True)
+        finally:
+            os._exit(0)
+    os.close(freed_w)
+    listener.close()
+    try:
+        for _ in range(2):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                assert read_until_close(conn).startswith(b"HTTP/1.1 200 OK\r\n")
+        os.set_blocking(freed_r, False)
+        try:
+            said = os.read(freed_r, 64)
+        except BlockingIOError:
+            said = b""
+        assert said == b""
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(freed_r)
