@@ -53,8 +53,9 @@ rounds - 1).  Negative means the trick saves.  The verdict of each metric:
     costs                  the whole interval is above zero
     no measurable effect   the interval holds zero
 
-Requests per second of each side (client-side wall time, sequential) are
-given as information only: they measure the client and the loopback too.
+Requests per second of each side (client-side wall time; with --together
+the two sides share one clock, so they are equal) are given as information
+only: they measure the client and the loopback too.
 Every round's raw counters are written as JSON (and the table as Markdown)
 under --out.
 
@@ -201,17 +202,18 @@ def answers(port):
         return False
 
 
-def send_requests(ports, count, clients=1):
+def send_requests(ports, count, clients=1, first=0):
     """count requests to each server of ``ports``, from ``clients``
     connections at a time (threads, each sending its share one request after
     the other and going round the ports, so two servers share the same
-    moments of load); ({port: answered with 200}, seconds taken)."""
+    moments of load; client n starts on port n + ``first``, which the rounds
+    alternate); ({port: answered with 200}, seconds taken)."""
     answered = [dict.fromkeys(ports, 0) for _ in range(clients)]
 
     def client(number, share):
         got = answered[number]
         for i in range(share * len(ports)):
-            port = ports[(i + number) % len(ports)]
+            port = ports[(i + number + first) % len(ports)]
             try:
                 got[port] += one_request(port)
             except OSError:   # refused, reset, timed out: counted as not answered
@@ -222,7 +224,8 @@ def send_requests(ports, count, clients=1):
         client(0, count)
     else:
         shares = [count // clients + (n < count % clients) for n in range(clients)]
-        threads = [threading.Thread(target=client, args=(n, share))
+        # Daemons: after Ctrl-C no client outlives the servers' stop.
+        threads = [threading.Thread(target=client, args=(n, share), daemon=True)
                    for n, share in enumerate(shares)]
         for thread in threads:
             thread.start()
@@ -264,8 +267,8 @@ class Server:
     def wait_ready(self):
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
-            if self.peer:   # prints no ready line: ready once it answers
-                if not self.exited() and answers(self.port):
+            if self.peer:   # prints no ready line: ready once it answers, alive
+                if answers(self.port) and not self.exited():
                     self.pid = self.proc.pid
                     return
             else:
@@ -276,8 +279,8 @@ class Server:
             if self.exited():
                 raise SetupError(self.failure("exited (%s)" % self.exited()))
             time.sleep(POLL_SECONDS * 5)
-        raise SetupError(self.failure("printed no ready line within %.0f s"
-                                      % READY_TIMEOUT_SECONDS))
+        raise SetupError(self.failure("%s within %.0f s" % (
+            "did not answer" if self.peer else "printed no ready line", READY_TIMEOUT_SECONDS)))
 
     def output(self):
         with open(self.log_path, errors="replace") as f:
@@ -352,13 +355,14 @@ def start_pair(pair, args, tag, started):
 
 # ======================================================= rounds
 
-def measure_sides(servers, count, clients=1):
+def measure_sides(servers, count, clients=1, first=0):
     """One run of one server, or of two at once (--together): for each, its
     raw counters, per-connection figures and req/s."""
     for server in servers:
         wait_reaped(server)
     before = [proc_counters(server.pid) for server in servers]
-    answered, seconds = send_requests([server.port for server in servers], count, clients)
+    answered, seconds = send_requests([server.port for server in servers], count, clients,
+                                      first)
     for server in servers:
         wait_reaped(server)
     records = []
@@ -368,6 +372,11 @@ def measure_sides(servers, count, clients=1):
             raise SetupError("%s answered %d of %d requests with 200 (log: %s)" % (
                 server.name, ok, count, server.log_path))
         after = proc_counters(server.pid)
+        if server.exited() or after["cminflt"] == counters["cminflt"]:
+            raise SetupError("%s: no child of its own served the run (%s; log: %s): did "
+                             "another process answer on port %d?" % (
+                                 server.name, server.exited() or "its counters did not move",
+                                 server.log_path, server.port))
         records.append({"before": counters, "after": after, "seconds": seconds, "ok": ok,
                         "req_per_s": count / seconds, **per_connection(counters, after, count)})
     return records
@@ -382,12 +391,13 @@ def one_round(sides, number, args, say):
               "argv": {side: server.argv for side, server in sides.items()}}
     if args.together:
         record["on"], record["off"] = measure_sides([sides["on"], sides["off"]],
-                                                    args.requests, args.clients)
+                                                    args.requests, args.clients, number % 2)
     else:
         for side in order:
             (record[side],) = measure_sides([sides[side]], args.requests, args.clients)
-    say("  round %2d (%s first): child faults %.1f vs %.1f, child CPU %.0f vs %.0f us"
-        % (number + 1, record["order"][0], record["on"]["child_faults"],
+    say("  round %2d (%s): child faults %.1f vs %.1f, child CPU %.0f vs %.0f us"
+        % (number + 1, "together" if args.together else record["order"][0] + " first",
+           record["on"]["child_faults"],
            record["off"]["child_faults"], record["on"]["child_cpu_us"],
            record["off"]["child_cpu_us"]))
     return record
@@ -546,13 +556,7 @@ def parse_args(argv):
                    help="paired rounds, at least %d (default %%(default)s)" % MIN_ROUNDS)
     p.add_argument("--requests", type=at_least(MIN_REQUESTS), default=DEFAULT_REQUESTS,
                    help="requests per side per round (default %(default)s)")
-    p.add_argument("--clients", type=at_least(1), default=1,
-                   help="connections at a time during a side's run (default 1, "
-                   "sequential): the per-connection cost under load")
-    p.add_argument("--together", action="store_true",
-                   help="load both servers at once, each client going round the two "
-                   "(default: one after the other): both see the same moments of the "
-                   "machine, which narrows the CPU interval under load")
+    add_load_options(p)
     p.add_argument("--path", type=request_path, default="/",
                    help="the path every request asks for (default %(default)s)")
     p.add_argument("--warmup", type=at_least(0), default=DEFAULT_WARMUP,
@@ -564,23 +568,36 @@ def parse_args(argv):
     p.add_argument("--off-forkserver", metavar="PATH",
                    help="the forkserver.py of the \"off\" side (default: --forkserver): "
                         "compares two checkouts, e.g. --on '' --off '' --name layout")
+    add_server_options(p)
+    p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
+                   "temporary directory)")
+    args = p.parse_args(glue_flag_values(sys.argv[1:] if argv is None else argv))
+    check_args(p, args)
+    return args
+
+
+def add_load_options(p):
+    p.add_argument("--clients", type=at_least(1), default=1,
+                   help="connections at a time during a side's run (default 1, "
+                   "sequential): the per-connection cost under load")
+    p.add_argument("--together", action="store_true",
+                   help="load both servers at once, each client going round the two "
+                   "(default: one after the other): both see the same moments of the "
+                   "machine, which narrows the CPU interval under load")
+
+
+def add_server_options(p):
     p.add_argument("--module", action="store_true",
                    help="run each side as 'python -m forkserver' from its checkout, its "
                    "bytecode compiled first, as bench.py runs it (default: 'python "
                    "forkserver.py', the README's command, which compiles forkserver.py "
-                   "at every start and leaves the parent larger by as much as the file "
-                   "is long: compare checkouts of different sizes with --module)")
+                   "at every start: compare checkouts of different sizes with --module)")
     for side in ("on", "off"):
         p.add_argument("--%s-peer" % side, choices=PEERS,
                        help="the %s side is scripts/bench.py's server of that name with "
                        "the app, instead of forkserver (floor: the bare fork loop with "
                        "the app imported in its parent; bare-app: it calls the warmed "
                        "app; bare-app-tricks: with our two heap tricks)" % side)
-    p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
-                   "temporary directory)")
-    args = p.parse_args(glue_flag_values(sys.argv[1:] if argv is None else argv))
-    check_args(p, args)
-    return args
 
 
 def glue_flag_values(argv):
@@ -596,14 +613,7 @@ def glue_flag_values(argv):
 
 
 def check_args(p, args):
-    for side in ("on", "off"):
-        if getattr(args, side + "_peer"):
-            if args.trick:
-                p.error("--%s-peer compares with --on/--off, not with --trick" % side)
-            if getattr(args, side):
-                p.error("--%s-peer runs scripts/bench.py's server, which takes no "
-                        "forkserver flags: leave --%s out" % (side, side))
-            setattr(args, side, "")
+    check_peers(p, args)
     if (args.on is None) != (args.off is None):
         p.error("--on and --off go together")
     if args.on is None and not args.trick:
@@ -620,8 +630,7 @@ def check_args(p, args):
         except ValueError as e:
             p.error("cannot split flags %r: %s" % (flags, e))
     if args.module:
-        for path in {args.forkserver, args.off_forkserver}:
-            compile_checkout(os.path.dirname(path))
+        check_module(p, args)
     args.pairs = [{"trick": t, "on": TRICKS[t][0], "off": TRICKS[t][1]} for t in args.trick]
     if args.on is not None:
         args.pairs.append({"trick": args.name, "on": args.on, "off": args.off})
@@ -629,14 +638,48 @@ def check_args(p, args):
     os.makedirs(args.out, exist_ok=True)
 
 
+def check_peers(p, args):
+    """A peer side takes no forkserver flags; the other side's flags, if not
+    given, are our defaults ('')."""
+    peers = [side for side in ("on", "off") if getattr(args, side + "_peer")]
+    if peers and args.trick:
+        p.error("--%s-peer compares with --on/--off, not with --trick" % peers[0])
+    for side in peers:
+        if getattr(args, side):
+            p.error("--%s-peer runs scripts/bench.py's server, which takes no "
+                    "forkserver flags: leave --%s out" % (side, side))
+        setattr(args, side, "")
+    if "off" in peers and args.off_forkserver:
+        p.error("--off-peer and --off-forkserver name two servers for one side: give one")
+    for side in ("on", "off"):
+        if peers and getattr(args, side) is None:
+            setattr(args, side, "")
+
+
+def check_module(p, args):
+    """--module runs 'python -m forkserver': each forkserver side's file must
+    be that module, and its checkout's bytecode is compiled now."""
+    paths = {path for side, path in (("on", args.forkserver), ("off", args.off_forkserver))
+             if not getattr(args, side + "_peer")}
+    for path in sorted(paths):
+        if os.path.basename(path) != "forkserver.py":
+            p.error("--module runs 'python -m forkserver': %s is not a forkserver.py" % path)
+        problem = compile_checkout(os.path.dirname(path))
+        if problem:
+            p.error("--module: cannot compile %s: %s" % (os.path.dirname(path), problem))
+
+
 def compile_checkout(directory):
     """Cache the bytecode of a checkout's server (--module), as an install
     does: a module compiled at start leaves the compiler's garbage in the
-    parent's heap (docs/performance.md, "Parent size")."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "forkserver.py",
-                    "wsgi_handler.py"] + [d for d in ("forkparts", "examples")
-                                          if os.path.isdir(os.path.join(directory, d))],
-                   cwd=directory, env=server_env(), stdout=subprocess.DEVNULL, check=False)
+    parent's heap (docs/performance.md, "Parent size").  Returns what went
+    wrong, or None."""
+    done = subprocess.run([sys.executable, "-m", "compileall", "-q", "forkserver.py",
+                           "wsgi_handler.py"] + [d for d in ("forkparts", "examples")
+                                                 if os.path.isdir(os.path.join(directory, d))],
+                          cwd=directory, env=server_env(), capture_output=True, text=True)
+    return (done.stdout + done.stderr).strip()[-300:] or "exit %d" % done.returncode \
+        if done.returncode else None
 
 
 def trick_list(text):
@@ -665,7 +708,10 @@ def say(line):
 
 
 def raise_interrupt(signum, frame):
-    raise KeyboardInterrupt   # SIGTERM to the script: stop the servers as on Ctrl-C
+    """SIGTERM to the script: stop the servers as on Ctrl-C.  A second one
+    is ignored, so it cannot cut the stops short."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def main(argv=None):

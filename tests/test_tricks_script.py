@@ -144,6 +144,13 @@ def test_clients_load_each_server_with_its_count_at_once_and_together():
     a, b = (sorted(s.times) for s in servers)
     assert a[0] < b[-1] and b[0] < a[-1]               # their loads overlap
     assert a[20] < b[-1] and b[20] < a[-1]             # not one after the other
+    servers = [CountingServer(), CountingServer()]     # first=1: the second starts
+    try:
+        tricks.send_requests([s.port for s in servers], 2, clients=1, first=1)
+    finally:
+        for server in servers:
+            server.listener.close()
+    assert servers[1].times[0] < servers[0].times[0]
 
 
 def test_a_run_under_load_together_records_how_it_ran(tmp_path):
@@ -175,28 +182,72 @@ def test_a_peer_of_the_benchmark_is_measured_as_the_other_side(tmp_path):
     assert left_in_sessions(pids) == []
 
 
-def test_module_runs_each_checkout_from_its_cached_bytecode(tmp_path):
-    """--module: 'python -m forkserver' from the checkout, as bench.py runs it,
-    its bytecode compiled first (a copy of this checkout has none)."""
+def copy_checkout(where):
     import shutil
-    copy = tmp_path / "checkout"
-    copy.mkdir()
+    where.mkdir()
     for name in ("forkserver.py", "wsgi_handler.py"):
-        shutil.copy(os.path.join(ROOT, name), copy / name)
+        shutil.copy(os.path.join(ROOT, name), where / name)
     for name in ("forkparts", "examples"):
-        shutil.copytree(os.path.join(ROOT, name), copy / name,
+        shutil.copytree(os.path.join(ROOT, name), where / name,
                         ignore=shutil.ignore_patterns("__pycache__"))
-    out = run("--on", "", "--off", "", "--module", "--forkserver", str(copy / "forkserver.py"),
-              "--rounds", "10", "--requests", "10", "--warmup", "5", "--same-servers",
-              "--out", str(tmp_path / "out"))
+    return where
+
+
+def test_module_runs_each_checkout_as_python_m_forkserver(tmp_path):
+    out = run("--on", "", "--off", "", "--module", "--rounds", "10", "--requests", "10",
+              "--warmup", "5", "--same-servers", "--out", str(tmp_path))
     assert out.returncode == 0, out.stdout + out.stderr
-    results, pids = servers_started(tmp_path / "out")
+    results, pids = servers_started(tmp_path)
     assert results["module"] is True and left_in_sessions(pids) == []
     argv = results["tricks"][0]["rounds"][0]["argv"]
     assert all(a[1:3] == ["-m", "forkserver"] for a in argv.values())
-    cached = os.listdir(copy / "__pycache__") + os.listdir(copy / "forkparts" / "__pycache__")
-    assert any(n.startswith("forkserver.") for n in cached)
-    assert any(n.startswith("parser.") for n in cached)
+
+
+def test_module_compiles_a_checkout_first_or_says_why_not(tmp_path):
+    """Its bytecode cached before any server starts (a server caches only what
+    it imports, after compiling at start); a checkout that does not compile,
+    or a file that is not forkserver.py, is a usage error."""
+    tricks = load_tricks()
+    copy = copy_checkout(tmp_path / "good")
+    assert tricks.compile_checkout(str(copy)) is None
+    cached = {name.split(".")[0] for d in ("", "forkparts", "examples")
+              for name in os.listdir(copy / d / "__pycache__")}
+    assert {"forkserver", "wsgi_handler", "parser", "trace", "flaskapp"} <= cached
+    broken = copy_checkout(tmp_path / "broken")
+    (broken / "forkparts" / "trace.py").write_text("def (:\n")
+    out = run("--on", "", "--off", "", "--module", "--forkserver", str(broken / "forkserver.py"))
+    assert out.returncode == 2 and "--module: cannot compile" in out.stderr
+    assert "trace.py" in out.stderr and "Traceback (most recent call last)" not in out.stderr
+    out = run("--on", "", "--off", "", "--module", "--forkserver", TRICKS)
+    assert out.returncode == 2 and "is not a forkserver.py" in out.stderr
+
+
+def test_a_side_answered_by_another_process_is_an_error_not_a_figure():
+    """A peer started on a port another server holds: the answers come from
+    that server, and the side's own counters do not move.  The run stops
+    and says so, instead of reporting 0 faults and 0 us."""
+    tricks = load_tricks()
+    foreign = CountingServer()
+    idle = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        class Side:
+            name, pid, port, log_path = "stdlib-off-1", idle.pid, foreign.port, "log"
+
+            def exited(self):
+                return idle.poll()
+        with pytest.raises(tricks.SetupError, match="did another process answer on port"):
+            tricks.measure_sides([Side()], 5)
+    finally:
+        idle.kill()
+        idle.wait()
+        foreign.listener.close()
+
+
+def test_a_peer_alone_compares_it_with_our_defaults():
+    tricks = load_tricks()
+    args = tricks.parse_args(["--off-peer", "stdlib"])
+    assert (args.on, args.off, args.off_peer) == ("", "", "stdlib")
+    assert args.pairs == [{"trick": "custom", "on": "", "off": ""}]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -208,6 +259,7 @@ def test_module_runs_each_checkout_from_its_cached_bytecode(tmp_path):
     (["--trick", "gc-freeze", "--off-peer", "stdlib"], "--off-peer compares with --on/--off"),
     (["--on", "", "--off", "--no-huge-pages", "--off-peer", "stdlib"], "leave --off out"),
     (["--on", "", "--off-peer", "gunicorn"], "invalid choice: 'gunicorn'"),
+    (["--off-peer", "stdlib", "--off-forkserver", TRICKS], "name two servers for one side"),
     ([], "--trick NAME or --on FLAGS --off FLAGS"),
 ])
 def test_bad_arguments_exit_2_naming_the_problem(args, message):
