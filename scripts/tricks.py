@@ -18,8 +18,8 @@ cost under load (the parent forks while children run on the other core),
 still from the kernel's accounting, not from the client's clock; with
 --together both servers are loaded at once, each client going round the
 two, so both see the same moments of a busy machine and the CPU interval
-narrows (12 rounds at 8 clients: +-25 us per connection, against +-120 us
-one after the other).  --on-peer/--off-peer NAME puts one of
+narrows (12 rounds at 8 clients, hello: +-25 us per connection, against
++-120 us one after the other).  --on-peer/--off-peer NAME puts one of
 scripts/bench.py's own servers on that side (floor, bare-app,
 bare-app-tricks, stdlib), started there with the app, ready once it answers.
 Each round starts a new pair of servers: within one server the faults per
