@@ -67,12 +67,19 @@ under --out.
     python scripts/tricks.py --on '' --off-peer stdlib --together --clients 8 \\
         --app examples.bench_apps:flask_app
     python scripts/tricks.py --on '' --off '' --name layout --off-forkserver ../old/forkserver.py
+    python scripts/tricks.py --on '' --off '' --name setups --module --together --clients 8 \\
+        --off-patch scripts/ablations/no_child_setups.patch --app examples.bench_apps:flask_app
+
+--off-patch measures what a part of our code costs by taking it out: the off
+side is HEAD with the patch applied (scripts/ablations/ has the ones of
+docs/performance.md), the on side this checkout as it is, so commit first.
 
 Every server started is stopped by its pid (SIGTERM, then SIGKILL after a
 bound) in a ``finally``, on errors and on Ctrl-C too.  Needs only the standard
 library and Linux's /proc.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -568,6 +575,11 @@ def parse_args(argv):
     p.add_argument("--off-forkserver", metavar="PATH",
                    help="the forkserver.py of the \"off\" side (default: --forkserver): "
                         "compares two checkouts, e.g. --on '' --off '' --name layout")
+    p.add_argument("--off-patch", metavar="PATCH", action="append", default=[],
+                   help="the \"off\" side is a throwaway worktree of this repository's "
+                        "HEAD with PATCH applied (repeatable; removed afterwards): what "
+                        "the patched-out part costs, e.g. --on '' --off '' --off-patch "
+                        "scripts/ablations/no_child_setups.patch")
     add_server_options(p)
     p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
                    "temporary directory)")
@@ -621,6 +633,7 @@ def check_args(p, args):
     args.forkserver = os.path.abspath(args.forkserver)
     if not os.path.isfile(args.forkserver):
         p.error("--forkserver: no such file: %s" % args.forkserver)
+    check_off_patches(p, args)
     args.off_forkserver = os.path.abspath(args.off_forkserver or args.forkserver)
     if not os.path.isfile(args.off_forkserver):
         p.error("--off-forkserver: no such file: %s" % args.off_forkserver)
@@ -636,6 +649,39 @@ def check_args(p, args):
         args.pairs.append({"trick": args.name, "on": args.on, "off": args.off})
     args.out = args.out or tempfile.mkdtemp(prefix="tricks-")
     os.makedirs(args.out, exist_ok=True)
+
+
+def check_off_patches(p, args):
+    """--off-patch names the off side's code, as --off-forkserver and
+    --off-peer do: one of the three."""
+    if not args.off_patch:
+        return
+    if args.off_forkserver or args.off_peer:
+        p.error("--off-patch makes the off side's checkout: leave out --%s"
+                % ("off-forkserver" if args.off_forkserver else "off-peer"))
+    args.off_patch = [os.path.abspath(patch) for patch in args.off_patch]
+    for patch in args.off_patch:
+        if not os.path.isfile(patch):
+            p.error("--off-patch: no such file: %s" % patch)
+
+
+@contextlib.contextmanager
+def patched_off_side(args):
+    """With --off-patch, the off side's forkserver.py is a worktree of HEAD
+    with the patches applied (scripts/child_phases.py makes it and removes
+    it afterwards, on errors too); its bytecode compiled with --module."""
+    if not args.off_patch:
+        yield
+        return
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from child_phases import patched_worktree
+    with patched_worktree("HEAD", args.off_patch, "tricks-off-") as (where, _):
+        args.off_forkserver = os.path.join(where, "forkserver.py")
+        problem = compile_checkout(where) if args.module else None
+        if problem:
+            raise SetupError("--module: the patched checkout does not compile: %s" % problem)
+        yield
 
 
 def check_peers(p, args):
@@ -723,12 +769,14 @@ def main(argv=None):
                "rounds": args.rounds,
                "same_servers": args.same_servers,
                "on_peer": args.on_peer, "off_peer": args.off_peer, "module": args.module,
+               "off_patch": args.off_patch,
                "requests": args.requests, "clients": args.clients, "together": args.together,
                "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}
     try:
-        for pair in args.pairs:
-            results["tricks"].append(measure_trick(pair, args, say))
+        with patched_off_side(args):
+            for pair in args.pairs:
+                results["tricks"].append(measure_trick(pair, args, say))
     except SetupError as e:
         say("tricks.py: %s" % e)
         return 1

@@ -1,5 +1,7 @@
 """scripts/tricks.py: a short real run (table with figures, nothing left
 running), its errors, and the arithmetic of its intervals."""
+import difflib
+import glob
 import importlib.util
 import json
 import os
@@ -261,6 +263,11 @@ def test_a_peer_alone_compares_it_with_our_defaults():
     (["--on", "", "--off-peer", "gunicorn"], "invalid choice: 'gunicorn'"),
     (["--off-peer", "stdlib", "--off-forkserver", TRICKS], "name two servers for one side"),
     ([], "--trick NAME or --on FLAGS --off FLAGS"),
+    (["--on", "", "--off", "", "--off-patch", "nosuch.patch"], "--off-patch: no such file"),
+    (["--on", "", "--off", "", "--off-patch", TRICKS, "--off-forkserver", TRICKS],
+     "leave out --off-forkserver"),
+    (["--on", "", "--off", "", "--off-patch", TRICKS, "--off-peer", "stdlib"],
+     "leave out --off-peer"),
 ])
 def test_bad_arguments_exit_2_naming_the_problem(args, message):
     out = run(*args)
@@ -283,3 +290,61 @@ def test_t_quantiles_past_the_table_join_it_smoothly():
     tricks = load_tricks()
     assert abs(tricks.t_quantile(41) - tricks.t_quantile(40)) < 0.002
     assert 1.96 < tricks.t_quantile(1000) < tricks.t_quantile(41) < tricks.t_quantile(40)
+
+
+ABLATIONS = sorted(glob.glob(os.path.join(ROOT, "scripts", "ablations", "*.patch")))
+
+
+def worktrees():
+    return subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                          text=True).stdout
+
+
+@pytest.mark.parametrize("patch", ABLATIONS, ids=os.path.basename)
+def test_each_ablation_the_docs_measure_applies_to_the_code(patch):
+    check = subprocess.run(["git", "-C", ROOT, "apply", "--check", patch],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+
+
+def marking_patch(where):
+    """A patch that makes the ready line say "(patched side)"."""
+    with open(os.path.join(ROOT, "forkserver.py")) as f:
+        old = f.read().splitlines(keepends=True)
+    new = [line.replace("listening on {addresses}\"", "listening on {addresses} (patched side)\"")
+           for line in old]
+    assert new != old
+    where.write_text("".join(difflib.unified_diff(old, new, "a/forkserver.py",
+                                                  "b/forkserver.py")))
+    return where
+
+
+def test_off_patch_serves_the_off_side_from_a_patched_worktree_removed_after(tmp_path):
+    before = worktrees()
+    patch = marking_patch(tmp_path / "mark.patch")
+    out_dir = tmp_path / "out"
+    out = run("--on", "", "--off", "", "--rounds", "10", "--requests", "10", "--warmup", "5",
+              "--same-servers", "--module", "--off-patch", str(patch), "--out", str(out_dir))
+    assert out.returncode == 0, out.stdout + out.stderr
+    results, pids = servers_started(out_dir)
+    assert results["off_patch"] == [str(patch)] and left_in_sessions(pids) == []
+    logs = {side: "".join(open(path).read() for path in glob.glob(
+        os.path.join(out_dir, "server-custom-%s-*.log" % side))) for side in ("on", "off")}
+    assert "(patched side)" in logs["off"] and "ready" in logs["on"]
+    assert "(patched side)" not in logs["on"]
+    argv = results["tricks"][0]["rounds"][0]["argv"]
+    assert argv["off"][1:3] == ["-m", "forkserver"]
+    assert worktrees() == before
+
+
+def test_an_off_patch_that_does_not_apply_is_named_and_leaves_no_worktree(tmp_path):
+    before = worktrees()
+    patch = tmp_path / "stale.patch"
+    patch.write_text("".join(difflib.unified_diff(["no such line\n"], ["other\n"],
+                                                  "a/forkserver.py", "b/forkserver.py")))
+    out = run("--on", "", "--off", "", "--rounds", "10", "--requests", "10",
+              "--off-patch", str(patch), "--out", str(tmp_path / "out"))
+    assert out.returncode != 0
+    assert "stale.patch does not apply" in out.stderr + out.stdout
+    assert "Traceback" not in out.stderr
+    assert worktrees() == before
