@@ -170,9 +170,31 @@ def error_response(status, detail=""):
 
 
 def http_date(now=None):
-    """RFC 9110 5.6.7 IMF-fixdate, without importing ``email``."""
-    year, month, day, hour, minute, second, weekday = time.gmtime(now)[:7]
-    return IMF_FIXDATE % (_WEEKDAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
+    """RFC 9110 5.6.7 IMF-fixdate of ``now`` (seconds since the epoch;
+    default the current time), without importing ``email``.
+
+    Integer arithmetic on the seconds, not time.gmtime(): every child dates
+    its response, and gmtime() in a fresh child takes the C library's time
+    zone lock and decodes the zone's name through the locale into a new
+    struct_time, writing about ten pages the child shares with its parent
+    (52 us a hello connection under load: docs/performance.md).  The civil
+    date from a day count is H. Hinnant's algorithm ("chrono-Compatible
+    Low-Level Date Algorithms", civil_from_days), in proleptic Gregorian
+    eras of 146,097 days that begin on 1 March, so a leap day ends its year.
+    """
+    days, second = divmod(int(time.time() if now is None else now // 1), 86400)   # floor, as gmtime
+    era, day_of_era = divmod(days + 719468, 146097)   # 719,468: 0000-03-01 to 1970-01-01
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36524
+                   - day_of_era // 146096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_from_march = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_from_march + 2) // 5 + 1
+    month = month_from_march + 3 if month_from_march < 10 else month_from_march - 9
+    year = year_of_era + era * 400 + (month <= 2)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return IMF_FIXDATE % (_WEEKDAYS[(days + 3) % 7], day, _MONTHS[month - 1], year, hour,
+                          minute, second)   # 1970-01-01 was a Thursday (_WEEKDAYS[3])
 
 
 # --------------------------------------------------------------------------
