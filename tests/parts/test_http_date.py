@@ -1,8 +1,11 @@
 """forkparts.http11.http_date: the Date header every response carries
 (RFC 9110 5.6.7), computed from the seconds without time.gmtime()."""
 import email.utils
+import math
 import random
 import time
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -29,6 +32,12 @@ def test_a_sample_of_four_centuries_matches_the_standard_library():
     draw = random.Random(17)
     for seconds in (draw.randrange(-2208988800, 10413792000) for _ in range(50000)):
         assert http_date(seconds) == email.utils.formatdate(seconds, usegmt=True), seconds
+
+
+@pytest.mark.parametrize("seconds", [Decimal("-0.5"), Fraction(-1, 3), Decimal("1765000000.75")])
+def test_exact_numbers_floor_as_gmtime_does(seconds):
+    assert http_date(seconds) == http_date(math.floor(seconds))
+    assert http_date(Decimal("-0.5")) == email.utils.formatdate(-1, usegmt=True)
 
 
 def test_without_an_argument_it_is_now():
