@@ -162,7 +162,9 @@ def patched_worktree(rev, patches, prefix):
         worktree(rev, where, patches)
         yield where, tmp
     finally:
-        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", where],
+        # Twice forced: a worktree whose "git worktree add" was interrupted
+        # is locked, and one --force leaves it.
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "-f", "-f", where],
                        capture_output=True)
         subprocess.run(["git", "-C", ROOT, "worktree", "prune"], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)

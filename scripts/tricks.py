@@ -80,6 +80,7 @@ library and Linux's /proc.
 """
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -577,8 +578,9 @@ def parse_args(argv):
                         "compares two checkouts, e.g. --on '' --off '' --name layout")
     p.add_argument("--off-patch", metavar="PATCH", action="append", default=[],
                    help="the \"off\" side is a throwaway worktree of this repository's "
-                        "HEAD with PATCH applied (repeatable; removed afterwards): what "
-                        "the patched-out part costs, e.g. --on '' --off '' --off-patch "
+                        "HEAD with PATCH applied (repeatable; removed afterwards), the on "
+                        "side this checkout as it is (commit first): what the patched-out "
+                        "part costs, e.g. --on '' --off '' --off-patch "
                         "scripts/ablations/no_child_setups.patch")
     add_server_options(p)
     p.add_argument("--out", help="directory for the JSON and Markdown (default: a new "
@@ -653,12 +655,17 @@ def check_args(p, args):
 
 def check_off_patches(p, args):
     """--off-patch names the off side's code, as --off-forkserver and
-    --off-peer do: one of the three."""
+    --off-peer do: one of the three, against this checkout's HEAD."""
     if not args.off_patch:
         return
     if args.off_forkserver or args.off_peer:
         p.error("--off-patch makes the off side's checkout: leave out --%s"
                 % ("off-forkserver" if args.off_forkserver else "off-peer"))
+    if args.trick:
+        p.error("--off-patch compares with --on/--off, not with --trick")
+    if os.path.abspath(args.forkserver) != FORKSERVER:
+        p.error("--off-patch patches this checkout's HEAD, so the on side is this "
+                "checkout's forkserver.py: leave out --forkserver")
     args.off_patch = [os.path.abspath(patch) for patch in args.off_patch]
     for patch in args.off_patch:
         if not os.path.isfile(patch):
@@ -666,22 +673,39 @@ def check_off_patches(p, args):
 
 
 @contextlib.contextmanager
-def patched_off_side(args):
+def patched_off_side(args, say):
     """With --off-patch, the off side's forkserver.py is a worktree of HEAD
     with the patches applied (scripts/child_phases.py makes it and removes
-    it afterwards, on errors too); its bytecode compiled with --module."""
+    it afterwards, on errors too), its bytecode compiled as this checkout's
+    is; yields what the off side ran (HEAD, the patches' sha256, whether
+    the on side had uncommitted changes), or None without --off-patch."""
     if not args.off_patch:
-        yield
+        yield None
         return
     if HERE not in sys.path:
         sys.path.insert(0, HERE)
     from child_phases import patched_worktree
-    with patched_worktree("HEAD", args.off_patch, "tricks-off-") as (where, _):
-        args.off_forkserver = os.path.join(where, "forkserver.py")
-        problem = compile_checkout(where) if args.module else None
-        if problem:
-            raise SetupError("--module: the patched checkout does not compile: %s" % problem)
-        yield
+    ran = {"head": git("rev-parse", "HEAD"), "on_side_uncommitted": bool(git(
+        "status", "--porcelain", "--untracked-files=no")), "patches": {
+            patch: hashlib.sha256(open(patch, "rb").read()).hexdigest()
+            for patch in args.off_patch}}
+    if ran["on_side_uncommitted"]:
+        say("tricks.py: the on side has uncommitted changes; the off side is HEAD "
+            "(%s) with the patches" % ran["head"][:12])
+    try:
+        with patched_worktree("HEAD", args.off_patch, "tricks-off-") as (where, _):
+            args.off_forkserver = ran["off_forkserver"] = os.path.join(where, "forkserver.py")
+            problem = compile_checkout(where)
+            if problem:
+                raise SetupError("the patched checkout does not compile: %s" % problem)
+            yield ran
+    except SystemExit as exc:   # child_phases' worktree(): a patch that does not apply
+        raise SetupError(str(exc)) from None
+
+
+def git(*words):
+    return subprocess.run(["git", "-C", ROOT] + list(words), capture_output=True,
+                          text=True).stdout.strip()
 
 
 def check_peers(p, args):
@@ -769,12 +793,11 @@ def main(argv=None):
                "rounds": args.rounds,
                "same_servers": args.same_servers,
                "on_peer": args.on_peer, "off_peer": args.off_peer, "module": args.module,
-               "off_patch": args.off_patch,
                "requests": args.requests, "clients": args.clients, "together": args.together,
                "warmup": args.warmup,
                "machine": machine_info(), "tricks": []}
     try:
-        with patched_off_side(args):
+        with patched_off_side(args, say) as results["off_patch"]:
             for pair in args.pairs:
                 results["tricks"].append(measure_trick(pair, args, say))
     except SetupError as e:

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -268,6 +269,9 @@ def test_a_peer_alone_compares_it_with_our_defaults():
      "leave out --off-forkserver"),
     (["--on", "", "--off", "", "--off-patch", TRICKS, "--off-peer", "stdlib"],
      "leave out --off-peer"),
+    (["--trick", "gc-freeze", "--off-patch", TRICKS], "not with --trick"),
+    (["--on", "", "--off", "", "--off-patch", TRICKS, "--forkserver", TRICKS],
+     "leave out --forkserver"),
 ])
 def test_bad_arguments_exit_2_naming_the_problem(args, message):
     out = run(*args)
@@ -295,9 +299,12 @@ def test_t_quantiles_past_the_table_join_it_smoothly():
 ABLATIONS = sorted(glob.glob(os.path.join(ROOT, "scripts", "ablations", "*.patch")))
 
 
-def worktrees():
-    return subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
-                          text=True).stdout
+def leftover_worktrees():
+    """Worktrees (and scratch directories) of --off-patch still there."""
+    listed = subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True,
+                            text=True).stdout
+    return ([line for line in listed.splitlines() if "tricks-off-" in line]
+            + glob.glob(os.path.join(tempfile.gettempdir(), "tricks-off-*")))
 
 
 @pytest.mark.parametrize("patch", ABLATIONS, ids=os.path.basename)
@@ -307,12 +314,11 @@ def test_each_ablation_the_docs_measure_applies_to_the_code(patch):
     assert check.returncode == 0, check.stderr
 
 
-def marking_patch(where):
-    """A patch that makes the ready line say "(patched side)"."""
-    with open(os.path.join(ROOT, "forkserver.py")) as f:
-        old = f.read().splitlines(keepends=True)
-    new = [line.replace("listening on {addresses}\"", "listening on {addresses} (patched side)\"")
-           for line in old]
+def head_patch(where, old_text, new_text):
+    """A patch of HEAD's forkserver.py that replaces old_text with new_text."""
+    old = subprocess.run(["git", "-C", ROOT, "show", "HEAD:forkserver.py"], capture_output=True,
+                         text=True, check=True).stdout.splitlines(keepends=True)
+    new = [line.replace(old_text, new_text) for line in old]
     assert new != old
     where.write_text("".join(difflib.unified_diff(old, new, "a/forkserver.py",
                                                   "b/forkserver.py")))
@@ -320,31 +326,43 @@ def marking_patch(where):
 
 
 def test_off_patch_serves_the_off_side_from_a_patched_worktree_removed_after(tmp_path):
-    before = worktrees()
-    patch = marking_patch(tmp_path / "mark.patch")
+    assert leftover_worktrees() == []
+    patch = head_patch(tmp_path / "mark.patch", "listening on {addresses}\"",
+                       "listening on {addresses} (patched side)\"")
     out_dir = tmp_path / "out"
     out = run("--on", "", "--off", "", "--rounds", "10", "--requests", "10", "--warmup", "5",
               "--same-servers", "--module", "--off-patch", str(patch), "--out", str(out_dir))
     assert out.returncode == 0, out.stdout + out.stderr
     results, pids = servers_started(out_dir)
-    assert results["off_patch"] == [str(patch)] and left_in_sessions(pids) == []
+    ran = results["off_patch"]
+    assert list(ran["patches"]) == [str(patch)] and len(ran["head"]) == 40
+    assert ran["off_forkserver"].endswith("/tree/forkserver.py")
+    assert left_in_sessions(pids) == []
     logs = {side: "".join(open(path).read() for path in glob.glob(
         os.path.join(out_dir, "server-custom-%s-*.log" % side))) for side in ("on", "off")}
     assert "(patched side)" in logs["off"] and "ready" in logs["on"]
     assert "(patched side)" not in logs["on"]
     argv = results["tricks"][0]["rounds"][0]["argv"]
     assert argv["off"][1:3] == ["-m", "forkserver"]
-    assert worktrees() == before
+    assert leftover_worktrees() == []
 
 
 def test_an_off_patch_that_does_not_apply_is_named_and_leaves_no_worktree(tmp_path):
-    before = worktrees()
     patch = tmp_path / "stale.patch"
     patch.write_text("".join(difflib.unified_diff(["no such line\n"], ["other\n"],
                                                   "a/forkserver.py", "b/forkserver.py")))
     out = run("--on", "", "--off", "", "--rounds", "10", "--requests", "10",
               "--off-patch", str(patch), "--out", str(tmp_path / "out"))
-    assert out.returncode != 0
-    assert "stale.patch does not apply" in out.stderr + out.stdout
+    assert out.returncode == 1
+    assert "tricks.py: " in out.stdout and "stale.patch does not apply" in out.stdout
     assert "Traceback" not in out.stderr
-    assert worktrees() == before
+    assert leftover_worktrees() == []
+
+
+def test_an_off_side_that_cannot_start_stops_the_run_and_leaves_no_worktree(tmp_path):
+    patch = head_patch(tmp_path / "broken.patch", "import errno\n", "import errno_nosuch\n")
+    out = run("--on", "", "--off", "", "--rounds", "10", "--requests", "10",
+              "--off-patch", str(patch), "--out", str(tmp_path / "out"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "tricks.py: " in out.stdout and "Traceback" not in out.stderr
+    assert leftover_worktrees() == []
