@@ -247,18 +247,28 @@ def capture_output(log):
 
 
 def reopen_logs(opts, log):
-    """SIGUSR1, as gunicorn and nginx: reopen the log files."""
+    """SIGUSR1, as gunicorn and nginx: reopen the log files.
+
+    Each file on its own, the error log first: a file that cannot be
+    reopened (after --user the new file must be writable by that user,
+    logrotate's "create MODE USER GROUP") keeps its old one until the next
+    SIGUSR1, and the others are reopened all the same; the error about it
+    goes to the error log's new file if that one could be reopened."""
+    failed = []
     try:
-        reopen_log_file(opts.access_log, log.access_fd)
         reopen_log_file(opts.error_log, log.error_fd)
         if opts.capture_output and log.error_fd not in (1, 2):
             capture_output(log)
             os.close(log.ready_fd)
             log.ready_fd = 1
     except OSError as exc:
-        # After --user the new file must be writable by that user (logrotate's
-        # "create MODE USER GROUP"); until it is, keep writing to the old one.
+        failed.append(exc)
+    try:
+        reopen_log_file(opts.access_log, log.access_fd)
+    except OSError as exc:
+        failed.append(exc)
+    for exc in failed:
         log.error("SIGUSR1: cannot reopen log file %r: %s; still writing to the "
                   "old one" % (exc.filename, exc.strerror))
-        return
-    log.info("SIGUSR1: log files reopened")
+    if not failed:
+        log.info("SIGUSR1: log files reopened")

@@ -663,6 +663,35 @@ def test_sigusr1_reopens_logs_after_rotation(start_server):
     assert len(old.splitlines()) == 1 and "GET /before " in old
 
 
+def test_sigusr1_reopens_the_error_log_when_the_access_log_cannot_be_reopened(
+        start_server, tmp_path):
+    """Each log is reopened on its own.  The access log's new place missing
+    (its directory moved away, or logrotate's new file not writable after
+    --user) used to leave the error log unreopened too: every later line,
+    this error's too, went on into the rotated file."""
+    logs = tmp_path / "acc"
+    logs.mkdir()
+    access = str(logs / "access.log")
+    server = start_server("tests.apps_deploy:whoami", "--access-log", access)
+    assert http_get(server, "/before")[0] == 200
+    assert wait_for(lambda: "/before" in read_text(access))
+    os.rename(server.error_log, server.error_log + ".1")
+    os.rename(str(logs), str(logs) + ".gone")
+    server.signal(signal.SIGUSR1)
+    assert wait_for(lambda: "cannot reopen log file" in read_text(server.error_log))
+    assert repr(access) in read_text(server.error_log)
+    assert "log files reopened" not in read_text(server.error_log)
+    # The access log goes on into the old file until a later SIGUSR1 can reopen it.
+    assert http_get(server, "/between")[0] == 200
+    assert wait_for(lambda: "/between" in read_text(str(logs) + ".gone/access.log"))
+    logs.mkdir()
+    server.signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in read_text(server.error_log))
+    assert http_get(server, "/after")[0] == 200
+    assert wait_for(lambda: "/after" in read_text(access))
+    assert "cannot reopen" not in read_text(server.error_log + ".1")
+
+
 @needs(os.geteuid() == 0, "dropping privileges needs root (CI is root)")
 def test_privilege_drop_keeps_the_group_of_a_set_group_id_socket_directory(start_server,
                                                                           tmp_path):
