@@ -29,7 +29,7 @@ from forkparts.http11 import (
     DEFAULT_LIMITS, DIGITS_RE, FIELD_CONTENT_TEXT, FIELD_VALUE_RE, HEADER_TIMEOUT_SECONDS,
     HOP_BY_HOP, MIN_BODY_RATE, OWS, READ_TIMEOUT_SECONDS, SEND_TIMEOUT_SECONDS,
     SERVER_SOFTWARE, TCHAR_TEXT, TOKEN_RE, ClientGone, HTTPError, RequestTimeout,
-    error_body, error_response, http_date)
+    error_response, http_date)
 from forkparts.logs import Log, access_atoms, format_addr
 from forkparts.parser import parse_head
 from forkparts.wire import Connection, abort, close_socket, set_no_delay
@@ -205,10 +205,12 @@ class Response:
     def start_response(self, status, headers, exc_info=None):
         if exc_info:
             try:
-                if self.headers_sent:
+                if self.headers_sent and not self.head:
                     raise exc_info[1].with_traceback(exc_info[2])
             finally:
                 exc_info = None   # avoid a reference cycle (PEP 3333)
+            if self.headers_sent:
+                self.unsend_head()
             self.app_close = False   # the new headers replace the old ones
         elif self.status is not None:
             raise ResponseError("start_response called a second time without exc_info")
@@ -233,6 +235,15 @@ class Response:
         # Only a dropped header (Connection, Keep-Alive) shortens the list.
         self.app_close = len(self.headers) != len(headers) and app_closes(headers)
         return self.write
+
+    def unsend_head(self):
+        """Forget a head that was built but has not gone out (it waits for
+        the first body bytes, and a HEAD or 204 response has none): PEP
+        3333's "headers sent" means sent, so start_response with exc_info
+        may still replace it and a failure still gets its 500."""
+        self.head, self.headers_sent = b"", False
+        self.length, self.chunked, self.keep_alive = None, False, False
+        self.no_body = self.request.method == "HEAD"
 
     def write(self, data):
         if self.status is None:
@@ -324,6 +335,11 @@ class Response:
         reader = self.stream.reader if self.stream is not None else None
         if isinstance(reader, LengthReader) and reader.remaining > MAX_UNREAD_BODY_BYTES:
             return False   # too much unread body to drain: the connection ends
+        if reader is not None and self.stream.on_first_read is not None:
+            # Expect: 100-continue, and the app answers without reading: no
+            # 100 went out, so the client may send the body or not (RFC 9110
+            # 10.1.1).  Draining would take its next request for the body.
+            return False
         if self.config.close_delimited:
             return False
         # A close-delimited body (HTTP/1.0, unknown length) ends the connection.
@@ -742,7 +758,7 @@ class ConnectionHandler:
             return None
 
         def send_continue():
-            if not response.headers_sent:
+            if not response.headers_sent or response.head:   # nothing final out yet
                 self.conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         return send_continue
 
@@ -827,11 +843,16 @@ class ConnectionHandler:
         else:
             self.log.info(message)
         response.failed = status
+        if response.headers_sent and response.head:
+            response.unsend_head()   # built, but nothing went out: the error replaces it
         if not response.headers_sent:
             # The access log's bytes are those of the response really sent.
-            response.sent_body = len(error_body(status))
+            data = error_response(status)
+            if response.request.method == "HEAD":   # RFC 9110 9.3.2: the head alone
+                data = data[:data.index(b"\r\n\r\n") + 4]
+            response.sent_body = len(data) - data.index(b"\r\n\r\n") - 4
             try:
-                self.conn.send(error_response(status))
+                self.conn.send(data)
                 self.conn.close_gracefully()
             except ClientGone:
                 pass

@@ -212,6 +212,37 @@ def test_large_unread_body_closes_the_connection(start_server, client):
     assert reader.at_eof(), "answered after an undrained body: %r" % reader.buf
 
 
+def test_an_expected_100_never_sent_ends_the_connection(start_server, client):
+    """Expect: 100-continue, and the app answers without reading: no 100 went
+    out, so the client may send the body or not (RFC 9110 10.1.1; curl does
+    not).  The response used to keep the connection, and the server then
+    took the client's next request for the body it drained."""
+    server = start_server("tests.apps_keepalive:ignore_body", *KEEP_ALIVE)
+    sock, reader = client(server)
+    nxt = get("/second")
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n"
+                 b"Expect: 100-continue\r\n\r\n" % len(nxt))
+    status, headers, _ = reader.response()
+    assert status == 200 and headers.get("connection") == "close"
+    try:
+        sock.sendall(nxt)   # curl's next request, without the body
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert reader.at_eof(), "answered after a 100 never sent: %r" % reader.buf
+
+
+def test_an_expected_100_sent_keeps_the_connection(start_server, client):
+    server = start_server("tests.apps:echo_body", *KEEP_ALIVE)
+    sock, reader = client(server)
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    assert reader.until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue"
+    sock.sendall(b"hello" + get("/next"))
+    status, headers, body = reader.response()
+    assert (status, body) == (200, b"hello") and headers.get("connection") != "close"
+    assert reader.response()[0] == 200
+
+
 @pytest.mark.parametrize("args, expected", [((), b"run_once=True"),
                                             (KEEP_ALIVE, b"run_once=False")])
 def test_wsgi_run_once_tells_the_truth(start_server, client, args, expected):

@@ -320,6 +320,43 @@ def test_start_response_with_exc_info_after_output_reraises_and_cuts(tmp_path):
     assert reply.exit_status == EXIT_ERROR
 
 
+def fails_after_its_first_chunk(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"chunk one\n"
+    raise ValueError("failed midway")
+
+
+def replaces_after_its_first_chunk(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"chunk one\n"
+    try:
+        raise ValueError("late failure")
+    except ValueError:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain")],
+                       sys.exc_info())
+    yield b"sorry\n"
+
+
+@pytest.mark.parametrize("app", [fails_after_its_first_chunk, replaces_after_its_first_chunk])
+def test_a_head_request_whose_app_fails_after_its_first_chunk_gets_a_status(tmp_path, app):
+    """A HEAD response has no body, so its head waits until the app ends and
+    nothing has gone out when the app fails: the client gets a 500 (or the
+    replacing status), the head alone, never a bare reset.  The head counted
+    as sent once it was built, so this used to be a reset without a byte."""
+    reply = exchange(tmp_path, app, get(method="HEAD"))
+    expected = 503 if app is replaces_after_its_first_chunk else 500
+    assert reply.status == expected, reply.raw
+    assert reply.body == b""                      # RFC 9110 9.3.2: no content for HEAD
+    assert reply.header("Connection") == "close"
+    assert " %d " % expected in reply.access_log
+
+
+def test_a_head_request_whose_app_fails_before_start_response_gets_the_head_alone(tmp_path):
+    reply = exchange(tmp_path, body_before_start_response, get(method="HEAD"))
+    assert reply.status == 500 and reply.body == b""
+    assert reply.header("Content-Length") is not None
+
+
 def start_response_twice(environ, start_response):
     start_response("200 OK", [("Content-Type", "text/plain")])
     start_response("201 Created", [("Content-Type", "text/plain")])
