@@ -11,7 +11,8 @@ import re
 
 from forkparts.http11 import (
     MAX_CHUNK_SIZE_DIGITS, MAX_TRAILER_BYTES, QUOTED_STRING, TCHAR, BadRequest,
-    ClientGone, HeaderFieldsTooLarge, HTTPError, IncompleteBody, PayloadTooLarge)
+    ClientGone, HeaderFieldsTooLarge, HTTPError, IncompleteBody, InputClientGone, PayloadTooLarge,
+    input_error)
 from forkparts.parser import parse_fields
 from forkparts.wire import RECV_BYTES
 
@@ -162,7 +163,7 @@ class InputStream:
         if self.error is not None:
             # Sticky: an app that swallowed the error must not read on into
             # bytes that might be a smuggled request.
-            raise self.error
+            raise input_error(self.error)
         if self.on_first_read is not None:
             callback, self.on_first_read = self.on_first_read, None
             callback()
@@ -170,7 +171,9 @@ class InputStream:
             return self.reader.read_some(n)
         except HTTPError as exc:
             self.error = exc
-            raise
+            raise input_error(exc) from None
+        except ClientGone as exc:
+            raise InputClientGone(*exc.args) from None
 
     def read(self, size=-1):
         if size is None or size < 0:

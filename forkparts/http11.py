@@ -154,6 +154,27 @@ class ClientGone(Exception):
     """The peer closed or reset the connection: expected, logged at debug."""
 
 
+def input_error(error):
+    """An HTTPError of the body as the app sees it from ``wsgi.input``: of its
+    class and an OSError too, as a failed read of a socket or a file is
+    (gunicorn's body errors are IOErrors).  Frameworks take an OSError from
+    the input for the client's broken request (Django's UnreadablePostError,
+    which its CSRF check catches; werkzeug's ClientDisconnected, a 400)
+    instead of logging an error of the app; the server sends its status."""
+    cls = INPUT_ERRORS.get(type(error))
+    if cls is None:
+        cls = INPUT_ERRORS[type(error)] = type(type(error).__name__, (type(error), OSError),
+                                               {"__module__": __name__})
+    return cls(error.detail)
+
+
+INPUT_ERRORS = {}   # HTTPError class -> its subclass that is an OSError too (input_error)
+
+
+class InputClientGone(ClientGone, OSError):
+    """ClientGone as the app sees it from ``wsgi.input``: an OSError (input_error)."""
+
+
 
 
 def error_body(status):

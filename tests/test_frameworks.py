@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.apps_frameworks import SEND_FILE_ENV
-from tests.conftest import ROOT, ServerProcess, kill_tree, needs, wait_no_zombies
+from tests.conftest import ROOT, ServerProcess, kill_tree, needs, raw_request, wait_no_zombies
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 20.0
@@ -534,3 +534,30 @@ def test_pyramid_cookies_and_post_match_gunicorn(pyramid_servers):
     assert statuses(theirs) == [200, 200, 200, 302, 404]
     assert theirs[1][1].body == b"visit 2\n"
     assert theirs[2][1].body == "n=42\nword=héllo\ncookie visits=2\n".encode()
+
+
+
+# ------------------------------------------------ a bad body under Django
+
+@NEEDS_DJANGO
+def test_a_request_body_cut_short_is_the_clients_error_to_django_not_a_500(
+        start_server, django_project, django_env):
+    """wsgi.input's errors are OSErrors to the app, as gunicorn's body errors
+    are: Django turns one into UnreadablePostError and its CSRF check treats
+    that as the client's broken connection.  Before, a client that sent part of
+    a login form and hung up put an "Internal Server Error" and a traceback of
+    forkserver's IncompleteBody in django.request's log.  The client gets the
+    server's 400 either way."""
+    server = start_server("mysite.wsgi", "--capture-output", cwd=str(django_project),
+                          env=django_env)
+    raw = raw_request(server, b"POST /admin/login/ HTTP/1.1\r\nHost: localhost\r\n"
+                      b"Content-Type: application/x-www-form-urlencoded\r\n"
+                      # With its cookie, Django's CSRF check reads the form for the token.
+                      b"Cookie: csrftoken=" + b"c" * 32 + b"\r\n"
+                      b"Content-Length: 100000\r\n\r\n" + b"username=a&" * 100,
+                      shutdown=True)
+    assert raw.startswith(b"HTTP/1.1 400 "), raw[:200]
+    assert server.stop() == 0
+    log = server.log_text()
+    assert "body" in log                       # the server's own line about the 400
+    assert "Internal Server Error" not in log and "Traceback" not in log, log

@@ -342,6 +342,11 @@ def test_body_cut_short_by_the_client_is_an_incomplete_body(feed, case, mode):
     with pytest.raises(IncompleteBody) as info:
         stream.read()
     assert info.value.status == 400
+    # An OSError to the app too, as a socket's failed read (frameworks take it
+    # for the client's broken request); it was not one before.
+    assert isinstance(info.value, OSError)
+    with pytest.raises(OSError):   # sticky, and still one
+        stream.read()
 
 
 BAD_CHUNKED = [
