@@ -138,6 +138,10 @@ class NotImplementedCoding(HTTPError):
     status = 501
 
 
+class MethodNotImplemented(HTTPError):
+    status = 501
+
+
 class VersionNotSupported(HTTPError):
     status = 505
 

@@ -16,7 +16,7 @@ import re
 from forkparts.http11 import (
     DEFAULT_LIMITS, DIGITS_RE, FIELD_CONTENT_TEXT, FIELD_VALUE_RE, MAX_CONTENT_LENGTH_DIGITS, OWS,
     TCHAR, TCHAR_TEXT, TOKEN_RE, BadRequest, ExpectationFailed, HeaderFieldsTooLarge,
-    NotImplementedCoding, PayloadTooLarge, URITooLong, VersionNotSupported)
+    MethodNotImplemented, NotImplementedCoding, PayloadTooLarge, URITooLong, VersionNotSupported)
 
 # RFC 9112 3:  request-line = method SP request-target SP HTTP-version
 #   HTTP-version = HTTP-name "/" DIGIT "." DIGIT   (exactly one SP between)
@@ -31,6 +31,12 @@ AUTHORITY_FORM_RE = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,
 # MUST be rejected or replaced; bare LF we reject too, as gunicorn 22 does, to
 # avoid disagreeing with a proxy about where a line ends).
 BARE_EOL_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+# A method is a token and case-sensitive (RFC 9110 9.1), and every method
+# there is is upper case: "get" is not GET, yet frameworks upper-case it and
+# serve it as one, and "head" would get a body.  A method with a lower-case
+# letter is 501, as no method of that spelling is implemented (gunicorn and
+# waitress answer 400).
+UPPER_TCHAR_TEXT = TCHAR_TEXT.replace("a-z", "")
 # The common head in one match, on the latin-1 text: an origin-form target
 # with no fragment (RFC 9112 3.2.1), HTTP/1.x, and field lines of the grammar
 # of TOKEN_RE and FIELD_VALUE_RE.  parse_head takes it in one pass; any other head goes through the
@@ -38,7 +44,7 @@ BARE_EOL_RE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 # One optional group holds the value and the OWS after it, so no two parts of
 # the pattern compete for the same spaces (no quadratic backtracking).
 SIMPLE_HEAD_RE = re.compile(
-    r"((" + TCHAR_TEXT + r"+) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([0-9]))\r\n"
+    r"((" + UPPER_TCHAR_TEXT + r"+) (/[\x21\x22\x24-\x7e]*) HTTP/1\.([0-9]))\r\n"
     r"((?:" + TCHAR_TEXT + r"+:[ \t]*(?:" + FIELD_CONTENT_TEXT + r"[ \t]*)?\r\n)*)\r\n")
 # Fields whose repeat is 400: their grammar is a single value (RFC 9110 5.3: a
 # sender "MUST NOT generate multiple field lines with the same name" unless
@@ -171,6 +177,9 @@ def parse_request_line(line, limits):
     method, target, major, minor = match.groups()
     if major != b"1":
         raise VersionNotSupported("HTTP/%s.%s" % (major.decode(), minor.decode()))
+    if method != method.upper():
+        raise MethodNotImplemented("method %r is not upper case: methods are "
+                                   "case-sensitive (RFC 9110 9.1)" % method.decode("ascii"))
     return method.decode("ascii"), target.decode("ascii"), (1, int(minor))
 
 

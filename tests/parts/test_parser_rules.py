@@ -115,3 +115,23 @@ def test_allowed_trailers_reach_the_app(tmp_path):
     reply = exchange(tmp_path, app, chunked_post(b"X-Checksum: 12\r\nServer-Timing: db;dur=5"))
     assert reply.status == 200
     assert seen["trailers"] == [("x-checksum", "12"), ("server-timing", "db;dur=5")]
+
+
+@pytest.mark.parametrize("method", [b"get", b"GeT", b"head", b"post", b"m-search"])
+def test_a_method_with_a_lower_case_letter_is_501_in_both_lanes(tmp_path, method):
+    """Methods are case-sensitive (RFC 9110 9.1) and every one there is is
+    upper case.  "get" used to reach the app, which frameworks upper-case and
+    serve as GET, and "head" got a body as if it were GET."""
+    head = method + b" /x HTTP/1.1\r\nHost: t\r\n\r\n"
+    for parse in (parse_head, parse_head_by_line):
+        with pytest.raises(HTTPError) as info:
+            parse(head, DEFAULT_LIMITS)
+        assert info.value.status == 501 and method.decode() in str(info.value)
+    reply = exchange(tmp_path, lambda environ, start_response: [b"reached"], head)
+    assert reply.status == 501 and b"reached" not in reply.raw
+
+
+@pytest.mark.parametrize("method", [b"GET", b"M-SEARCH", b"PROPFIND", b"BREW"])
+def test_an_upper_case_method_of_any_name_reaches_the_app(method):
+    request = parse_head(method + b" /x HTTP/1.1\r\nHost: t\r\n\r\n", DEFAULT_LIMITS)
+    assert request.method == method.decode()
