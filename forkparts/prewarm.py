@@ -84,6 +84,15 @@ def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     failure = report.failure(budget, traceback=explicit)
     if failure and explicit:
         raise AppLoadError("--prewarm GET %s %s" % (path, failure))
+    if not failure and not explicit and report.refused():
+        # A refusal is no warm-up of the app's request path, and it may be
+        # the app's error each time (Django's DisallowedHost: a line in its
+        # log and an e-mail to its ADMINS): once in the trial child, not 16
+        # times more in the parent.
+        log.warning("warm-up GET %s not run in the parent, serving unwarmed: in a trial "
+                    "child the app refused it (%s); choose a path it answers with "
+                    "--prewarm PATH, or start with --no-prewarm" % (path, report.status))
+        return False
     if failure or report.kept():
         log.warning(skipped_warning(path, failure, report, explicit))
         return False
@@ -248,6 +257,13 @@ class Report:
         if detail and not traceback:
             return "answered %s (%s)" % (self.status, detail.splitlines()[-1])
         return "answered %s%s" % (self.status, (":\n" + detail) if detail else "")
+
+    def refused(self):
+        """True if the app answered with a client error other than 404 (400,
+        401, 403, 405, ...): the default warm-up then warms nothing of use."""
+        code = self.status.split(" ", 2)[1:2]
+        return bool(code) and code[0].isdigit() and 400 <= int(code[0]) < 500 \
+            and code[0] != "404"
 
     def kept(self):
         """What the app left open, in words ("" if nothing)."""

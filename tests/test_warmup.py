@@ -377,3 +377,34 @@ def test_the_readme_flask_example_warms_its_view_by_default(start_server):
     log = wait_for_log(server, "prewarm GET /")
     assert "prewarm GET /: HTTP/1.1 200 OK (16 passes)" in log, log
     assert http_get(server, "/hello")[2] == b"Hello world from Flask!\n"
+
+
+REFUSING_APP = """
+import os
+
+def app(environ, start_response):
+    # What Django does for a Host not in ALLOWED_HOSTS: 400, and an ERROR
+    # (mailed to ADMINS) each time.
+    with open(os.path.join(os.path.dirname(__file__), "calls.txt"), "a") as f:
+        f.write("%s\\n" % bool(environ.get("forkserver.warmup")))
+    if environ.get("HTTP_HOST") != "example.com":
+        start_response("400 Bad Request", [("Content-Type", "text/plain")])
+        return [b"Invalid HTTP_HOST header\\n"]
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok\\n"]
+"""
+
+
+def test_a_warm_up_the_app_refuses_runs_once_not_in_every_pass(start_server, tmp_path):
+    """A 400, 401 or 403 warms nothing of the app's request path, and may be
+    the app's error every time (Django's DisallowedHost for a production
+    ALLOWED_HOSTS: an ERROR line and a mail to ADMINS): it used to run 16
+    more times in the parent at every start; now the trial child's request
+    is the only one, and one warning says so."""
+    (tmp_path / "refusing.py").write_text(REFUSING_APP)
+    server = start_server("refusing:app", cwd=str(tmp_path))
+    log = wait_for_log(server, "warm-up GET /")
+    assert "the app refused it (HTTP/1.1 400 Bad Request)" in log and "--prewarm PATH" in log
+    assert (tmp_path / "calls.txt").read_text() == "True\n"   # the trial child's only
+    status, _, body = http_get(server, "/", headers={"Host": "example.com"})
+    assert (status, body) == (200, b"ok\n")
