@@ -42,10 +42,10 @@ from forkparts.accel import (collapse_heap, configure as configure_accel, fill_a
 from forkparts.admission import Admission
 from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, setup_paths,
                             warn_about_threads)
-from forkparts.children import (ChildPlan, ChildTable, become_subreaper,
-                                describe_status, exit_marks, exited_children,
-                                flush_stdio, no_core_dumps, parent_death_signal,
-                                restart_after_sighup)
+from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
+                                become_subreaper, describe_status, exit_marks,
+                                exited_children, flush_stdio, no_core_dumps,
+                                parent_death_signal, raise_timed_out, restart_after_sighup)
 from forkparts.cli import UsageError
 from forkparts.configfile import effective_settings, parse_options
 from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
@@ -549,7 +549,8 @@ class Server(Supervisor):
             run_child(sock, addr, data, accepted_at, parked)
         opts = self.opts
         self.table.add(pid, addr, accepted_at,
-                       accepted_at + opts.timeout if opts.timeout and not opts.keep_alive else 0.0)
+                       accepted_at + opts.timeout + TIMEOUT_GRACE_SECONDS
+                       if opts.timeout and not opts.keep_alive else 0.0)
         if self.admission.counts_forks:
             self.admission.forked(addr)
         self.served += 1
@@ -581,6 +582,8 @@ class Server(Supervisor):
         if opts.keep_alive:   # SIGHUP: finish the response, then close (Drain)
             signals = tuple((sig, Drain.note if sig == signal.SIGHUP else handler)
                             for sig, handler in signals)
+        if opts.timeout:   # the child's own deadline answers 500 (TimedOut)
+            signals = tuple(signals) + ((int(signal.SIGALRM), raise_timed_out),)
         self.use_plan(ChildPlan(
             serve_connection, self.app, self.handler_config, tuple(signals),
             blocked=HANDLED_SIGNAL_NUMBERS, close_fds=self.child_closes(),

@@ -24,7 +24,8 @@ from forkparts.bodies import (
     EMPTY_INPUT, MAX_UNREAD_BODY_BYTES, NO_BODY, ChunkedReader, InputStream, LengthReader,
     drain_unread)
 from forkparts.exits import (
-    EXIT_CPU_LIMIT, EXIT_ERROR, EXIT_MEMORY_LIMIT, EXIT_OK, CPULimitExceeded)
+    EXIT_CPU_LIMIT, EXIT_ERROR, EXIT_MEMORY_LIMIT, EXIT_OK, EXIT_TIMEOUT, CPULimitExceeded,
+    TimedOut)
 from forkparts.http11 import (
     DEFAULT_LIMITS, DIGITS_RE, FIELD_CONTENT_TEXT, FIELD_VALUE_RE, HEADER_TIMEOUT_SECONDS,
     HOP_BY_HOP, MIN_BODY_RATE, OWS, READ_TIMEOUT_SECONDS, SEND_TIMEOUT_SECONDS,
@@ -796,6 +797,9 @@ class ConnectionHandler:
         elif isinstance(exc, CPULimitExceeded):
             self.status = EXIT_CPU_LIMIT
             message = "CPU limit hit while serving %s" % environ["PATH_INFO"]
+        elif isinstance(exc, TimedOut):   # the traceback says where the app was
+            self.status = EXIT_TIMEOUT
+            message = "--timeout reached serving %s" % request
         elif isinstance(exc, ResponseError):
             message = "app broke PEP 3333 serving %s: %s" % (request, exc)
         elif isinstance(exc, Exception):

@@ -21,7 +21,7 @@ from os import close as close_fd
 from signal import ITIMER_REAL, set_wakeup_fd, setitimer
 
 from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,
-                             EXIT_MEMORY_LIMIT, EXIT_NAMES)
+                             EXIT_MEMORY_LIMIT, EXIT_NAMES, EXIT_TIMEOUT, TimedOut)
 from forkparts.logs import format_addr
 
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
@@ -29,6 +29,10 @@ PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
 PID_MAX_FILE = "/proc/sys/kernel/pid_max"   # pids are below it (proc(5))
 PID_MAX_LIMIT = 4 * 1024 * 1024          # Linux's ceiling on 64-bit (<linux/threads.h>)
 KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
+# The parent's --timeout deadline comes this long after the child's own
+# (SIGALRM: TimedOut, a 500): the parent's SIGTERM is for a child that did not end.
+TIMEOUT_GRACE_SECONDS = 1.0
+MIN_ALARM_SECONDS = 0.001                # setitimer(0) would disarm it
 INFINITY = float("inf")
 SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 
@@ -103,14 +107,18 @@ class ChildPlan(namedtuple("ChildPlan", (
             disable_gc()   # the frozen heap stays shared; the app may gc.enable()
             if limits:
                 apply_child_limits(limits)
-            if alarm:   # our own deadline: even if the parent is gone, SIGALRM ends us
-                setitimer(ITIMER_REAL, alarm)
+            if alarm:   # our own deadline, from the accept: SIGALRM raises TimedOut
+                setitimer(ITIMER_REAL, max(alarm - (time.monotonic() - accepted_at), MIN_ALARM_SECONDS)
+                          if accepted_at else alarm)
             if post_fork is not None and not post_fork(sock):
                 status = EXIT_HOOK_FAILED
                 return
             status = serve(sock, addr, app, config, data, accepted_at)
         except MemoryError:
             status = EXIT_MEMORY_LIMIT
+        except TimedOut:   # outside the app (its own is handled where it is called)
+            status = EXIT_TIMEOUT
+            log_child_failure(log, addr, "--timeout reached before the app answered")
         except BaseException:
             log_child_failure(log, addr)
         finally:
@@ -181,9 +189,9 @@ def exit_marks():
     return mmap.mmap(-1, size)
 
 
-def log_child_failure(log, addr):
+def log_child_failure(log, addr, what="child failed"):
     try:
-        log.exception("child failed serving %s" % format_addr(addr))
+        log.exception("%s serving %s" % (what, format_addr(addr)))
     except BaseException:
         pass   # the child exits anyway; nothing must escape into the parent's loop
 
@@ -224,6 +232,11 @@ def apply_child_limits(opts):
 
 def raise_cpu_limit(signum, frame):
     raise CPULimitExceeded("CPU limit of the child reached")
+
+
+def raise_timed_out(signum, frame):
+    """The child's SIGALRM handler under --timeout (TimedOut)."""
+    raise TimedOut("--timeout reached")
 
 
 def restart_after_sighup():

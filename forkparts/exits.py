@@ -11,13 +11,25 @@ EXIT_ERROR = 1            # the app raised, or our own code failed
 EXIT_MEMORY_LIMIT = 3     # --limit-memory was hit (MemoryError)
 EXIT_CPU_LIMIT = 4        # --limit-cpu was hit (SIGXCPU)
 EXIT_HOOK_FAILED = 5      # the post_fork hook raised
+EXIT_TIMEOUT = 6          # --timeout reached: answered 500 if its response had not begun
 EXIT_NAMES = {
     EXIT_ERROR: "error (see the traceback above)",
     EXIT_MEMORY_LIMIT: "memory limit hit (--limit-memory)",
     EXIT_CPU_LIMIT: "CPU limit hit (--limit-cpu)",
     EXIT_HOOK_FAILED: "post_fork hook failed",
+    EXIT_TIMEOUT: "timeout: answered 500 unless its response had begun",
 }
 
 
 class CPULimitExceeded(BaseException):
     """Raised from the SIGXCPU handler the parent installs under --limit-cpu."""
+
+
+class TimedOut(BaseException):
+    """Raised from the child's SIGALRM handler at its --timeout deadline, in
+    whatever the app is doing (as gunicorn's sync worker does on its
+    arbiter's SIGABRT): the request gets a 500 if nothing was sent, else a cut
+    connection, the traceback says where the app was, and the child exits
+    with EXIT_TIMEOUT.  A BaseException, so an app's ``except Exception``
+    does not swallow it; an app that swallows it anyway, or a call that never
+    returns to Python, is ended by the parent's SIGTERM, then SIGKILL."""

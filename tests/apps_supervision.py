@@ -41,10 +41,18 @@ def hang_deaf(environ, start_response):
     return apps.hang(environ, start_response)
 
 
+def stream_then_hang(environ, start_response):
+    """Sends a first chunk, then hangs: its response has begun."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    yield b"first chunk\n"
+    apps.hang(environ, start_response)
+
+
 ROUTES = {
     "/": apps.hello,
     "/slow": apps.slow,
     "/hang": apps.hang,
+    "/stream-then-hang": stream_then_hang,
     "/hang-ignoring-hangup": hang_ignoring_hangup,
     "/hang-ignoring-term": hang_ignoring_term,
     "/hang-deaf": hang_deaf,

@@ -229,21 +229,36 @@ def test_child_killed_by_sigkill_mid_request_is_logged_and_reaped(start_server):
     assert http_get(server, "/")[0] == 200
 
 
-def test_hung_app_is_killed_at_timeout_logged_and_the_server_keeps_serving(start_server):
+def test_hung_app_gets_a_500_at_timeout_logged_and_the_server_keeps_serving(start_server):
+    """At --timeout the child's own SIGALRM interrupts the app (TimedOut, as
+    gunicorn's sync worker on its arbiter's signal): the client gets a 500,
+    not an empty reply as before; the log has the traceback of where the app
+    was and the child's exit status; the parent did not have to signal it."""
     server = start_server(APP, "--timeout", "2")
     with server.connect(timeout=30) as sock:
         sock.sendall(get_bytes("/hang"))
         client_port = sock.getsockname()[1]
         child = one_child(server)
         started = time.monotonic()
-        assert read_until_close(sock) in (b"", b"<RESET>")
-    assert time.monotonic() - started < 2 + KILL_GRACE_SECONDS + SCHEDULING_SLACK_SECONDS
-    line = wait_log(server, "child %d (client 127.0.0.1:%d" % (child.pid, client_port))
-    assert line
+        reply = read_until_close(sock)
+    assert reply.startswith(b"HTTP/1.1 500 Internal Server Error\r\n"), reply
+    assert time.monotonic() - started < 2 + SCHEDULING_SLACK_SECONDS
+    assert wait_log(server, "child %d (client 127.0.0.1:%d" % (child.pid, client_port))
     text = server.log_text()
-    assert "(timeout)" in text or "timed out after" in text
+    assert "exited with status 6 (timeout: answered 500" in text
+    assert "--timeout reached serving GET /hang" in text and "Traceback" in text
+    assert "sending SIGTERM" not in text
+    assert '"GET /hang HTTP/1.1" 500 ' in server.access_text()
     wait_no_zombies(server)
     assert http_get(server, "/")[0] == 200
+
+
+def test_a_timeout_after_the_response_began_cuts_it(start_server):
+    """A response whose head is out cannot become a 500: it is cut (a reset),
+    never passed off as whole."""
+    server = start_server(APP, "--timeout", "2")
+    raw = raw_exchange(server, get_bytes("/stream-then-hang"), 30)
+    assert raw.startswith(b"HTTP/1.1 200 ") and raw.endswith(b"<RESET>"), raw
 
 
 def test_child_deaf_to_sigterm_is_sigkilled_by_the_parent_after_the_grace(start_server):
