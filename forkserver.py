@@ -711,6 +711,8 @@ def main(argv=None):
         return check_config(opts)
     try:
         log = open_logs(opts)
+        for note in opts.config_notes:
+            log.info(note)
         for warning in opts.config_warnings:
             log.warning(warning)
         apply_env(opts)

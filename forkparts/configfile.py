@@ -297,14 +297,41 @@ def is_unknown_setting(name, value):
                                                    "worker_"))
 
 
-def parse_options(argv):
-    """(opts, hooks): the command line over the config file, checked whole.
-    A bad one ends the process with exit status 2 and one line per problem."""
+# gunicorn's: the config file read when no --config is given, if it exists in
+# the current directory, and the variable whose options go between that
+# file and the command line.
+DEFAULT_CONFIG_FILE = "gunicorn.conf.py"
+CMD_ARGS_VARIABLE = "GUNICORN_CMD_ARGS"
+
+
+def parse_options(argv, environ=None):
+    """(opts, hooks): as gunicorn, the command line over $GUNICORN_CMD_ARGS
+    over the config file (--config, else ./gunicorn.conf.py if there is
+    one), checked whole.  A bad one ends the process with exit status 2
+    and one line per problem."""
+    import shlex
     import sys
+    environ = os.environ if environ is None else environ
     parser = build_parser()
     argv = bare_trace(sys.argv[1:] if argv is None else argv)
     opts = parser.parse_args(argv)
+    env_argv = []
+    if environ.get(CMD_ARGS_VARIABLE, "").strip():
+        try:
+            env_argv = bare_trace(shlex.split(environ[CMD_ARGS_VARIABLE]))
+        except ValueError as exc:
+            parser.error("%s: %s" % (CMD_ARGS_VARIABLE, exc))
+    env_parser = build_parser()
+    env_parser.prog = "forkserver: %s" % CMD_ARGS_VARIABLE   # its errors name where
+    notes = []
+    if opts.config is None and env_argv:
+        opts.config = env_parser.parse_args(env_argv).config
+    if opts.config is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        opts.config = "./" + DEFAULT_CONFIG_FILE
+        notes.append("config file %s read, as gunicorn reads it when no --config is "
+                     "given (-c PATH names another)" % opts.config)
     hooks, warnings = {}, []
+    config_binds = None
     if opts.config:
         try:
             settings, hooks, warnings = read_config_file(opts.config, parser)
@@ -314,9 +341,21 @@ def parse_options(argv):
         # default, so it is applied after parsing, only if the CLI gave none.
         config_binds = settings.pop("bind", None)
         parser.set_defaults(**settings)
-        opts = parser.parse_args(argv)
-        if opts.bind is None:
-            opts.bind = config_binds
+        env_parser.set_defaults(**settings)
+    if env_argv:
+        # What the variable changes over the config file becomes the default
+        # under the command line (--bind, as above: it replaces the file's).
+        base, given = vars(env_parser.parse_args([])), vars(env_parser.parse_args(env_argv))
+        changed = {name: value for name, value in given.items() if value != base.get(name)}
+        config_binds = changed.pop("bind", None) or config_binds
+        changed.pop("config", None)
+        parser.set_defaults(**changed)
+        notes.append("%s applied: %s" % (CMD_ARGS_VARIABLE, " ".join(env_argv)))
+    config = opts.config
+    opts = parser.parse_args(argv)
+    opts.config = config
+    if opts.bind is None:
+        opts.bind = config_binds
     if not opts.app:
         parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
                      "--config file")
@@ -331,6 +370,7 @@ def parse_options(argv):
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
     opts.config_warnings = warnings + pool_only_warnings(opts)
+    opts.config_notes = notes
     return opts, hooks
 
 
@@ -347,7 +387,7 @@ def config_error(message):
 
 def effective_settings(opts, hooks):
     """--print-config: every setting as ``name = value``, then the hooks."""
-    names = sorted(name for name in vars(opts) if name != "config_warnings")
+    names = sorted(name for name in vars(opts) if name not in ("config_warnings", "config_notes"))
     lines = ["%s = %r" % (name, getattr(opts, name)) for name in names]
     lines.append("hooks = %r" % sorted(hooks))
     return "\n".join(lines) + "\n"

@@ -270,3 +270,73 @@ def test_a_raising_gunicorn_hook_is_logged_by_name_and_requests_go_on(start_serv
     for name in ("pre_request", "post_request", "worker_exit"):
         assert "hook %s failed" % name in log
     assert "exited with status" not in log      # the child still ended cleanly
+
+
+# ------------------------------------------ gunicorn's default file and variable
+
+DEFAULT_CONF = '''
+bind = "127.0.0.1:0"
+loglevel = "debug"
+timeout = 11
+wsgi_app = "tests.apps:hello"
+pythonpath = {root!r}
+'''
+
+
+def print_config(cwd, *args, cmd_args=None):
+    """--print-config's settings as {name: value text}, and the process."""
+    env = dict(os.environ)
+    env.pop("GUNICORN_CMD_ARGS", None)
+    if cmd_args is not None:
+        env["GUNICORN_CMD_ARGS"] = cmd_args
+    done = subprocess.run([sys.executable, FORKSERVER, "--print-config"] + list(args), cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    settings = dict(line.split(" = ", 1) for line in done.stdout.splitlines() if " = " in line)
+    return settings, done
+
+
+def test_gunicorn_conf_py_in_the_current_directory_is_read_without_c(start_server, tmp_path):
+    """gunicorn reads ./gunicorn.conf.py when no --config is given; its
+    settings, hooks and bind used to be dropped without a word."""
+    (tmp_path / "gunicorn.conf.py").write_text(DEFAULT_CONF.format(root=ROOT))
+    settings, done = print_config(str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert (settings["config"], settings["timeout"], settings["log_level"]) == (
+        "'./gunicorn.conf.py'", "11.0", "'debug'")
+    server = start_server("--no-access-log", cwd=str(tmp_path), default_bind=False)
+    assert http_get(server, "/")[0] == 200          # wsgi_app and bind from the file
+    assert "config file ./gunicorn.conf.py read, as gunicorn reads it" in server.log_text()
+    # -c names another file, and then ./gunicorn.conf.py is not read.
+    other = tmp_path / "other.py"
+    other.write_text("timeout = 12\n")
+    settings, done = print_config(str(tmp_path), "-c", str(other), "tests.apps:hello")
+    assert (settings["config"], settings["timeout"]) == (repr(str(other)), "12.0")
+
+
+def test_gunicorn_cmd_args_go_over_the_config_file_and_under_the_command_line(tmp_path):
+    """As gunicorn: the command line over $GUNICORN_CMD_ARGS over the config
+    file.  The variable used to be ignored without a word."""
+    (tmp_path / "gunicorn.conf.py").write_text(DEFAULT_CONF.format(root=ROOT))
+    cmd_args = "--bind 127.0.0.1:9 --log-level warning -t 7"
+    settings, done = print_config(str(tmp_path), cmd_args=cmd_args)
+    assert done.returncode == 0, done.stderr
+    assert (settings["bind"], settings["log_level"], settings["timeout"]) == (
+        "['127.0.0.1:9']", "'warning'", "7.0")
+    settings, _ = print_config(str(tmp_path), "-t", "9", "-b", "127.0.0.1:8",
+                               cmd_args=cmd_args)
+    assert (settings["bind"], settings["log_level"], settings["timeout"]) == (
+        "['127.0.0.1:8']", "'warning'", "9.0")
+    # Its --config names the file when the command line does not.
+    other = tmp_path / "other.py"
+    other.write_text("timeout = 12\nwsgi_app = 'tests.apps:hello'\n")
+    settings, _ = print_config(str(tmp_path), cmd_args="-c %s" % other)
+    assert (settings["config"], settings["timeout"]) == (repr(str(other)), "12.0")
+
+
+def test_a_bad_gunicorn_cmd_args_is_one_line_naming_the_variable(tmp_path):
+    for cmd_args, what in (("--timeout abc", "argument -t/--timeout: 'abc'"),
+                           ("--bind 'x", "No closing quotation")):
+        _, done = print_config(str(tmp_path), "tests.apps:hello", cmd_args=cmd_args)
+        assert done.returncode == EXIT_USAGE
+        assert "GUNICORN_CMD_ARGS" in done.stderr and what in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
