@@ -682,7 +682,17 @@ def build_handler_config(opts, log, set_title, listeners, handback=None,
         handback=handback,
         set_title=set_title, title_query=opts.title_with_query, log=log,
         proc_name=opts.proc_name, pre_request=request_hooks[0],
-        post_request=request_hooks[1]).freeze()
+        post_request=request_hooks[1], script_name=script_name()).freeze()
+
+
+def script_name():
+    """The prefix the app is mounted under: $SCRIPT_NAME (-e SCRIPT_NAME=/app
+    sets it too), as gunicorn takes it; "" without it."""
+    value = os.environ.get("SCRIPT_NAME", "")
+    if value and not value.startswith("/") or "%" in value or "?" in value:
+        raise UsageError("SCRIPT_NAME %r: a path starting with /, without %% or ?, "
+                         "e.g. -e SCRIPT_NAME=/app" % value)
+    return value.rstrip("/")
 
 
 def warm_up(server):

@@ -95,13 +95,14 @@ class HandlerConfig:
         # The child's hooks (forkparts/hooks.py), None when not configured.
         self.pre_request = kw.pop("pre_request", None)
         self.post_request = kw.pop("post_request", None)
+        self.script_name = kw.pop("script_name", "")   # $SCRIPT_NAME: the app's mount
         self.log = kw.pop("log", None) or Log()
         # wsgi.errors: made here, in the parent, so a child allocates none.
         # It is flushed after every request, so no partial line crosses one.
         self.errors = ErrorStream(self.log)
         # The environ entries every request shares: build_environ copies them.
         self.environ_base = {
-            "SCRIPT_NAME": "", "SERVER_NAME": self.server_name, "SERVER_PORT": self.server_port,
+            "SCRIPT_NAME": self.script_name, "SERVER_NAME": self.server_name, "SERVER_PORT": self.server_port,
             "SERVER_SOFTWARE": SERVER_SOFTWARE, "wsgi.version": (1, 0),
             "wsgi.url_scheme": self.url_scheme, "wsgi.errors": self.errors,
             "wsgi.multithread": False, "wsgi.multiprocess": True,
@@ -495,6 +496,8 @@ def build_environ(request, addr, config, stream):
     environ = config.environ_base.copy()
     environ["REQUEST_METHOD"] = method
     environ["PATH_INFO"] = unquote_path(path) if "%" in path else path
+    if config.script_name:
+        mount_path(environ, config.script_name)
     environ["QUERY_STRING"] = query
     environ["REQUEST_URI"] = environ["RAW_URI"] = target
     environ["SERVER_PROTOCOL"] = "HTTP/%d.%d" % version
@@ -523,6 +526,18 @@ def build_environ(request, addr, config, stream):
     if config.forwarded is not None and not environ.keys().isdisjoint(config.forwarded.headers):
         config.forwarded(environ)
     return environ
+
+
+def mount_path(environ, prefix):
+    """SCRIPT_NAME and PATH_INFO for an app mounted under ``prefix``
+    ($SCRIPT_NAME), as gunicorn splits them: /app/x is "/app" and "/x", /app
+    is "/app" and "".  A path outside the mount (/other, /apple) reaches the
+    app whole, with SCRIPT_NAME "" (gunicorn answers it with an error)."""
+    path = environ["PATH_INFO"]
+    if path == prefix or path.startswith(prefix + "/"):
+        environ["PATH_INFO"] = path[len(prefix):]
+    else:
+        environ["SCRIPT_NAME"] = ""
 
 
 # --------------------------------------------------------------------------

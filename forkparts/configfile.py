@@ -60,8 +60,8 @@ NOT_HONOURED = {
                        "as MODULE:NAME"),
     "raw_paste_global_conf": (([],), "refused: PasteDeploy .ini apps are not loaded"),
     "reload_extra_files": (([],), "refused: --reload watches the app's own modules only"),
-    "root_path": (("",), "refused: SCRIPT_NAME is always empty; mount the app under a "
-                         "prefix in the app"),
+    "root_path": (("",), "refused: the mount prefix is $SCRIPT_NAME, as gunicorn takes "
+                         "it: raw_env = ['SCRIPT_NAME=/app'] or -e SCRIPT_NAME=/app"),
     "protocol": (("http",), "refused: forkserver speaks HTTP only"),
     "http_protocols": (("h1",), "refused: forkserver speaks HTTP/1.x only"),
     "http2_cleartext": (("off", False), "refused: forkserver speaks HTTP/1.x only"),

@@ -561,3 +561,42 @@ def test_a_request_body_cut_short_is_the_clients_error_to_django_not_a_500(
     log = server.log_text()
     assert "body" in log                       # the server's own line about the 400
     assert "Internal Server Error" not in log and "Traceback" not in log, log
+
+
+# ------------------------------------------------ an app mounted under a prefix
+
+@pytest.mark.parametrize("how", [("-e", "SCRIPT_NAME=/prefix/"), ("--env", "SCRIPT_NAME=/prefix")])
+def test_script_name_mounts_a_flask_app_under_a_prefix_as_gunicorn_does(start_server, how):
+    """gunicorn takes the mount prefix from $SCRIPT_NAME (--env sets it): Flask
+    routes /prefix/old as /old and its url_for builds /prefix/... links.  It
+    used to be ignored: SCRIPT_NAME was always "", /prefix/old a 404."""
+    server = start_server("tests.apps_frameworks:flask_app", *how)
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=REQUEST_TIMEOUT_SECONDS)
+    try:
+        conn.request("GET", "/prefix/old")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 302
+        assert resp.getheader("Location") == "/prefix/session"
+    finally:
+        conn.close()
+    assert "/prefix/old" in server.access_text() or wait_for_access(server, "/prefix/old")
+
+
+def wait_for_access(server, text):
+    deadline = time.monotonic() + LOG_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if text in server.access_text():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_script_name_that_is_not_a_path_is_a_usage_error(tmp_path):
+    env = dict(os.environ, SCRIPT_NAME="prefix")
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "forkserver.py"), "tests.apps:hello",
+                           "--bind", "127.0.0.1:0", "--no-prewarm"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=START_TIMEOUT_SECONDS)
+    assert done.returncode == 2
+    assert "SCRIPT_NAME 'prefix': a path starting with /" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -648,3 +648,13 @@ def test_file_wrapper_of_an_empty_file_is_an_empty_200(tmp_path):
     assert reply.header("Content-Length") == "0"
     assert reply.body == b""
     assert "[ERROR]" not in reply.error_log
+
+
+@pytest.mark.parametrize("target, script_name, path_info", [
+    ("/app/x/y?q=1", "/app", "/x/y"), ("/app", "/app", ""), ("/app/", "/app", "/"),
+    ("/apple", "", "/apple"), ("/other", "", "/other"), ("/app%2Fx", "/app", "/x"),
+])
+def test_script_name_splits_the_path_as_gunicorn_does(tmp_path, target, script_name, path_info):
+    seen = {}
+    exchange(tmp_path, capture_environ(seen), get(target), script_name="/app")
+    assert (seen["SCRIPT_NAME"], seen["PATH_INFO"]) == (script_name, path_info)
