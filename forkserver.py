@@ -238,9 +238,11 @@ class Supervisor(HookCalls):
         self.plan_children()
         self.freeze_heap()
         flush_stdio()
-        self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
-        if self.warmed:
-            self.log.warning(forkparts.prewarm.RELOAD_CAVEAT)
+        if self.warmed:   # one line: "new connections get the new code" may not hold
+            self.log.warning("reloaded %s, but %s" % (self.loader.spec,
+                                                      forkparts.prewarm.RELOAD_CAVEAT))
+        else:
+            self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
         sd_notify("READY=1")
         self.drain_kept_alive()
 

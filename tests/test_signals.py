@@ -534,6 +534,11 @@ def test_sighup_on_a_warmed_parent_says_what_a_reload_cannot_renew(start_server)
     log = server.log_text()
     wait_for(lambda: "SIGUSR2" in server.log_text(), 5, "the warning")
     assert "the warm-up" in server.log_text() and "--no-prewarm" in server.log_text(), log
+    # One WARNING line; an INFO line saying the new code is served used to
+    # come first, which is what a user read (and a Django project did not do).
+    (line,) = [l for l in server.log_text().splitlines() if "reloaded tests.apps:hello" in l]
+    assert "[WARNING]" in line and "SIGUSR2" in line
+    assert "new connections get the new code" not in server.log_text()
     unwarmed = start_server("tests.apps:hello", "--no-prewarm")
     unwarmed.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in unwarmed.log_text(), 30, "the reload")
