@@ -116,9 +116,13 @@ class ChildPlan(namedtuple("ChildPlan", (
             status = serve(sock, addr, app, config, data, accepted_at)
         except MemoryError:
             status = EXIT_MEMORY_LIMIT
-        except TimedOut:   # outside the app (its own is handled where it is called)
+        except TimedOut:   # outside the app (the app's is handled where it is called)
             status = EXIT_TIMEOUT
-            log_child_failure(log, addr, "--timeout reached before the app answered")
+            try:   # one line: where our code was is no news
+                log.warning("--timeout reached before the app answered %s"
+                            % format_addr(addr))
+            except BaseException:
+                pass
         except BaseException:
             log_child_failure(log, addr)
         finally:
@@ -189,9 +193,9 @@ def exit_marks():
     return mmap.mmap(-1, size)
 
 
-def log_child_failure(log, addr, what="child failed"):
+def log_child_failure(log, addr):
     try:
-        log.exception("%s serving %s" % (what, format_addr(addr)))
+        log.exception("child failed serving %s" % format_addr(addr))
     except BaseException:
         pass   # the child exits anyway; nothing must escape into the parent's loop
 

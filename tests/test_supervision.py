@@ -886,3 +886,20 @@ def test_sigterm_under_new_connections_refuses_or_serves_never_resets(start_serv
         for thread in threads:
             thread.join(30)
         assert outcomes and set(outcomes) == {200}, [o for o in outcomes if o != 200][:5]
+
+
+def test_a_timeout_before_the_app_is_one_line_and_no_traceback(start_server):
+    """--timeout counts from the accept: a head still arriving in the child
+    (--no-accept-filter) when it fires ends the child with one warning, not a
+    traceback of where our code was."""
+    server = start_server(APP, "--timeout", "1", "--no-accept-filter")
+    with server.connect(timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")   # and no more
+        started = time.monotonic()
+        assert read_until_close(sock) in (b"", b"<RESET>")
+    assert time.monotonic() - started < 1 + SCHEDULING_SLACK_SECONDS
+    assert wait_log(server, "exited with status 6")
+    text = server.log_text()
+    assert "--timeout reached before the app answered 127.0.0.1:" in text
+    assert "Traceback" not in text, text
+    wait_no_zombies(server)
