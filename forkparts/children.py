@@ -19,6 +19,7 @@ from collections import namedtuple
 from gc import disable as disable_gc
 from os import close as close_fd
 from signal import ITIMER_REAL, set_wakeup_fd, setitimer
+from time import monotonic
 
 from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,
                              EXIT_MEMORY_LIMIT, EXIT_NAMES, EXIT_TIMEOUT, TimedOut)
@@ -108,8 +109,7 @@ class ChildPlan(namedtuple("ChildPlan", (
             if limits:
                 apply_child_limits(limits)
             if alarm:   # our own deadline, from the accept: SIGALRM raises TimedOut
-                setitimer(ITIMER_REAL, max(alarm - (time.monotonic() - accepted_at), MIN_ALARM_SECONDS)
-                          if accepted_at else alarm)
+                setitimer(ITIMER_REAL, max(alarm + accepted_at - monotonic(), MIN_ALARM_SECONDS))
             if post_fork is not None and not post_fork(sock):
                 status = EXIT_HOOK_FAILED
                 return
@@ -117,12 +117,7 @@ class ChildPlan(namedtuple("ChildPlan", (
         except MemoryError:
             status = EXIT_MEMORY_LIMIT
         except TimedOut:   # outside the app (the app's is handled where it is called)
-            status = EXIT_TIMEOUT
-            try:   # one line: where our code was is no news
-                log.warning("--timeout reached before the app answered %s"
-                            % format_addr(addr))
-            except BaseException:
-                pass
+            status = log_child_failure(log, addr, timed_out=True)
         except BaseException:
             log_child_failure(log, addr)
         finally:
@@ -193,11 +188,17 @@ def exit_marks():
     return mmap.mmap(-1, size)
 
 
-def log_child_failure(log, addr):
+def log_child_failure(log, addr, timed_out=False):
+    """Log why a child failed outside the app; its exit status.  A timeout
+    is one line: where our code was when it fired is no news."""
     try:
+        if timed_out:
+            log.warning("--timeout reached before the app answered %s" % format_addr(addr))
+            return EXIT_TIMEOUT
         log.exception("child failed serving %s" % format_addr(addr))
     except BaseException:
         pass   # the child exits anyway; nothing must escape into the parent's loop
+    return EXIT_TIMEOUT if timed_out else EXIT_ERROR
 
 
 def exited_children():

@@ -304,58 +304,82 @@ DEFAULT_CONFIG_FILE = "gunicorn.conf.py"
 CMD_ARGS_VARIABLE = "GUNICORN_CMD_ARGS"
 
 
+def config_path(given):
+    """(the config file to read or None, notes for the log): the one given,
+    else ./gunicorn.conf.py if the current directory has one, as gunicorn."""
+    if given is None and os.path.isfile(DEFAULT_CONFIG_FILE):
+        given = "./" + DEFAULT_CONFIG_FILE
+        return given, ["config file %s read, as gunicorn reads it when no --config "
+                       "is given (-c PATH names another)" % given]
+    return given, []
+
+
+class CommandArgs:
+    """$GUNICORN_CMD_ARGS: options between the config file and the command
+    line, parsed by a parser of their own, whose errors name the variable."""
+
+    def __init__(self, environ, parser):
+        import shlex
+        self.argv = []
+        self.parser = build_parser()
+        self.parser.prog = "forkserver: %s" % CMD_ARGS_VARIABLE
+        try:   # shlex: a value of only blanks is no options
+            self.argv = bare_trace(shlex.split(environ.get(CMD_ARGS_VARIABLE, "")))
+        except ValueError as exc:
+            parser.error("%s: %s" % (CMD_ARGS_VARIABLE, exc))
+
+    def config(self):
+        return self.parser.parse_args(self.argv).config if self.argv else None
+
+    def apply(self, parser, notes):
+        """Make what the variable changes over the config file the defaults
+        under the command line; its --bind (which replaces the file's)."""
+        if not self.argv:
+            return None
+        base = vars(self.parser.parse_args([]))
+        changed = {name: value for name, value in vars(self.parser.parse_args(self.argv)).items()
+                   if value != base.get(name) and name != "config"}
+        binds = changed.pop("bind", None)
+        parser.set_defaults(**changed)
+        notes.append("%s applied: %s" % (CMD_ARGS_VARIABLE, " ".join(self.argv)))
+        return binds
+
+
 def parse_options(argv, environ=None):
     """(opts, hooks): as gunicorn, the command line over $GUNICORN_CMD_ARGS
     over the config file (--config, else ./gunicorn.conf.py if there is
     one), checked whole.  A bad one ends the process with exit status 2
     and one line per problem."""
-    import shlex
     import sys
-    environ = os.environ if environ is None else environ
     parser = build_parser()
     argv = bare_trace(sys.argv[1:] if argv is None else argv)
     opts = parser.parse_args(argv)
-    env_argv = []
-    if environ.get(CMD_ARGS_VARIABLE, "").strip():
+    env = CommandArgs(os.environ if environ is None else environ, parser)
+    config, notes = config_path(opts.config or env.config())
+    hooks, warnings, config_binds = {}, [], None
+    if config:
         try:
-            env_argv = bare_trace(shlex.split(environ[CMD_ARGS_VARIABLE]))
-        except ValueError as exc:
-            parser.error("%s: %s" % (CMD_ARGS_VARIABLE, exc))
-    env_parser = build_parser()
-    env_parser.prog = "forkserver: %s" % CMD_ARGS_VARIABLE   # its errors name where
-    notes = []
-    if opts.config is None and env_argv:
-        opts.config = env_parser.parse_args(env_argv).config
-    if opts.config is None and os.path.isfile(DEFAULT_CONFIG_FILE):
-        opts.config = "./" + DEFAULT_CONFIG_FILE
-        notes.append("config file %s read, as gunicorn reads it when no --config is "
-                     "given (-c PATH names another)" % opts.config)
-    hooks, warnings = {}, []
-    config_binds = None
-    if opts.config:
-        try:
-            settings, hooks, warnings = read_config_file(opts.config, parser)
+            settings, hooks, warnings = read_config_file(config, parser)
         except UsageError as exc:
             config_error(str(exc))
         # Set as defaults, so the command line wins.  --bind appends to its
         # default, so it is applied after parsing, only if the CLI gave none.
         config_binds = settings.pop("bind", None)
         parser.set_defaults(**settings)
-        env_parser.set_defaults(**settings)
-    if env_argv:
-        # What the variable changes over the config file becomes the default
-        # under the command line (--bind, as above: it replaces the file's).
-        base, given = vars(env_parser.parse_args([])), vars(env_parser.parse_args(env_argv))
-        changed = {name: value for name, value in given.items() if value != base.get(name)}
-        config_binds = changed.pop("bind", None) or config_binds
-        changed.pop("config", None)
-        parser.set_defaults(**changed)
-        notes.append("%s applied: %s" % (CMD_ARGS_VARIABLE, " ".join(env_argv)))
-    config = opts.config
+        env.parser.set_defaults(**settings)
+    config_binds = env.apply(parser, notes) or config_binds
     opts = parser.parse_args(argv)
     opts.config = config
     if opts.bind is None:
         opts.bind = config_binds
+    check_options(opts, parser)
+    opts.config_warnings = warnings + pool_only_warnings(opts)
+    opts.config_notes = notes
+    return opts, hooks
+
+
+def check_options(opts, parser):
+    """The checks of the options as a whole; a problem is parser.error (exit 2)."""
     if not opts.app:
         parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
                      "--config file")
@@ -369,9 +393,6 @@ def parse_options(argv, environ=None):
         parser.error(str(exc))
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
-    opts.config_warnings = warnings + pool_only_warnings(opts)
-    opts.config_notes = notes
-    return opts, hooks
 
 
 def config_error(message):

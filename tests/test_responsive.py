@@ -122,3 +122,8 @@ def test_no_request_is_lost_across_sighups_under_steady_load(start_server):
     assert log.count("reloaded ") == HUPS, log
     assert summary["completed"] > 0 and summary["failed"] == 0, summary
     assert summary["errors"] == {}, summary
+
+
+def test_the_scripts_grace_is_the_servers():
+    from forkparts.children import TIMEOUT_GRACE_SECONDS
+    assert load_script("responsiveness").TIMEOUT_GRACE_SECONDS == TIMEOUT_GRACE_SECONDS
