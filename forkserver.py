@@ -45,7 +45,7 @@ from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, s
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 become_subreaper, describe_status, exit_marks,
                                 exited_children, flush_stdio, no_core_dumps,
-                                parent_death_signal, raise_timed_out, restart_after_sighup)
+                                parent_death_signal, restart_after_sighup, timed_out_handler)
 from forkparts.cli import UsageError
 from forkparts.configfile import effective_settings, parse_options
 from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
@@ -175,6 +175,8 @@ class Supervisor(HookCalls):
             saved[sig] = signal.getsignal(sig)
             signal.signal(sig, note)
         signal.signal(signal.SIGCHLD, self.sigchld_handler())
+        if self.opts.timeout:   # a child's own deadline answers 500 (TimedOut)
+            signal.signal(signal.SIGALRM, timed_out_handler(os.getpid()))
         self.poller.register(self.wake_r, select.POLLIN)
         # What each child restores, as the C function takes it: SIG_DFL and
         # SIG_IGN as plain ints (getsignal gives them as enum members).
@@ -584,8 +586,6 @@ class Server(Supervisor):
         if opts.keep_alive:   # SIGHUP: finish the response, then close (Drain)
             signals = tuple((sig, Drain.note if sig == signal.SIGHUP else handler)
                             for sig, handler in signals)
-        if opts.timeout:   # the child's own deadline answers 500 (TimedOut)
-            signals = tuple(signals) + ((int(signal.SIGALRM), raise_timed_out),)
         self.use_plan(ChildPlan(
             serve_connection, self.app, self.handler_config, tuple(signals),
             blocked=HANDLED_SIGNAL_NUMBERS, close_fds=self.child_closes(),

@@ -19,6 +19,7 @@ from collections import namedtuple
 from gc import disable as disable_gc
 from os import close as close_fd
 from signal import ITIMER_REAL, set_wakeup_fd, setitimer
+from os import getpid
 from time import monotonic
 
 from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,
@@ -33,7 +34,6 @@ KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
 # The parent's --timeout deadline comes this long after the child's own
 # (SIGALRM: TimedOut, a 500): the parent's SIGTERM is for a child that did not end.
 TIMEOUT_GRACE_SECONDS = 1.0
-MIN_ALARM_SECONDS = 0.001                # setitimer(0) would disarm it
 INFINITY = float("inf")
 SIG_UNBLOCK = int(signal.SIG_UNBLOCK)
 
@@ -109,7 +109,8 @@ class ChildPlan(namedtuple("ChildPlan", (
             if limits:
                 apply_child_limits(limits)
             if alarm:   # our own deadline, from the accept: SIGALRM raises TimedOut
-                setitimer(ITIMER_REAL, max(alarm + accepted_at - monotonic(), MIN_ALARM_SECONDS))
+                left = alarm + accepted_at - monotonic()   # (timed_out_handler)
+                setitimer(ITIMER_REAL, left if left > 0.001 else 0.001)   # 0 disarms
             if post_fork is not None and not post_fork(sock):
                 status = EXIT_HOOK_FAILED
                 return
@@ -239,9 +240,15 @@ def raise_cpu_limit(signum, frame):
     raise CPULimitExceeded("CPU limit of the child reached")
 
 
-def raise_timed_out(signum, frame):
-    """The child's SIGALRM handler under --timeout (TimedOut)."""
-    raise TimedOut("--timeout reached")
+def timed_out_handler(parent_pid):
+    """The SIGALRM handler under --timeout, set in the parent and inherited
+    across fork (no child pays for setting it: each handler a child sets
+    copies pages): in a child, at its deadline, TimedOut; the parent arms no
+    timer, and a stray SIGALRM does nothing there (it used to end it)."""
+    def on_alarm(signum, frame):
+        if getpid() != parent_pid:
+            raise TimedOut("--timeout reached")
+    return on_alarm
 
 
 def restart_after_sighup():

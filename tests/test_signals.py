@@ -618,7 +618,7 @@ import os, select, signal
 from types import SimpleNamespace
 import forkserver
 server = forkserver.Server.__new__(forkserver.Server)
-server.opts = SimpleNamespace(reaper="signal", lab_print_in_handler=False)
+server.opts = SimpleNamespace(reaper="signal", lab_print_in_handler=False, timeout=30)
 server.wake_r, server.wake_w = os.pipe()
 server.poller = select.poll()
 server.install_signals()

@@ -903,3 +903,14 @@ def test_a_timeout_before_the_app_is_one_line_and_no_traceback(start_server):
     assert "--timeout reached before the app answered 127.0.0.1:" in text
     assert "Traceback" not in text, text
     wait_no_zombies(server)
+
+
+def test_a_stray_sigalrm_to_the_parent_does_not_end_it(start_server):
+    """The SIGALRM handler a child's --timeout uses is the parent's, inherited
+    across fork; in the parent, which arms no timer, it does nothing (its
+    default action used to end the parent)."""
+    server = start_server(APP, "--timeout", "5")
+    server.signal(signal.SIGALRM)
+    time.sleep(0.2)
+    assert server.proc.isalive()
+    assert http_get(server, "/")[0] == 200
