@@ -132,6 +132,7 @@ class Supervisor(HookCalls):
                              [l.description for l in listeners], log, opts.proc_name)
         # Made by prepare().
         self.handler_config = self.child_signals = self.child_plan = self.run_child = None
+        self.deadline_span = 0.0   # prepare()
         self.heap_filler = None
         self.handback = self.exit_marks = self.set_handler = self.sigmask = None
         self.warmed = False
@@ -142,6 +143,12 @@ class Supervisor(HookCalls):
     def prepare(self):
         """Everything between loading the app and the first accept."""
         handback = None
+        # The parent's --timeout deadline, from the accept: TIMEOUT_GRACE_SECONDS
+        # after the child's own (which answers 500); with --keep-alive the
+        # child re-arms its own per request and the parent keeps none.
+        opts = self.opts
+        self.deadline_span = (opts.timeout + TIMEOUT_GRACE_SECONDS
+                              if opts.timeout and not opts.keep_alive else 0.0)
         if self.opts.keep_alive:   # idle connections handed back by children (Drain)
             self.handback, handback = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.handback.setblocking(False)
@@ -551,10 +558,8 @@ class Server(Supervisor):
             return 0
         if pid == 0:   # the child: ChildPlan.run, which never returns
             run_child(sock, addr, data, accepted_at, parked)
-        opts = self.opts
-        self.table.add(pid, addr, accepted_at,
-                       accepted_at + opts.timeout + TIMEOUT_GRACE_SECONDS
-                       if opts.timeout and not opts.keep_alive else 0.0)
+        span = self.deadline_span   # one object read: each costs the parent a page
+        self.table.add(pid, addr, accepted_at, accepted_at + span if span else 0.0)
         if self.admission.counts_forks:
             self.admission.forked(addr)
         self.served += 1
