@@ -102,7 +102,8 @@ class HandlerConfig:
         self.errors = ErrorStream(self.log)
         # The environ entries every request shares: build_environ copies them.
         self.environ_base = {
-            "SCRIPT_NAME": self.script_name, "SERVER_NAME": self.server_name, "SERVER_PORT": self.server_port,
+            "SCRIPT_NAME": self.script_name, "SERVER_NAME": self.server_name,
+            "SERVER_PORT": self.server_port,
             "SERVER_SOFTWARE": SERVER_SOFTWARE, "wsgi.version": (1, 0),
             "wsgi.url_scheme": self.url_scheme, "wsgi.errors": self.errors,
             "wsgi.multithread": False, "wsgi.multiprocess": True,

@@ -17,9 +17,8 @@ import sys
 import time
 from collections import namedtuple
 from gc import disable as disable_gc
-from os import close as close_fd
+from os import close as close_fd, getpid
 from signal import ITIMER_REAL, set_wakeup_fd, setitimer
-from os import getpid
 from time import monotonic
 
 from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,

@@ -530,7 +530,8 @@ def check_12(r):
     # The orphan's own deadline answers 500; the child of the default server
     # dies with its parent, without a response.
     r.check(count(r"500 Internal Server Error", r.text("C")) == 1
-            and count(r"Empty reply from server", r.text("C")) == 1, "exercise 12: C: " + r.text("C"))
+            and count(r"Empty reply from server", r.text("C")) == 1,
+            "exercise 12: C: " + r.text("C"))
 
 
 def check_13(r):

@@ -122,7 +122,8 @@ hosts = st.one_of(st.from_regex(r"[a-z0-9]{1,10}(\.[a-z]{2,5})?(:[0-9]{1,5})?", 
 
 
 @VALID_SETTINGS
-@given(methods.filter(lambda m: m != "CONNECT"), paths, queries, hosts, st.lists(st.tuples(field_names, field_values), max_size=8),
+@given(methods.filter(lambda m: m != "CONNECT"), paths, queries, hosts,
+       st.lists(st.tuples(field_names, field_values), max_size=8),
        st.integers(0, 10 ** 6), st.sampled_from(["1.1", "1.0"]), st.text(" \t", max_size=2))
 def test_valid_requests_parse_to_what_was_generated(method, path, query, host, fields, length,
                                                     version, ows):
