@@ -11,7 +11,8 @@ and the descriptors and threads the app opened and kept; the parent warms
 itself only when the report is clean, and otherwise says, in one warning,
 what was left open and how to fix it, and serves unwarmed.  The whole
 warm-up has a time budget; a default one never stops a start, an explicit
---prewarm PATH that fails does (exit 3).  The request goes through the
+--prewarm PATH that fails does (exit 3).  Each request's client is a
+throwaway process too (WarmUpClient), reaped here like the trial child.  The request goes through the
 child's own entry point, which the front door passes in (``serve``), so
 this part never imports a front door.  A room of its own because it is the
 one place the parent runs app code on purpose, and it says what it did.
@@ -54,6 +55,9 @@ ENVIRON_KEY = "forkserver.warmup"
 # Flask example before it had a / route: docs/performance.md).
 NOT_FOUND_HINT = ("; that is the app's not-found path, not a view: --prewarm PATH "
                   "(a path a client asks for) warms the view too")
+# The warm-up client's wait for each piece of the response, and the
+# parent's for its status line after the handler has closed the connection.
+READER_SECONDS = 1.0
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
 # What a SIGHUP to a warmed parent says: the reload re-imports the app's
 # modules, but a framework may keep what it built at the warm-up.
@@ -104,6 +108,8 @@ def skipped_warning(path, failure, report, explicit):
     """The one line that says why the parent was not warmed, and the fixes."""
     head = "warm-up GET %s not run in the parent, serving unwarmed: " % path
     off = "" if explicit else "; or start with --no-prewarm"
+    if failure.startswith(FORK_FAILED[:20]):   # the limit children will meet too
+        return head + "the trial child %s (a limit on processes, RLIMIT_NPROC?)" % failure
     if failure:
         return head + "in a trial child it %s; make GET %s answer below 500 quickly, or " \
             "choose another path with --prewarm PATH%s" % (failure, path, off)
@@ -204,26 +210,105 @@ def no_title(title):
 
 def prewarm_once(serve, app, config, path, log):
     """GET path through the app, the handler logging to log; the status line."""
-    ours, theirs = socket.socketpair()
     try:
-        theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                       % path.encode("latin-1"))
-        theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
-        cfg = warm_up_config(config, log)
-        cfg.environ_base[ENVIRON_KEY] = True   # copied into the request's environ
-        serve(ours, ("127.0.0.1", 0), app, cfg)
-        theirs.settimeout(1.0)
-        status = theirs.recv(64).split(b"\r\n", 1)[0].decode("latin-1", "replace")
-        return status or "no response"
+        client = WarmUpClient(path)
+        try:
+            run_request(serve, app, config, client.conn, log)
+            return client.status(time.monotonic() + READER_SECONDS)
+        finally:
+            client.close()
     except OSError as exc:
         return "no response (%s)" % exc
+
+
+def run_request(serve, app, config, conn, log):
+    """The warm-up request on ``conn``, its handler logging to ``log``."""
+    cfg = warm_up_config(config, log)
+    cfg.environ_base[ENVIRON_KEY] = True   # copied into the request's environ
+    serve(conn, ("127.0.0.1", 0), app, cfg)
+
+
+class WarmUpClient:
+    """The client of a warm-up request: a connection (``conn``, the server's
+    end of a socketpair) whose request is sent, and a throwaway process,
+    a child of the one that made it, that reads the response as it is sent
+    (read_response): a socketpair holds only some 60 KB unread, so a larger
+    page stalled the handler's send until its timeout.  ``status`` is the
+    status line it got; ``close`` kills and reaps the reader."""
+
+    def __init__(self, path):
+        self.conn, theirs = socket.socketpair()
+        self.status_fd = self.pid = None
+        try:
+            theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+                           % path.encode("latin-1"))
+            theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
+            self.status_fd, self.pid = start_reader(self.conn, theirs)
+        except OSError:
+            self.close()
+            raise
+        finally:
+            theirs.close()
+
+    def status(self, deadline):
+        """The response's status line, once the handler is done with ``conn``
+        (here or in another process): "no response" if none came by ``deadline``."""
+        self.conn.close()   # the reader's EOF, if the handler left it open
+        line = read_report(self.status_fd, deadline)
+        return (line or b"").strip().decode("latin-1", "replace") or "no response"
+
+    def close(self):
+        self.conn.close()
+        if self.status_fd is not None:
+            os.close(self.status_fd)
+            self.status_fd = None
+        if self.pid:
+            end_child(self.pid)
+            self.pid = None
+
+
+def start_reader(conn, theirs):
+    """Fork the warm-up's client, which reads ``theirs`` (read_response).
+    The read end of its status pipe, and its pid."""
+    status_read, status_write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(status_read)
+        os.close(status_write)
+        raise
+    if pid == 0:
+        os.close(status_read)
+        read_response(conn, theirs, status_write)   # never returns
+    os.close(status_write)
+    return status_read, pid
+
+
+def read_response(conn, theirs, fd):
+    """In the reader process: the warm-up's client.  Read the response to its
+    end (EOF when the handler closes the connection), write its status line
+    and a newline to ``fd``, and _exit."""
+    head = b""
+    try:
+        signal.set_wakeup_fd(-1)   # never write into the parent's pipe
+        conn.close()               # else the connection's EOF never comes
+        theirs.settimeout(READER_SECONDS)
+        while True:
+            chunk = theirs.recv(65536)
+            if not chunk:
+                break
+            head = head if len(head) >= 64 else head + chunk[:64]
+    except BaseException:
+        pass   # what came is what the parent gets
+    try:
+        write_all(fd, head.split(b"\r\n", 1)[0] + b"\n")
     finally:
-        ours.close()
-        theirs.close()
+        os._exit(0)
 
 
 # ------------------------------------------------------------ the probe
 TIMED_OUT = "timed out"
+FORK_FAILED = "could not be run: fork() failed: %s"   # EAGAIN under RLIMIT_NPROC (lab 13)
 
 
 class Report:
@@ -248,6 +333,8 @@ class Report:
             return "did not answer within %g s (the trial child was killed)" % budget
         if self.ended:
             return "ended before it answered (%s)" % self.ended
+        if self.error.startswith(FORK_FAILED[:20]):
+            return self.error
         if self.error:
             return "failed: %s" % self.error
         code = self.status.split(" ", 2)[1:2]
@@ -277,18 +364,42 @@ class Report:
 def probe(serve, app, config, path, deadline, signals=(), post_fork=None):
     """The warm-up request in a throwaway child, which reports and _exits;
     the child is killed at ``deadline`` at the latest, and always reaped
-    here (no zombie, no orphan).  A Report."""
+    here (no zombie, no orphan), as is the request's client (WarmUpClient),
+    a child of this process too.  A Report."""
     flush_stdio()   # what the app printed is not written twice
+    try:
+        client = WarmUpClient(path)
+    except OSError as exc:   # fork() too, as in trial_child
+        return Report({"error": FORK_FAILED % (exc.strerror or exc)})
+    try:
+        report = trial_child(serve, app, config, client, deadline, signals, post_fork)
+        if not report.ended:
+            report.status = client.status(deadline)
+        return report
+    finally:
+        client.close()
+
+
+def trial_child(serve, app, config, client, deadline, signals, post_fork):
+    """Fork the child that runs the request on client.conn (run_probe); its
+    Report, the status line not in it (the client has that)."""
     die_with_parent = parent_death_signal(os.getpid())
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:   # EAGAIN under RLIMIT_NPROC (lab 13): no warm-up
+        os.close(read_end)
+        os.close(write_end)
+        return Report({"error": FORK_FAILED % exc.strerror})
     if pid == 0:
         os.close(read_end)
+        os.close(client.status_fd)
         if die_with_parent:
             die_with_parent()
-        run_probe(write_end, serve, app, config, path,
+        run_probe(write_end, serve, app, config, client.conn,
                   deadline - time.monotonic(), signals, post_fork)   # never returns
     os.close(write_end)
+    client.conn.close()   # the child's now
     try:
         line = read_report(read_end, deadline)
     finally:
@@ -339,7 +450,7 @@ def end_child(pid):
         return None
 
 
-def run_probe(fd, serve, app, config, path, seconds, signals, post_fork):
+def run_probe(fd, serve, app, config, conn, seconds, signals, post_fork):
     """In the throwaway child: be a child (the parent's signal handlers put
     back, its own deadline), run the request, report, _exit.  Never returns."""
     try:
@@ -347,7 +458,7 @@ def run_probe(fd, serve, app, config, path, seconds, signals, post_fork):
         for sig, handler in signals:
             signal.signal(sig, handler)
         signal.setitimer(signal.ITIMER_REAL, max(seconds, 0) + PROBE_ALARM_SLACK_SECONDS)
-        fields = trial(serve, app, config, path, post_fork)
+        fields = trial(serve, app, config, conn, post_fork)
     except BaseException as exc:   # the report says it; the parent decides
         fields = {"error": "%s: %s" % (type(exc).__name__, exc)}
     try:
@@ -359,19 +470,19 @@ def run_probe(fd, serve, app, config, path, seconds, signals, post_fork):
         os._exit(0)
 
 
-def trial(serve, app, config, path, post_fork):
+def trial(serve, app, config, conn, post_fork):
     """The request; what it left open that was not open before.  If it left
     something and there is a post_fork hook, the hook runs (where a child of
     the warmed parent would run it) and what it closed is not counted; an
     app that leaves nothing never sees the extra call."""
     before = open_fds(), thread_names(), task_count()
     captured = CapturedLog()
-    status = prewarm_once(serve, app, config, path, captured)
+    run_request(serve, app, config, conn, captured)
     left = left_open(*before)
     if post_fork is not None and any(left.values()):
         post_fork()
         left = left_open(*before)
-    return dict(left, status=status, log="\n".join(captured.lines)[-REPORT_LOG_MAX_CHARS:])
+    return dict(left, log="\n".join(captured.lines)[-REPORT_LOG_MAX_CHARS:])
 
 
 def left_open(fds, threads, tasks):

@@ -35,11 +35,11 @@ class ProcessTrace:
 
     def prepare(self):
         super().prepare()
-        # A SIGCHLD before the first fork is the warm-up's trial child's
-        # (forkparts/prewarm.py), forked and reaped there: said so, not left
-        # to look like a lost child.
+        # A SIGCHLD before the first fork is the warm-up's (forkparts/prewarm.py):
+        # its trial child's, or a request's client process's, forked and reaped
+        # there: said so, not left to look like a lost child.
         for stamp in self.sigchld_times:
-            self.log.trace("", "SIGCHLD received (the warm-up's trial child)", stamp)
+            self.log.trace("", "SIGCHLD received (the warm-up's trial child or client)", stamp)
         self.sigchld_times.clear()
 
     def sigchld_handler(self):

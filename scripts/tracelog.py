@@ -31,9 +31,10 @@ TRACE_LINE_RE = re.compile(r"^(\d+\.\d+) \[(\d+)\] (.*)$")
 FORK_RE = re.compile(r"^fork: child (\d+)(?: for (.*))?$")
 EXIT_RE = re.compile(r"^exit: status (\d+)$")
 SIGCHLD_RE = re.compile(r"^SIGCHLD received$")
-# The default warm-up's trial child, forked and reaped before the first
-# client (forkparts/prewarm.py): no child of the server's, so not drawn.
-WARM_UP_SIGCHLD = "SIGCHLD received (the warm-up's trial child)"
+# The default warm-up's trial child and its requests' client processes,
+# forked and reaped before the first client (forkparts/prewarm.py): no
+# children of the server's, so not drawn.
+WARM_UP_SIGCHLD = "SIGCHLD received (the warm-up's trial child or client)"
 REAP_RE = re.compile(r"^reaped (\d+): (.+)$")
 KEYWORDS = ("fork:", "exit:", "SIGCHLD", "reaped")
 # The server before the contract wrote "[PID] fork: child ..." without a time.

@@ -408,3 +408,77 @@ def test_a_warm_up_the_app_refuses_runs_once_not_in_every_pass(start_server, tmp
     assert (tmp_path / "calls.txt").read_text() == "True\n"   # the trial child's only
     status, _, body = http_get(server, "/", headers={"Host": "example.com"})
     assert (status, body) == (200, b"ok\n")
+
+
+# A home page larger than a socketpair holds unread (some 60 KB), sent whole
+# or in pieces, with the status the environment names.
+LARGE_PAGE_APP = '''
+import os
+
+STATUS = os.environ.get("LARGE_PAGE_STATUS", "200 OK")
+PIECES = int(os.environ.get("LARGE_PAGE_PIECES", "1"))
+PAGE = b"x" * (1 << 20)
+
+
+def app(environ, start_response):
+    start_response(STATUS, [("Content-Type", "text/plain"), ("Content-Length", str(len(PAGE)))])
+    step = len(PAGE) // PIECES
+    return [PAGE[i:i + step] for i in range(0, len(PAGE), step)]
+'''
+
+
+@pytest.mark.parametrize("pieces", [1, 64])
+def test_a_home_page_larger_than_a_socketpair_holds_is_warmed(start_server, tmp_path, pieces):
+    """The warm-up's client used to read the response only after the handler
+    had sent it all: a page over some 60 KB stalled the send until its
+    timeout, so the default warm-up gave up ("did not answer within 1 s")
+    and an explicit --prewarm / waited 30 s, then stopped the start.  A
+    project's DEBUG error page (Django's, 55 KB for a DisallowedHost) was
+    enough.  Now a reader process reads it as it is sent."""
+    (tmp_path / "largepage.py").write_text(LARGE_PAGE_APP)
+    env = dict(os.environ, LARGE_PAGE_PIECES=str(pieces))
+    server = start_server("largepage:app", cwd=str(tmp_path), env=env)
+    log = wait_for_log(server, "prewarm GET /")
+    assert "prewarm GET /: HTTP/1.1 200 OK (16 passes)" in log and not warnings_in(log), log
+    status, _, body = http_get(server, "/")
+    assert (status, len(body)) == (200, 1 << 20)
+    started = time.monotonic()
+    server = start_server("largepage:app", "--prewarm", "/", cwd=str(tmp_path), env=env)
+    assert "prewarm GET /: HTTP/1.1 200 OK (16 passes)" in wait_for_log(server, "prewarm GET /")
+    assert time.monotonic() - started < LOG_WAIT_SECONDS
+    wait_no_zombies(server)
+
+
+def test_a_large_refusal_is_read_whole_and_named(start_server, tmp_path):
+    """Django's DEBUG page for a DisallowedHost is a 400 of 55 KB: the warm-up
+    names the refusal instead of a timeout."""
+    (tmp_path / "largepage.py").write_text(LARGE_PAGE_APP)
+    env = dict(os.environ, LARGE_PAGE_STATUS="400 Bad Request")
+    server = start_server("largepage:app", cwd=str(tmp_path), env=env)
+    log = wait_for_log(server, "warm-up GET /")
+    (warning,) = warnings_in(log)
+    assert "the app refused it (HTTP/1.1 400 Bad Request)" in warning, log
+    assert server.children() == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the limit binds once it is nobody")
+def test_a_warm_up_that_cannot_fork_warns_and_the_server_starts(start_server):
+    """Under RLIMIT_NPROC with no process left for the trial child or its
+    client (lab 13's limit, tighter), fork() fails with EAGAIN: the default
+    warm-up says so in one warning and the server starts; it used to end the
+    start with a traceback of our fork()."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    nobody_now = len([p for p in psutil.process_iter(["username"])
+                      if p.info["username"] == "nobody"])
+    # Inherited by the server; binding once it has become `nobody` (root is exempt).
+    resource.setrlimit(resource.RLIMIT_NPROC, (nobody_now + 1, hard))
+    try:
+        server = start_server("tests.apps:hello", "--user", "nobody")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
+    log = wait_for_log(server, "warm-up GET /")
+    (warning,) = [w for w in warnings_in(log) if "warm-up" in w]
+    assert "the trial child could not be run: fork() failed: Resource temporarily " \
+        "unavailable (a limit on processes, RLIMIT_NPROC?)" in warning, log
+    assert "Traceback" not in log and server.proc.isalive()
