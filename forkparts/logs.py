@@ -226,11 +226,13 @@ def open_log(path, default_fd):
 
 
 def reopen_log_file(path, fd):
-    """Point ``fd`` at a new file of the same name (logrotate moved the old one)."""
+    """Point ``fd`` at a new file of the same name (logrotate moved the old one).
+    ``fd`` stays close-on-exec if it was (dup2 would make it inheritable, and a
+    USR2 re-exec would carry the rotated file on); 1 and 2 stay inheritable."""
     if not path or path == "-" or fd is None:
         return
     new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    os.dup2(new, fd)
+    os.dup2(new, fd, inheritable=os.get_inheritable(fd))
     os.close(new)
 
 

@@ -663,6 +663,38 @@ def test_sigusr1_reopens_logs_after_rotation(start_server):
     assert len(old.splitlines()) == 1 and "GET /before " in old
 
 
+def close_on_exec_of(pid, path):
+    """{fd: close-on-exec?} of pid's descriptors open on path (/proc/PID/fdinfo)."""
+    found = {}
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path:
+                with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                    flags = int(f.read().split("flags:")[1].split()[0], 8)
+                found[int(fd)] = bool(flags & 0o2000000)   # O_CLOEXEC
+        except (OSError, IndexError):
+            pass   # closed meanwhile
+    return found
+
+
+def test_sigusr1_keeps_the_logs_close_on_exec(start_server):
+    """The reopened files used to lose close-on-exec (dup2 makes its copy
+    inheritable): each USR1 then USR2 left the new parent, and every child
+    after it, holding the rotated files, deleted or not (their disk space
+    never freed), and the app's subprocesses got them too."""
+    server = start_server("tests.apps_deploy:whoami")
+    logs = [os.path.realpath(server.access_log), os.path.realpath(server.error_log)]
+    assert [list(close_on_exec_of(server.pid, p).values()) for p in logs] == [[True], [True]]
+    for path in logs:
+        os.rename(path, path + ".1")
+    server.signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in read_text(server.error_log))
+    for path in logs:
+        flags = close_on_exec_of(server.pid, path)
+        assert flags and all(flags.values()), (path, flags)
+        assert not close_on_exec_of(server.pid, path + ".1")
+
+
 def test_sigusr1_reopens_the_error_log_when_the_access_log_cannot_be_reopened(
         start_server, tmp_path):
     """Each log is reopened on its own.  The access log's new place missing
