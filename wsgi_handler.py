@@ -593,6 +593,7 @@ class IdleConnection:
         self.conn = conn
         self.config = config
         self.wake_fd = None       # drain_wakeup's pipe
+        self.handed_back = False
 
     def wait(self):
         """True once the client sends something, False after --keep-alive idle
@@ -626,6 +627,7 @@ class IdleConnection:
             return
         try:
             socket.send_fds(self.config.handback, [b"idle"], [self.conn.sock.fileno()])
+            self.handed_back = True   # the parent's now: not to be shut down here
         except OSError as exc:
             self.config.log.warning("cannot hand the idle connection back to the parent: %s" % exc)
 
@@ -689,6 +691,8 @@ class ConnectionHandler:
             deadline = time.monotonic() + self.config.header_timeout
         if self.conn.buf or self.unread_body:
             self.conn.close_gracefully()
+        elif idle is None or not idle.handed_back:
+            self.conn.shut_down()
         return self.status
 
     def set_title(self, request):

@@ -26,6 +26,7 @@ MAX_DRAIN_BYTES = 1024 * 1024
 # of that C type (_socket.socket, the base of socket.socket; the same object on
 # every CPython this package claims), so no private module is needed for it.
 close_socket = socket.SocketType.close
+SHUT_WR = socket.SHUT_WR
 
 
 class Connection:
@@ -135,6 +136,15 @@ class Connection:
             raise ClientGone("client did not read the response in time") from None
         except (BrokenPipeError, ConnectionError) as exc:
             raise ClientGone(str(exc)) from None
+
+    def shut_down(self):
+        """End our side (FIN) before the close: a process the app forked during
+        the request holds the socket too, and close() alone sends nothing while
+        it does (a client reading to EOF would wait for that process)."""
+        try:
+            self.sock.shutdown(SHUT_WR)
+        except OSError:
+            pass   # the client is gone, or the response was aborted (closed)
 
     def close_gracefully(self):
         """Shut down our side, then read and drop what the client still sends,

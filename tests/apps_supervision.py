@@ -3,10 +3,12 @@ single server can hang, allocate, burn CPU, and then show it still serves."""
 import os
 import signal
 import subprocess
+import time
 
 from tests import apps
 
 ORPHAN_SLEEP_SECONDS = "1"   # how long the orphaned grandchild outlives its parent
+FORKED_LINGER_SECONDS = 10   # how long fork_lingering's process holds the client's socket
 
 
 def spawn_orphan(environ, start_response):
@@ -15,6 +17,19 @@ def spawn_orphan(environ, start_response):
     child = subprocess.Popen(["sleep", ORPHAN_SLEEP_SECONDS], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return apps._reply(start_response, ("%d\n" % child.pid).encode())
+
+
+def fork_lingering(environ, start_response):
+    """Forks a process that holds every descriptor the child has, the client's
+    socket too, for FORKED_LINGER_SECONDS (as an app's os.fork or a
+    multiprocessing.Process with Linux's default start method does), and
+    answers at once with its pid."""
+    pid = os.fork()
+    if pid == 0:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)   # not the request's deadline
+        time.sleep(FORKED_LINGER_SECONDS)
+        os._exit(0)
+    return apps._reply(start_response, ("%d\n" % pid).encode())
 
 
 def hang_ignoring_hangup(environ, start_response):
@@ -61,6 +76,7 @@ ROUTES = {
     "/subprocess": apps.subprocess_true,
     "/pid": apps.pid,
     "/orphan": spawn_orphan,
+    "/fork-lingering": fork_lingering,
 }
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from forkparts.acceptfilter import HALF_OPEN_PATIENCE_SECONDS
 from tests import conftest
-from tests.apps_supervision import write_module
+from tests.apps_supervision import FORKED_LINGER_SECONDS, write_module
 from tests.conftest import (ROOT, http_get, needs, read_until_close, wait_children,
                             wait_for, wait_no_zombies)
 
@@ -740,6 +740,30 @@ def test_subreaper_adopts_and_quietly_reaps_an_orphaned_grandchild(start_server)
     text = server.log_text()
     assert "reaped unknown process %d: exited with status 0" % grandchild in text
     assert "WARNING" not in text
+
+
+def test_a_process_the_app_forked_does_not_hold_the_response_open(start_server):
+    """The app forks a process that keeps every descriptor for 10 s (os.fork,
+    or multiprocessing's default on Linux).  The child used to only close()
+    the socket, which sends nothing while another process holds it: a client
+    that reads to EOF (ab, HTTP/1.0 clients) waited the 10 s.  Now the child
+    shuts its side down first, as gunicorn and socketserver do."""
+    server = start_server(APP)
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    try:
+        sock.sendall(b"GET /fork-lingering HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        started = time.monotonic()
+        response = read_until_close(sock)
+        waited = time.monotonic() - started
+    finally:
+        sock.close()
+    lingering = int(response.rpartition(b"\r\n\r\n")[2])
+    try:
+        assert response.startswith(b"HTTP/1.1 200 OK") and not response.endswith(b"<RESET>")
+        assert psutil.pid_exists(lingering)     # still holding its copy of the socket
+        assert waited < FORKED_LINGER_SECONDS / 2, waited
+    finally:
+        os.kill(lingering, signal.SIGKILL)
 
 
 POST_X = (b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
