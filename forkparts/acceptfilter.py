@@ -216,6 +216,8 @@ class AcceptFilter:
         if state == BODY_INCOMPLETE:
             parked.body_progress(time.monotonic(), self.opts.header_timeout,
                                  self.opts.min_body_rate)
+        if self.stopping and state != HEAD_INCOMPLETE:   # its head is in: the stop's deadline
+            self.hurry(parked, time.monotonic())
         if state == READY:
             self.release(fd, parked)
 
@@ -325,7 +327,8 @@ class AcceptFilter:
     def stop(self, graceful, stop_deadline):
         """On a graceful stop, a complete parked request stays parked and
         check forks it when a slot is free (never past --max-children), or
-        answers 503 if none frees up before the stop deadline; an incomplete
+        answers 503 if none frees up before the stop deadline (or its
+        --header-timeout from the accept, as when not stopping); an incomplete
         one has STOP_HEAD_GRACE_SECONDS more to complete (a proxy that has just
         connected is sending it), then 503.  An idle handed-back connection
         gets the same grace: a request on it is served (and the connection
@@ -345,8 +348,14 @@ class AcceptFilter:
         self.check()
 
     def hurry(self, parked, now):
-        """A graceful stop's deadline for a parked connection."""
-        if parked.head_end:   # the head is in, a small body is coming
+        """A graceful stop's deadline for a parked connection: a complete
+        request waits for a child as it would have (--header-timeout from its
+        accept), but not past the stop deadline; so does a small body that is
+        coming; a head still coming gets STOP_HEAD_GRACE_SECONDS."""
+        if parked.state == READY:
+            parked.deadline = min(parked.accepted_at + self.opts.header_timeout,
+                                  self.stop_deadline)
+        elif parked.head_end:   # the head is in, a small body is coming
             parked.deadline = min(parked.deadline, self.stop_deadline)
         else:
             parked.deadline = min(parked.deadline, now + STOP_HEAD_GRACE_SECONDS)

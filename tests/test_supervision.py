@@ -184,6 +184,24 @@ def test_sigterm_serves_connections_already_in_the_backlog(start_server):
     assert server.wait_exit() == 0
 
 
+def test_sigterm_serves_a_queued_request_that_waits_more_than_a_second(start_server):
+    """A complete request waiting for a child used to get the 1 s grace of a
+    head still coming (STOP_HEAD_GRACE_SECONDS) instead of the stop deadline:
+    503 after a second, while later ones were served as children freed up."""
+    server = start_server(APP, "--max-children", "1", "--graceful-timeout", "30")
+    inflight = in_background(raw_exchange, server, get_bytes("/slow?s=2.5"))
+    one_child(server)
+    queued = server.connect(timeout=30)
+    queued.sendall(get_bytes("/"))
+    time.sleep(0.2)                                   # in the accept queue (the cap is reached)
+    server.signal(signal.SIGTERM)
+    assert status_of(read_until_close(queued)) == 200   # after about 2.3 s, not a 503 at 1 s
+    queued.close()
+    assert status_of(inflight()) == 200
+    assert server.wait_exit() == 0
+    assert "no free child" not in server.log_text()
+
+
 def test_second_sigterm_escalates_to_a_fast_stop(start_server):
     server = start_server(APP, "--graceful-timeout", "60")
     inflight = in_background(raw_exchange, server, get_bytes("/hang"))
