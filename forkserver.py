@@ -89,6 +89,12 @@ READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 HANDLED_SIGNALS = (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT,
                    signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
                    signal.SIGTTOU)
+# What a child does on the stop signals if the parent was started with them
+# ignored (a shell's background job has SIGINT and SIGQUIT ignored): the
+# parent handles them regardless, as gunicorn's master does, and a child acts
+# on them as documented (docs/operations.md): KeyboardInterrupt, or its end.
+CHILD_STOP_SIGNALS = {signal.SIGINT: signal.default_int_handler,
+                      signal.SIGQUIT: signal.SIG_DFL, signal.SIGTERM: signal.SIG_DFL}
 # The same as plain ints, for the calls made at every fork: each enum member
 # sits on a page of its own that every use writes (a reference count) and
 # every fork makes copy-on-write.
@@ -180,6 +186,8 @@ class Supervisor(HookCalls):
         saved, note = {}, self.note_signal   # one bound method for all: each child
         for sig in HANDLED_SIGNALS:            # touches each handler as it resets them
             saved[sig] = signal.getsignal(sig)
+            if saved[sig] == signal.SIG_IGN and sig in CHILD_STOP_SIGNALS:
+                saved[sig] = CHILD_STOP_SIGNALS[sig]
             signal.signal(sig, note)
         signal.signal(signal.SIGCHLD, self.sigchld_handler())
         if self.opts.timeout:   # a child's own deadline answers 500 (TimedOut)

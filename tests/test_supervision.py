@@ -233,6 +233,30 @@ def test_sigint_and_sigquit_stop_inflight_children_at_once(start_server, sig):
     assert "killed by SIGTERM (server stopping)" in server.log_text()
 
 
+def test_children_of_a_server_started_with_sigint_ignored_still_obey_it(start_server):
+    """A shell starts a background job with SIGINT and SIGQUIT ignored, and
+    the children used to put that back: SIGINT to a child mid-request did
+    nothing (the request went on to 200), and worker_int's hook re-raised it
+    into nothing.  The parent handles them regardless, as gunicorn's master
+    does; now its children act on them as documented (KeyboardInterrupt: 500)."""
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    try:
+        server = start_server(APP)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    ignored = int(re.search(r"SigIgn:\s*([0-9a-f]+)", open("/proc/%d/status" % server.pid).read())
+                  .group(1), 16)
+    assert ignored & (1 << (signal.SIGINT - 1)) == 0   # the parent's own handler
+    inflight = in_background(raw_exchange, server, get_bytes("/slow?s=20"))
+    child = one_child(server)
+    started = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    assert status_of(inflight()) == 500
+    assert time.monotonic() - started < 10
+    wait_log(server, "KeyboardInterrupt")
+
+
 # ---------------------------------------------------------------- dying children
 
 def test_child_killed_by_sigkill_mid_request_is_logged_and_reaped(start_server):
