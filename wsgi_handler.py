@@ -9,8 +9,9 @@ This module never forks, never installs signal handlers and never imports
 ``forkserver``.  It holds the connection handler and PEP 3333's side (the
 response, the environ, wsgi.errors, wsgi.file_wrapper); the HTTP/1.1 grammar,
 the parser, the body readers, the socket I/O, proxy trust and logging are
-parts in ``forkparts``.  It stays light: every module imported here is paid for
-again by every child, so only ``re``, ``socket``, ``time``, ``os`` and the
+parts in ``forkparts`` (the checks of the app's status and headers too,
+``forkparts.pep3333``).  It stays light: every module imported here is paid
+for again by every child, so only ``re``, ``socket``, ``time``, ``os`` and the
 small ``http.HTTPStatus`` enum are used at import time.
 """
 
@@ -18,7 +19,6 @@ import os
 import re
 import socket
 import time
-from http import HTTPStatus
 
 from forkparts.bodies import (
     EMPTY_INPUT, MAX_UNREAD_BODY_BYTES, NO_BODY, ChunkedReader, InputStream, LengthReader,
@@ -27,42 +27,19 @@ from forkparts.exits import (
     EXIT_CPU_LIMIT, EXIT_ERROR, EXIT_MEMORY_LIMIT, EXIT_OK, EXIT_TIMEOUT, CPULimitExceeded,
     TimedOut)
 from forkparts.http11 import (
-    DEFAULT_LIMITS, DIGITS_RE, FIELD_CONTENT_TEXT, FIELD_VALUE_RE, HEADER_TIMEOUT_SECONDS,
-    HOP_BY_HOP, MIN_BODY_RATE, OWS, READ_TIMEOUT_SECONDS, SEND_TIMEOUT_SECONDS,
-    SERVER_SOFTWARE, TCHAR_TEXT, TOKEN_RE, ClientGone, HTTPError, RequestTimeout,
-    error_response, http_date)
+    DEFAULT_LIMITS, DIGITS_RE, HEADER_TIMEOUT_SECONDS, HOP_BY_HOP, MIN_BODY_RATE,
+    READ_TIMEOUT_SECONDS, SEND_TIMEOUT_SECONDS, SERVER_SOFTWARE, ClientGone, HTTPError,
+    RequestTimeout, error_response, http_date)
 from forkparts.logs import Log, access_atoms, format_addr
 from forkparts.parser import parse_head
+from forkparts.pep3333 import (
+    RESPONSE_HEAD_RE, ResponseError, app_closes, check_headers, check_status)
 from forkparts.wire import Connection, abort, close_socket, set_no_delay
 
 # A body chunk up to this size is copied behind the head into one send().
 COALESCE_MAX_BYTES = 64 * 1024
 
-# PEP 3333: status is "999 Reason phrase"; RFC 9112 4: status-line =
-#   HTTP-version SP status-code SP [ reason-phrase ], reason-phrase =
-#   1*( HTAB / SP / VCHAR / obs-text ).  The app gives the final response:
-#   1xx is interim (RFC 9110 15.2), so it is not taken here.
-STATUS_RE = re.compile(r"[2-9][0-9]{2} [\t\x20-\x7e\x80-\xff]*")
-# Any status check_status can take: a 1xx (then refused by name) or a bare
-# code ("200"), which gets its standard reason phrase.
-ANY_STATUS_RE = re.compile(r"[1-9][0-9]{2}(?: [\t\x20-\x7e\x80-\xff]*)?")
-# STATUS_RE, then each header as name CR value (TOKEN_RE, FIELD_VALUE_RE),
-# one per line: start_response checks a whole common response in one match.
-RESPONSE_HEAD_RE = re.compile(
-    STATUS_RE.pattern + r"(?:\n" + TCHAR_TEXT + r"+\r(?:"
-    + FIELD_CONTENT_TEXT + r")?)*")
-# Of HOP_BY_HOP, the two that cannot corrupt the framing: dropped (as gunicorn's
-# Response.process_headers drops every hop-by-hop field), because persistence
-# is the server's to decide; but an app's ``Connection: close`` is honoured
-# (RFC 9112 9.6), so the connection ends after that response even under
-# --keep-alive.
-APP_DROPPED_HEADERS = frozenset(("connection", "keep-alive"))
 NO_BODY_STATUSES = frozenset((204, 304))
-
-
-class ResponseError(Exception):
-    """The app broke PEP 3333 (bad status, header, write, length)."""
-
 
 
 # --------------------------------------------------------------------------
@@ -203,6 +180,7 @@ class Response:
         self.app_close = False      # the app sent Connection: close
         self.done = False           # the app's call is over: write() refuses
         self.head = b""             # the head, not sent yet: it goes with the first body bytes
+        self.body_starts = 0        # conn.sent when the body's first byte went out
 
     # PEP 3333 "The start_response() Callable"
     def start_response(self, status, headers, exc_info=None):
@@ -280,7 +258,7 @@ class Response:
                 declared.append(value)
         code = int(self.status[:3])
         self.no_body = self.no_body or code < 200 or code in NO_BODY_STATUSES
-        if declared and not self.config.close_delimited:   # the common case, inline
+        if declared and code != 204 and not self.config.close_delimited:   # the common case
             if len(declared) > 1 or not DIGITS_RE.fullmatch(declared[0].encode("latin-1")):
                 raise ResponseError("invalid Content-Length from the app: %r" % declared)
             self.length = int(declared[0])
@@ -303,15 +281,16 @@ class Response:
             self.config.log.trace("> ", head.rstrip("\r\n").replace("\r\n", "\n"))
         self.headers_sent = True
         self.head = head.encode("latin-1")
+        self.body_starts = self.conn.sent + len(self.head)   # in conn.sent's count
 
     def frame_undeclared(self, known_length, declared):
-        """send_head's framing when the app gave no Content-Length, or
-        the lab's close-delimited responses (--lab-parent-keeps-client)
-        ignore the one it gave."""
-        if self.config.close_delimited:
-            if declared:
-                self.headers = [h for h in self.headers if h[0].lower() != "content-length"]
-        elif self.no_body:
+        """send_head's framing when the app gave no Content-Length, or one
+        that is not sent: the lab's close-delimited responses
+        (--lab-parent-keeps-client) ignore it, and a 204 never has one (RFC
+        9110 8.6; a 304 may), as gunicorn and waitress drop the app's."""
+        if declared:
+            self.headers = [h for h in self.headers if h[0].lower() != "content-length"]
+        if self.config.close_delimited or self.no_body:
             pass
         elif known_length is not None:
             self.length = known_length
@@ -392,81 +371,42 @@ class Response:
         if count <= 0:
             return True   # socket.sendfile() rejects count=0: nothing to send
         self.conn.sock.settimeout(self.config.send_timeout)
+        start = wrapper.filelike.tell()
         try:
             # socket.sendfile() starts at offset 0 unless told: start where the
             # app left the file, as iterating it would.
-            sent = self.conn.sock.sendfile(wrapper.filelike, wrapper.filelike.tell(), count)
-        except socket.timeout:
-            raise ClientGone("client did not read the response in time") from None
-        except (BrokenPipeError, ConnectionError) as exc:
-            raise ClientGone(str(exc)) from None
+            sent = self.conn.sock.sendfile(wrapper.filelike, start, count)
+        except OSError as exc:
+            # sendfile() leaves the file where it stopped: what went out.
+            self.conn.sent += max(wrapper.filelike.tell() - start, 0)
+            if isinstance(exc, socket.timeout):
+                raise ClientGone("client did not read the response in time") from None
+            if isinstance(exc, (BrokenPipeError, ConnectionError)):
+                raise ClientGone(str(exc)) from None
+            raise
+        self.conn.sent += sent
         self.sent_body += sent
         return True
 
-
-def check_status(status):
-    """The status to send: "200" gets its reason phrase; a 1xx is refused."""
-    if not isinstance(status, str):
-        raise ResponseError("status must be a native str, not %s" % type(status).__name__)
-    if STATUS_RE.fullmatch(status):
-        return status
-    if not ANY_STATUS_RE.fullmatch(status):
-        raise ResponseError("invalid status line %r" % status[:60])
-    if status[0] == "1":
-        # RFC 9110 15.2: a 1xx is interim, and the client would go on waiting
-        # for the final response; PEP 3333 gives an app no way to send one.
-        raise ResponseError("status %r is interim (1xx), not a final response" % status[:60])
-    return status + " " + reason_phrase(int(status))
+    def body_sent(self):
+        """The body bytes that went out (their chunks' framing too): for a
+        response cut short, less than the app gave."""
+        return max(self.conn.sent - self.body_starts, 0)
 
 
-def reason_phrase(code):
-    """http.HTTPStatus's phrase; "" for a code it does not know, which RFC
-    9112 4 allows (the SP before it is required, the phrase is not)."""
-    try:
-        return HTTPStatus(code).phrase
-    except ValueError:
-        return ""
+# Where a response is sent once the app has given it (raised_in_our_send).
+SEND_CODES = (Connection.send.__code__, Connection.send_rest.__code__,
+              Response.send_file.__code__)
 
 
-def check_headers(headers):
-    """The app's headers, checked, with the spaces and tabs around each value
-    stripped: RFC 9110 5.5, OWS around a field value is not part of it.  Django
-    sends every Set-Cookie value with a leading space (it joins
-    ``Morsel.output(header="")``).  start_response's one-match lane takes only
-    values without them, so only the other headers pay for the strip."""
-    if not isinstance(headers, list):
-        raise ResponseError("headers must be a list, not %s" % type(headers).__name__)
-    checked = []
-    for item in headers:
-        if not (isinstance(item, tuple) and len(item) == 2
-                and type(item[0]) is str and type(item[1]) is str):
-            raise ResponseError("header must be a (str, str) tuple: %r" % (item,))
-        name, value = item[0], item[1].strip(OWS)
-        try:
-            name_b, value_b = name.encode("latin-1"), value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ResponseError("header %r is not latin-1" % name) from None
-        if not TOKEN_RE.fullmatch(name_b):
-            raise ResponseError("invalid header name %r" % name)
-        if not FIELD_VALUE_RE.fullmatch(value_b):
-            raise ResponseError("invalid character in header %r" % name)
-        if name.lower() in HOP_BY_HOP:
-            if name.lower() in APP_DROPPED_HEADERS:
-                continue   # see app_closes
-            raise ResponseError("hop-by-hop header %r is the server's to send "
-                                "(PEP 3333, RFC 9110 7.6.1)" % name)
-        checked.append((name, value))
-    return checked
-
-
-def app_closes(headers):
-    """True if the app's checked headers hold ``Connection: close``: its
-    Connection field is dropped (check_headers), but the close option is
-    honoured (RFC 9110 7.6.1: a comma-separated list of options)."""
-    for name, value in headers:
-        if name.lower() == "connection":
-            if "close" in [option.strip(OWS).lower() for option in value.split(",")]:
-                return True
+def raised_in_our_send(exc):
+    """True if ``exc`` came while the response was being sent (the app had
+    given it), not while the app ran."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in SEND_CODES:
+            return True
+        tb = tb.tb_next
     return False
 
 
@@ -664,6 +604,7 @@ class ConnectionHandler:
         deadline = self.started + self.config.header_timeout
         idle = None
         for count in range(max(self.config.max_requests, 1)):
+            head = b""
             try:
                 head = self.conn.read_head(deadline)
                 if self.config.trace:
@@ -677,7 +618,7 @@ class ConnectionHandler:
                     # RFC 9112 9.5: an idle persistent connection is just
                     # closed; a 408 there could cross a client's new request.
                     return self.status
-                self.reject(exc)
+                self.reject(exc, head or bytes(self.conn.buf[:5]))
                 return self.status
             if self.config.set_title is not None:
                 self.set_title(request)
@@ -691,7 +632,10 @@ class ConnectionHandler:
             deadline = time.monotonic() + self.config.header_timeout
         if self.conn.buf or self.unread_body:
             self.conn.close_gracefully()
-        elif idle is None or not idle.handed_back:
+        elif not (self.config.close_delimited or idle and idle.handed_back):
+            # Not in lab 3 (--lab-parent-keeps-client), whose point is the
+            # tutorial's child that only closes: its client waits for the
+            # parent's copy of the socket.
             self.conn.shut_down()
         return self.status
 
@@ -707,12 +651,16 @@ class ConnectionHandler:
         self.config.set_title("%s: child %s %s" % (self.config.proc_name,
                                                    format_addr(self.addr), line[:200]))
 
-    def reject(self, exc):
-        """Answer a bad request and close: nothing after it is parsed."""
+    def reject(self, exc, head=b""):
+        """Answer a bad request and close: nothing after it is parsed.  A
+        HEAD gets the head alone (RFC 9110 9.3.2)."""
         self.log.info("client %s: %d %s: %s" % (
             format_addr(self.addr), exc.status, exc.reason, exc.detail))
+        data = error_response(exc.status)
+        if head.startswith(b"HEAD "):
+            data = data[:data.index(b"\r\n\r\n") + 4]
         try:
-            self.conn.send(error_response(exc.status))
+            self.conn.send(data)
         except ClientGone:
             return
         self.conn.close_gracefully()
@@ -819,6 +767,10 @@ class ConnectionHandler:
             message = "CPU limit hit while serving %s" % environ["PATH_INFO"]
         elif isinstance(exc, TimedOut):   # the traceback says where the app was
             self.status = EXIT_TIMEOUT
+            if raised_in_our_send(exc):   # the app was done: no traceback of ours
+                self.log.warning("--timeout reached sending the response to %s: the client "
+                                 "is not reading it" % request)
+                return self.fail(response, 500, None)
             message = "--timeout reached serving %s" % request
         elif isinstance(exc, ResponseError):
             message = "app broke PEP 3333 serving %s: %s" % (request, exc)
@@ -861,8 +813,11 @@ class ConnectionHandler:
         response.finish()
 
     def fail(self, response, status, message, log_traceback=True):
-        """Log; send an error response if nothing was sent yet, else cut the connection."""
-        if log_traceback:
+        """Log (unless ``message`` is None: logged already); send an error
+        response if nothing was sent yet, else cut the connection."""
+        if message is None:
+            pass
+        elif log_traceback:
             self.log.exception(message)
         else:
             self.log.info(message)
@@ -890,6 +845,12 @@ class ConnectionHandler:
         log = self.log
         if log.access_fd is None:
             return
-        status = response.failed or (response.status_code() if response.status else 500)
+        if response.failed and response.headers_sent and not response.head:
+            # Cut short after its head went out: the status the client got, and
+            # the bytes it got (as nginx logs it); the error log says why.
+            status = response.status_code()
+            response.sent_body = response.body_sent()
+        else:
+            status = response.failed or (response.status_code() if response.status else 500)
         log.access(access_atoms(environ, response, status, started))
 

@@ -40,6 +40,7 @@ class Connection:
         self.body_rate = 0.0     # while a body is read: its least rate (start_body)
         self.body_due = 0.0      # the body's grace ends (monotonic); 0 = not yet started
         self.body_bytes = 0      # bytes received since the body started
+        self.sent = 0            # bytes of responses the kernel has taken
 
     def start_body(self):
         """Apache mod_reqtimeout's MinRate for the body of the request: after a
@@ -129,13 +130,32 @@ class Connection:
                 raise IncompleteBody("connection closed inside a %s" % what)
 
     def send(self, data):
-        self.sock.settimeout(self.config.send_timeout)
+        """All of ``data``, within the send timeout; ``sent`` counts what the
+        kernel took, so a response cut short logs the bytes that went out.
+        One send() call in the common case, as sendall() would be."""
+        sock = self.sock
+        sock.settimeout(self.config.send_timeout)
         try:
-            self.sock.sendall(data)
+            sent = sock.send(data)
+            self.sent += sent
+            if sent < len(data):   # the socket's buffer is full: the client reads slowly
+                self.send_rest(memoryview(data)[sent:])
         except socket.timeout:
             raise ClientGone("client did not read the response in time") from None
         except (BrokenPipeError, ConnectionError) as exc:
             raise ClientGone(str(exc)) from None
+
+    def send_rest(self, view):
+        """The rest, all of it within one send timeout from now."""
+        deadline = time.monotonic() + self.config.send_timeout
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("timed out")
+            self.sock.settimeout(left)
+            sent = self.sock.send(view)
+            self.sent += sent
+            view = view[sent:]
 
     def shut_down(self):
         """End our side (FIN) before the close: a process the app forked during

@@ -49,6 +49,11 @@ def stream(environ, start_response):
     return gen()
 
 
+def big(environ, start_response):
+    """N bytes (query ?n=, default 32 MiB) in one piece, with their Content-Length."""
+    return _reply(start_response, b"x" * int(query_param(environ, "n", 32 << 20)))
+
+
 def sink(environ, start_response):
     """Reads the body in pieces and reports its length."""
     total, stream = 0, environ["wsgi.input"]

@@ -1,6 +1,7 @@
 """Access-log atoms (gunicorn's --access-log-format), and whole lines when
 many children write at once."""
 import re
+import socket
 import threading
 import time
 
@@ -83,3 +84,50 @@ def test_access_log_lines_stay_whole_under_many_children(start_server):
     lines = server.access_text().splitlines()
     assert len(lines) == CONCURRENT_REQUESTS
     assert all(LINE_RE.match(line) and pad in line for line in lines)
+
+
+BIG_BYTES = 32 << 20            # tests.apps:big: more than any socket buffer holds
+READ_BYTES = 256 * 1024         # what the impatient client reads before it leaves
+
+
+def access_status_and_bytes(server):
+    line = wait_for_text(server.access_text, "\n").strip()
+    match = re.search(r'" (\d{3}) (\d+|-)(?: |$)', line)
+    assert match, line
+    return match.group(1), match.group(2)
+
+
+def test_a_client_that_leaves_mid_body_is_logged_with_the_status_and_bytes_it_got(
+        start_server):
+    """As nginx logs it: the 200 that went out and the body bytes that did,
+    not 499 and "-" (the client had its 200 and part of the body)."""
+    server = start_server("tests.apps:big")
+    sock = server.connect()
+    sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+    got = b""
+    while len(got) < READ_BYTES:
+        got += sock.recv(65536)
+    sock.close()                  # with unread data: a reset
+    assert got.startswith(b"HTTP/1.1 200 OK")
+    status, sent = access_status_and_bytes(server)
+    assert status == "200" and sent != "-", (status, sent)
+    assert READ_BYTES // 2 < int(sent) < BIG_BYTES, sent
+
+
+def test_a_timeout_sending_to_a_client_that_does_not_read_names_the_client(start_server):
+    """The app had given its whole response; --timeout came while it was
+    being sent.  The error log used to blame the app with a traceback of our
+    send, and the access log said 500 although a 200 had gone out."""
+    server = start_server("tests.apps:big", "--timeout", "1")
+    sock = server.connect()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        text = wait_for_text(server.log_text, "the client is not reading it")
+    finally:
+        sock.close()
+    assert "--timeout reached sending the response to GET /big: the client is not " \
+        "reading it" in text, text
+    assert "Traceback" not in text
+    status, sent = access_status_and_bytes(server)
+    assert status == "200" and (sent == "-" or int(sent) < BIG_BYTES), (status, sent)

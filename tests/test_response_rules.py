@@ -90,6 +90,49 @@ def test_interim_1xx_status_from_the_app_is_a_logged_500(tmp_path, status):
     assert reply.exit_status == EXIT_ERROR
 
 
+@pytest.mark.parametrize("status", ["600 Weird", "600", "999 Nine", "700 X"])
+def test_a_status_code_past_599_is_a_logged_500(tmp_path, status):
+    """RFC 9110 15: "Values outside the range 100..599 are invalid".  They
+    used to go out as sent (gunicorn and waitress send them too)."""
+    reply = exchange(tmp_path, app_with(status, [("Content-Type", "text/plain")]), get())
+    assert reply.status == 500
+    assert b"HTTP/1.1 " + status[:3].encode() not in reply.raw
+    assert "invalid status line" in reply.error_log
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_apps_content_length_on_a_204_is_not_sent(tmp_path, method):
+    """RFC 9110 8.6: a server MUST NOT send Content-Length in a 204 (as
+    gunicorn and waitress, it drops the app's); it used to go out, and the
+    body with it was dropped."""
+    reply = exchange(tmp_path, app_with("204 No Content", [("Content-Length", "5")],
+                                        b"hello"), get(method=method))
+    assert reply.status == 204
+    assert not [line for line in head_lines(reply) if line.lower().startswith(b"content-length")]
+    assert reply.raw.endswith(b"\r\n\r\n")   # and no body
+    assert "[ERROR]" not in reply.error_log
+
+
+def test_a_304_keeps_the_apps_content_length(tmp_path):
+    """RFC 9110 8.6: a 304 may carry the length the 200 would have had."""
+    reply = exchange(tmp_path, app_with("304 Not Modified", [("Content-Length", "5")], b""),
+                     get())
+    assert b"Content-Length: 5" in head_lines(reply)
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"HEAD / HTTP/1.1\r\n\r\n",                              # no Host: 400
+    b"HEAD / HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n",     # 400 from the parser
+    b"HEAD /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",   # 414 before the parse
+], ids=["no-host", "bad-field-name", "long-target"])
+def test_the_servers_own_error_to_a_head_request_has_no_body(tmp_path, request_bytes):
+    """RFC 9110 9.3.2: a response to HEAD has no content, the server's own
+    4xx too (the app's 500 already had none)."""
+    reply = exchange(tmp_path, app_with("200 OK", []), request_bytes)
+    assert reply.status in (400, 414)
+    assert reply.raw.endswith(b"\r\n\r\n"), reply.raw
+
+
 # ------------------------------------------------------ hop-by-hop headers
 
 def responses(raw):
