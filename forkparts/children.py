@@ -302,6 +302,26 @@ def become_subreaper():
         raise OSError("--subreaper: prctl failed: %s" % os.strerror(ctypes.get_errno()))
 
 
+def own_children():
+    """The pids whose parent is this process: /proc's list (CONFIG_PROC_CHILDREN),
+    or each /proc/PID/stat's parent field; [] where /proc cannot say."""
+    me = os.getpid()
+    try:
+        with open("/proc/%d/task/%d/children" % (me, me)) as f:
+            return [int(pid) for pid in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    found = []
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        try:
+            with open("/proc/%s/stat" % name) as f:   # "pid (comm) state ppid ..."
+                if int(f.read().rpartition(")")[2].split()[1]) == me:
+                    found.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue   # not a pid, or gone meanwhile
+    return found
+
+
 def flush_stdio():
     """Text buffered in the parent would be written again by every child."""
     for stream in (sys.stdout, sys.stderr):

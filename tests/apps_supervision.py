@@ -13,9 +13,13 @@ FORKED_LINGER_SECONDS = 10   # how long fork_lingering's process holds the clien
 
 def spawn_orphan(environ, start_response):
     """Starts a grandchild and exits without waiting for it: the grandchild is
-    orphaned and reparented to the nearest subreaper (or PID 1)."""
-    child = subprocess.Popen(["sleep", ORPHAN_SLEEP_SECONDS], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    orphaned and reparented to the nearest subreaper (or PID 1).  It sleeps ?s=
+    seconds (ORPHAN_SLEEP_SECONDS), deaf to SIGTERM with ?deaf=1."""
+    seconds = apps.query_param(environ, "s", ORPHAN_SLEEP_SECONDS)
+    deaf = "trap '' TERM; " if apps.query_param(environ, "deaf", "") else ""
+    child = subprocess.Popen(["sh", "-c", "%ssleep %s; :" % (deaf, seconds)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     return apps._reply(start_response, ("%d\n" % child.pid).encode())
 
 

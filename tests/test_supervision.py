@@ -784,6 +784,29 @@ def test_subreaper_adopts_and_quietly_reaps_an_orphaned_grandchild(start_server)
     assert "WARNING" not in text
 
 
+@pytest.mark.parametrize("deaf", [False, True])
+def test_a_stop_ends_the_orphans_the_subreaper_adopted(start_server, deaf):
+    """docs/operations.md: nothing is left behind.  With --subreaper the
+    server used to exit at once on SIGTERM and leave the app's adopted
+    daemons to init; now they get SIGTERM with the stop, and SIGKILL at its
+    deadline if they ignore it."""
+    server = start_server(APP, "--subreaper", "--graceful-timeout", "2")
+    orphan = int(http_get(server, "/orphan?s=60&deaf=%s" % ("1" if deaf else ""))[2])
+    try:
+        assert wait_for(lambda: psutil.Process(orphan).ppid() == server.pid, 5,
+                        "the orphan to be reparented to the server")
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0
+        assert not psutil.pid_exists(orphan) or \
+            psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE, "left behind"
+        text = server.log_text()
+        assert "SIGTERM to 1 adopted process (--subreaper): %d" % orphan in text, text
+        assert ("killing 1 adopted process" in text) == deaf, text
+    finally:
+        if psutil.pid_exists(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
 def test_a_process_the_app_forked_does_not_hold_the_response_open(start_server):
     """The app forks a process that keeps every descriptor for 10 s (os.fork,
     or multiprocessing's default on Linux).  The child used to only close()
