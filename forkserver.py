@@ -44,9 +44,8 @@ from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, s
                             warn_about_threads)
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 become_subreaper, describe_status, exit_marks,
-                                exited_children, flush_stdio, kill, no_core_dumps,
-                                own_children, parent_death_signal, restart_after_sighup,
-                                timed_out_handler)
+                                adopted_gone, exited_children, flush_stdio, no_core_dumps,
+                                parent_death_signal, restart_after_sighup, timed_out_handler)
 from forkparts.cli import UsageError
 from forkparts.configfile import effective_settings, parse_options
 from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
@@ -363,7 +362,8 @@ class Supervisor(HookCalls):
             if len(keep) < len(self.listeners):
                 self.close_listeners(keep)
         if not self.children and not self.parked and not self.listeners:
-            return self.adopted_gone() if self.opts.subreaper else True
+            return not self.opts.subreaper or adopted_gone(
+                self.adopted_told, self.stop_deadline, self.upgrade.child, self.log)
         if time.monotonic() < self.stop_deadline:
             return False
         if self.parked:
@@ -373,33 +373,6 @@ class Supervisor(HookCalls):
         for pid, status in self.table.kill_all():
             self.child_exited(pid, status)
         return True
-
-    def adopted_gone(self):
-        """--subreaper: the orphans we adopted (an app's daemons) are stopped
-        with the server, as its children are: SIGTERM once each, SIGKILL at
-        the stop deadline; True once none is left.  Not a new parent of USR2's."""
-        adopted = [pid for pid in own_children() if pid != self.upgrade.child]
-        if not adopted:
-            return True
-        if time.monotonic() >= self.stop_deadline:
-            self.log.warning("stop deadline passed: killing %d adopted process%s (--subreaper): "
-                             "%s" % (len(adopted), "" if len(adopted) == 1 else "es",
-                                     " ".join(map(str, adopted))))
-            for pid in adopted:
-                kill(pid, signal.SIGKILL)
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass
-            return True
-        untold = [pid for pid in adopted if pid not in self.adopted_told]
-        if untold:   # a daemon's own child is adopted once the daemon has ended
-            self.adopted_told.update(untold)
-            self.log.info("stopping: SIGTERM to %d adopted process%s (--subreaper): %s" % (
-                len(untold), "" if len(untold) == 1 else "es", " ".join(map(str, untold))))
-            for pid in untold:
-                kill(pid, signal.SIGTERM)
-        return False
 
     # ------------------------------------------------------------ title, status
     def update_title(self, now):

@@ -322,6 +322,38 @@ def own_children():
     return found
 
 
+def adopted_gone(told, deadline, new_parent, log):
+    """--subreaper, at a stop once the children are gone: the orphans the
+    server adopted (an app's daemons) are stopped with it, as its children
+    are: SIGTERM once each (``told``, the pids sent it), SIGKILL at the stop
+    ``deadline``; True once none is left.  Not ``new_parent``, USR2's."""
+    adopted = [pid for pid in own_children() if pid != new_parent]
+    if not adopted:
+        return True
+    if time.monotonic() >= deadline:
+        log.warning("stop deadline passed: killing %s (--subreaper): %s"
+                    % (processes(len(adopted)), " ".join(map(str, adopted))))
+        for pid in adopted:
+            kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        return True
+    untold = [pid for pid in adopted if pid not in told]
+    if untold:   # a daemon's own child is adopted once the daemon has ended
+        told.update(untold)
+        log.info("stopping: SIGTERM to %s (--subreaper): %s"
+                 % (processes(len(untold)), " ".join(map(str, untold))))
+        for pid in untold:
+            kill(pid, signal.SIGTERM)
+    return False
+
+
+def processes(count):
+    return "%d adopted process%s" % (count, "" if count == 1 else "es")
+
+
 def flush_stdio():
     """Text buffered in the parent would be written again by every child."""
     for stream in (sys.stdout, sys.stderr):
