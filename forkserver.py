@@ -824,7 +824,7 @@ def run(opts, hooks, log):
     # Binds (or takes what it inherited), writes the pidfile, drops privileges.
     listeners = open_listeners(opts, inherited)
     configure_accel(opts, log, listeners)   # the tricks' switches and version gates
-    warn_after_dropping(opts, log)
+    warn_after_dropping(opts, log, listeners)
     try:
         if opts.subreaper:
             try:

@@ -173,10 +173,23 @@ def user_name(uid):
         return "uid %d" % uid
 
 
-def warn_after_dropping(opts, log):
+def warn_after_dropping(opts, log, listeners=()):
     """After privileges are dropped: what the user we run as cannot do."""
     warn_if_pidfile_stays(opts.pidfile, log)
+    for listener in listeners:
+        warn_if_socket_file_stays(listener.unix_path, log)
     warn_if_installation_unreadable(log)
+
+
+def warn_if_socket_file_stays(path, log):
+    """Say so if we cannot remove our unix socket file at exit (root made it,
+    in a directory only root may write)."""
+    if path and not writable_by(os.path.dirname(os.path.abspath(path)),
+                                os.geteuid(), os.getegid()):
+        log.warning("--bind unix:%s: its directory is not writable by uid %d, so the socket "
+                    "file will stay after the server stops (the next start replaces it; give "
+                    "it a directory of its own, e.g. systemd's RuntimeDirectory=)"
+                    % (path, os.geteuid()))
 
 
 def warn_if_installation_unreadable(log, stdlib=os.path.dirname(os.__file__)):

@@ -332,6 +332,27 @@ def test_a_pidfile_in_a_directory_the_user_cannot_write_stays_roots_and_is_warne
         os.rmdir(closed)
 
 
+def test_a_unix_socket_in_a_directory_the_user_cannot_write_is_warned_about(tmp_path):
+    """As the pidfile: the socket file root made there cannot be removed by
+    the user the server runs as; it stayed behind without a word."""
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-run-")   # root's, 0755
+    os.chmod(closed, 0o755)
+    path = os.path.join(closed, "fs.sock")
+    try:
+        proc = start(["examples.hello:app", "--bind", "unix:" + path, "--bind", "127.0.0.1:0",
+                      "--user", "nobody",
+                      "--no-access-log"])
+        stop(proc)
+        assert "--bind unix:%s: its directory is not writable by uid" % path \
+            in proc.stderr_text, proc.stderr_text
+        assert "socket file will stay after the server stops" in proc.stderr_text
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.rmdir(closed)
+
+
 @pytest.mark.parametrize("path", ["healthz", "http://localhost/", "/a b", "/#top", "*"])
 def test_a_prewarm_path_not_starting_with_a_slash_is_exit_2_naming_it(path):
     # Before: "healthz" was logged as a warm-up ("prewarm GET healthz: HTTP/1.1
