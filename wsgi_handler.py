@@ -317,6 +317,8 @@ class Response:
         reader = self.stream.reader if self.stream is not None else None
         if isinstance(reader, LengthReader) and reader.remaining > MAX_UNREAD_BODY_BYTES:
             return False   # too much unread body to drain: the connection ends
+        if isinstance(reader, ChunkedReader) and not reader.done:
+            return False   # unread, of a length nobody knows: it may be too much to drain
         if reader is not None and self.stream.on_first_read is not None:
             # Expect: 100-continue, and the app answers without reading: no
             # 100 went out, so the client may send the body or not (RFC 9110

@@ -212,6 +212,25 @@ def test_large_unread_body_closes_the_connection(start_server, client):
     assert reader.at_eof(), "answered after an undrained body: %r" % reader.buf
 
 
+def test_an_unread_chunked_body_says_the_connection_closes(start_server, client):
+    """A chunked body the app did not read has no known length, so the server
+    cannot know it can drain it: the response says Connection: close (RFC
+    9112 9.6).  Over MAX_UNREAD_BODY_BYTES it used to say nothing, then close,
+    dropping the client's next request without a word."""
+    server = start_server("tests.apps_keepalive:ignore_body", *KEEP_ALIVE)
+    sock, reader = client(server)
+    size = MAX_UNREAD_BODY_BYTES * 3
+    sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"%x\r\n" % size)
+    status, headers, _ = reader.response()
+    assert status == 200 and headers.get("connection") == "close", headers
+    try:
+        sock.sendall(b"y" * size + b"\r\n0\r\n\r\n" + get("/next"))
+    except (BrokenPipeError, ConnectionResetError):
+        pass   # closed already: just as good
+    assert reader.at_eof(), "answered after an undrained body: %r" % reader.buf
+
+
 def test_an_expected_100_never_sent_ends_the_connection(start_server, client):
     """Expect: 100-continue, and the app answers without reading: no 100 went
     out, so the client may send the body or not (RFC 9110 10.1.1; curl does
