@@ -32,6 +32,8 @@ SHUT_WR = socket.SHUT_WR
 class Connection:
     """The client socket plus the bytes received but not consumed yet."""
 
+    unsent = 0   # of the data of a send that failed (set on the instance then)
+
     def __init__(self, sock, config, initial=b""):
         self.sock = sock
         self.config = config
@@ -40,7 +42,6 @@ class Connection:
         self.body_rate = 0.0     # while a body is read: its least rate (start_body)
         self.body_due = 0.0      # the body's grace ends (monotonic); 0 = not yet started
         self.body_bytes = 0      # bytes received since the body started
-        self.sent = 0            # bytes of responses the kernel has taken
 
     def start_body(self):
         """Apache mod_reqtimeout's MinRate for the body of the request: after a
@@ -130,32 +131,33 @@ class Connection:
                 raise IncompleteBody("connection closed inside a %s" % what)
 
     def send(self, data):
-        """All of ``data``, within the send timeout; ``sent`` counts what the
-        kernel took, so a response cut short logs the bytes that went out.
-        One send() call in the common case, as sendall() would be."""
+        """All of ``data``, within the send timeout: one send() call in the
+        common case, as sendall() would be.  When it fails, ``unsent`` says how
+        much of ``data`` did not go out (sendall's socket.timeout carries no
+        count), so a response cut short logs the bytes that did."""
         sock = self.sock
         sock.settimeout(self.config.send_timeout)
         try:
             sent = sock.send(data)
-            self.sent += sent
-            if sent < len(data):   # the socket's buffer is full: the client reads slowly
-                self.send_rest(memoryview(data)[sent:])
-        except socket.timeout:
-            raise ClientGone("client did not read the response in time") from None
-        except (BrokenPipeError, ConnectionError) as exc:
-            raise ClientGone(str(exc)) from None
+        except BaseException as exc:   # TimedOut too: nothing of it went out
+            self.unsent = len(data)
+            raise gone(exc) from None
+        if sent < len(data):   # the socket's buffer is full: the client reads slowly
+            self.send_rest(memoryview(data)[sent:])
 
     def send_rest(self, view):
         """The rest, all of it within one send timeout from now."""
         deadline = time.monotonic() + self.config.send_timeout
-        while view:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise socket.timeout("timed out")
-            self.sock.settimeout(left)
-            sent = self.sock.send(view)
-            self.sent += sent
-            view = view[sent:]
+        try:
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("timed out")
+                self.sock.settimeout(left)
+                view = view[self.sock.send(view):]
+        except BaseException as exc:
+            self.unsent = len(view)
+            raise gone(exc) from None
 
     def shut_down(self):
         """End our side (FIN) before the close: a process the app forked during
@@ -185,6 +187,16 @@ class Connection:
                 drained += len(data)
         except OSError:
             pass
+
+
+def gone(exc):
+    """What a failed send raises: ClientGone for a client that stopped reading
+    or went away, any other exception as it is."""
+    if isinstance(exc, socket.timeout):
+        return ClientGone("client did not read the response in time")
+    if isinstance(exc, ConnectionError):   # BrokenPipeError, ConnectionResetError
+        return ClientGone(str(exc))
+    return exc
 
 
 def set_no_delay(sock):
