@@ -45,7 +45,8 @@ from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, s
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 become_subreaper, describe_status, exit_marks,
                                 adopted_gone, exited_children, flush_stdio, no_core_dumps,
-                                parent_death_signal, restart_after_sighup, timed_out_handler)
+                                parent_death_signal, relieve_cap, restart_after_sighup,
+                                timed_out_handler)
 from forkparts.cli import UsageError
 from forkparts.configfile import effective_settings, parse_options
 from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
@@ -82,6 +83,9 @@ MAX_POLL_SECONDS = 1.0                   # the longest the parent sleeps in poll
 # steady load it never is.  A fork costs ~1-3 ms here, so a turn forks a few
 # dozen children at most; docs/operations.md has the measured latencies.
 ACCEPT_BUDGET_SECONDS = 0.02
+# --keep-alive at the cap: how often the parent looks for a client waiting in
+# the backlog while kept-alive children hold every slot (relieve_cap).
+CAP_RELIEF_SECONDS = 0.25
 READY_LINE = "forkserver ready: pid {pid} listening on {addresses}"
 # Signals the parent handles; children put them back as they found them.
 # TTIN/TTOU: their default action stops the process (job control), which
@@ -127,6 +131,9 @@ class Supervisor(HookCalls):
         self.adopted_told = set()   # --subreaper: adopted pids sent SIGTERM (adopted_gone)
         self.poller = select.poll()
         self.accepting = False
+        # --keep-alive: when the loop at the cap next looks for clients waiting
+        # (relieve_cap), and when it must wake up to do so.
+        self.relief_at, self.relief_wake = (0.0 if opts.keep_alive else INFINITY), INFINITY
         self.wake_r, self.wake_w = os.pipe()
         self.admission = Admission(opts)
         self.filter = AcceptFilter(opts, log, self.poller, opts.limit_request_head,
@@ -298,6 +305,14 @@ class Supervisor(HookCalls):
         if self.upgrade.read_ready(self.poller.unregister):
             self.begin_stop("graceful", "upgrade")
 
+    def relieve_cap(self, now):
+        """--keep-alive at --max-children, every CAP_RELIEF_SECONDS while it lasts."""
+        if self.stop_mode or len(self.children) < self.admission.cap:
+            self.relief_at, self.relief_wake = 0.0, INFINITY   # at once, the next time
+            return
+        self.relief_at = self.relief_wake = now + CAP_RELIEF_SECONDS
+        relieve_cap(self.table, self.listeners, self.admission.cap, self.log)
+
     def drain_kept_alive(self):
         """--keep-alive: tell every child to close its connection after the
         response in progress, at once if idle (wsgi_handler.Drain), so a
@@ -447,6 +462,8 @@ class Server(Supervisor):
             if (not self.accepting or self.stop_mode or admission.paused_until
                     or admission.rate or len(self.children) >= admission.cap):
                 self.set_accepting(self.may_accept())
+                if self.relief_at <= now:   # --keep-alive at the cap
+                    self.relieve_cap(now)
             if status.title_dirty and now >= status.title_due:
                 self.update_title(now)
             if status.file_dirty:
@@ -477,7 +494,7 @@ class Server(Supervisor):
         MAX_POLL_SECONDS: a wake-up lost anywhere then delays the loop by at
         most that, instead of until the next event)."""
         times = [self.table.check_at, self.table.next_kill(), self.stop_deadline or INFINITY,
-                 self.admission.paused_until or INFINITY]
+                 self.admission.paused_until or INFINITY, self.relief_wake]
         if self.parked or self.stop_mode:
             times.append(self.filter.next_deadline())
         if self.sources:

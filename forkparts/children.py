@@ -23,6 +23,7 @@ from time import monotonic
 
 from forkparts.exits import (CPULimitExceeded, EXIT_ERROR, EXIT_HOOK_FAILED,
                              EXIT_MEMORY_LIMIT, EXIT_NAMES, EXIT_TIMEOUT, TimedOut)
+from forkparts.listeners import backlog_waiting
 from forkparts.logs import format_addr
 
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
@@ -348,6 +349,20 @@ def adopted_gone(told, deadline, new_parent, log):
         for pid in untold:
             kill(pid, signal.SIGTERM)
     return False
+
+
+def relieve_cap(table, listeners, cap, log):
+    """--keep-alive at --max-children: children idle between requests would
+    hold every slot while new clients wait in the backlog (RFC 9112 9.5: an
+    idle connection may be closed at any time).  If one waits, the children
+    are told as on a reload (Drain, SIGHUP): an idle one hands its connection
+    back to the parent, which holds it without a child, and ends; a busy one
+    says Connection: close."""
+    if not backlog_waiting(listeners):
+        return
+    log.limited("cap relief", "info", "at --max-children %d with kept-alive connections "
+                "and clients waiting: idle connections go back to the parent" % cap)
+    table.tell_all(signal.SIGHUP)
 
 
 def processes(count):

@@ -225,6 +225,15 @@ def resolve(host, port):
         raise ListenError("cannot resolve %r: %s" % (host, exc.strerror)) from None
 
 
+def backlog_waiting(fds):
+    """True if a connection waits in the backlog of a listener in ``fds``
+    (a poll that does not wait)."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def set_defer_accept(sock, seconds):
     """Linux TCP_DEFER_ACCEPT: accept() returns only once the client has sent data,
     so a client that connects and says nothing costs no fork (until the kernel

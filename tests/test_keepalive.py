@@ -104,6 +104,35 @@ def test_several_requests_on_one_connection_are_served_by_one_child(start_server
     assert len({a[1] for a in answers}) == 1, answers   # one pid
 
 
+def test_idle_kept_alive_connections_at_the_cap_make_room_for_a_new_client(
+        start_server, client):
+    """Every child held by a kept-alive connection idle between requests: a
+    new client used to wait in the backlog, unanswered, until one of them
+    timed out (--keep-alive), so a client that opens --max-children idle
+    connections every few seconds kept the server from everyone else.  Now
+    the idle ones go back to the parent (no child held) when a client waits,
+    and their next requests are still served."""
+    server = start_server(APP, "--keep-alive", "30", "--max-children", "2")
+    idle = []
+    for n in range(2):
+        sock, reader = client(server)
+        sock.sendall(get("/idle%d" % n))
+        status, headers, _ = reader.response()
+        assert status == 200 and headers.get("connection") != "close"
+        idle.append((sock, reader))
+    assert len(server.children()) == 2
+    newcomer, newcomer_reader = client(server)
+    started = time.monotonic()
+    newcomer.sendall(get("/new", extra="Connection: close\r\n"))
+    assert newcomer_reader.response()[0] == 200
+    assert time.monotonic() - started < 10, "waited for --keep-alive's 30 s"
+    for n, (sock, reader) in enumerate(idle):   # handed back, not closed
+        sock.sendall(get("/again%d" % n))
+        status, _, body = reader.response()
+        assert status == 200 and body.startswith(b"/again%d" % n), body
+    assert "idle connections go back to the parent" in server.log_text()
+
+
 def test_pipelined_requests_are_answered_in_order(start_server, client):
     server = start_server(APP, *KEEP_ALIVE)
     sock, reader = client(server)
