@@ -255,7 +255,7 @@ class WarmUpClient:
         (here or in another process): "no response" if none came by ``deadline``."""
         self.conn.close()   # the reader's EOF, if the handler left it open
         line = read_report(self.status_fd, deadline)
-        return (line or b"").strip().decode("latin-1", "replace") or "no response"
+        return (line or b"").rstrip(b"\r\n").decode("latin-1", "replace") or "no response"
 
     def close(self):
         self.conn.close()
