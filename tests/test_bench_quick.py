@@ -367,8 +367,11 @@ def test_sigterm_stops_the_benchmark_and_every_server_it_started(tmp_path):
 
         def serving_child():   # the server, and the child of the sleeping request
             for server in me.children():
-                if "forkserver" in " ".join(server.cmdline()) and server.children():
-                    return [server] + server.children()
+                try:
+                    if "forkserver" in " ".join(server.cmdline()) and server.children():
+                        return [server] + server.children()
+                except psutil.Error:   # a process bench.py ran, exited, not yet reaped
+                    continue
         seen = wait_for(serving_child, timeout=30, what="a server with a child")
         bench.send_signal(signal.SIGTERM)
         out, _ = bench.communicate(timeout=30)
