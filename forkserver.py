@@ -28,6 +28,7 @@ Exit statuses: see EXIT_* below and docs/operations.md.
 import errno
 import gc
 import os
+import resource
 import select
 import signal
 import socket
@@ -771,6 +772,14 @@ def main(argv=None):
     except ListenError as exc:
         sys.stderr.write("forkserver: error: %s\n" % exc)
         return EXIT_LISTEN
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        # The loop answers EMFILE at accept() itself; this is a start under
+        # a limit so low that the parent's own descriptors do not fit.
+        sys.stderr.write("forkserver: error: out of file descriptors: %s (ulimit -n is %d)\n"
+                         % (exc, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
+        return EXIT_FAILURE
 
 
 def absolute_log_paths(opts):

@@ -132,18 +132,21 @@ def pymalloc_free_blocks():
         sys.stderr.flush()   # what Python holds for fd 2 goes there, not into the table
     except (AttributeError, ValueError, OSError):
         pass
-    fd = os.memfd_create("forkserver-mallocstats")
     try:
-        saved = os.dup(2)
+        fd = os.memfd_create("forkserver-mallocstats")
         try:
-            os.dup2(fd, 2)
-            debug()
+            saved = os.dup(2)
+            try:
+                os.dup2(fd, 2)
+                debug()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            text = os.pread(fd, 1 << 20, 0).decode("ascii", "replace")
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        text = os.pread(fd, 1 << 20, 0).decode("ascii", "replace")
-    finally:
-        os.close(fd)
+            os.close(fd)
+    except OSError:   # no descriptor to spare (RLIMIT_NOFILE): no table, no fill
+        return {}
     return {int(size): int(free) for size, free in PYMALLOC_ROW_RE.findall(text)}
 
 

@@ -18,6 +18,7 @@ this part never imports a front door.  A room of its own because it is the
 one place the parent runs app code on purpose, and it says what it did.
 """
 
+import errno
 import fcntl
 import marshal
 import math
@@ -100,16 +101,15 @@ def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     if failure or report.kept():
         log.warning(skipped_warning(path, failure, report, explicit))
         return False
-    prewarm(serve, app, config, path, log, deadline)
-    return True
+    return prewarm(serve, app, config, path, log, deadline, explicit)
 
 
 def skipped_warning(path, failure, report, explicit):
     """The one line that says why the parent was not warmed, and the fixes."""
     head = "warm-up GET %s not run in the parent, serving unwarmed: " % path
     off = "" if explicit else "; or start with --no-prewarm"
-    if failure.startswith(FORK_FAILED[:20]):   # the limit children will meet too
-        return head + "the trial child %s (a limit on processes, RLIMIT_NPROC?)" % failure
+    if failure.startswith(NOT_RUN):   # a limit children will meet too
+        return head + "the trial child " + failure
     if failure:
         return head + "in a trial child it %s; make GET %s answer below 500 quickly, or " \
             "choose another path with --prewarm PATH%s" % (failure, path, off)
@@ -120,7 +120,7 @@ def skipped_warning(path, failure, report, explicit):
                    "hook%s" % (report.kept(), ENVIRON_KEY, off))
 
 
-def prewarm(serve, app, config, path, log, deadline=math.inf):
+def prewarm(serve, app, config, path, log, deadline=math.inf, explicit=True):
     """A synthetic GET through the app in the parent (``serve``, the child's
     serve_connection, handles it), so lazy imports and first-request set-up
     are done once and inherited by children.  Repeated PREWARM_PASSES times,
@@ -128,14 +128,24 @@ def prewarm(serve, app, config, path, log, deadline=math.inf):
     place after a few calls (PEP 659), and until then every call writes to
     the code object, which costs each child a copy-on-write page."""
     quiet = Log(error_fd=log.error_fd, level="critical")
+    passes, status, not_run = 0, "", None
     with output_discarded():
-        status = prewarm_once(serve, app, config, path, quiet)   # lazy imports and set-up first
-        passes = 1
-        while passes < PREWARM_PASSES and time.monotonic() < deadline:
-            status = prewarm_once(serve, app, config, path, quiet)
-            passes += 1
+        try:   # the first pass does the lazy imports and set-up
+            while passes < PREWARM_PASSES and (not passes or time.monotonic() < deadline):
+                status = prewarm_once(serve, app, config, path, quiet)
+                passes += 1
+        except NotRun as exc:   # the trial's calls succeeded, a pass's did not
+            not_run = "its client could not be run: %s" % exc
+    if not passes:
+        if explicit:
+            raise AppLoadError("--prewarm GET %s in the parent: %s" % (path, not_run))
+        log.warning("warm-up GET %s not run in the parent, serving unwarmed: %s"
+                    % (path, not_run))
+        return False
     hint = NOT_FOUND_HINT if status.split(" ", 2)[1:2] == ["404"] else ""
-    log.info("prewarm GET %s: %s (%d passes)%s" % (path, status, passes, hint))
+    stopped = "; stopped: %s" % not_run if not_run else ""
+    log.info("prewarm GET %s: %s (%d passes)%s%s" % (path, status, passes, hint, stopped))
+    return True
 
 
 class output_discarded:
@@ -151,8 +161,14 @@ class output_discarded:
             try:   # the copy at 3 or above: never in the other one's place
                 self.saved.append((fd, fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)))
             except OSError:
-                pass   # started with it closed: nothing to discard there
-        null = os.open(os.devnull, os.O_WRONLY)
+                pass   # started with it closed (or no descriptor to spare)
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:   # no descriptor to spare: the passes' output is shown
+            for _, saved in self.saved:
+                os.close(saved)
+            self.saved = []
+            return self
         for fd, _ in self.saved:
             os.dup2(null, fd)
         os.close(null)
@@ -237,14 +253,14 @@ class WarmUpClient:
     status line it got; ``close`` kills and reaps the reader."""
 
     def __init__(self, path):
-        self.conn, theirs = socket.socketpair()
+        self.conn, theirs = attempt("socketpair", socket.socketpair)
         self.status_fd = self.pid = None
         try:
             theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
                            % path.encode("latin-1"))
             theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
             self.status_fd, self.pid = start_reader(self.conn, theirs)
-        except OSError:
+        except (OSError, NotRun):
             self.close()
             raise
         finally:
@@ -270,10 +286,10 @@ class WarmUpClient:
 def start_reader(conn, theirs):
     """Fork the warm-up's client, which reads ``theirs`` (read_response).
     The read end of its status pipe, and its pid."""
-    status_read, status_write = os.pipe()
+    status_read, status_write = attempt("pipe", os.pipe)
     try:
-        pid = os.fork()
-    except OSError:
+        pid = attempt("fork", os.fork)
+    except NotRun:
         os.close(status_read)
         os.close(status_write)
         raise
@@ -308,7 +324,28 @@ def read_response(conn, theirs, fd):
 
 # ------------------------------------------------------------ the probe
 TIMED_OUT = "timed out"
-FORK_FAILED = "could not be run: fork() failed: %s"   # EAGAIN under RLIMIT_NPROC (lab 13)
+NOT_RUN = "could not be run: "   # a Report's error when a call the warm-up needs failed
+
+
+class NotRun(Exception):
+    """A call the warm-up needs failed: its name, the error, and the limit
+    that error points to (fork's EAGAIN under RLIMIT_NPROC is lab 13's)."""
+
+    def __init__(self, call, exc):
+        limit = ""
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            limit = " (a limit on open files, RLIMIT_NOFILE?)"
+        elif call == "fork" and exc.errno == errno.EAGAIN:
+            limit = " (a limit on processes, RLIMIT_NPROC?)"
+        super().__init__("%s() failed: %s%s" % (call, exc.strerror or exc, limit))
+
+
+def attempt(call, function):
+    """function(), its OSError raised as NotRun(call, ...)."""
+    try:
+        return function()
+    except OSError as exc:
+        raise NotRun(call, exc) from None
 
 
 class Report:
@@ -333,7 +370,7 @@ class Report:
             return "did not answer within %g s (the trial child was killed)" % budget
         if self.ended:
             return "ended before it answered (%s)" % self.ended
-        if self.error.startswith(FORK_FAILED[:20]):
+        if self.error.startswith(NOT_RUN):
             return self.error
         if self.error:
             return "failed: %s" % self.error
@@ -369,8 +406,10 @@ def probe(serve, app, config, path, deadline, signals=(), post_fork=None):
     flush_stdio()   # what the app printed is not written twice
     try:
         client = WarmUpClient(path)
-    except OSError as exc:   # fork() too, as in trial_child
-        return Report({"error": FORK_FAILED % (exc.strerror or exc)})
+    except NotRun as exc:   # as in trial_child
+        return Report({"error": NOT_RUN + str(exc)})
+    except OSError as exc:   # sending the request
+        return Report({"error": "%s%s" % (NOT_RUN, exc.strerror or exc)})
     try:
         report = trial_child(serve, app, config, client, deadline, signals, post_fork)
         if not report.ended:
@@ -384,13 +423,16 @@ def trial_child(serve, app, config, client, deadline, signals, post_fork):
     """Fork the child that runs the request on client.conn (run_probe); its
     Report, the status line not in it (the client has that)."""
     die_with_parent = parent_death_signal(os.getpid())
-    read_end, write_end = os.pipe()
     try:
-        pid = os.fork()
-    except OSError as exc:   # EAGAIN under RLIMIT_NPROC (lab 13): no warm-up
+        read_end, write_end = attempt("pipe", os.pipe)
+    except NotRun as exc:
+        return Report({"error": NOT_RUN + str(exc)})
+    try:
+        pid = attempt("fork", os.fork)
+    except NotRun as exc:   # EAGAIN under RLIMIT_NPROC (lab 13): no warm-up
         os.close(read_end)
         os.close(write_end)
-        return Report({"error": FORK_FAILED % exc.strerror})
+        return Report({"error": NOT_RUN + str(exc)})
     if pid == 0:
         os.close(read_end)
         os.close(client.status_fd)

@@ -224,6 +224,40 @@ def test_the_default_max_pending_fits_a_low_descriptor_limit_silently(tmp_path):
     assert "max-pending" not in proc.stderr_text
 
 
+def test_a_start_under_a_tiny_descriptor_limit_is_served_or_one_clear_line():
+    """ulimit -n from 5 to 12: the parent's own descriptors, the allocator
+    fill's copy of fd 2 and the warm-up's socketpairs and pipes meet the
+    limit one after another.  Each start either serves (the warm-up, if it
+    cannot run, says which call failed and which limit it met) or ends with
+    one line naming the limit; before, tracebacks of our os.dup (the
+    allocator fill) and of os.listdir (finding setproctitle)."""
+    served = refused = unwarmed = 0
+    for limit in range(5, 13):
+        def low_limit(limit=limit):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        proc = subprocess.Popen([sys.executable, FORKSERVER, "examples.hello:app", "--bind",
+                                 "127.0.0.1:0", "--no-access-log"], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=low_limit)
+        match = READY_RE.match(proc.stdout.readline())   # EOF if it ended
+        if match:
+            port = int(match.group(2).rpartition(b":")[2])
+            assert get(port).startswith(b"HTTP/1.1 200"), limit
+            served += 1
+        code = stop(proc)
+        err = proc.stderr_text
+        assert "Traceback" not in err, (limit, err)
+        if match:
+            if "not run" in err:
+                assert "(a limit on open files, RLIMIT_NOFILE?)" in err, err
+                unwarmed += 1
+            continue
+        refused += 1
+        assert code == 1 and err.startswith("forkserver: error: out of file descriptors: "), err
+        assert err.endswith("(ulimit -n is %d)\n" % limit) and err.count("\n") == 1, err
+    assert served and refused and unwarmed, (served, refused, unwarmed)
+
+
 FAILING_APP = """
     import sys
 

@@ -196,3 +196,51 @@ def test_the_warm_up_config_keeps_the_settings_that_shape_the_childs_path():
     assert (warm.set_title, warm.title_query, warm.proc_name) == (no_title, True, "lab-server")
     assert (warm.keep_alive, warm.trace, warm.pre_request, warm.post_request) == (0.0, False, None, None)
     assert warm_up_config(HandlerConfig().freeze(), Log(level="critical")).set_title is None
+
+
+PASSES_WITHOUT_DESCRIPTORS = """
+import os, resource
+from forkparts.apps import AppLoadError
+from forkparts.logs import Log
+from forkparts.prewarm import prewarm
+from wsgi_handler import HandlerConfig, serve_connection
+
+def app(environ, start_response):
+    start_response("200 OK", [])
+    return [b"ok"]
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+for _ in range(3):   # output_discarded's two copies and /dev/null; no socketpair
+    os.close(held.pop())
+config = HandlerConfig().freeze()
+print(prewarm(serve_connection, app, config, "/", Log(error_fd=1, level="info"), explicit=False))
+try:
+    prewarm(serve_connection, app, config, "/", Log(error_fd=1, level="info"))
+except AppLoadError as exc:
+    print("AppLoadError:", exc)
+"""
+
+
+def test_parent_passes_that_cannot_make_their_client_warn_and_report_no_warm_up():
+    """The trial child ran, but the parent's passes cannot make a client (no
+    descriptor left): one warning and False (an explicit --prewarm: the
+    start stops), not an INFO line of 16 passes of "no response" that read
+    as a warm-up done."""
+    import subprocess
+    from tests.conftest import ROOT
+    done = subprocess.run([sys.executable, "-c", PASSES_WITHOUT_DESCRIPTORS], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and done.stderr == "", (done.stdout, done.stderr)
+    reason = ("its client could not be run: socketpair() failed: Too many open files "
+              "(a limit on open files, RLIMIT_NOFILE?)")
+    assert lines[0].endswith("[WARNING] warm-up GET / not run in the parent, serving "
+                             "unwarmed: " + reason), lines[0]
+    assert lines[1] == "False"
+    assert lines[2] == "AppLoadError: --prewarm GET / in the parent: " + reason
