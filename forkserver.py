@@ -128,7 +128,7 @@ class Supervisor(HookCalls):
         self.pending_signals = []
         self.sigchld_seen = False
         self.high_water = self.served = 0
-        self.stop_mode = self.stop_deadline = None
+        self.stop_mode = self.stop_deadline = self.stop_why = None
         self.adopted_told = set()   # --subreaper: adopted pids sent SIGTERM (adopted_gone)
         self.poller = select.poll()
         self.accepting = False
@@ -324,9 +324,16 @@ class Supervisor(HookCalls):
     # ------------------------------------------------------------ stopping
     def begin_stop(self, mode, why):
         if self.stop_mode:
+            if mode == "graceful" and "upgrade" in (why, self.stop_why):
+                # A handover is no stop anyone asked for twice: a SIGTERM to
+                # the old parent (its .oldbin pidfile invites one) is the
+                # graceful stop under way, as is the new parent's ready
+                # after a SIGTERM.  SIGINT or SIGQUIT still stop fast.
+                self.log.info("%s: already stopping (graceful)" % why)
+                return
             self.escalate_stop(why)
             return
-        self.stop_mode = mode
+        self.stop_mode, self.stop_why = mode, why
         self.log.info("%s: stopping (%s), %d children in flight" % (why, mode, len(self.children)))
         if not self.upgrade.handed_over:   # else the new parent is systemd's MAINPID now
             sd_notify("STOPPING=1")
