@@ -55,8 +55,8 @@ from forkparts.http11 import Limits
 from forkparts.labs import server_class
 from forkparts.listeners import ListenError, sd_notify
 from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
-from forkparts.privileges import (log_open_problem, open_listeners, remove_pidfile,
-                                  start_problems, warn_after_dropping)
+from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
+                                  remove_pidfile, start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -324,14 +324,7 @@ class Supervisor(HookCalls):
     # ------------------------------------------------------------ stopping
     def begin_stop(self, mode, why):
         if self.stop_mode:
-            if mode == "graceful" and "upgrade" in (why, self.stop_why):
-                # A handover is no stop anyone asked for twice: a SIGTERM to
-                # the old parent (its .oldbin pidfile invites one) is the
-                # graceful stop under way, as is the new parent's ready
-                # after a SIGTERM.  SIGINT or SIGQUIT still stop fast.
-                self.log.info("%s: already stopping (graceful)" % why)
-                return
-            self.escalate_stop(why)
+            self.escalate_stop(mode, why)
             return
         self.stop_mode, self.stop_why = mode, why
         self.log.info("%s: stopping (%s), %d children in flight" % (why, mode, len(self.children)))
@@ -350,8 +343,10 @@ class Supervisor(HookCalls):
         else:
             self.drain_kept_alive()
 
-    def escalate_stop(self, why):
-        if self.stop_mode == "graceful":
+    def escalate_stop(self, mode, why):
+        if mode == "graceful" and "upgrade" in (why, self.stop_why):   # USR2 step 5 (operations.md)
+            self.log.info("%s: already stopping (graceful)" % why)   # a handover is no stop signal
+        elif self.stop_mode == "graceful":
             self.log.info("%s again: stopping fast" % why)
             self.stop_mode = "fast"
             self.stop_deadline = time.monotonic() + FAST_STOP_SECONDS
@@ -789,14 +784,6 @@ def main(argv=None):
         return EXIT_FAILURE
 
 
-def absolute_log_paths(opts):
-    """Relative log paths name files in the directory the server was started
-    in, before --chdir, and stay those files when SIGUSR1 reopens them."""
-    opts.error_log, opts.access_log = (
-        os.path.abspath(path) if path and path != "-" else path
-        for path in (opts.error_log, opts.access_log))
-
-
 def open_logs(opts):
     absolute_log_paths(opts)
     try:
@@ -836,18 +823,6 @@ def check_config(opts):
                      "addresses, the warm-up request)\n" % (
                          opts.app, " with config file %s" % opts.config if opts.config else ""))
     return EXIT_OK
-
-
-def log_file_problems(opts):
-    """What open_logs would fail on, as its UsageError, without opening."""
-    absolute_log_paths(opts)
-    problems = []
-    for path in (opts.error_log, opts.access_log):
-        error = log_open_problem(path) if path and path != "-" else 0
-        if error:
-            problems.append(UsageError("cannot open log file %r: %s"
-                                       % (path, os.strerror(error))))
-    return problems
 
 
 def run(opts, hooks, log):

@@ -335,10 +335,17 @@ class Response:
                 self.sent_body += room
                 raise ResponseError("app sent more than its Content-Length of %d" % self.length)
         self.sent_body += len(data)
-        if self.chunked:
-            self.out(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self.out(data)
+        try:
+            if self.chunked:
+                self.out(b"%x\r\n%s\r\n" % (len(data), data))
+            else:
+                self.out(data)
+        except BaseException:
+            # What did not go out of this send (Connection.unsent) ends with
+            # the body's bytes; a chunk's CRLF follows them.
+            tail = 2 if self.chunked else 0
+            self.sent_body -= min(max(self.conn.unsent - tail, 0), len(data))
+            raise
 
     def finish(self):
         if self.stream is not None and self.stream.error is not None:
@@ -757,7 +764,8 @@ class ConnectionHandler:
             self.status = EXIT_TIMEOUT
             if raised_in_our_send(exc):   # the app was done: no traceback of ours
                 self.log.warning("--timeout reached sending the response to %s: the client "
-                                 "is not reading it" % request)
+                                 "had taken %d bytes of its body (it reads too slowly, or "
+                                 "not at all)" % (request, response.sent_body))
                 return self.fail(response, 500, None)
             message = "--timeout reached serving %s" % request
         elif isinstance(exc, ResponseError):
@@ -835,9 +843,9 @@ class ConnectionHandler:
             return
         if response.failed and response.headers_sent and not response.head:
             # Cut short after its head went out: the status the client got, and
-            # the bytes it got (as nginx logs it); the error log says why.
+            # the body bytes that went out (as nginx logs it: send_body and
+            # send_file count them); the error log says why.
             status = response.status_code()
-            response.sent_body = max(response.sent_body - self.conn.unsent, 0)
         else:
             status = response.failed or (response.status_code() if response.status else 500)
         log.access(access_atoms(environ, response, status, started))

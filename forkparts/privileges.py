@@ -304,6 +304,26 @@ def file_write_problem(path):
     return 0
 
 
+def absolute_log_paths(opts):
+    """Relative log paths name files in the directory the server was started
+    in, before --chdir, and stay those files when SIGUSR1 reopens them."""
+    opts.error_log, opts.access_log = (
+        os.path.abspath(path) if path and path != "-" else path
+        for path in (opts.error_log, opts.access_log))
+
+
+def log_file_problems(opts):
+    """What forkserver.open_logs would fail on, as its UsageError, without opening."""
+    absolute_log_paths(opts)
+    problems = []
+    for path in (opts.error_log, opts.access_log):
+        error = log_open_problem(path) if path and path != "-" else 0
+        if error:
+            problems.append(UsageError("cannot open log file %r: %s"
+                                       % (path, os.strerror(error))))
+    return problems
+
+
 def log_open_problem(path):
     """The errno opening ``path`` to append (creating it) would fail with, or 0."""
     if os.path.isdir(path):

@@ -49,6 +49,19 @@ def stream(environ, start_response):
     return gen()
 
 
+def paced_chunks(environ, start_response):
+    """Three chunks of 100 bytes, 0.5 s apart, length unknown: chunked."""
+    import time
+    start_response("200 OK", [("Content-Type", "text/plain")])
+
+    def gen():
+        for i in range(3):
+            if i:
+                time.sleep(0.5)
+            yield b"%d" % i * 100
+    return gen()
+
+
 def big(environ, start_response):
     """N bytes (query ?n=, default 32 MiB) in one piece, with their Content-Length."""
     return _reply(start_response, b"x" * int(query_param(environ, "n", 32 << 20)))
