@@ -451,8 +451,9 @@ class Server(Supervisor):
             self.wait()
             if self.pending_signals:
                 self.handle_signals()
-            if self.sigchld_seen:
-                self.reap_children()
+            # On SIGCHLD, and once more every turn (waitpid's 0 is cheap): a
+            # SIGCHLD lost some other way (a hook's handler) is made up here.
+            self.reap_children()
             now = time.monotonic()
             if self.table.terminating or now >= self.table.check_at:
                 self.table.check_deadlines(now)

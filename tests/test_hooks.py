@@ -193,3 +193,26 @@ def test_defaults_varargs_partials_and_gunicorns_short_post_request_are_served(
     assert text.splitlines() == ["pre_fork 1", "post_fork None", "pre_request 2",
                                  "post_request /x", "worker_exit {}"]
     assert "hook" not in server.log_text()
+
+
+def test_a_sigchld_lost_to_a_hooks_handler_is_made_up_on_a_later_turn(start_server, tmp_path):
+    """DESIGN.md: reaping runs when SIGCHLD arrives and once more on every
+    loop turn.  A hook that puts SIGCHLD back to its default loses every
+    SIGCHLD; the loop reaped only on one, so each child stayed a zombie for
+    the server's life.  With --timeout 1 the loop turns at the child's
+    deadline, and that turn reaps it."""
+    import psutil
+    from tests.conftest import wait_for
+    config = write_config(tmp_path, "import signal\n\ndef when_ready(server):\n"
+                                    "    signal.signal(signal.SIGCHLD, signal.SIG_DFL)\n")
+    server = start_server("tests.apps:pid", "--config", config, "--timeout", "1")
+    status, _, body = http_get(server, "/")
+    assert status == 200
+    child = int(body)
+
+    def reaped():
+        try:
+            return psutil.Process(child).ppid() != server.pid
+        except psutil.NoSuchProcess:
+            return True
+    wait_for(reaped, 10, "child %d reaped without its SIGCHLD" % child)
