@@ -109,7 +109,10 @@ class AcceptFilter:
         if count == 0:
             sock.close()       # closed without a word
             return None
-        data = self.view[:count].tobytes() if count > 0 else b""
+        try:
+            data = self.view[:count].tobytes() if count > 0 else b""
+        except MemoryError:
+            return out_of_memory(self.log, len(self.parked), sock, addr)
         # A GET or HEAD whose CRLFCRLF is in is ready (a malformed head is
         # the child's to answer): request_state's full check for the rest.
         # (find, not "in": bytes.__contains__ first tries the argument as an
@@ -125,9 +128,12 @@ class AcceptFilter:
     def park(self, sock, addr, data, now, state, idle=False):
         if len(self.parked) >= self.opts.max_pending:
             self.drop_oldest()
+        try:
+            held = bytearray(data)
+        except MemoryError:
+            return out_of_memory(self.log, len(self.parked), sock, addr)
         fd = sock.fileno()
-        parked = self.parked[fd] = Parked(sock, addr, bytearray(data), now,
-                                          now + self.opts.header_timeout)
+        parked = self.parked[fd] = Parked(sock, addr, held, now, now + self.opts.header_timeout)
         parked.state = state
         if idle:   # handed back: idle for up to --keep-alive, then closed silently
             parked.idle = True
@@ -144,9 +150,8 @@ class AcceptFilter:
         """Full: an idle handed-back connection goes first, closed without a
         word (a 503 on it could be taken as the answer to its next request)."""
         oldest = min(self.parked.values(), key=lambda p: (not p.idle, p.accepted_at))
-        self.log.limited("accept filter full", "warning",
-                         "accept filter full (%d): dropping %s" % (
-                             len(self.parked), format_addr(oldest.addr)))
+        self.log.limited("accept filter full", "warning", "accept filter full (%d): dropping %s"
+                         % (len(self.parked), format_addr(oldest.addr)))
         self.unpark(oldest.sock.fileno())
         if oldest.idle:
             oldest.sock.close()
@@ -198,10 +203,14 @@ class AcceptFilter:
         try:
             data = parked.sock.recv(self.limit + 1 + PARENT_BODY_BYTES - len(parked.data),
                                     MSG_DONTWAIT)
+            parked.data += data
         except BlockingIOError:
             return
         except OSError:
             data = b""
+        except MemoryError:
+            self.unpark(fd)
+            return out_of_memory(self.log, len(self.parked), parked.sock, parked.addr)
         if not data:
             self.unpark(fd)
             if parked.data.strip(b"\r\n") and not parked.idle:
@@ -211,7 +220,6 @@ class AcceptFilter:
             return
         if parked.idle:   # the next request of a handed-back connection begins
             self.begin_request(parked, time.monotonic())
-        parked.data += data
         state = parked.state = request_state(parked.data, self.limit, self.bodies)
         if state == BODY_INCOMPLETE:
             parked.body_progress(time.monotonic(), self.opts.header_timeout,
@@ -306,10 +314,7 @@ class AcceptFilter:
                 keep.append(listener)
                 continue
             if half_open:   # still silent (most likely a spare connection)
-                self.log.warning("stopping: %d connection%s to %s still half open (no request "
-                                 "yet); closing the listener resets %s" % (
-                                     half_open, "" if half_open == 1 else "s",
-                                     listener.description, "it" if half_open == 1 else "them"))
+                warn_half_open(self.log, half_open, listener)
             listener.stop_listening()
         self.check_half_open_at = (min(now + HALF_OPEN_CHECK_SECONDS, self.patience_until)
                                    if keep else INFINITY)
@@ -421,6 +426,21 @@ def filter_body_bytes(data, end):
     return int(value)
 
 
+def out_of_memory(log, held, sock, addr):
+    """A MemoryError holding a connection's bytes in the parent (RLIMIT_AS, a
+    full machine): that connection gets 503, and the parent goes on."""
+    log.limited("out of memory", "warning",
+                "out of memory holding %d connections in the parent: answering %s with 503 "
+                "(lower --max-pending to hold less)" % (held, format_addr(addr)))
+    refuse(sock, 503)
+
+
+def warn_half_open(log, count, listener):
+    log.warning("stopping: %d connection%s to %s still half open (no request yet); closing "
+                "the listener resets %s" % (count, "" if count == 1 else "s",
+                                            listener.description, "it" if count == 1 else "them"))
+
+
 def close_if_quiet(sock):
     """Close an idle connection unless the client has begun a request on it
     (closing over unread bytes resets the connection and loses the request).
@@ -450,6 +470,6 @@ def refuse(sock, status):
             if not chunk:
                 break
             drained += len(chunk)
-    except OSError:
+    except (OSError, MemoryError):
         pass   # BlockingIOError: all that has arrived is read
     sock.close()

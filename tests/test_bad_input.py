@@ -427,3 +427,46 @@ def test_no_access_log_overrides_a_config_files_accesslog(start_server, tmp_path
         assert read_until_close(client).startswith(b"HTTP/1.1 200")
     assert server.stop() == 0
     assert not log.exists()
+
+
+HELD_HEADROOM_BYTES = 16 << 20    # the parent's address space beyond what it has
+HELD_CONNECTIONS = 600            # heads of 60 KB each: 36 MB, past the headroom
+HELD_WAIT_SECONDS = 10.0
+
+
+def test_heads_held_past_the_parents_memory_get_503_and_the_parent_lives(start_server):
+    """A MemoryError while the parent holds incomplete heads (the accept
+    filter) ended the parent with a traceback: every client cut off, the
+    port refused, nothing restarted it (a trial under prlimit --as).  Now
+    each connection the parent cannot hold gets a 503."""
+    import psutil
+    from tests.conftest import http_get, wait_for
+    server = start_server("tests.apps:hello")
+    parent = psutil.Process(server.pid)
+    soft, hard = parent.rlimit(psutil.RLIMIT_AS)
+    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 60000 + b"\r\n"   # never complete
+    socks, refused = [], 0
+    try:
+        parent.rlimit(psutil.RLIMIT_AS, (parent.memory_info().vms + HELD_HEADROOM_BYTES, hard))
+        for _ in range(HELD_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=HELD_WAIT_SECONDS)
+            socks.append(sock)
+            sock.sendall(head)
+        wait_for(lambda: "out of memory" in server.log_text() or not server.proc.isalive(),
+                 HELD_WAIT_SECONDS, "the parent to run out of memory")
+        time.sleep(0.5)   # the 503s on their way
+        for sock in socks:
+            sock.settimeout(0)   # a timeout would poll for it first
+            try:
+                refused += sock.recv(64).startswith(b"HTTP/1.1 503")
+            except (BlockingIOError, ConnectionError):
+                pass   # held, or cut with the parent
+    finally:
+        if server.proc.isalive():
+            parent.rlimit(psutil.RLIMIT_AS, (soft, hard))
+        for sock in socks:
+            sock.close()
+    log = server.log_text()
+    assert server.proc.isalive() and "Traceback" not in log, log
+    assert refused and "out of memory holding" in log, (refused, log)
+    assert http_get(server, "/")[0] == 200
