@@ -379,9 +379,10 @@ def flush_stdio():
 
 
 class ChildTable:
-    """The live children, in fork order (which is deadline order, so the
-    deadline check stops at the first child not yet due), and those sent
-    SIGTERM that have KILL_GRACE_SECONDS to go before SIGKILL."""
+    """The live children, in fork order, and those sent SIGTERM that have
+    KILL_GRACE_SECONDS to go before SIGKILL.  Fork order is not deadline
+    order: a deadline runs from the accept, and a connection the parent held
+    (a slow head, a kept-alive one handed back) is forked after later ones."""
 
     def __init__(self, log):
         self.log = log
@@ -398,19 +399,23 @@ class ChildTable:
         """--timeout: SIGTERM a child past its deadline, SIGKILL it
         KILL_GRACE_SECONDS later."""
         # No copy of the table: neither loop adds or removes children.
+        # Every child is looked at: the check runs only when one is due (the
+        # earliest deadline, check_at), about once per --timeout under load.
         self.check_at = INFINITY
         for child in self.live.values():
-            if not child.deadline or child.deadline > now:
-                if child.deadline:   # fork order is deadline order
-                    self.check_at = child.deadline
-                break
+            if not child.deadline:
+                continue
+            if child.deadline > now:
+                self.check_at = min(self.check_at, child.deadline)
+                continue
             if child.pid not in self.terminating:
                 self.log.warning("child %d (client %s) timed out after %.1fs; sending SIGTERM" % (
                     child.pid, format_addr(child.addr), now - child.started))
                 self.signal(child, signal.SIGTERM)
         for child in self.terminating.values():
             if now >= child.term_at + KILL_GRACE_SECONDS:
-                self.log.warning("child %d ignored SIGTERM; sending SIGKILL" % child.pid)
+                self.log.warning("child %d did not exit within %gs of SIGTERM (it ignores it, "
+                                 "or is stopped); sending SIGKILL" % (child.pid, KILL_GRACE_SECONDS))
                 kill(child.pid, signal.SIGKILL)
                 child.term_at = INFINITY
 

@@ -52,6 +52,12 @@ def hang_ignoring_term(environ, start_response):
     return apps.hang(environ, start_response)
 
 
+def hang_ignoring_alarm(environ, start_response):
+    """Hangs, deaf to its own SIGALRM deadline: the parent's SIGTERM ends it."""
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    return apps.hang(environ, start_response)
+
+
 def hang_deaf(environ, start_response):
     """Hangs, deaf to SIGHUP, SIGTERM and SIGALRM: neither its own deadline
     nor a polite signal ends it; only a SIGKILL does."""
@@ -74,6 +80,7 @@ ROUTES = {
     "/stream-then-hang": stream_then_hang,
     "/hang-ignoring-hangup": hang_ignoring_hangup,
     "/hang-ignoring-term": hang_ignoring_term,
+    "/hang-ignoring-alarm": hang_ignoring_alarm,
     "/hang-deaf": hang_deaf,
     "/alloc": apps.allocate_forever,
     "/cpu": apps.burn_cpu,
