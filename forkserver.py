@@ -15,8 +15,8 @@ process's life here:
 Server.accept_from, Server.fork_child and Server.reap_children below are the
 tutorial's lines.  Signal handlers only note the signal; Python writes the
 signal number to a wake-up pipe (``signal.set_wakeup_fd``) that the loop
-polls beside the listeners, so no signal is ever lost and no work is done in
-a handler.  The app is imported once in the parent before the first fork, so
+polls beside the listeners, so the loop never sleeps through one and no work
+is done in a handler (SIGCHLDs still merge; the reaper's loop makes that safe).  The app is imported once in the parent before the first fork, so
 every child shares it copy-on-write.
 
 Everything else lives in the package of parts, ``forkparts`` (its
@@ -426,8 +426,8 @@ class Server(Supervisor):
         reap_children()     waitpid(-1, WNOHANG) until 0: no zombie is left
         check_deadlines()   --timeout: SIGTERM, then SIGKILL
 
-    The lab's deliberate mistakes are subclasses that override one method
-    each (forkparts/labs.py), --trace=process one more in front of them
+    The lab's deliberate mistakes are subclasses that override a method or
+    a few (forkparts/labs.py), --trace=process one more in front of them
     (forkparts/trace.py); this class is the correct version."""
 
     def sigchld_handler(self):

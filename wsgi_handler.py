@@ -703,7 +703,8 @@ class ConnectionHandler:
 
     def arm_request_timer(self, seconds=None):
         """With keep-alive, --timeout applies per request: the child re-arms
-        the deadline the parent gave it (SIGALRM's default action ends it)."""
+        the deadline the parent gave it (SIGALRM raises TimedOut: the handler
+        the parent set once, which every child inherits)."""
         timeout = self.config.request_timeout
         if timeout:
             import signal

@@ -45,6 +45,16 @@ forwarded_allow_ips = "127.0.0.1,::1"
 # user = "forkserver"                # started as root: bind, then switch
 # group = "forkserver"
 
+# ----------------------------------------------------------------- the app
+# The warm-up is on (the default; this file leaves it on): before the first
+# fork the parent runs GET / through the app, so first-request set-up is
+# inherited by every child.  A framework may keep what it built then: after a
+# SIGHUP (systemctl reload) a warmed Django keeps its old URL resolver and
+# serves the old views.  Load new code with SIGUSR2 (a new parent) instead, or
+# turn the warm-up off, so that a HUP serves edited views (docs/operations.md,
+# "Reloading (SIGHUP)"):
+# no_prewarm = True
+
 # ------------------------------------------------------------- supervision
 # One child per connection: max_children is the concurrency.  Each child costs
 # its private memory (about 3 MB for a small app, see docs/deploy.md).

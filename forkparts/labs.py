@@ -5,7 +5,8 @@ forking server on purpose: no fork at all (the iterative server), no reaper, a r
 SIGCHLD, print() in the signal handler, a parent that forgets to close the
 client socket, a child that keeps the listener, children orphaned when the
 parent dies, a heap that is not frozen.  Each mistake is a mixin here that
-overrides one or two methods of forkserver.Server, so that it reads as a diff
+overrides a few methods of forkserver.Server (most one or two; the reapers'
+base class five, four of them scaffolding), so that it reads as a diff
 against the correct code in forkserver.py (named in each docstring), and the
 parent's loop never tests a lab switch.  (One lab reaches into the child:
 --lab-parent-keeps-client also makes responses close-delimited, as the
@@ -125,9 +126,11 @@ class ReapInHandler:
 
 class ReapOnce(ReapInHandler):
     """--reaper once (lab 5): one waitpid per SIGCHLD.  Signals do not queue:
-    children that exit together send one SIGCHLD, so all but one stay zombies
-    until a later signal.  Correct version: Server.reap_children loops until
-    waitpid returns 0."""
+    each exit sends a SIGCHLD, but one sent while another is still pending
+    merges into it (and CPython runs the Python handler once for all that
+    arrived before it ran), so of children that exit together, all but one
+    stay zombies until a later signal.  Correct version: Server.reap_children
+    loops until waitpid returns 0."""
     reap_only_one = True
 
 
@@ -182,7 +185,11 @@ class ParentKeepsClient:
     """--lab-parent-keeps-client (lab 3): the tutorial's missing close().  The
     parent's copy of every client socket stays open, so the client never sees
     the end of a close-delimited response and the parent runs out of
-    descriptors.  Correct version: Server.close_client."""
+    descriptors.  Correct version: Server.close_client.  The switch also
+    turns off, in the child (HandlerConfig.close_delimited), two things that
+    would hide the leak: the Content-Length, and the shutdown(SHUT_WR) before
+    the child's close (wire.Connection.shut_down), which sends the FIN
+    whatever other processes still hold the socket."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -226,7 +233,7 @@ class Orphans:
 class NoGcFreeze:
     """--no-gc-freeze (lab 8): the heap is not moved to the permanent
     generation, so a collection in a child writes every object's header and
-    copies the page it sits on.  Correct version: Server.freeze."""
+    copies the page it sits on.  Correct version: Supervisor.freeze."""
 
     def freeze(self):
         pass

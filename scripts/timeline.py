@@ -4,7 +4,7 @@
 One row per child, in the order the children started: running from fork to
 exit (blue), zombie from exit to reap (red), a zombie never reaped drawn to
 the end of the trace (pale red, labelled "never reaped").  The parent's row
-carries a mark for each SIGCHLD delivery (orange) and a dot for each reap
+carries a mark each time its SIGCHLD handler ran (orange) and a dot for each reap
 (black): one SIGCHLD followed by several dots is a coalesced signal.  A time
 axis in milliseconds from the first traced event, and a legend.  Standard
 library only; the same input gives the same bytes out.
@@ -65,7 +65,7 @@ COLOURS = {"alive": "#4878a8", "zombie": "#d9534f", "unreaped": "#f2b8b5",
 LEGEND = (("alive", "rect", "running (fork to exit)"),
           ("zombie", "rect", "zombie (exit to reap)"),
           ("unreaped", "rect", "zombie never reaped (to end of trace)"),
-          ("sigchld", "line", "SIGCHLD delivered (parent)"),
+          ("sigchld", "line", "SIGCHLD handler ran (parent)"),
           ("reap", "dot", "reaped: waitpid returned (parent)"))
 
 
