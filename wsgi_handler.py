@@ -15,6 +15,7 @@ for again by every child, so only ``re``, ``socket``, ``time``, ``os`` and the
 small ``http.HTTPStatus`` enum are used at import time.
 """
 
+import io
 import os
 import re
 import socket
@@ -124,6 +125,10 @@ class ErrorStream:
             self.partial = ""
 
 
+# What sendfile may send as it is: a file opened in binary mode, unwrapped.
+SENDFILE_TYPES = (io.BufferedReader, io.BufferedRandom, io.FileIO)
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: iterable over a file; sent with sendfile() when possible."""
 
@@ -143,12 +148,20 @@ class FileWrapper:
         raise StopIteration
 
     def sendable_size(self):
-        """Bytes from the current position to EOF of a regular file, or None."""
+        """Bytes from the current position to EOF of a regular file whose
+        bytes are what read() gives (open(path, "rb")), or None: iterated
+        then.  A gzip or codecs file has the fileno of the compressed file,
+        and /proc's files say they are empty."""
+        filelike = self.filelike
+        if not isinstance(filelike, SENDFILE_TYPES):
+            return None
         try:
-            st = os.fstat(self.filelike.fileno())
+            st = os.fstat(filelike.fileno())
             if st.st_mode & 0o170000 != 0o100000:   # not S_IFREG
                 return None
-            return max(st.st_size - self.filelike.tell(), 0)
+            if not st.st_size and (not hasattr(filelike, "peek") or filelike.peek(1)):
+                return None   # /proc's: "empty", yet read() gives its text
+            return max(st.st_size - filelike.tell(), 0)
         except (AttributeError, OSError, ValueError):
             return None
 

@@ -650,6 +650,35 @@ def test_file_wrapper_of_an_empty_file_is_an_empty_200(tmp_path):
     assert "[ERROR]" not in reply.error_log
 
 
+def test_file_wrapper_of_a_gzip_file_sends_what_it_reads_not_the_file_on_disk(tmp_path):
+    """A gzip file has the fileno of the compressed file: sendfile took its
+    size for the Content-Length, then failed (a reset).  Its read() is what
+    the app means: iterated, the decompressed bytes."""
+    import gzip
+    path = tmp_path / "data.gz"
+    text = b"line of text\n" * 2000
+    with gzip.open(path, "wb") as f:
+        f.write(text)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](gzip.open(path, "rb"))
+    reply = exchange(tmp_path, app, get())
+    assert reply.status == 200 and reply.header("Content-Length") is None
+    assert dechunk(reply.body) == (text, True)
+
+
+def test_file_wrapper_of_a_proc_file_sends_its_text(tmp_path):
+    """/proc's files are regular files of size 0 whose read() gives text:
+    'Content-Length: 0' and an empty body, before."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return environ["wsgi.file_wrapper"](open("/proc/self/status", "rb"))
+    reply = exchange(tmp_path, app, get())
+    body, complete = dechunk(reply.body)
+    assert reply.status == 200 and complete and body.startswith(b"Name:"), reply.body[:200]
+
+
 @pytest.mark.parametrize("target, script_name, path_info", [
     ("/app/x/y?q=1", "/app", "/x/y"), ("/app", "/app", ""), ("/app/", "/app", "/"),
     ("/apple", "", "/apple"), ("/other", "", "/other"), ("/app%2Fx", "/app", "/x"),
