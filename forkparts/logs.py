@@ -7,6 +7,7 @@ access-log atoms (gunicorn's) are built here from the environ and the response.
 """
 
 import os
+import sys
 import time
 
 from forkparts.http11 import OWS
@@ -22,6 +23,20 @@ TRACE_STAMP = "%.6f [%d] "   # --trace: time.monotonic(), the writer's pid
 # ten times a second) is written at most once per this, per kind; the next
 # one written says how many were left out (as the kernel's printk_ratelimit).
 REPEAT_INTERVAL_SECONDS = 1.0
+
+
+def exception_text():
+    """The traceback of the exception being handled, or its last line if the
+    traceback module cannot be imported (an app that used up the descriptors:
+    the import opens traceback.py).  Imported only on the error path:
+    children do not pay for it."""
+    exc = sys.exc_info()[1]
+    try:
+        import traceback
+        return traceback.format_exc().rstrip("\n")
+    except Exception as failure:   # noqa: BLE001 - the 500 must still go out
+        return "%s: %s (no traceback: %s: %s)" % (type(exc).__name__, exc,
+                                                 type(failure).__name__, failure)
 
 
 class Log:
@@ -60,8 +75,7 @@ class Log:
             except (TypeError, ValueError, KeyError) as exc:
                 message = "%s %r (formatting failed: %s)" % (message, args, exc)
         if kwargs.get("exc_info"):
-            import traceback  # only on the error path: children do not pay for it
-            message = "%s\n%s" % (message, traceback.format_exc().rstrip("\n"))
+            message = "%s\n%s" % (message, exception_text())
         name = level.upper() if isinstance(level, str) else LEVEL_NAMES.get(number, str(number))
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
         self.write_line(self.error_fd, "[%s] [%d] [%s] %s" % (stamp, os.getpid(), name, message))

@@ -165,3 +165,19 @@ def make_greeter(greeting, punctuation="!"):
     def app(environ, start_response):
         return _reply(start_response, (greeting + punctuation).encode())
     return app
+
+
+def uses_up_descriptors(environ, start_response):
+    """Opens /dev/null until EMFILE (under a soft limit of 64, whatever the
+    machine's), keeps them all, then raises: the server's own error path has
+    no descriptor left either."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    held = []
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    raise RuntimeError("the app used up %d descriptors" % len(held))

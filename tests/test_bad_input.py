@@ -470,3 +470,16 @@ def test_heads_held_past_the_parents_memory_get_503_and_the_parent_lives(start_s
     assert server.proc.isalive() and "Traceback" not in log, log
     assert refused and "out of memory holding" in log, (refused, log)
     assert http_get(server, "/")[0] == 200
+
+
+def test_an_app_that_uses_up_the_descriptors_still_gets_its_500(start_server):
+    """The error path imported traceback lazily, and the import needs a
+    descriptor: the client got an empty reply, and the log our own
+    traceback (a trial: 300 of 300 /exhaust requests; gunicorn answers 500)."""
+    from tests.conftest import http_get, wait_for
+    server = start_server("tests.apps:uses_up_descriptors", "--no-prewarm")
+    status, _, _ = http_get(server, "/")
+    assert status == 500
+    wait_for(lambda: "RuntimeError: the app used up" in server.log_text(), 10, "the app's error")
+    log = server.log_text()
+    assert "forkparts" not in log and "wsgi_handler" not in log, log
