@@ -828,7 +828,7 @@ def check_config(opts):
 
 def run(opts, hooks, log):
     inherited = Inherited.from_environ(opts.backlog)   # a SIGUSR2 upgrade's sockets
-    loader = AppLoader(opts.app)
+    loader = AppLoader(opts.app, opts.app_dir)
     app = loader.load()
     # Binds (or takes what it inherited), writes the pidfile, drops privileges.
     listeners = open_listeners(opts, inherited)

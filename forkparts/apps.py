@@ -86,9 +86,10 @@ class AppLoader:
     """Resolves ``MODULE``, ``MODULE:NAME`` or ``MODULE:factory(literals)``,
     and re-imports it."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, app_dir=None):
         self.module_name, self.attr, self.factory = parse_app_spec(spec)
         self.spec = spec
+        self.app_dir = app_dir   # entered again at each reload (setup_paths)
         self.baseline = set(sys.modules)
         self.prefixes = tuple({os.path.realpath(p) + os.sep for p in
                                (sys.prefix, sys.base_prefix, sys.exec_prefix)})
@@ -180,6 +181,8 @@ class AppLoader:
     def reload(self):
         """Import the app afresh; on any failure put the old modules back."""
         import importlib
+        if self.app_dir:
+            enter_app_dir(self.app_dir)   # a switched symlink: the new release
         self.verdicts, self.records = {}, {}   # a library may have been installed since
         saved = self.user_modules()
         for name in saved:
@@ -283,16 +286,44 @@ def apply_env(opts):
         os.environ[key] = value
 
 
-def setup_paths(opts):
-    if opts.chdir:
+def logical_cwd():
+    """The current directory as the shell named it: $PWD when that is this
+    directory, so a symlink on the way (releases/current) is kept by name,
+    as gunicorn keeps it; else getcwd(), with every symlink resolved."""
+    cwd = os.getcwd()
+    pwd = os.environ.get("PWD", "")
+    if pwd != cwd and os.path.isabs(pwd):
         try:
-            os.chdir(opts.chdir)
+            here, named = os.stat(cwd), os.stat(pwd)
+            if (here.st_dev, here.st_ino) == (named.st_dev, named.st_ino):
+                return pwd
+        except OSError:
+            pass
+    return cwd
+
+
+def enter_app_dir(path):
+    """A reload's chdir into the app's directory, by its name again."""
+    try:
+        os.chdir(path)
+    except OSError as exc:
+        raise AppLoadError("cannot enter the app's directory %s: %s" % (path, exc.strerror)) from None
+
+
+def setup_paths(opts):
+    """--chdir, then the app's directory and --pythonpath on sys.path, as
+    gunicorn does.  The directory is kept by the name it was given
+    (opts.app_dir): a reload enters it again, so a deploy that switches a
+    symlink (current -> releases/N) and sends SIGHUP serves the new release."""
+    opts.app_dir = logical_cwd()
+    if opts.chdir:
+        opts.app_dir = os.path.normpath(os.path.join(opts.app_dir, opts.chdir))
+        try:
+            os.chdir(opts.app_dir)
         except OSError as exc:
             raise UsageError("--chdir %r: %s" % (opts.chdir, exc.strerror)) from None
-    # As gunicorn: the current directory is importable, then --pythonpath.
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    if opts.app_dir not in sys.path:
+        sys.path.insert(0, opts.app_dir)
     for entry in reversed((opts.pythonpath or "").split(",")):
         if entry:
             sys.path.insert(0, os.path.abspath(entry))

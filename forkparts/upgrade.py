@@ -39,6 +39,7 @@ import signal
 import socket
 import sys
 
+from forkparts.apps import logical_cwd
 from forkparts.cli import UsageError
 from forkparts.listeners import ASCII_DIGITS_RE, adopt_fd, parse_bind, sd_notify
 
@@ -49,8 +50,8 @@ OWNED_FDS_ENV = "FORKSERVER_OWNED_FDS"  # those of FDS_ENV the old parent bound 
 OLDBIN_SUFFIX = ".oldbin"               # nginx's and gunicorn's name for the old pidfile
 READY_BYTE = b"R"
 EXEC_FAILED_STATUS = 127                # as the shell's "command not found"
-try:   # the directory the server was started in: sys.argv[0] may be relative to it
-    LAUNCH_DIR = os.getcwd()
+try:   # the directory the server was started in, by name: sys.argv[0] may be relative to it
+    LAUNCH_DIR = logical_cwd()
 except OSError:
     LAUNCH_DIR = None
 
@@ -199,6 +200,7 @@ class Upgrade:
 def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec):
     """In the forked child: leave the sockets and the pipe open across exec,
     name them in the environment, run pre_exec, exec.  Never returns."""
+    what = "execute %s" % argv[0]
     try:
         signal.set_wakeup_fd(-1)   # the old parent's pipe is not ours to wake
         for sig, handler in restore_signals:
@@ -215,10 +217,12 @@ def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec
             os.set_inheritable(fd, True)
         pre_exec()
         if LAUNCH_DIR:
-            os.chdir(LAUNCH_DIR)
+            what = "enter the directory it was started in, %s" % LAUNCH_DIR
+            os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release
+            what = "execute %s" % argv[0]
         os.execve(argv[0], argv, env)
     except BaseException as exc:   # noqa: BLE001 - nothing may return into the old loop
-        os.write(2, ("forkserver: upgrade: cannot execute %s: %s\n" % (argv[0], exc)).encode())
+        os.write(2, ("forkserver: upgrade: cannot %s: %s\n" % (what, exc)).encode())
     finally:
         os._exit(EXEC_FAILED_STATUS)
 

@@ -47,7 +47,7 @@ class Detached:
     process group when the old one exits: docs/operations.md), stdout and
     stderr to a file where every parent writes its ready line."""
 
-    def __init__(self, tmp_path, args, env=None, python=sys.executable, root=ROOT):
+    def __init__(self, tmp_path, args, env=None, python=sys.executable, root=ROOT, cwd=None):
         self.out_path = str(tmp_path / "out.log")
         self.error_log = str(tmp_path / "error.log")
         self.pidfile = str(tmp_path / "forkserver.pid")
@@ -55,7 +55,7 @@ class Detached:
             [python, os.path.join(root, "forkserver.py")] + list(args) + [
                 "--error-log", self.error_log, "--no-access-log", "--pidfile", self.pidfile,
                 "--bind", "127.0.0.1:0"],
-            cwd=root, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
+            cwd=cwd or root, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
             stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.pids = [self.proc.pid]
         try:
@@ -247,6 +247,63 @@ def test_sigterm_to_the_old_parent_during_usr2_lets_its_requests_finish(tmp_path
     finally:
         for client in clients:
             client.join(HTTP_TIMEOUT_SECONDS)
+        server.close()
+
+
+def releases(tmp_path):
+    """A deploy's layout: releases/1 and releases/2, each an app of its
+    version, and current -> releases/1."""
+    for version in (1, 2):
+        (tmp_path / "releases" / str(version)).mkdir(parents=True)
+        write_module(tmp_path / "releases" / str(version) / "upapp.py", version)
+    link = tmp_path / "current"
+    link.symlink_to(tmp_path / "releases" / "1")
+    return link
+
+
+def switch(link, target):
+    """ln -sfn, atomically: a new link renamed over the old one."""
+    new = link.with_name("current.new")
+    new.symlink_to(target)
+    os.replace(new, link)
+
+
+def test_sighup_after_a_symlink_switch_serves_the_new_release(tmp_path):
+    """--chdir current, then current -> releases/2 and SIGHUP: the parent
+    stayed in releases/1 (chdir resolves the link) and reloaded its code, as
+    it did with the server started inside current: gunicorn enters the
+    directory again, by its name, at each load."""
+    link = releases(tmp_path)
+    server = Detached(tmp_path, [APP, "--chdir", str(link)])
+    try:
+        assert server.get() == "version 1\n"
+        switch(link, tmp_path / "releases" / "2")
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("reloaded upapp:app")
+        assert server.get() == "version 2\n"
+        assert os.readlink("/proc/%d/cwd" % server.pid) == str(tmp_path / "releases" / "2")
+    finally:
+        server.close()
+
+
+def test_usr2_from_inside_a_switched_symlink_starts_the_new_release(tmp_path):
+    """Started inside current (the shell's $PWD), then current -> releases/2,
+    releases/1 removed, SIGUSR2: the new parent was started in the resolved
+    releases/1, which was gone ("cannot execute python: No such file or
+    directory"), and the old code served on.  $PWD names the directory, as
+    for gunicorn."""
+    link = releases(tmp_path)
+    env = dict(os.environ, PWD=str(link))
+    server = Detached(tmp_path, [APP], env=env, cwd=str(link))
+    try:
+        assert server.get() == "version 1\n"
+        switch(link, tmp_path / "releases" / "2")
+        shutil.rmtree(tmp_path / "releases" / "1")
+        os.kill(server.pid, signal.SIGUSR2)
+        server.ready(2)
+        assert server.proc.wait(STOP_SECONDS) == 0
+        assert server.get() == "version 2\n"
+    finally:
         server.close()
 
 
