@@ -377,9 +377,12 @@ class AcceptFilter:
 def max_pending_room(requested, log):
     """--max-pending, bounded: each parked connection is a descriptor of the
     parent's, and RESERVED_FDS stay for listeners, logs, the app's own files
-    and the socket of the connection being forked."""
+    and the socket of the connection being forked; under a low limit, half
+    of it (the parent itself needs about ten: at ulimit -n 64, 64 reserved
+    left one parked connection, and every second slow head got 503)."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    room = INFINITY if soft == resource.RLIM_INFINITY else max(soft - RESERVED_FDS, 1)
+    room = INFINITY if soft == resource.RLIM_INFINITY else max(
+        soft - min(RESERVED_FDS, soft // 2), 1)
     if requested is None:   # the default: as many as fit, silently
         return min(DEFAULT_MAX_PENDING, room)
     if requested > room:
