@@ -155,6 +155,8 @@ def why_killed(child, status, stopping):
         return " (timeout)"
     if sig == signal.SIGXCPU:
         return " (CPU limit hit)"
+    if sig == signal.SIGKILL:   # as gunicorn asks: "Perhaps out of memory?"
+        return " (not sent by the server: the kernel's OOM killer?)"
     return ""
 
 

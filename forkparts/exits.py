@@ -8,13 +8,13 @@ here, so neither front door has to import the other to agree on them.
 # Child exit statuses (the parent decodes them in its log).
 EXIT_OK = 0
 EXIT_ERROR = 1            # the app raised, or our own code failed
-EXIT_MEMORY_LIMIT = 3     # --limit-memory was hit (MemoryError)
+EXIT_MEMORY_LIMIT = 3     # a MemoryError: --limit-memory, or RLIMIT_AS, a full machine
 EXIT_CPU_LIMIT = 4        # --limit-cpu was hit (SIGXCPU)
 EXIT_HOOK_FAILED = 5      # the post_fork hook raised
 EXIT_TIMEOUT = 6          # --timeout reached: answered 500 if its response had not begun
 EXIT_NAMES = {
     EXIT_ERROR: "error (see the traceback above)",
-    EXIT_MEMORY_LIMIT: "memory limit hit (--limit-memory)",
+    EXIT_MEMORY_LIMIT: "out of memory: a MemoryError (--limit-memory, or another limit)",
     EXIT_CPU_LIMIT: "CPU limit hit (--limit-cpu)",
     EXIT_HOOK_FAILED: "post_fork hook failed",
     EXIT_TIMEOUT: "timeout: answered 500 unless its response had begun",
