@@ -307,9 +307,11 @@ POOL_ONLY = {
     "preload_app": "the app is always imported once in the parent before forking, which "
                    "is what --preload does",
     "max_requests": "every child exits after its connection, so none lives long enough "
-                    "to need recycling",
+                    "to need recycling (with --keep-alive, --max-requests-per-connection "
+                    "ends a connection, and its child, after N requests: default 100)",
     "max_requests_jitter": "every child exits after its connection, so none lives long "
-                           "enough to need recycling",
+                           "enough to need recycling (with --keep-alive, see "
+                           "--max-requests-per-connection)",
     "keepalive": "gunicorn's sync worker ignores it too; here every idle kept-alive "
                  "connection would hold a child: --keep-alive SECONDS is the explicit switch",
 }

@@ -342,6 +342,10 @@ def test_gunicorn_pool_flags_are_accepted_with_a_warning_each(start_server):
         assert log.count("[WARNING] %s ignored: " % name) == 1
     assert "workers ignored: forkserver forks one child per connection" in log
     assert "--max-children" in log
+    # A trial: a child lives for 100 requests with --keep-alive; the warning
+    # said none lives long enough to need recycling, and named no option.
+    assert "--max-requests-per-connection ends a connection, and its child, after N " \
+        "requests" in log
 
 
 def test_workers_before_the_app_is_no_usage_error():
