@@ -264,11 +264,7 @@ class Supervisor(HookCalls):
         self.plan_children()
         self.freeze_heap()
         flush_stdio()
-        if self.warmed:   # one line: "new connections get the new code" may not hold
-            self.log.warning("reloaded %s, but %s" % (self.loader.spec,
-                                                      forkparts.prewarm.RELOAD_CAVEAT))
-        else:
-            self.log.info("reloaded %s; new connections get the new code" % self.loader.spec)
+        forkparts.prewarm.log_reloaded(self.log, self.loader.spec, self.warmed)
         sd_notify("READY=1")
         self.drain_kept_alive()
 

@@ -69,6 +69,22 @@ RELOAD_CAVEAT = (
     "or start with --no-prewarm (docs/operations.md, Reloading)")
 
 
+def log_reloaded(log, spec, warmed):
+    """A reload's one line.  A warmed Django keeps its URL resolver, and the
+    old views with it (RELOAD_CAVEAT): a warning.  Another warmed app gets
+    the new code (Flask, Pyramid: the app object is made again), but what a
+    framework keeps in its own modules stays, so the line says so at INFO: a
+    warning at every HUP where nothing is wrong teaches operators to ignore it."""
+    if warmed and "django.urls" in sys.modules:
+        log.warning("reloaded %s, but %s" % (spec, RELOAD_CAVEAT))
+    elif warmed:
+        log.info("reloaded %s; new connections get the new code, but what a framework built "
+                 "at the warm-up and keeps in its own modules stays (SIGUSR2 renews it too: "
+                 "docs/operations.md, Reloading)" % spec)
+    else:
+        log.info("reloaded %s; new connections get the new code" % spec)
+
+
 def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     """The warm-up of the app in the parent; True if it ran, False if it was
     off or not safe.

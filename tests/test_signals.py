@@ -647,19 +647,16 @@ def test_reload_option_notices_a_django_view_the_warm_up_imported(start_server, 
 
 def test_sighup_on_a_warmed_parent_says_what_a_reload_cannot_renew(start_server):
     """The default warm-up ran the app's first request in the parent, whose
-    framework state a HUP does not re-import: the log says so and names USR2."""
+    framework state a HUP does not re-import: the one line says so and names
+    USR2.  A warning only where it bites (a warmed Django: the test above);
+    at every HUP of an app whose new code is served (Flask: a trial) it was
+    noise that teaches operators to ignore it."""
     server = start_server("tests.apps:hello")
     wait_for(lambda: "prewarm GET /" in server.log_text(), 10, "the warm-up")
     server.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in server.log_text(), 30, "the reload")
-    log = server.log_text()
-    wait_for(lambda: "SIGUSR2" in server.log_text(), 5, "the warning")
-    assert "the warm-up" in server.log_text() and "--no-prewarm" in server.log_text(), log
-    # One WARNING line; an INFO line saying the new code is served used to
-    # come first, which is what a user read (and a Django project did not do).
     (line,) = [l for l in server.log_text().splitlines() if "reloaded tests.apps:hello" in l]
-    assert "[WARNING]" in line and "SIGUSR2" in line
-    assert "new connections get the new code" not in server.log_text()
+    assert "[INFO]" in line and "SIGUSR2" in line and "the warm-up" in line, line
     unwarmed = start_server("tests.apps:hello", "--no-prewarm")
     unwarmed.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in unwarmed.log_text(), 30, "the reload")
