@@ -16,7 +16,8 @@ Server.accept_from, Server.fork_child and Server.reap_children below are the
 tutorial's lines.  Signal handlers only note the signal; Python writes the
 signal number to a wake-up pipe (``signal.set_wakeup_fd``) that the loop
 polls beside the listeners, so the loop never sleeps through one and no work
-is done in a handler (SIGCHLDs still merge; the reaper's loop makes that safe).  The app is imported once in the parent before the first fork, so
+is done in a handler (SIGCHLDs still merge; the reaper's loop makes that
+safe).  The app is imported once in the parent before the first fork, so
 every child shares it copy-on-write.
 
 Everything else lives in the package of parts, ``forkparts`` (its
@@ -311,9 +312,8 @@ class Supervisor(HookCalls):
         relieve_cap(self.table, self.listeners, self.admission.cap, self.log)
 
     def drain_kept_alive(self):
-        """--keep-alive: tell every child to close its connection after the
-        response in progress, at once if idle (wsgi_handler.Drain), so a
-        proxy's pooled connections meet the new code, or let a stop go."""
+        """--keep-alive: every child closes its connection after the response in
+        progress, at once if idle (wsgi_handler.Drain): new code, or a stop."""
         if self.opts.keep_alive:
             self.table.tell_all(signal.SIGHUP)
 
@@ -340,8 +340,9 @@ class Supervisor(HookCalls):
             self.drain_kept_alive()
 
     def escalate_stop(self, mode, why):
-        if mode == "graceful" and "upgrade" in (why, self.stop_why):   # USR2 step 5 (operations.md)
-            self.log.info("%s: already stopping (graceful)" % why)   # a handover is no stop signal
+        if why == "upgrade" or (mode == "graceful" and self.stop_why == "upgrade"):
+            self.log.info("%s: already stopping (%s)" % (why, self.stop_mode))   # USR2 step 5:
+            self.stop_why = None   # a handover is no stop signal; the next one escalates
         elif self.stop_mode == "graceful":
             self.log.info("%s again: stopping fast" % why)
             self.stop_mode = "fast"
@@ -774,8 +775,9 @@ def main(argv=None):
     except OSError as exc:
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             raise
-        # The loop answers EMFILE at accept() itself; this is a start under
-        # a limit so low that the parent's own descriptors do not fit.
+        # The loop answers EMFILE at accept() itself; this is most often a
+        # start under a limit so low that the parent's own descriptors do not
+        # fit (or a hook that ran out of them: either way, one clear line).
         sys.stderr.write("forkserver: error: out of file descriptors: %s (ulimit -n is %d)\n"
                          % (exc, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
         return EXIT_FAILURE

@@ -778,8 +778,9 @@ class ConnectionHandler:
             self.status = EXIT_TIMEOUT
             if raised_in_our_send(exc):   # the app was done: no traceback of ours
                 self.log.warning("--timeout reached sending the response to %s: the client "
-                                 "had taken %d bytes of its body (it reads too slowly, or "
-                                 "not at all)" % (request, response.sent_body))
+                                 "reads it too slowly, or not at all (%d bytes of its body "
+                                 "sent, some perhaps still in the kernel's buffers)"
+                                 % (request, response.sent_body))
                 return self.fail(response, 500, None)
             message = "--timeout reached serving %s" % request
         elif isinstance(exc, ResponseError):

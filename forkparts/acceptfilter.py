@@ -109,19 +109,19 @@ class AcceptFilter:
         if count == 0:
             sock.close()       # closed without a word
             return None
-        try:
-            data = self.view[:count].tobytes() if count > 0 else b""
-        except MemoryError:
-            return out_of_memory(self.log, len(self.parked), sock, addr)
         # A GET or HEAD whose CRLFCRLF is in is ready (a malformed head is
         # the child's to answer): request_state's full check for the rest.
         # (find, not "in": bytes.__contains__ first tries the argument as an
         # int, and raises and drops a TypeError for every connection.)
-        if data.find(b"\r\n\r\n") == -1 or not data.startswith(NO_BODY_PREFIXES):
-            state = request_state(data, self.limit, self.bodies)
-            if state != READY:
-                self.park(sock, addr, data, now, state)
-                return None
+        try:   # each step copies the head: MemoryError under RLIMIT_AS
+            data = self.view[:count].tobytes() if count > 0 else b""
+            if data.find(b"\r\n\r\n") == -1 or not data.startswith(NO_BODY_PREFIXES):
+                state = request_state(data, self.limit, self.bodies)
+                if state != READY:
+                    self.park(sock, addr, data, now, state)
+                    return None
+        except MemoryError:
+            return out_of_memory(self.log, len(self.parked), sock, addr)
         return data
 
     # ------------------------------------------------------------ holding
@@ -204,6 +204,7 @@ class AcceptFilter:
             data = parked.sock.recv(self.limit + 1 + PARENT_BODY_BYTES - len(parked.data),
                                     MSG_DONTWAIT)
             parked.data += data
+            state = request_state(parked.data, self.limit, self.bodies) if data else None
         except BlockingIOError:
             return
         except OSError:
@@ -220,7 +221,7 @@ class AcceptFilter:
             return
         if parked.idle:   # the next request of a handed-back connection begins
             self.begin_request(parked, time.monotonic())
-        state = parked.state = request_state(parked.data, self.limit, self.bodies)
+        parked.state = state
         if state == BODY_INCOMPLETE:
             parked.body_progress(time.monotonic(), self.opts.header_timeout,
                                  self.opts.min_body_rate)
@@ -233,10 +234,17 @@ class AcceptFilter:
         """Fork a ready request, or, with no child slot free, stop polling it
         (its body would keep poll() busy): check forks it when a slot frees up."""
         if self.may_fork():
-            self.unpark(fd)
-            self.fork(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
+            self.fork_parked(fd, parked)
         else:
             self.poller.unregister(fd)
+
+    def fork_parked(self, fd, parked):
+        self.unpark(fd)
+        try:
+            data = bytes(parked.data)
+        except MemoryError:
+            return out_of_memory(self.log, len(self.parked), parked.sock, parked.addr)
+        self.fork(parked.sock, parked.addr, data, parked.accepted_at)
 
     # ------------------------------------------------------------ deadlines
     def next_deadline(self):
@@ -251,24 +259,13 @@ class AcceptFilter:
             if now >= parked.deadline:
                 self.expire(self.unpark(fd), now)
             elif parked.state == READY and self.may_fork():
-                self.unpark(fd)
-                self.fork(parked.sock, parked.addr, bytes(parked.data), parked.accepted_at)
+                self.fork_parked(fd, parked)
 
     def expire(self, parked, now):
         if parked.idle:   # RFC 9112 9.5: an idle connection is closed, no 408
             self.close_idle(parked, now)
-        elif parked.state == READY:   # complete, but no child was free
-            self.log.limited("no free child", "warning",
-                             "client %s: no free child in %.0fs; 503" % (
-                                 format_addr(parked.addr), now - parked.accepted_at))
-            refuse(parked.sock, 503)
         else:
-            status = 503 if self.stopping else 408   # stopping: do not come back
-            self.log.limited("no complete request", "info",
-                             "client %s: no complete request %s in %.0fs; %d" % (
-                                 format_addr(parked.addr), "body" if parked.head_end else "head",
-                                 now - parked.accepted_at, status))
-            refuse(parked.sock, status)
+            refuse_late(self.log, parked, now, self.stopping)
 
     def close_idle(self, parked, now):
         """Close an idle parked connection, unless a request has just begun on
@@ -427,6 +424,21 @@ def filter_body_bytes(data, end):
     if not value.isdigit() or int(value) > PARENT_BODY_BYTES:
         return 0
     return int(value)
+
+
+def refuse_late(log, parked, now, stopping):
+    """A held request past its deadline: 503 if it was complete but no child
+    was free, else 408 (503 while stopping: do not come back)."""
+    if parked.state == READY:
+        log.limited("no free child", "warning", "client %s: no free child in %.0fs; 503"
+                    % (format_addr(parked.addr), now - parked.accepted_at))
+        refuse(parked.sock, 503)
+        return
+    status = 503 if stopping else 408
+    log.limited("no complete request", "info", "client %s: no complete request %s in %.0fs; %d"
+                % (format_addr(parked.addr), "body" if parked.head_end else "head",
+                   now - parked.accepted_at, status))
+    refuse(parked.sock, status)
 
 
 def out_of_memory(log, held, sock, addr):

@@ -307,7 +307,8 @@ def enter_app_dir(path):
     try:
         os.chdir(path)
     except OSError as exc:
-        raise AppLoadError("cannot enter the app's directory %s: %s" % (path, exc.strerror)) from None
+        raise AppLoadError("cannot enter the app's directory %s: %s"
+                           % (path, exc.strerror)) from None
 
 
 def setup_paths(opts):
@@ -325,8 +326,8 @@ def setup_paths(opts):
     if opts.app_dir not in sys.path:
         sys.path.insert(0, opts.app_dir)
     for entry in reversed((opts.pythonpath or "").split(",")):
-        if entry:
-            sys.path.insert(0, os.path.abspath(entry))
+        if entry:   # relative to the app's directory, by its name too
+            sys.path.insert(0, os.path.normpath(os.path.join(opts.app_dir, entry)))
 
 
 class SourceWatcher:

@@ -156,7 +156,7 @@ def why_killed(child, status, stopping):
     if sig == signal.SIGXCPU:
         return " (CPU limit hit)"
     if sig == signal.SIGKILL:   # as gunicorn asks: "Perhaps out of memory?"
-        return " (not sent by the server: the kernel's OOM killer?)"
+        return " (not sent by the server: the kernel's OOM killer, or a hard limit?)"
     return ""
 
 
@@ -401,23 +401,25 @@ class ChildTable:
         """--timeout: SIGTERM a child past its deadline, SIGKILL it
         KILL_GRACE_SECONDS later."""
         # No copy of the table: neither loop adds or removes children.
-        # Every child is looked at: the check runs only when one is due (the
-        # earliest deadline, check_at), about once per --timeout under load.
-        self.check_at = INFINITY
-        for child in self.live.values():
-            if not child.deadline:
-                continue
-            if child.deadline > now:
-                self.check_at = min(self.check_at, child.deadline)
-                continue
-            if child.pid not in self.terminating:
-                self.log.warning("child %d (client %s) timed out after %.1fs; sending SIGTERM" % (
-                    child.pid, format_addr(child.addr), now - child.started))
-                self.signal(child, signal.SIGTERM)
+        if now >= self.check_at:
+            # Every child is looked at (fork order is not deadline order), but
+            # only when one is due: about once per --timeout under load.
+            self.check_at = INFINITY
+            for child in self.live.values():
+                if not child.deadline:
+                    continue
+                if child.deadline > now:
+                    self.check_at = min(self.check_at, child.deadline)
+                elif child.pid not in self.terminating:
+                    self.log.warning("child %d (client %s) timed out after %.1fs; sending "
+                                     "SIGTERM" % (child.pid, format_addr(child.addr),
+                                                  now - child.started))
+                    self.signal(child, signal.SIGTERM)
         for child in self.terminating.values():
             if now >= child.term_at + KILL_GRACE_SECONDS:
-                self.log.warning("child %d did not exit within %gs of SIGTERM (it ignores it, "
-                                 "or is stopped); sending SIGKILL" % (child.pid, KILL_GRACE_SECONDS))
+                self.log.warning("child %d did not exit within %gs of SIGTERM (it ignores "
+                                 "it, or is stopped); sending SIGKILL"
+                                 % (child.pid, KILL_GRACE_SECONDS))
                 kill(child.pid, signal.SIGKILL)
                 child.term_at = INFINITY
 
@@ -450,8 +452,9 @@ class ChildTable:
 
     def kill_all(self):
         """SIGKILL every child and wait for each: (pid, status) of those reaped."""
-        for pid in self.live:
-            kill(pid, signal.SIGKILL)
+        for child in self.live.values():
+            kill(child.pid, signal.SIGKILL)
+            child.term_at = child.term_at or time.monotonic()   # ours: "(server stopping)"
         for pid in list(self.live):
             try:
                 yield os.waitpid(pid, 0)

@@ -35,8 +35,11 @@ def exception_text():
         import traceback
         return traceback.format_exc().rstrip("\n")
     except Exception as failure:   # noqa: BLE001 - the 500 must still go out
-        return "%s: %s (no traceback: %s: %s)" % (type(exc).__name__, exc,
-                                                 type(failure).__name__, failure)
+        try:
+            return "%s: %s (no traceback: %s: %s)" % (type(exc).__name__, exc,
+                                                     type(failure).__name__, failure)
+        except Exception:   # noqa: BLE001 - an exception whose __str__ fails too
+            return "%s (no traceback)" % type(exc).__name__
 
 
 class Log:

@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 
+from forkparts.apps import logical_cwd
 from forkparts.cli import DEFAULT_BIND, UsageError, check_binds
 from forkparts.listeners import (ASCII_DIGITS_RE, ListenError, check_address, open_listener,
                                  systemd_listeners)
@@ -306,9 +307,12 @@ def file_write_problem(path):
 
 def absolute_log_paths(opts):
     """Relative log paths name files in the directory the server was started
-    in, before --chdir, and stay those files when SIGUSR1 reopens them."""
+    in, before --chdir, and stay those files when SIGUSR1 reopens them; that
+    directory by the name the shell gave it (logical_cwd: a symlink such as
+    releases/current is kept)."""
+    here = logical_cwd()
     opts.error_log, opts.access_log = (
-        os.path.abspath(path) if path and path != "-" else path
+        os.path.normpath(os.path.join(here, path)) if path and path != "-" else path
         for path in (opts.error_log, opts.access_log))
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import resource
+import select
 import socket
 import subprocess
 import sys
@@ -239,12 +240,15 @@ def test_a_start_under_a_tiny_descriptor_limit_is_served_or_one_clear_line():
                                  "127.0.0.1:0", "--no-access-log"], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 preexec_fn=low_limit)
-        match = READY_RE.match(proc.stdout.readline())   # EOF if it ended
-        if match:
-            port = int(match.group(2).rpartition(b":")[2])
-            assert get(port).startswith(b"HTTP/1.1 200"), limit
-            served += 1
-        code = stop(proc)
+        try:
+            ready = select.select([proc.stdout], [], [], START_SECONDS)[0]
+            match = READY_RE.match(proc.stdout.readline()) if ready else None   # b"": it ended
+            if match:
+                port = int(match.group(2).rpartition(b":")[2])
+                assert get(port).startswith(b"HTTP/1.1 200"), limit
+                served += 1
+        finally:
+            code = stop(proc)
         err = proc.stderr_text
         assert "Traceback" not in err, (limit, err)
         if match:
@@ -455,12 +459,21 @@ def test_heads_held_past_the_parents_memory_get_503_and_the_parent_lives(start_s
         wait_for(lambda: "out of memory" in server.log_text() or not server.proc.isalive(),
                  HELD_WAIT_SECONDS, "the parent to run out of memory")
         time.sleep(0.5)   # the 503s on their way
+        held = []
         for sock in socks:
             sock.settimeout(0)   # a timeout would poll for it first
             try:
                 refused += sock.recv(64).startswith(b"HTTP/1.1 503")
-            except (BlockingIOError, ConnectionError):
-                pass   # held, or cut with the parent
+            except BlockingIOError:
+                held.append(sock)
+            except ConnectionError:
+                pass   # cut with the parent
+        for sock in held:   # complete: copied to fork them, out of memory still
+            try:
+                sock.sendall(b"\r\n")
+            except OSError:
+                pass
+        time.sleep(1.0)
     finally:
         if server.proc.isalive():
             parent.rlimit(psutil.RLIMIT_AS, (soft, hard))

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from types import SimpleNamespace
 
@@ -86,6 +87,12 @@ class Detached:
 
     def wait_log(self, text, timeout=START_SECONDS):
         return wait_for(lambda: text in self.log_text(), timeout, "%r in the error log" % text)
+
+    def get_or_error(self, path="/"):
+        try:
+            return self.get(path)
+        except OSError as exc:
+            return repr(exc)
 
     def get(self, path="/"):
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=HTTP_TIMEOUT_SECONDS)
@@ -194,7 +201,7 @@ VERSION = %r
 
 def app(environ, start_response):
     if environ["PATH_INFO"] == "/sleep":
-        time.sleep(2.0)
+        time.sleep(5.0)   # long past the new parent's start (1 s of import)
     body = ("version %%s\\n" %% VERSION).encode()
     start_response("200 OK", [("Content-Length", str(len(body)))])
     return [body]
@@ -208,20 +215,14 @@ def test_sigterm_to_the_old_parent_during_usr2_lets_its_requests_finish(tmp_path
     SIGTERM (or, sent before, the new parent's ready) was the second one and
     stopped fast: every request in flight was cut (a trial: 4 of 4 empty
     replies, 502s behind nginx)."""
-    import threading
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     module = app_dir / "slowup.py"
     module.write_text(SLOW_UPGRADE_APP % (0.0, 1))
     server = Detached(tmp_path, ["slowup:app", "--chdir", str(app_dir)])
     answers = []
-
-    def slow_request():
-        try:
-            answers.append(server.get("/sleep"))
-        except OSError as exc:
-            answers.append(repr(exc))
-    clients = [threading.Thread(target=slow_request) for _ in range(3)]
+    clients = [threading.Thread(target=lambda: answers.append(server.get_or_error("/sleep")))
+               for _ in range(3)]
     try:
         old = server.pid
         for client in clients:
@@ -247,6 +248,31 @@ def test_sigterm_to_the_old_parent_during_usr2_lets_its_requests_finish(tmp_path
     finally:
         for client in clients:
             client.join(HTTP_TIMEOUT_SECONDS)
+        server.close()
+
+
+def test_a_second_sigterm_after_the_handover_still_stops_fast(tmp_path):
+    """The first SIGTERM after a handover is the graceful stop under way; a
+    second one escalates, as DESIGN.md says of every stop."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "slowup.py").write_text(SLOW_UPGRADE_APP % (0.0, 1))
+    server = Detached(tmp_path, ["slowup:app", "--chdir", str(app_dir)])
+    inflight = []
+    client = threading.Thread(target=lambda: inflight.append(server.get_or_error("/sleep")))
+    try:
+        old = server.pid
+        client.start()
+        wait_for(lambda: children_of(old), 10, "a request in flight")
+        os.kill(old, signal.SIGUSR2)
+        server.ready(2)
+        os.kill(old, signal.SIGTERM)
+        server.wait_log("SIGTERM: already stopping (graceful)")
+        os.kill(old, signal.SIGTERM)
+        server.wait_log("SIGTERM again: stopping fast")
+        assert server.proc.wait(STOP_SECONDS) == 0
+    finally:
+        client.join(HTTP_TIMEOUT_SECONDS)
         server.close()
 
 

@@ -233,6 +233,20 @@ def test_sigint_and_sigquit_stop_inflight_children_at_once(start_server, sig):
     assert "killed by SIGTERM (server stopping)" in server.log_text()
 
 
+def test_a_child_killed_at_the_graceful_deadline_is_logged_as_the_stops(start_server):
+    """The stop deadline's SIGKILL is the server's: the line said only "killed
+    by SIGKILL", and then blamed the kernel's OOM killer (a review)."""
+    server = start_server(APP, "--graceful-timeout", "1")
+    inflight = in_background(raw_exchange, server, get_bytes("/slow?s=30"))
+    child = one_child(server)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    assert inflight() in (b"", b"<RESET>")
+    log = server.log_text()
+    assert "child %d (client 127.0.0.1:" % child.pid in log
+    assert "killed by SIGKILL (server stopping)" in log and "OOM" not in log, log
+
+
 def test_children_of_a_server_started_with_sigint_ignored_still_obey_it(start_server):
     """A shell starts a background job with SIGINT and SIGQUIT ignored, and
     the children used to put that back: SIGINT to a child mid-request did
@@ -268,8 +282,8 @@ def test_child_killed_by_sigkill_mid_request_is_logged_and_reaped(start_server):
     wait_log(server, "child %d (client 127.0.0.1:" % child.pid)
     # Not ours: a SIGKILL from outside is most often the OOM killer's, and
     # the line said only "killed by SIGKILL" (gunicorn: "Perhaps out of memory?").
-    assert "killed by SIGKILL (not sent by the server: the kernel's OOM killer?)" \
-        in server.log_text()
+    assert "killed by SIGKILL (not sent by the server: the kernel's OOM killer, or a " \
+        "hard limit?)" in server.log_text()
     wait_no_zombies(server)
     assert http_get(server, "/")[0] == 200
 
