@@ -167,17 +167,22 @@ def make_greeter(greeting, punctuation="!"):
     return app
 
 
-def uses_up_descriptors(environ, start_response):
-    """Opens /dev/null until EMFILE (under a soft limit of 64, whatever the
-    machine's), keeps them all, then raises: the server's own error path has
-    no descriptor left either."""
+def use_up_descriptors(limit=64):
+    """Under a soft limit of ``limit`` (whatever the machine's), open
+    /dev/null until EMFILE; the descriptors, kept open."""
     import resource
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
     held = []
     try:
         while True:
             held.append(os.open(os.devnull, os.O_RDONLY))
     except OSError:
-        pass
+        return held
+
+
+def uses_up_descriptors(environ, start_response):
+    """Uses up the descriptors, then raises: the server's own error path has
+    no descriptor left either."""
+    held = use_up_descriptors()
     raise RuntimeError("the app used up %d descriptors" % len(held))

@@ -199,23 +199,18 @@ def test_the_warm_up_config_keeps_the_settings_that_shape_the_childs_path():
 
 
 PASSES_WITHOUT_DESCRIPTORS = """
-import os, resource
+import os
 from forkparts.apps import AppLoadError
 from forkparts.logs import Log
 from forkparts.prewarm import prewarm
+from tests.apps import use_up_descriptors
 from wsgi_handler import HandlerConfig, serve_connection
 
 def app(environ, start_response):
     start_response("200 OK", [])
     return [b"ok"]
 
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-held = []
-try:
-    while True:
-        held.append(os.open(os.devnull, os.O_RDONLY))
-except OSError:
-    pass
+held = use_up_descriptors()
 for _ in range(3):   # output_discarded's two copies and /dev/null; no socketpair
     os.close(held.pop())
 config = HandlerConfig().freeze()
