@@ -149,17 +149,22 @@ class FileWrapper:
 
     def sendable_size(self):
         """Bytes from the current position to EOF of a regular file whose
-        bytes are what read() gives (open(path, "rb")), or None: iterated
-        then.  A gzip or codecs file has the fileno of the compressed file,
-        and /proc's files say they are empty."""
-        filelike = self.filelike
-        if not isinstance(filelike, SENDFILE_TYPES):
+        bytes are what read() gives (open(path, "rb"), or a proxy of one
+        under ``.file``: Django's File, a NamedTemporaryFile), or None:
+        iterated then.  A gzip or codecs file has the fileno of the
+        compressed file, and /proc's files say they are empty."""
+        filelike = raw = self.filelike
+        for _ in range(3):   # Django's FieldFile -> File -> the open file
+            if isinstance(raw, SENDFILE_TYPES):
+                break
+            raw = getattr(raw, "file", None)
+        else:
             return None
         try:
-            st = os.fstat(filelike.fileno())
+            st = os.fstat(raw.fileno())
             if st.st_mode & 0o170000 != 0o100000:   # not S_IFREG
                 return None
-            if not st.st_size and (not hasattr(filelike, "peek") or filelike.peek(1)):
+            if not st.st_size and (not hasattr(raw, "peek") or raw.peek(1)):
                 return None   # /proc's: "empty", yet read() gives its text
             return max(st.st_size - filelike.tell(), 0)
         except (AttributeError, OSError, ValueError):

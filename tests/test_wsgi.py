@@ -668,6 +668,27 @@ def test_file_wrapper_of_a_gzip_file_sends_what_it_reads_not_the_file_on_disk(tm
     assert dechunk(reply.body) == (text, True)
 
 
+def test_file_wrapper_of_a_proxy_of_a_file_is_still_sent_with_sendfile(tmp_path, monkeypatch):
+    """A NamedTemporaryFile, or Django's File (a FieldFile's), holds the open
+    file under ``.file``: its bytes are the file's, so sendfile sends it (a
+    review: the gzip fix had them iterated, 4 KiB at a time for Django)."""
+    import tempfile
+
+    def not_iterated(self):
+        raise AssertionError("the file was iterated, not sent with sendfile")
+    monkeypatch.setattr(wh.FileWrapper, "__next__", not_iterated)
+    data = bytes(range(256)) * 64
+
+    def app(environ, start_response):
+        f = tempfile.NamedTemporaryFile(dir=str(tmp_path))
+        f.write(data)
+        f.seek(0)
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](f)
+    reply = exchange(tmp_path, app, get())
+    assert reply.header("Content-Length") == str(len(data)) and reply.body == data
+
+
 def test_file_wrapper_of_a_proc_file_sends_its_text(tmp_path):
     """/proc's files are regular files of size 0 whose read() gives text:
     'Content-Length: 0' and an empty body, before."""
