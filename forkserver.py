@@ -54,7 +54,7 @@ from forkparts.configfile import effective_settings, parse_options
 from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
 from forkparts.http11 import Limits
 from forkparts.labs import server_class
-from forkparts.listeners import ListenError, sd_notify
+from forkparts.listeners import ListenError, check_room_to_accept, sd_notify
 from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_log, reopen_logs
 from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
                                   remove_pidfile, start_problems, warn_after_dropping)
@@ -849,6 +849,7 @@ def run(opts, hooks, log):
         raise
     try:
         server.run_hook("on_starting", server)
+        check_room_to_accept()   # EMFILE: main's one line, not a server that never serves
         server.prepare()
         announce(server, listeners)
         server.serve_forever()

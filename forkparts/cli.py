@@ -274,7 +274,8 @@ def add_lab_options(p):
     g.add_argument("--lab-iterative", action="store_true",
                    help="MISTAKE (lab 0): no fork; the parent serves each connection itself, "
                         "one at a time (the tutorial's first server). --timeout raises in the "
-                        "app (500); not with --keep-alive or another lab switch; an app that "
+                        "app (500); not with --keep-alive or a lab switch that needs a child "
+                        "(--no-gc-freeze is allowed: it changes nothing here); an app that "
                         "calls os._exit ends the server")
     g.add_argument("--reaper", choices=("loop", "once", "none"), default="loop",
                    help="loop: correct waitpid loop (default); once: one waitpid per "

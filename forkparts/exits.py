@@ -13,7 +13,7 @@ EXIT_CPU_LIMIT = 4        # --limit-cpu was hit (SIGXCPU)
 EXIT_HOOK_FAILED = 5      # the post_fork hook raised
 EXIT_TIMEOUT = 6          # --timeout reached: answered 500 if its response had not begun
 EXIT_NAMES = {
-    EXIT_ERROR: "error (see the traceback above)",
+    EXIT_ERROR: "error (see the error logged above)",
     EXIT_MEMORY_LIMIT: "out of memory: a MemoryError (--limit-memory, or another limit)",
     EXIT_CPU_LIMIT: "CPU limit hit (--limit-cpu)",
     EXIT_HOOK_FAILED: "post_fork hook failed",

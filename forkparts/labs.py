@@ -60,7 +60,7 @@ class Iterative:
 
 
 ITERATIVE_EXCLUDES = ("keep_alive", "lab_parent_keeps_client", "lab_child_keeps_listener",
-                      "lab_print_in_handler", "lab_orphans", "no_gc_freeze")
+                      "lab_print_in_handler", "lab_orphans")
 
 
 def check_switches(opts):

@@ -383,3 +383,15 @@ def sd_notify(message):
             sock.sendto(message.encode("ascii"), path)
     except OSError:
         pass
+
+
+def check_room_to_accept():
+    """Raise EMFILE now if no descriptor is left for a client connection:
+    under a limit that the parent's own descriptors fill (ulimit -n 6 with
+    the listener and the wake-up pipe), the server would say it is ready and
+    then fail every accept() for ever."""
+    try:
+        os.close(os.open(os.devnull, os.O_RDONLY))
+    except OSError as exc:
+        raise OSError(exc.errno, "%s: none left for a client connection"
+                      % exc.strerror) from None

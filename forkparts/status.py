@@ -72,7 +72,11 @@ def load_setproctitle():
     except (ImportError, ValueError):
         return None
     for folder in (spec.submodule_search_locations or []) if spec else []:
-        for name in sorted(os.listdir(folder)):
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:   # EMFILE under a tiny ulimit -n: titles are optional
+            return None
+        for name in names:
             if name.startswith("_setproctitle.") and name.endswith(".so"):
                 return load_extension("_setproctitle", os.path.join(folder, name))
     return None

@@ -521,3 +521,24 @@ def test_slow_heads_under_ulimit_n_64_are_held_not_refused(tmp_path):
             sock.close()
         stop(proc)
     assert answers == [b"HTTP/1.1 200"] * 8, answers
+
+
+def test_a_limit_the_parents_own_descriptors_fill_is_refused_not_ready():
+    """ulimit -n 7 and two listeners: they and the wake-up pipe take 3 to 6,
+    and none is left to accept() into.  The server said it was ready, then
+    failed every accept for ever (a trial: ulimit -n 6 and one listener,
+    where setproctitle, when installed, ran out first)."""
+    proc = subprocess.Popen(
+        [sys.executable, FORKSERVER, "examples.hello:app", "--bind", "127.0.0.1:0",
+         "--bind", "127.0.0.1:0", "--no-access-log", "--no-prewarm"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (7, 7)))
+    try:
+        ready = select.select([proc.stdout], [], [], START_SECONDS)[0]
+        line = proc.stdout.readline() if ready else b""
+    finally:
+        code = stop(proc)
+    assert not line.startswith(b"forkserver ready"), (line, proc.stderr_text)
+    assert code == 1 and proc.stderr_text == (
+        "forkserver: error: out of file descriptors: [Errno 24] Too many open files: none "
+        "left for a client connection (ulimit -n is 7)\n"), proc.stderr_text

@@ -53,9 +53,7 @@ def test_iterative_server_survives_app_errors_and_timeouts(start_server):
 
 
 def test_iterative_does_not_combine_with_keep_alive_or_another_lab_switch():
-    # --no-gc-freeze too (a lab teacher found it accepted): no fork, no copy-on-write.
-    for extra in (["--keep-alive", "5"], ["--reaper", "once"], ["--lab-orphans"],
-                  ["--no-gc-freeze"]):
+    for extra in (["--keep-alive", "5"], ["--reaper", "once"], ["--lab-orphans"]):
         result = run_cli("tests.apps:hello", "--lab-iterative", *extra)
         assert result.returncode == EXIT_USAGE
         last = result.stderr.strip().splitlines()[-1]
