@@ -42,8 +42,8 @@ from forkparts.acceptfilter import AcceptFilter, max_pending_room, refuse
 from forkparts.accel import (collapse_heap, configure as configure_accel, fill_allocator_holes,
                              signal_calls)
 from forkparts.admission import Admission
-from forkparts.apps import (AppLoadError, AppLoader, SourceWatcher, apply_env, setup_paths,
-                            warn_about_threads)
+from forkparts.apps import (AppLoadError, SourceWatcher, app_loader, app_name, apply_env,
+                            setup_paths, warn_about_threads)
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 become_subreaper, describe_status, exit_marks,
                                 adopted_gone, exited_children, flush_stdio, no_core_dumps,
@@ -767,7 +767,7 @@ def main(argv=None):
         sys.stderr.write("forkserver: error: %s\n" % exc)
         return EXIT_USAGE
     except AppLoadError as exc:
-        sys.stderr.write("forkserver: error: cannot load app %r: %s\n" % (opts.app, exc))
+        sys.stderr.write("forkserver: error: cannot load app %r: %s\n" % (app_name(opts), exc))
         return EXIT_APP_LOAD
     except ListenError as exc:
         sys.stderr.write("forkserver: error: %s\n" % exc)
@@ -805,7 +805,7 @@ def check_config(opts):
     try:
         apply_env(opts)
         setup_paths(opts)
-        AppLoader(opts.app).load()
+        app_loader(opts).load()
     except (UsageError, AppLoadError) as exc:
         problems.append(exc)
     problems += start_problems(opts)   # relative paths as a start sees them: after --chdir
@@ -813,20 +813,21 @@ def check_config(opts):
         sys.stderr.write("forkserver: warning: %s\n" % warning)
     for problem in problems:
         sys.stderr.write("forkserver: error: %s\n" % (
-            "cannot load app %r: %s" % (opts.app, problem)
+            "cannot load app %r: %s" % (app_name(opts), problem)
             if isinstance(problem, AppLoadError) else problem))
     if problems:
         return {AppLoadError: EXIT_APP_LOAD, ListenError: EXIT_LISTEN}.get(
             type(problems[0]), EXIT_USAGE)
     sys.stdout.write("forkserver: config OK: app %s loads%s (not tried: binding the "
                      "addresses, the warm-up request)\n" % (
-                         opts.app, " with config file %s" % opts.config if opts.config else ""))
+                         app_name(opts),
+                         " with config file %s" % opts.config if opts.config else ""))
     return EXIT_OK
 
 
 def run(opts, hooks, log):
     inherited = Inherited.from_environ(opts.backlog)   # a SIGUSR2 upgrade's sockets
-    loader = AppLoader(opts.app, opts.app_dir)
+    loader = app_loader(opts)
     app = loader.load()
     # Binds (or takes what it inherited), writes the pidfile, drops privileges.
     listeners = open_listeners(opts, inherited)

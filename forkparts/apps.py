@@ -87,14 +87,17 @@ class AppLoader:
     and re-imports it."""
 
     def __init__(self, spec, app_dir=None):
-        self.module_name, self.attr, self.factory = parse_app_spec(spec)
         self.spec = spec
+        self.parse(spec)
         self.app_dir = app_dir   # entered again at each reload (setup_paths)
         self.baseline = set(sys.modules)
         self.prefixes = tuple({os.path.realpath(p) + os.sep for p in
                                (sys.prefix, sys.base_prefix, sys.exec_prefix)})
         self.verdicts = {}   # file -> is_library(file)
         self.records = {}    # sys.path directory -> the files its RECORDs name
+
+    def parse(self, spec):
+        self.module_name, self.attr, self.factory = parse_app_spec(spec)
 
     def load(self):
         import importlib
@@ -204,6 +207,89 @@ class AppLoader:
             except OSError:
                 pass
         return mtimes
+
+
+class PasteLoader(AppLoader):
+    """--paste INI[#NAME]: the ``[app:NAME]`` section (``main`` by default)
+    of a PasteDeploy file, such as a Pyramid project's production.ini, loaded
+    as gunicorn's --paste loads it (paste.deploy.loadapp, with --paste-global's
+    KEY=VALUE pairs as its global_conf).  If the file has a ``[loggers]``
+    section, the logging module is set up from it first, as gunicorn and
+    pserve do (``%(here)s`` is the file's directory), so the app's own log
+    lines go where the file says.  A reload reads the file again; --reload
+    watches it beside the app's modules.  PasteDeploy is imported only here:
+    the server itself needs nothing outside the standard library."""
+
+    def __init__(self, uri, global_conf=(), app_dir=None):
+        self.global_conf = dict(pair.partition("=")[::2] for pair in global_conf or ())
+        super().__init__(uri, app_dir)
+
+    def parse(self, uri):
+        path, _, name = uri.partition("#")
+        self.path, self.name = path, name or "main"
+
+    def load(self):
+        try:
+            from paste.deploy import loadapp
+        except ImportError:
+            raise AppLoadError("--paste needs PasteDeploy, which is not installed "
+                               "(pip install PasteDeploy; Pyramid brings it)") from None
+        self.setup_logging()
+        try:
+            app = loadapp("config:" + self.path, name=self.name, relative_to=os.getcwd(),
+                          global_conf=self.global_conf)
+        except BaseException as exc:
+            if type(exc) is LookupError:   # PasteDeploy's: no such section or entry point
+                raise AppLoadError(str(exc)) from None
+            if type(exc).__name__ == "PackageNotFoundError":   # use = egg:NAME
+                raise AppLoadError("[app:%s] of %s: %s: is the project installed (pip "
+                                   "install -e . in its directory)?"
+                                   % (self.name, self.path, exc)) from None
+            raise AppLoadError(user_traceback("loading [app:%s] of %s failed"
+                                              % (self.name, self.path))) from None
+        if not callable(app):
+            raise AppLoadError("[app:%s] of %s is not callable (it is a %s)"
+                               % (self.name, self.path, type(app).__name__))
+        return app
+
+    def setup_logging(self):
+        import configparser
+        parser = configparser.ConfigParser()
+        try:
+            parser.read([self.path], encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise AppLoadError("%s: %s" % (self.path, exc)) from None
+        if not parser.has_section("loggers"):
+            return
+        import logging.config
+        try:
+            logging.config.fileConfig(
+                self.path, defaults={"__file__": self.path, "here": os.path.dirname(self.path)},
+                disable_existing_loggers=False)
+        except Exception:   # noqa: BLE001 - the user's file: say what in it is wrong
+            raise AppLoadError(user_traceback("the logging sections of %s failed"
+                                              % self.path)) from None
+
+    def source_mtimes(self):
+        mtimes = super().source_mtimes()
+        try:
+            mtimes[self.path] = os.stat(self.path).st_mtime_ns
+        except OSError:
+            pass
+        return mtimes
+
+
+def app_loader(opts):
+    """The loader of the app the options name: MODULE:CALLABLE or --paste."""
+    app_dir = getattr(opts, "app_dir", None)   # set by setup_paths
+    if opts.paste:
+        return PasteLoader(opts.paste, opts.raw_paste_global_conf, app_dir)
+    return AppLoader(opts.app, app_dir)
+
+
+def app_name(opts):
+    """The app as the options name it, for messages."""
+    return opts.app or "--paste %s" % opts.paste
 
 
 DOTTED_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")

@@ -69,7 +69,7 @@ def build_parser():
     p.add_argument("app", metavar="MODULE:CALLABLE", nargs="?",
                    help="the WSGI app: module (its `application`), module:name, "
                         "module:factory() or module:factory('arg', key=1) with literal "
-                        "arguments; or wsgi_app in the config file")
+                        "arguments; or wsgi_app in the config file, or --paste")
     p.add_argument("--version", action="version", version="forkserver " + __version__)
     p.add_argument("-c", "--config", metavar="PATH",
                    help="a Python file of settings and hooks: forkserver's names (as the "
@@ -118,6 +118,15 @@ def add_app_options(p):
                    help="comma-separated directories to put on sys.path")
     g.add_argument("-e", "--env", dest="raw_env", action="append", type=env_pair,
                    metavar="KEY=VALUE", help="set an environment variable for the app; "
+                   "repeatable")
+    g.add_argument("--paste", "--paster", metavar="INI[#NAME]",
+                   help="instead of MODULE:CALLABLE, the app of a PasteDeploy file (a "
+                   "Pyramid project's production.ini), as gunicorn's --paste: its "
+                   "[app:NAME] section (main by default); its [loggers], if any, set up "
+                   "the logging module first; needs PasteDeploy")
+    g.add_argument("--paste-global", dest="raw_paste_global_conf", action="append",
+                   type=env_pair, metavar="KEY=VALUE",
+                   help="a global_conf value for the --paste file (%%(KEY)s in it); "
                    "repeatable")
     g.add_argument("--prewarm", metavar="PATH", type=prewarm_path,
                    help="warm up with GET PATH, not GET / (the default): the request runs "
@@ -344,8 +353,6 @@ REFUSED_FLAGS = {
     ("--ssl-version",): (1, TLS_REFUSED), ("--cert-reqs",): (1, TLS_REFUSED),
     ("-D", "--daemon"): (0, "run forkserver under systemd or another supervisor "
                             "(docs/deploy.md)"),
-    ("--paste", "--paster"): (1, "PasteDeploy .ini apps are not loaded: name the app "
-                                 "as MODULE:CALLABLE"),
     ("--log-syslog",): (0, "forkserver writes its own log files only"),
     ("--log-syslog-to",): (1, "forkserver writes its own log files only"),
     ("--log-config",): (1, "forkserver writes its own log files only"),

@@ -56,9 +56,6 @@ NOT_HONOURED = {
     "reuse_port": ((False,), "refused: one parent owns the listening socket; a second "
                              "server would share its port unseen"),
     "initgroups": ((False,), "refused: --user drops every supplementary group"),
-    "paste": ((None,), "refused: PasteDeploy .ini apps are not loaded: name the app "
-                       "as MODULE:NAME"),
-    "raw_paste_global_conf": (([],), "refused: PasteDeploy .ini apps are not loaded"),
     "reload_extra_files": (([],), "refused: --reload watches the app's own modules only"),
     "root_path": (("",), "refused: the mount prefix is $SCRIPT_NAME, as gunicorn takes "
                          "it: raw_env = ['SCRIPT_NAME=/app'] or -e SCRIPT_NAME=/app"),
@@ -380,9 +377,7 @@ def parse_options(argv, environ=None):
 
 def check_options(opts, parser):
     """The checks of the options as a whole; a problem is parser.error (exit 2)."""
-    if not opts.app:
-        parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
-                     "--config file")
+    check_app(opts, parser)
     problem = check_switches(opts)
     if problem:
         parser.error(problem)
@@ -393,6 +388,29 @@ def check_options(opts, parser):
         parser.error(str(exc))
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
+
+
+def check_app(opts, parser):
+    """One app: MODULE:CALLABLE (or wsgi_app), or a --paste file, which is
+    made absolute here, against the directory the server was started in,
+    before --chdir, as gunicorn's --paste."""
+    from forkparts.apps import logical_cwd
+    if opts.paste:
+        if opts.app:
+            parser.error("give the app as MODULE:CALLABLE (or wsgi_app) or as --paste "
+                         "INI, not both (%s and --paste %s)" % (opts.app, opts.paste))
+        path, sep, name = opts.paste.partition("#")
+        path = os.path.normpath(os.path.join(logical_cwd(), os.path.expanduser(path)))
+        if not os.path.isfile(path):
+            parser.error("--paste %s: no such file (%s)" % (opts.paste, path))
+        if sep and not name:
+            parser.error("--paste %s: no app section named after '#'" % opts.paste)
+        opts.paste = path + sep + name
+    elif opts.raw_paste_global_conf:
+        parser.error("--paste-global is for a --paste file, and there is none")
+    elif not opts.app:
+        parser.error("the app is missing: give MODULE:CALLABLE, or wsgi_app in the "
+                     "--config file, or --paste INI")
 
 
 def config_error(message):

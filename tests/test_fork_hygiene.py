@@ -68,7 +68,7 @@ def test_parent_imports_nothing_heavy_to_accept_and_fork():
         "import sys; before = set(sys.modules)\n"
         "import forkserver\n"
         "opts, _ = forkserver.parse_options(['examples.hello:app'])\n"
-        "forkserver.AppLoader(opts.app).load()\n"
+        "forkserver.app_loader(opts).load()\n"
         "forkserver.build_handler_config(opts, forkserver.Log(error_fd=2), None, {})\n"
         "print(' '.join(sorted(set(sys.modules) - before)))\n")
     out = subprocess.run([sys.executable, "-S", "-c", script], cwd=ROOT, check=True,

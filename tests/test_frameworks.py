@@ -191,8 +191,8 @@ class Gunicorn:
             argv.append("--no-control-socket")   # else it makes ~/.gunicorn/gunicorn.ctl
         run_env = dict(env if env is not None else os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv + [app], cwd=cwd, env=run_env, stdout=log,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(argv + app_arguments(app), cwd=cwd, env=run_env,
+                                         stdout=log, stderr=subprocess.STDOUT)
         self.port = None
 
     def log_text(self):
@@ -219,6 +219,12 @@ class Gunicorn:
                 self.proc.wait(STOP_TIMEOUT_SECONDS)
 
 
+def app_arguments(app):
+    """The app as both servers take it: a spec, or a tuple of arguments
+    ("--paste", "production.ini")."""
+    return list(app) if isinstance(app, tuple) else [app]
+
+
 def gunicorn_flags():
     from gunicorn.config import KNOWN_SETTINGS
     return {flag for setting in KNOWN_SETTINGS for flag in (setting.cli or ())}
@@ -237,8 +243,9 @@ def serving(app, tmp_path, cwd=ROOT, env=None, forkserver_args=()):
         (tmp_path / "gunicorn").mkdir()
         (tmp_path / "forkserver").mkdir()
         gunicorn = Gunicorn(app, tmp_path / "gunicorn", cwd=cwd, env=env)
-        forkserver = ServerProcess((app,) + tuple(forkserver_args), tmp_path / "forkserver",
-                                   cwd=cwd, env=env, timeout=START_TIMEOUT_SECONDS)
+        forkserver = ServerProcess(tuple(app_arguments(app)) + tuple(forkserver_args),
+                                   tmp_path / "forkserver", cwd=cwd, env=env,
+                                   timeout=START_TIMEOUT_SECONDS)
         gunicorn.wait_ready()
         yield Pair(forkserver, gunicorn)
         wait_no_zombies(forkserver)

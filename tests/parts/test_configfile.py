@@ -225,7 +225,6 @@ def test_a_name_close_to_a_setting_gets_a_typo_warning(start_server, tmp_path):
     ("ca_certs = '/ca.pem'", "ca_certs", "TLS"),
     ("def ssl_context(config, default):\n    return default()", "ssl_context", "TLS"),
     ("daemon = True", "daemon", "systemd"),
-    ("paste = 'app.ini'", "paste", "PasteDeploy"),
     ("syslog = True", "syslog", "own log files"),
     ("statsd_host = 'localhost:8125'", "statsd_host", "own log files"),
     ("proxy_protocol = True", "proxy_protocol", "PROXY protocol"),

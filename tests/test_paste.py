@@ -1,0 +1,247 @@
+"""--paste INI[#NAME]: a Pyramid project's PasteDeploy file, served as gunicorn's
+--paste serves it.
+
+The project is made here as a Pyramid starter project is laid out: a package
+whose ``main(global_config, **settings)`` makes the app, a production.ini
+whose ``[app:main]`` says ``use = egg:myproject`` and holds the settings,
+and ``[loggers]``/``[handlers]``/``[formatters]`` sections.  ``egg:`` finds
+the project through its installed metadata; a ``.dist-info`` directory
+beside the package is what ``pip install -e .`` leaves importlib.metadata to
+find, without installing anything into the test's environment.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import FORKSERVER, http_get
+from tests.test_frameworks import (NEEDS_GUNICORN, NEEDS_PYRAMID, Client, assert_same_answers,
+                                   serving, statuses)
+
+START_TIMEOUT_SECONDS = 30
+RELOAD_WAIT_SECONDS = 10.0
+
+PROJECT_INIT = '''
+import logging
+
+from pyramid.config import Configurator
+from pyramid.response import Response
+
+log = logging.getLogger(__name__)
+
+
+def home(request):
+    settings = request.registry.settings
+    log.info("home view, region %s", settings["app_region"])
+    return Response("greeting=%(greeting)s\\ndb=%(db)s\\nregion=%(app_region)s\\n" % settings,
+                    content_type="text/plain")
+
+
+def echo(request):
+    return Response("".join("%s=%s\\n" % item for item in sorted(request.POST.items())),
+                    content_type="text/plain")
+
+
+def main(global_config, **settings):
+    settings["app_region"] = global_config.get("region", "nowhere")
+    with Configurator(settings=settings) as config:
+        config.add_route("home", "/")
+        config.add_view(home, route_name="home")
+        config.add_route("echo", "/echo")
+        config.add_view(echo, route_name="echo", request_method="POST")
+    return config.make_wsgi_app()
+'''
+
+PRODUCTION_INI = '''
+[app:main]
+use = egg:myproject
+greeting = hello from production.ini
+db = sqlite:///%(here)s/myproject.sqlite
+
+[app:admin]
+use = egg:myproject
+greeting = the admin side
+db = none
+
+[server:main]
+use = egg:waitress#main
+listen = *:6543
+
+[loggers]
+keys = root, myproject
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+
+[logger_myproject]
+level = INFO
+handlers =
+qualname = myproject
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = INI-FORMAT %(levelname)s [%(name)s] %(message)s
+'''
+
+# The line the home view logs, formatted by the ini's [formatter_generic].
+APP_LOG_LINE = re.compile(r"INI-FORMAT INFO \[myproject\] home view, region (\w+)")
+
+
+def make_project(root):
+    """A Pyramid project in ``root``: (the project directory, the environment
+    that finds its package and its metadata, as an installed project's)."""
+    project = root / "myproject-project"
+    src = project / "src"
+    (src / "myproject").mkdir(parents=True)
+    (src / "myproject" / "__init__.py").write_text(PROJECT_INIT)
+    meta = src / "myproject-0.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: myproject\nVersion: 0.0\n")
+    (meta / "entry_points.txt").write_text("[paste.app_factory]\nmain = myproject:main\n")
+    (project / "production.ini").write_text(textwrap.dedent(PRODUCTION_INI).lstrip())
+    env = dict(os.environ, PYTHONPATH=str(src))
+    return project, env
+
+
+@pytest.fixture
+def project(tmp_path):
+    return make_project(tmp_path)
+
+
+def run_cli(args, cwd, env, timeout=60, python_flags=()):
+    return subprocess.run([sys.executable] + list(python_flags) + [FORKSERVER] + list(args),
+                          cwd=str(cwd), env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def home_and_echo(client):
+    return [("GET /", client.request("GET", "/")),
+            ("POST /echo", client.request("POST", "/echo", fields=[("word", "héllo")])),
+            ("GET a missing page", client.request("GET", "/missing"))]
+
+
+def wait_for(predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@NEEDS_PYRAMID
+@NEEDS_GUNICORN
+@pytest.mark.parametrize("uri, greeting", [("production.ini", "hello from production.ini"),
+                                           ("production.ini#admin", "the admin side")])
+def test_paste_serves_the_ini_app_as_gunicorn_does(tmp_path, uri, greeting):
+    project, env = make_project(tmp_path)
+    args = ("--paste", uri, "--paste-global", "region=eu")
+    (tmp_path / "servers").mkdir()
+    with serving(args, tmp_path / "servers", cwd=project, env=env) as pair:
+        theirs, _ = assert_same_answers(pair, home_and_echo)
+        assert statuses(theirs) == [200, 200, 404]
+        db = "sqlite:///%s/myproject.sqlite" % project if "#" not in uri else "none"
+        assert theirs[0][1].body.decode() == "greeting=%s\ndb=%s\nregion=eu\n" % (greeting, db)
+        assert theirs[1][1].body.decode() == "word=héllo\n"
+        # The ini's [loggers] set up logging in both: the view's line, in
+        # the ini's format, on the servers' stderr.
+        assert wait_for(lambda: APP_LOG_LINE.search(pair.gunicorn.log_text()), 5)
+        with open(pair.forkserver.output_file.name, errors="replace") as f:
+            assert APP_LOG_LINE.findall(f.read())[-1:] == ["eu"]
+
+
+@NEEDS_PYRAMID
+def test_paste_and_its_globals_as_config_file_settings(start_server, project):
+    directory, env = project
+    (directory / "forkserver.conf.py").write_text(
+        "paste = 'production.ini#admin'\nraw_paste_global_conf = ['region=north']\n")
+    server = start_server("-c", "forkserver.conf.py", cwd=str(directory), env=env,
+                          timeout=START_TIMEOUT_SECONDS)
+    status, _, body = http_get(server, "/")
+    assert (status, body) == (200, b"greeting=the admin side\ndb=none\nregion=north\n")
+
+
+@NEEDS_PYRAMID
+def test_hup_and_reload_read_the_ini_again(start_server, project):
+    directory, env = project
+    ini = directory / "production.ini"
+    server = start_server("--paste", "production.ini", "--reload", cwd=str(directory), env=env,
+                          timeout=START_TIMEOUT_SECONDS)
+    assert b"greeting=hello from production.ini\n" in http_get(server, "/")[2]
+    ini.write_text(ini.read_text().replace("hello from production.ini", "edited, then HUP"))
+    server.signal(signal.SIGHUP)
+    assert wait_for(lambda: b"edited, then HUP" in http_get(server, "/")[2], RELOAD_WAIT_SECONDS)
+    # --reload watches the ini beside the project's modules.
+    time.sleep(0.05)   # a later mtime than the one the HUP's load saw, on coarse clocks
+    ini.write_text(ini.read_text().replace("edited, then HUP", "edited, then watched"))
+    os.utime(ini, (time.time() + 5, time.time() + 5))
+    assert wait_for(lambda: b"edited, then watched" in http_get(server, "/")[2],
+                    RELOAD_WAIT_SECONDS)
+    assert "production.ini changed" in server.log_text()
+
+
+BAD_LOGGING = "[loggers]\nkeys = root\n\n[logger_root]\nhandlers = nosuch\n"
+
+
+@NEEDS_PYRAMID
+@pytest.mark.parametrize("args, edit, status, message", [
+    (["--paste", "nosuch.ini"], None, 2,
+     r"--paste nosuch.ini: no such file \(.*/myproject-project/nosuch.ini\)"),
+    (["examples.hello:app", "--paste", "production.ini"], None, 2,
+     r"give the app as MODULE:CALLABLE \(or wsgi_app\) or as --paste INI, not both"),
+    (["--paste", "production.ini#"], None, 2, r"no app section named after '#'"),
+    (["examples.hello:app", "--paste-global", "a=b"], None, 2,
+     r"--paste-global is for a --paste file, and there is none"),
+    (["--paste", "production.ini#nosuch"], None, 3, r"No section 'nosuch'"),
+    (["--paste", "production.ini"], "uninstalled", 3,
+     r"\[app:main\] of .*production.ini: No package metadata was found for myproject: "
+     r"is the project installed"),
+    (["--paste", "production.ini"], "no-pastedeploy", 3,
+     r"--paste needs PasteDeploy, which is not installed"),
+    (["--paste", "production.ini"], "bad-logging", 3,
+     r"the logging sections of .*production.ini failed"),
+], ids=["no-file", "both", "empty-name", "globals-alone", "no-section", "uninstalled",
+        "no-pastedeploy", "bad-logging"])
+def test_a_bad_paste_is_one_clear_error(project, args, edit, status, message):
+    directory, env = project
+    flags = ()
+    if edit == "uninstalled":
+        env = dict(os.environ)
+    elif edit == "no-pastedeploy":
+        flags = ("-S",)   # no site-packages: PasteDeploy (and Pyramid) not installed
+    elif edit == "bad-logging":
+        ini = directory / "production.ini"
+        ini.write_text(ini.read_text().split("[loggers]")[0] + BAD_LOGGING)
+    done = run_cli(args + ["--check-config"], directory, env, python_flags=flags)
+    assert done.returncode == status, done.stderr
+    assert re.search(message, done.stderr), done.stderr
+    if edit != "bad-logging":   # that one shows the user's traceback, as a failed import
+        assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("forkserver: error: ")
+
+
+@NEEDS_PYRAMID
+def test_check_config_loads_the_paste_app(project):
+    directory, env = project
+    done = run_cli(["--paste", "production.ini#admin", "--check-config"], directory, env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ("forkserver: config OK: app --paste %s/production.ini#admin loads "
+                           "(not tried: binding the addresses, the warm-up request)\n"
+                           % directory)
