@@ -350,3 +350,20 @@ def test_lab_timelines_draws_exercise_4_as_the_guide_runs_it(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "5 children, 0 reaped, 5 never reaped, 0 SIGCHLD" in done.stdout
     assert (tmp_path / "lab4-timeline.svg").read_text().startswith("<?xml")
+
+
+@pytest.mark.parametrize("exercise", [4, 5, 6])
+def test_the_lab_guides_pictures_carry_the_scripts_legend(exercise):
+    """docs/img's pictures were drawn by an older timeline.py; their legend
+    must still say what the script's marks mean now ("SIGCHLD handler ran":
+    one mark can stand for several signals, docs/labs.md)."""
+    def legend(tree):
+        group = [g for g in tree.iter(SVG + "g") if g.get("class") == "legend"]
+        assert len(group) == 1
+        return [t.text for t in group[0].iter(SVG + "text")]
+    picture = ET.parse(os.path.join(ROOT, "docs", "img", "lab%d-timeline.svg" % exercise))
+    trace = "forkserver ready: pid 100 listening on http://127.0.0.1:8888\n" + \
+        "1000.000000 [100] fork: child 201 for 127.0.0.1:51000\n"
+    drawn = subprocess.run([sys.executable, TIMELINE, "-"], input=trace, capture_output=True,
+                           text=True, timeout=RUN_TIMEOUT_SECONDS, check=True).stdout
+    assert legend(picture) == legend(ET.ElementTree(ET.fromstring(drawn)))
