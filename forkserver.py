@@ -406,8 +406,11 @@ class Supervisor(HookCalls):
             pass
         if self.child_plan is not None:   # it got as far as serving
             self.log.repeats_left_out()
-            self.log.info("stopped: served %d connections, at most %d children at once "
-                          "(high-water mark)" % (self.served, self.high_water))
+            # Forks, not answers: a child may die before it answers (its
+            # own warning says so); the access log counts the answers.
+            self.log.info("stopped: forked %d %s, one per connection, at most %d at once "
+                          "(high-water mark)" % (self.served, "child" if self.served == 1
+                                                 else "children", self.high_water))
 
 
 class Server(Supervisor):

@@ -111,7 +111,7 @@ def test_5000_connections_at_concurrency_64_leave_no_zombie_no_fd_or_memory_grow
     assert server.ps.num_fds() == fds_before
     assert server.ps.memory_info().rss - rss_before <= RSS_MARGIN_BYTES
     assert server.stop() == 0
-    served = int(server.log_text().split("stopped: served ")[1].split()[0])
+    served = int(server.log_text().split("stopped: forked ")[1].split()[0])
     assert served == WARMUP_CONNECTIONS + 5000
 
 
@@ -135,7 +135,7 @@ def test_max_children_4_is_never_exceeded_by_16_concurrent_slow_requests(start_s
     assert max(seen) <= 4
     assert "high-water=4" in " ".join(server.ps.cmdline())
     assert server.stop() == 0
-    assert "served 16 connections, at most 4 children at once" in server.log_text()
+    assert "forked 16 children, one per connection, at most 4 at once" in server.log_text()
 
 
 def test_max_children_0_means_no_cap(start_server):
@@ -969,7 +969,7 @@ def test_a_second_stop_signal_ends_the_wait_for_half_open_connections(start_serv
     text = server.log_text()
     assert "SIGINT again: stopping fast" in text
     assert re.search(r"stopping: 1 connection to \S+ still half open", text), text
-    assert "stopped: served 0 connections" in text
+    assert "stopped: forked 0 children" in text
 
 STOP_CYCLES = 6              # starts and SIGTERMs under a stream of new connections
 STOP_CLIENTS = 12

@@ -360,7 +360,7 @@ def test_log_level_is_taken_in_any_case(start_server, level):
     server = start_server("tests.apps:hello", "--log-level", level)
     assert http_get(server, "/")[0] == 200
     assert server.stop() == 0
-    assert "[INFO]" not in server.log_text()   # without it: "stopped: served ..." at info
+    assert "[INFO]" not in server.log_text()   # without it: "stopped: forked ..." at info
 
 
 def test_a_bad_log_level_names_the_levels():
@@ -379,7 +379,7 @@ def test_gunicorns_spellings_of_the_logging_and_pid_flags(start_server, tmp_path
     assert http_get(server, "/flags")[0] == 200
     assert server.stop() == 0
     assert open(access).read() == "GET /flags 200\n"
-    assert "stopped: served 1 connections" in open(error).read()
+    assert "stopped: forked 1 child," in open(error).read()
     assert not os.path.exists(pid)
 
 
