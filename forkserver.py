@@ -143,9 +143,10 @@ class Supervisor(HookCalls):
         self.parked = self.filter.parked   # fd -> Parked
         self.sources = SourceWatcher(loader) if opts.reload else None
         self.upgrade = Upgrade(opts.pidfile, log, EXIT_NAMES)   # run() gives it what we inherited
-        self.set_title = load_setproctitle()
-        self.status = Status(opts.status_file, self.set_title,
-                             [l.description for l in listeners], log, opts.proc_name)
+        titles = load_setproctitle()   # the optional C extension, or None
+        self.set_title = titles.setproctitle if titles else None
+        self.status = Status(opts.status_file, self.set_title, [l.description for l in listeners],
+                             log, opts.proc_name, getattr(titles, "setthreadtitle", None))
         # Made by prepare().
         self.handler_config = self.child_signals = self.child_plan = self.run_child = None
         self.deadline_span = 0.0   # prepare()

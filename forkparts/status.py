@@ -25,9 +25,18 @@ TITLE_INTERVAL_SECONDS = 0.1             # the process title: rewritten at most 
 class Status:
     """The title and the status file of one parent."""
 
-    def __init__(self, path, set_title, descriptions, log, proc_name="forkserver"):
+    def __init__(self, path, set_title, descriptions, log, proc_name="forkserver", set_comm=None):
         self.path, self.set_title, self.log = path, set_title, log
         self.prefix = "%s: parent %s" % (proc_name, " ".join(descriptions))
+        # setproctitle also makes the title's first 15 bytes the kernel's
+        # name of the process (comm: ps -o comm, top), spaces and all.  From
+        # 3.12 os.fork() warns if the process is multi-threaded, and finds its
+        # thread count in /proc/self/stat by splitting the line at spaces:
+        # each space in comm shifts the field it reads ("my app: parent h"
+        # reads the priority, 20, and warns at every start).  So the parent's
+        # comm is set back to its name without spaces after every title.
+        self.set_comm = set_comm
+        self.comm = "".join(proc_name.split())[:15] or "forkserver"
         self.title_dirty = False   # counts changed: retitle when title_due has come
         self.title_due = 0.0       # not before this (monotonic)
         self.file_dirty = bool(path)
@@ -39,6 +48,8 @@ class Status:
         self.file_dirty = bool(self.path)
         if self.set_title is not None:
             self.set_title("%s children=%d high-water=%d" % (self.prefix, children, high_water))
+            if self.set_comm is not None:
+                self.set_comm(self.comm)
 
     def next_write(self):
         return self.file_due if self.file_dirty else float("inf")
@@ -62,7 +73,8 @@ class Status:
 
 
 def load_setproctitle():
-    """The optional setproctitle's C function, or None.
+    """The optional setproctitle's C extension (its setproctitle and
+    setthreadtitle), or None.
 
     Its package __init__ imports ``logging`` (0.7 MB more parent, paid again
     in page tables by every fork), so the extension is loaded by itself."""
@@ -88,6 +100,7 @@ def load_extension(name, path):
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        return module.setproctitle
+        module.setproctitle   # noqa: B018 - no title without it (setthreadtitle: 1.3+)
+        return module
     except (ImportError, OSError, AttributeError):
         return None

@@ -56,3 +56,20 @@ def test_an_unwritable_status_file_is_a_warning_not_a_failure(tmp_path):
     log = Log()
     Status(str(tmp_path / "missing" / "status.json"), None, [], log).write(children=0)
     assert log.warnings and "--status-file" in log.warnings[0]
+
+
+def test_after_each_title_the_parents_comm_is_its_name_without_spaces():
+    """setproctitle makes the title's first 15 bytes the process's comm;
+    CPython 3.12+ splits /proc/self/stat at spaces to count threads before
+    each fork, and a space in comm made it warn "multi-threaded"."""
+    calls = []
+    status = Status(None, lambda title: calls.append(("title", title)),
+                    ["http://127.0.0.1:8888"], Log(), "my app", lambda comm: calls.append(comm))
+    status.update_title(1, 1, 100.0)
+    assert calls == [("title", "my app: parent http://127.0.0.1:8888 children=1 high-water=1"),
+                     "myapp"]
+    status = Status(None, calls.append, [], Log(), "a very long name\twith tabs",
+                    set_comm=calls.append)
+    status.update_title(0, 0, 100.0)
+    assert calls[-1] == "averylongnamewi"
+    assert Status(None, None, [], Log(), " ", set_comm=calls.append).comm == "forkserver"
