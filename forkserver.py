@@ -59,6 +59,7 @@ from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_
 from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
                                   remove_pidfile, start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
+from forkparts.startsignals import StartSignals, StopBeforeReady
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
 from forkparts.upgrade import OLDBIN_SUFFIX, Inherited, Upgrade
@@ -118,6 +119,7 @@ class Supervisor(HookCalls):
     logs), the graceful and fast stops, hooks (HookCalls), title and
     status.  State shared with the loop lives here; the loop's own steps
     are Server's."""
+    start_signals = StartSignals(install=False)   # run() gives each server main()'s
 
     def __init__(self, opts, loader, app, listeners, log, hooks):
         self.opts, self.loader, self.app, self.log, self.hooks = opts, loader, app, log, hooks
@@ -194,21 +196,17 @@ class Supervisor(HookCalls):
         for fd in (self.wake_r, self.wake_w):
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        saved, note = {}, self.note_signal   # one bound method for all: each child
-        for sig in HANDLED_SIGNALS:            # touches each handler as it resets them
-            saved[sig] = signal.getsignal(sig)
-            if saved[sig] == signal.SIG_IGN and sig in CHILD_STOP_SIGNALS:
-                saved[sig] = CHILD_STOP_SIGNALS[sig]
+        # What each child restores: what the server was started with.
+        self.child_signals = self.start_signals.for_children(HANDLED_SIGNALS, CHILD_STOP_SIGNALS)
+        note = self.note_signal   # one bound method for all: each child
+        for sig in HANDLED_SIGNALS:   # touches each handler as it resets them
             signal.signal(sig, note)
         signal.signal(signal.SIGCHLD, self.sigchld_handler())
         if self.opts.timeout:   # a child's own deadline answers 500 (TimedOut)
             signal.signal(signal.SIGALRM, timed_out_handler(os.getpid()))
         self.poller.register(self.wake_r, select.POLLIN)
-        # What each child restores, as the C function takes it: SIG_DFL and
-        # SIG_IGN as plain ints (getsignal gives them as enum members).
-        self.child_signals = tuple(
-            (int(sig), int(handler) if isinstance(handler, int) else handler)
-            for sig, handler in saved.items())
+        if self.start_signals.kept:   # a USR1 during the start
+            self.pending_signals.extend(self.start_signals.kept)
 
     def note_signal(self, signum, frame):
         self.pending_signals.append(signum)
@@ -759,6 +757,7 @@ def main(argv=None):
     if opts.check_config:
         return check_config(opts)
     try:
+        start_signals = StartSignals()   # a stop signal from here on ends the start cleanly
         log = open_logs(opts)
         for note in opts.config_notes:
             log.info(note)
@@ -766,7 +765,10 @@ def main(argv=None):
             log.warning(warning)
         apply_env(opts)
         setup_paths(opts)
-        return run(opts, hooks, log)
+        return run(opts, hooks, log, start_signals)
+    except StopBeforeReady as exc:   # docker stop during a slow import, even as PID 1
+        sys.stderr.write("forkserver: %s\n" % exc)
+        return EXIT_OK
     except UsageError as exc:
         sys.stderr.write("forkserver: error: %s\n" % exc)
         return EXIT_USAGE
@@ -829,7 +831,7 @@ def check_config(opts):
     return EXIT_OK
 
 
-def run(opts, hooks, log):
+def run(opts, hooks, log, start_signals):
     inherited = Inherited.from_environ(opts.backlog)   # a SIGUSR2 upgrade's sockets
     loader = app_loader(opts)
     app = loader.load()
@@ -845,6 +847,7 @@ def run(opts, hooks, log):
                 raise UsageError(str(exc)) from None
         server = traced(opts, server_class(opts, Server))(opts, loader, app, listeners, log, hooks)
         server.upgrade.inherited = inherited
+        server.start_signals = start_signals   # prepare() takes over from them
         del app   # the server holds it; a reload must be able to free the first one
     except BaseException:
         for listener in listeners:

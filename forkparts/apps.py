@@ -26,6 +26,7 @@ import sys
 import time
 
 from forkparts.cli import UsageError
+from forkparts.startsignals import StopBeforeReady
 
 RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
 # Where site.py and Debian put installed libraries; the user site
@@ -108,6 +109,8 @@ class AppLoader:
                 raise AppLoadError("no module named %r (sys.path: %s)" % (
                     exc.name, ", ".join(sys.path[:4]))) from None
             raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
+        except StopBeforeReady:   # a stop signal, not the app's error
+            raise
         except BaseException:
             raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
         return self.resolve(module)
@@ -124,6 +127,8 @@ class AppLoader:
             args, kwargs = self.factory
             try:
                 obj = obj(*args, **kwargs)
+            except StopBeforeReady:
+                raise
             except BaseException:
                 raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
         if not callable(obj):
@@ -238,6 +243,8 @@ class PasteLoader(AppLoader):
         try:
             app = loadapp("config:" + self.path, name=self.name, relative_to=os.getcwd(),
                           global_conf=self.global_conf)
+        except StopBeforeReady:
+            raise
         except BaseException as exc:
             if type(exc) is LookupError:   # PasteDeploy's: no such section or entry point
                 raise AppLoadError(str(exc)) from None
