@@ -237,6 +237,7 @@ class Supervisor(HookCalls):
                 self.reload("SIGHUP")
             elif sig == signal.SIGUSR1:
                 reopen_logs(self.opts, self.log)
+                self.loader.reopen_log_files(self.log)   # a --paste file's
             elif sig == signal.SIGUSR2:
                 self.begin_upgrade()
             elif sig in RESIZE_SIGNALS:

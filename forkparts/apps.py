@@ -106,8 +106,10 @@ class AppLoader:
             module = importlib.import_module(self.module_name)
         except ModuleNotFoundError as exc:
             if exc.name and (self.module_name + ".").startswith(exc.name + "."):
-                raise AppLoadError("no module named %r (sys.path: %s)" % (
-                    exc.name, ", ".join(sys.path[:4]))) from None
+                paste = (" (a PasteDeploy file? --paste %s)" % self.spec
+                         if self.spec.endswith(".ini") and os.path.isfile(self.spec) else "")
+                raise AppLoadError("no module named %r (sys.path: %s)%s" % (
+                    exc.name, ", ".join(sys.path[:4]), paste)) from None
             raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
         except StopBeforeReady:   # a stop signal, not the app's error
             raise
@@ -204,6 +206,9 @@ class AppLoader:
             sys.modules.update(saved)
             raise
 
+    def reopen_log_files(self, log):
+        """USR1: nothing here; PasteLoader's file may have set up log files."""
+
     def source_mtimes(self):
         mtimes = {}
         for module in self.user_modules().values():
@@ -227,6 +232,7 @@ class PasteLoader(AppLoader):
 
     def __init__(self, uri, global_conf=(), app_dir=None):
         self.global_conf = dict(pair.partition("=")[::2] for pair in global_conf or ())
+        self.file_handlers = []   # the logging.FileHandlers the file's [handlers] made
         super().__init__(uri, app_dir)
 
     def parse(self, uri):
@@ -239,6 +245,7 @@ class PasteLoader(AppLoader):
         except ImportError:
             raise AppLoadError("--paste needs PasteDeploy, which is not installed "
                                "(pip install PasteDeploy; Pyramid brings it)") from None
+        import configparser
         self.setup_logging()
         try:
             app = loadapp("config:" + self.path, name=self.name, relative_to=os.getcwd(),
@@ -248,6 +255,8 @@ class PasteLoader(AppLoader):
         except BaseException as exc:
             if type(exc) is LookupError:   # PasteDeploy's: no such section or entry point
                 raise AppLoadError(str(exc)) from None
+            if isinstance(exc, configparser.Error):   # the file's: %(name)s not defined
+                raise AppLoadError("%s: %s" % (self.path, exc)) from None
             if type(exc).__name__ == "PackageNotFoundError":   # use = egg:NAME
                 raise AppLoadError("[app:%s] of %s: %s: is the project installed (pip "
                                    "install -e . in its directory)?"
@@ -269,13 +278,32 @@ class PasteLoader(AppLoader):
         if not parser.has_section("loggers"):
             return
         import logging.config
-        try:
-            logging.config.fileConfig(
-                self.path, defaults={"__file__": self.path, "here": os.path.dirname(self.path)},
+        try:   # --paste-global's values too, as pserve's setup_logging
+            logging.config.fileConfig(self.path, defaults=dict(
+                self.global_conf, __file__=self.path, here=os.path.dirname(self.path)),
                 disable_existing_loggers=False)
-        except Exception:   # noqa: BLE001 - the user's file: say what in it is wrong
-            raise AppLoadError(user_traceback("the logging sections of %s failed"
-                                              % self.path)) from None
+        except Exception as exc:   # noqa: BLE001 - the user's file: say what in it is wrong
+            what = ("a section or key they need is missing: %s" % exc
+                    if isinstance(exc, KeyError) else "%s: %s" % (type(exc).__name__, exc))
+            raise AppLoadError("the logging sections of %s: %s" % (self.path, what)) from None
+        self.file_handlers = file_handlers(parser)
+
+    def reopen_log_files(self, log):
+        """USR1: the files of the FileHandlers the file set up, opened again
+        under their names (logrotate moved them), as gunicorn's USR1 reopens
+        its logging's files.  Through setStream, the handler's own way to
+        change its stream; children forked from now on write the new file."""
+        for handler in self.file_handlers:
+            try:
+                stream = open(handler.baseFilename, handler.mode, encoding=handler.encoding,
+                              errors=getattr(handler, "errors", None))
+            except OSError as exc:
+                log.warning("USR1: cannot reopen %s for the app's logging: %s"
+                            % (handler.baseFilename, exc.strerror))
+                continue
+            old = handler.setStream(stream)
+            if old is not None:
+                old.close()
 
     def source_mtimes(self):
         mtimes = super().source_mtimes()
@@ -284,6 +312,21 @@ class PasteLoader(AppLoader):
         except OSError:
             pass
         return mtimes
+
+
+def file_handlers(parser):
+    """The logging.FileHandlers of the loggers a PasteDeploy file's
+    ``[loggers]`` names (root, and each ``[logger_NAME]``'s qualname)."""
+    import logging
+    found = []
+    for name in parser.get("loggers", "keys", fallback="").split(","):
+        name = name.strip(" \t")
+        if name:
+            qualname = None if name == "root" else parser.get(
+                "logger_" + name, "qualname", fallback=name, raw=True)
+            found += [h for h in logging.getLogger(qualname).handlers
+                      if isinstance(h, logging.FileHandler) and h not in found]
+    return found
 
 
 def app_loader(opts):

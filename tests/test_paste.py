@@ -198,6 +198,13 @@ def test_hup_and_reload_read_the_ini_again(start_server, project):
 
 
 BAD_LOGGING = "[loggers]\nkeys = root\n\n[logger_root]\nhandlers = nosuch\n"
+FILE_HANDLER = """
+[handler_file]
+class = FileHandler
+args = ('%(logdir)s/app.log', 'a')
+level = NOTSET
+formatter = generic
+"""
 
 
 @NEEDS_PYRAMID
@@ -216,9 +223,16 @@ BAD_LOGGING = "[loggers]\nkeys = root\n\n[logger_root]\nhandlers = nosuch\n"
     (["--paste", "production.ini"], "no-pastedeploy", 3,
      r"--paste needs PasteDeploy, which is not installed"),
     (["--paste", "production.ini"], "bad-logging", 3,
-     r"the logging sections of .*production.ini failed"),
+     r"the logging sections of .*production.ini: a section or key they need is missing: "
+     r"'formatters'"),
+    (["--paste", "production.ini"], "undefined-name", 3,
+     r"production.ini: Bad value substitution: option 'db' in section 'app:main' contains "
+     r"an interpolation key 'dbname'"),
+    (["production.ini"], None, 3,
+     r"no module named 'production' \(sys.path: .*\) \(a PasteDeploy file\? --paste "
+     r"production.ini\)"),
 ], ids=["no-file", "both", "empty-name", "globals-alone", "no-section", "uninstalled",
-        "no-pastedeploy", "bad-logging"])
+        "no-pastedeploy", "bad-logging", "undefined-name", "ini-as-app"])
 def test_a_bad_paste_is_one_clear_error(project, args, edit, status, message):
     directory, env = project
     flags = ()
@@ -229,11 +243,13 @@ def test_a_bad_paste_is_one_clear_error(project, args, edit, status, message):
     elif edit == "bad-logging":
         ini = directory / "production.ini"
         ini.write_text(ini.read_text().split("[loggers]")[0] + BAD_LOGGING)
+    elif edit == "undefined-name":
+        ini = directory / "production.ini"
+        ini.write_text(ini.read_text().replace("db = sqlite", "db = %(dbname)s sqlite", 1))
     done = run_cli(args + ["--check-config"], directory, env, python_flags=flags)
     assert done.returncode == status, done.stderr
     assert re.search(message, done.stderr), done.stderr
-    if edit != "bad-logging":   # that one shows the user's traceback, as a failed import
-        assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("forkserver: error: ")
 
 
@@ -245,3 +261,31 @@ def test_check_config_loads_the_paste_app(project):
     assert done.stdout == ("forkserver: config OK: app --paste %s/production.ini#admin loads "
                            "(not tried: binding the addresses, the warm-up request)\n"
                            % directory)
+
+
+@NEEDS_PYRAMID
+def test_usr1_reopens_the_files_of_the_ini_logging_and_globals_reach_it(start_server, project,
+                                                                         tmp_path):
+    """logrotate moves the app's log file and sends USR1, as to gunicorn,
+    which reopens its logging's files: the next lines go to a new file of the
+    same name.  --paste-global's values reach the logging sections too, as
+    pserve's setup_logging has them (%(logdir)s)."""
+    directory, env = project
+    ini = directory / "production.ini"
+    text = ini.read_text().replace("keys = console", "keys = console, file")
+    text = text.replace("[logger_myproject]\nlevel = INFO\nhandlers =",
+                        "[logger_myproject]\nlevel = INFO\nhandlers = file")
+    ini.write_text(text + FILE_HANDLER)
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    server = start_server("--paste", "production.ini", "--paste-global", "logdir=" + str(logdir),
+                          cwd=str(directory), env=env, timeout=START_TIMEOUT_SECONDS)
+    assert http_get(server, "/")[0] == 200
+    log_file = logdir / "app.log"
+    assert wait_for(lambda: log_file.exists() and "home view" in log_file.read_text(), 5)
+    log_file.rename(logdir / "app.log.1")
+    server.signal(signal.SIGUSR1)
+    assert wait_for(lambda: "log files reopened" in server.log_text(), 5)
+    assert http_get(server, "/")[0] == 200
+    assert wait_for(lambda: log_file.exists() and "home view" in log_file.read_text(), 5)
+    assert log_file.read_text().count("home view") == 1
