@@ -64,6 +64,20 @@ def describe_exit(status, names):
     return "exited with status %d%s" % (code, " (%s)" % names[code] if code in names else "")
 
 
+INITIAL_PID_NAMESPACE = 0xEFFFFFFC   # include/linux/proc_ns.h: PROC_PID_INIT_INO
+
+
+def in_child_pid_namespace():
+    """Is this process in a PID namespace other than the machine's (a
+    container)?  The machine's has a fixed inode number (the kernel's
+    PROC_PID_INIT_INO), whatever /proc a container mounts; False where the
+    link cannot be read."""
+    try:
+        return os.readlink("/proc/self/ns/pid") != "pid:[%d]" % INITIAL_PID_NAMESPACE
+    except OSError:
+        return False
+
+
 class Upgrade:
     """SIGUSR2 in a running parent; and, in a parent it executed, the old
     parent to tell once ready."""
@@ -86,6 +100,10 @@ class Upgrade:
             return "the previous parent %d is still draining" % old
         if os.getpid() == 1:
             return "this is PID 1: its exit would end the container; restart it instead"
+        if os.getppid() == 1 and in_child_pid_namespace():
+            return ("the parent process is this container's init (PID 1 of its PID "
+                    "namespace: docker run --init, tini, dumb-init), which ends the container "
+                    "when this process exits; restart it instead")
         return None
 
     def start(self, listeners, restore_signals, blocked, pre_exec):
