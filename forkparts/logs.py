@@ -7,6 +7,7 @@ access-log atoms (gunicorn's) are built here from the environ and the response.
 """
 
 import os
+import re
 import sys
 import time
 
@@ -170,18 +171,44 @@ def check_access_format(fmt):
 
 
 class _AtomDict(dict):
-    """Access-log atoms, with gunicorn's ``{name}i`` / ``{name}o`` / ``{name}e``."""
+    """Access-log atoms, with gunicorn's ``{name}i`` / ``{name}o`` / ``{name}e``
+    (names in any case, as gunicorn's; Content-Type and Content-Length are
+    the environ's CONTENT_TYPE and CONTENT_LENGTH, not HTTP_*)."""
 
     def __missing__(self, key):
         if len(key) > 3 and key[0] == "{" and key[-2] == "}":
             name, kind = key[1:-2].lower(), key[-1]
+            environ = self["_environ"]
             if kind == "i":
-                return self["_environ"].get("HTTP_" + name.upper().replace("-", "_"), "-")
-            if kind == "o":
-                return self["_resp_headers"].get(name, "-")
-            if kind == "e":
-                return self["_environ"].get(key[1:-2], "-")
+                name = name.upper().replace("-", "_")
+                value = environ.get(name if name in BODY_FIELDS else "HTTP_" + name)
+            elif kind == "o":
+                value = self["_resp_headers"].get(name)
+            elif kind == "e":
+                value = environ.get(key[1:-2])
+                if value is None:
+                    value = next((v for k, v in environ.items() if k.lower() == name), None)
+            else:
+                return "-"
+            return "-" if value is None else log_safe(str(value))
         return "-"
+
+
+BODY_FIELDS = ("CONTENT_TYPE", "CONTENT_LENGTH")   # PEP 3333: no HTTP_ prefix
+# What a client's value may not put in an access line as it is: a quote or
+# backslash (a field's end, in the quoted atoms of the combined format) and
+# control characters (a newline would start a line of the client's own: a
+# decoded %0A in the path, a Basic user name).  Written as nginx writes them:
+# \" \\ and \xHH.
+LOG_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
+LOG_ESCAPES = {'"': '\\"', "\\": "\\\\"}
+
+
+def log_safe(value):
+    if LOG_UNSAFE.search(value) is None:
+        return value
+    return LOG_UNSAFE.sub(lambda m: LOG_ESCAPES.get(m.group(), "\\x%02x" % ord(m.group())),
+                          value)
 
 
 def access_atoms(environ, response, status, started):
@@ -191,14 +218,16 @@ def access_atoms(environ, response, status, started):
                              environ["SERVER_PROTOCOL"])
     sent = response.sent_body
     resp_headers = {n.lower(): v for n, v in (response.headers or [])}
-    return {
-        "h": environ.get("REMOTE_ADDR") or "-", "l": "-",
-        "u": remote_user(environ),
+    return {   # the client's values through log_safe
+        "h": log_safe(environ.get("REMOTE_ADDR") or "-"), "l": "-",
+        "u": log_safe(remote_user(environ)),
         "t": time.strftime("[%d/%b/%Y:%H:%M:%S %z]", time.localtime(started)),
-        "r": req_line, "m": environ["REQUEST_METHOD"], "U": environ["PATH_INFO"],
-        "q": environ["QUERY_STRING"], "H": environ["SERVER_PROTOCOL"],
+        "r": log_safe(req_line), "m": environ["REQUEST_METHOD"],
+        "U": log_safe(environ["PATH_INFO"]), "q": log_safe(environ["QUERY_STRING"]),
+        "H": environ["SERVER_PROTOCOL"],
         "s": str(status), "B": str(sent), "b": str(sent) if sent else "-",
-        "f": environ.get("HTTP_REFERER", "-"), "a": environ.get("HTTP_USER_AGENT", "-"),
+        "f": log_safe(environ.get("HTTP_REFERER", "-")),
+        "a": log_safe(environ.get("HTTP_USER_AGENT", "-")),
         "T": str(int(elapsed)), "D": str(int(elapsed * 1e6)),
         "M": str(int(elapsed * 1e3)), "L": "%.6f" % elapsed, "p": "<%d>" % os.getpid(),
         "_environ": environ, "_resp_headers": resp_headers,

@@ -1,5 +1,6 @@
 """Access-log atoms (gunicorn's --access-log-format), and whole lines when
 many children write at once."""
+import base64
 import re
 import socket
 import threading
@@ -148,3 +149,29 @@ def test_a_timeout_sending_to_a_client_that_does_not_read_names_the_client(start
     assert "Traceback" not in text
     status, sent = access_status_and_bytes(server)
     assert status == "200" and (sent == "-" or int(sent) < BIG_BYTES), (status, sent)
+
+
+def test_a_clients_quotes_backslashes_and_newlines_cannot_forge_fields_or_lines(start_server):
+    """What the client sends reaches the line escaped as nginx writes it (\\",
+    \\\\, \\xHH; gunicorn escapes the quote): a quote in the User-Agent ended
+    the quoted field and added fields of the client's own, and a %0A in the
+    path or a newline in a Basic user name started a line of its own."""
+    server = start_server("tests.apps_deploy:with_response_header", "--access-log-format",
+                          '%(h)s %(u)s "%(r)s" %(s)s "%(f)s" "%(a)s" %(U)s %({x-req}i)s')
+    user = base64.b64encode(b'bo"b\nFAKE 200:pw').decode()
+    headers = {"Referer": 'http://r/"x', "User-Agent": 'evil" "injected\\',
+               "X-Req": 'q"uote', "Authorization": "Basic " + user}
+    assert http_get(server, "/a%0AFAKE%22line?x=1", headers=headers)[0] == 200
+    text = wait_for_text(server.access_text, "\n")
+    assert text == ('127.0.0.1 bo\\"b\\x0aFAKE 200 "GET /a%0AFAKE%22line?x=1 HTTP/1.1" 200 '
+                    '"http://r/\\"x" "evil\\" \\"injected\\\\" /a\\x0aFAKE\\"line q\\"uote\n')
+
+
+def test_content_type_and_length_and_environ_names_in_any_case_as_gunicorn(start_server):
+    server = start_server("tests.apps_deploy:with_response_header", "--access-log-format",
+                          "%({content-type}i)s %({Content-Length}i)s %({remote_addr}e)s "
+                          "%({REQUEST_METHOD}e)s %({X-Resp}o)s %({absent}i)s")
+    status = http_get(server, "/", method="POST", body=b"hello",
+                      headers={"Content-Type": "text/plain"})[0]
+    assert status == 200
+    assert wait_for_text(server.access_text, "\n") == "text/plain 5 127.0.0.1 POST out-value -\n"
