@@ -209,11 +209,15 @@ class AppLoader:
     def reopen_log_files(self, log):
         """USR1: nothing here; PasteLoader's file may have set up log files."""
 
+    def watched_files(self):
+        """What --reload watches: the app's own modules' files."""
+        return [module.__file__ for module in self.user_modules().values()]
+
     def source_mtimes(self):
         mtimes = {}
-        for module in self.user_modules().values():
+        for path in self.watched_files():
             try:
-                mtimes[module.__file__] = os.stat(module.__file__).st_mtime_ns
+                mtimes[path] = os.stat(path).st_mtime_ns
             except OSError:
                 pass
         return mtimes
@@ -305,13 +309,8 @@ class PasteLoader(AppLoader):
             if old is not None:
                 old.close()
 
-    def source_mtimes(self):
-        mtimes = super().source_mtimes()
-        try:
-            mtimes[self.path] = os.stat(self.path).st_mtime_ns
-        except OSError:
-            pass
-        return mtimes
+    def watched_files(self):
+        return super().watched_files() + [self.path]
 
 
 def file_handlers(parser):
