@@ -5,9 +5,10 @@ inherited by every child, and the code the request ran is specialized
 (PEP 659) before the fork instead of in every child.  It is on by default
 (GET /; issue 17), so it must be safe for an app that never heard of it:
 what that request leaves open in the parent (a pooled database connection,
-a socket, a thread) every child would inherit and share.  So the request
-runs FIRST in a throwaway child (probe), which reports the status it got
-and the descriptors and threads the app opened and kept; the parent warms
+a socket, a thread, a subprocess left running) every child would inherit
+and share.  So the request runs FIRST in a throwaway child (probe), which
+reports the status it got and the descriptors, threads and processes the
+app opened, started and kept; the parent warms
 itself only when the report is clean, and otherwise says, in one warning,
 what was left open and how to fix it, and serves unwarmed.  The whole
 warm-up has a time budget; a default one never stops a start, an explicit
@@ -375,6 +376,7 @@ class Report:
         self.fds = fields.get("fds", [])             # [fd, readlink name]
         self.threads = fields.get("threads", [])     # names of new Python threads
         self.tasks = fields.get("tasks", 0)          # new kernel threads, C ones too
+        self.procs = fields.get("procs", [])         # [pid, comm]: still running
         self.log = fields.get("log", "")
         self.error = fields.get("error", "")         # the probe itself failed
         self.ended = ended
@@ -411,6 +413,9 @@ class Report:
         if self.threads or self.tasks:
             kept.append("%d thread(s): %s" % (max(len(self.threads), self.tasks),
                                               ", ".join(self.threads) or "started from C"))
+        if self.procs:   # the parent's passes would start one each, its own children
+            kept.append("%d process(es) it started, still running: %s" % (
+                len(self.procs), ", ".join("%d (%s)" % (pid, comm) for pid, comm in self.procs)))
         return ", ".join(kept)
 
 
@@ -533,7 +538,7 @@ def trial(serve, app, config, conn, post_fork):
     something and there is a post_fork hook, the hook runs (where a child of
     the warmed parent would run it) and what it closed is not counted; an
     app that leaves nothing never sees the extra call."""
-    before = open_fds(), thread_names(), task_count()
+    before = open_fds(), thread_names(), task_count(), running_children()
     captured = CapturedLog()
     run_request(serve, app, config, conn, captured)
     left = left_open(*before)
@@ -543,11 +548,14 @@ def trial(serve, app, config, conn, post_fork):
     return dict(left, log="\n".join(captured.lines)[-REPORT_LOG_MAX_CHARS:])
 
 
-def left_open(fds, threads, tasks):
-    """The descriptors and threads opened since ``fds``, ``threads`` and ``tasks``."""
+def left_open(fds, threads, tasks, procs):
+    """The descriptors, threads and processes started since ``fds``,
+    ``threads``, ``tasks`` and ``procs``."""
     return {"fds": [[fd, name] for fd, name in sorted(open_fds().items()) if fds.get(fd) != name],
             "threads": [name for name in thread_names() if name not in threads],
-            "tasks": max(task_count() - tasks, 0)}
+            "tasks": max(task_count() - tasks, 0),
+            "procs": [[pid, comm] for pid, comm in sorted(running_children().items())
+                      if pid not in procs]}
 
 
 def open_fds():
@@ -581,6 +589,31 @@ def task_count():
         return len(os.listdir("/proc/self/task"))
     except OSError:
         return 0
+
+
+def running_children():
+    """{pid: comm} of this process's children that still run (a subprocess
+    the app started and left: in the warmed parent, 16 passes would leave 16,
+    and every child would inherit their Popen objects).  One that has
+    exited is no hazard: the server's reaper takes it.  Linux's list of a
+    thread's children (the main thread's: the request ran there); empty
+    without it."""
+    found = {}
+    try:
+        with open("/proc/self/task/%d/children" % os.getpid()) as f:
+            pids = f.read().split()
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                stat = f.read()
+        except OSError:   # gone already
+            continue
+        name_end = stat.rindex(")")
+        if stat[name_end + 2:name_end + 3] not in ("Z", "X"):
+            found[int(pid)] = stat[stat.index("(") + 1:name_end]
+    return found
 
 
 def write_all(fd, data):

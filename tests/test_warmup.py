@@ -482,3 +482,27 @@ def test_a_warm_up_that_cannot_fork_warns_and_the_server_starts(start_server):
     assert "the trial child could not be run: fork() failed: Resource temporarily " \
         "unavailable (a limit on processes, RLIMIT_NPROC?)" in warning, log
     assert "Traceback" not in log and server.proc.isalive()
+
+
+SUBPROCESS_APP = '''
+import subprocess
+
+
+def app(environ, start_response):
+    subprocess.Popen(["sleep", "5"])   # the app's helper, started and left running
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"started a helper\\n"]
+'''
+
+
+def test_a_subprocess_left_running_keeps_the_parent_unwarmed_and_is_named(start_server,
+                                                                          tmp_path):
+    """The parent's 16 passes would have started 16 of them, each the
+    server's own child (and every child would inherit their Popen objects)."""
+    (tmp_path / "helperapp.py").write_text(SUBPROCESS_APP)
+    server = start_server("helperapp:app", cwd=str(tmp_path))
+    warnings = warnings_in(server.log_text())
+    assert len(warnings) == 1 and "1 process(es) it started, still running: " in warnings[0] \
+        and "(sleep)" in warnings[0], warnings
+    assert "prewarm GET /" not in server.log_text()
+    assert [p.name() for p in server.children()] == []   # none started in the parent

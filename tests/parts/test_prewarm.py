@@ -75,6 +75,24 @@ def test_the_probe_names_a_thread_the_app_started():
     assert report.threads == ["poller"] and "poller" in report.kept()
 
 
+def test_the_probe_names_a_process_the_app_started_and_left_running():
+    """A subprocess left running would be started again by each of the
+    parent's passes, as the parent's own children; one that has exited (a
+    zombie, not waited for) is no hazard: the server's reaper takes it."""
+    import subprocess
+
+    def app(environ, start_response):
+        subprocess.Popen(["sleep", "3"])   # noqa: S607 - the app's own, left running
+        done = subprocess.Popen(["true"])  # noqa: S607
+        while open("/proc/%d/stat" % done.pid).read().rpartition(")")[2][1] != "Z":
+            time.sleep(0.01)   # exited, not waited for
+        return answering(environ, start_response)
+    report = probe_of(app)
+    assert [comm for _, comm in report.procs] == ["sleep"], report.procs
+    assert "1 process(es) it started, still running: " in report.kept()
+    assert report.kept().endswith("(sleep)")
+
+
 def test_what_the_post_fork_hook_closes_is_not_counted(tmp_path):
     files = []
 
