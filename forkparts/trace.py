@@ -18,6 +18,7 @@ child (wsgi_handler traces the heads) and in logs.HttpTraceLog.
 This module never imports forkserver: the server class is handed in.
 """
 
+import os
 import time
 
 from forkparts.children import describe_status
@@ -79,6 +80,9 @@ class ProcessTrace:
         self.signals_received(before=reaped_at)
         if pid in self.children:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)), reaped_at)
+        elif self.opts.subreaper or os.getpid() == 1:   # an orphan it adopted
+            self.log.trace("", "reaped other %d: %s" % (pid, describe_status(status)),
+                           reaped_at)
         super().child_exited(pid, status)
 
     def fork_child(self, sock, addr, data, accepted_at):

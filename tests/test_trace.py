@@ -22,7 +22,7 @@ def trace_lines(text):
 def reaped_all(server, count):
     def check():
         text = server.log_text()
-        return text.count(" reaped ") >= count and text
+        return len(re.findall(r"\] reaped \d+: ", text)) >= count and text
     return wait_for(check, what="%d reap lines" % count)
 
 
@@ -136,3 +136,17 @@ def test_the_warm_ups_sigchld_is_named_and_comes_before_the_ready_line(start_ser
     warm_up = "SIGCHLD received (the warm-up's trial child or client)"
     assert sigchlds[0] == warm_up and sigchlds[-1] == "SIGCHLD received", lines
     assert set(sigchlds[:-1]) == {warm_up}, lines
+
+
+def test_an_adopted_orphans_reap_is_traced_apart_from_the_childrens(start_server):
+    """As a subreaper (or PID 1) the parent reaps the app's orphans too: each
+    gets its own line, which is no child's (timeline.py draws children)."""
+    server = start_server("tests.apps_container:orphans", "--subreaper", "--trace=process",
+                          "--no-prewarm")
+    assert http_get(server, "/")[0] == 200
+    # sh exits at once; its sleep, 0.3 s later, is the parent's to reap.
+    log = wait_for(lambda: re.search(r"\] reaped other (\d+): exited with status 0$",
+                                     server.log_text(), re.M) and server.log_text(),
+                   10, "the orphan's reap")
+    adopted = re.search(r"\] reaped other (\d+):", log).group(1)
+    assert not re.search(r"\] (fork: child|reaped) %s\b" % adopted, log)
