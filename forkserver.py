@@ -205,8 +205,9 @@ class Supervisor(HookCalls):
         if self.opts.timeout:   # a child's own deadline answers 500 (TimedOut)
             signal.signal(signal.SIGALRM, timed_out_handler(os.getpid()))
         self.poller.register(self.wake_r, select.POLLIN)
-        if self.start_signals.kept:   # a USR1 during the start
+        if self.start_signals.kept:   # a USR1 during the start: at the first turn
             self.pending_signals.extend(self.start_signals.kept)
+            os.write(self.wake_w, b"\0")
 
     def note_signal(self, signum, frame):
         self.pending_signals.append(signum)
@@ -838,9 +839,9 @@ def run(opts, hooks, log, start_signals):
     app = loader.load()
     # Binds (or takes what it inherited), writes the pidfile, drops privileges.
     listeners = open_listeners(opts, inherited)
-    configure_accel(opts, log, listeners)   # the tricks' switches and version gates
-    warn_after_dropping(opts, log, listeners)
     try:
+        configure_accel(opts, log, listeners)   # the tricks' switches and version gates
+        warn_after_dropping(opts, log, listeners)
         if opts.subreaper:
             try:
                 become_subreaper()

@@ -237,6 +237,7 @@ class PasteLoader(AppLoader):
     def __init__(self, uri, global_conf=(), app_dir=None):
         self.global_conf = dict(pair.partition("=")[::2] for pair in global_conf or ())
         self.file_handlers = []   # the logging.FileHandlers the file's [handlers] made
+        self.logging = ()   # the logging sections applied (logging_sections)
         super().__init__(uri, app_dir)
 
     def parse(self, uri):
@@ -249,7 +250,6 @@ class PasteLoader(AppLoader):
         except ImportError:
             raise AppLoadError("--paste needs PasteDeploy, which is not installed "
                                "(pip install PasteDeploy; Pyramid brings it)") from None
-        import configparser
         self.setup_logging()
         try:
             app = loadapp("config:" + self.path, name=self.name, relative_to=os.getcwd(),
@@ -257,39 +257,52 @@ class PasteLoader(AppLoader):
         except StopBeforeReady:
             raise
         except BaseException as exc:
-            if type(exc) is LookupError:   # PasteDeploy's: no such section or entry point
-                raise AppLoadError(str(exc)) from None
-            if isinstance(exc, configparser.Error):   # the file's: %(name)s not defined
-                raise AppLoadError("%s: %s" % (self.path, exc)) from None
-            if type(exc).__name__ == "PackageNotFoundError":   # use = egg:NAME
-                raise AppLoadError("[app:%s] of %s: %s: is the project installed (pip "
-                                   "install -e . in its directory)?"
-                                   % (self.name, self.path, exc)) from None
-            raise AppLoadError(user_traceback("loading [app:%s] of %s failed"
-                                              % (self.name, self.path))) from None
+            raise AppLoadError(self.load_failure(exc)) from None
         if not callable(app):
-            raise AppLoadError("[app:%s] of %s is not callable (it is a %s)"
+            raise AppLoadError("the app %r of %s is not callable (it is a %s)"
                                % (self.name, self.path, type(app).__name__))
         return app
 
-    def setup_logging(self):
+    def load_failure(self, exc):
+        """What a failed loadapp says: one line for a mistake in the file,
+        the user's traceback for the app's own error."""
         import configparser
-        parser = configparser.ConfigParser()
+        if type(exc) is LookupError:   # PasteDeploy's: no such section or entry point
+            return str(exc)
+        if isinstance(exc, configparser.Error):   # the file's: %(name)s not defined
+            return "%s: %s" % (self.path, one_line(exc))
+        if type(exc).__name__ == "PackageNotFoundError":   # use = egg:NAME
+            return ("the app %r of %s: %s: is it installed? (for the project itself: pip "
+                    "install -e . in its directory)" % (self.name, self.path, exc))
+        return user_traceback("loading the app %r of %s failed" % (self.name, self.path))
+
+    def setup_logging(self):
+        """The file's logging sections, if it has them, applied with
+        fileConfig, which first closes every handler the logging module has.
+        So a reload whose sections are unchanged leaves them as they are (a
+        --user parent may not open their files again), and one whose sections
+        changed tries them first in a throwaway child (logging_failure): only
+        if they work there are the parent's handlers replaced."""
+        import configparser
+        import logging.config
+        parser = configparser.ConfigParser(dict(   # --paste-global's too, as pserve's
+            self.global_conf, __file__=self.path, here=os.path.dirname(self.path)))
         try:
             parser.read([self.path], encoding="utf-8")
         except (configparser.Error, UnicodeDecodeError) as exc:
-            raise AppLoadError("%s: %s" % (self.path, exc)) from None
-        if not parser.has_section("loggers"):
+            raise AppLoadError("%s: %s" % (self.path, one_line(exc))) from None
+        sections = logging_sections(parser)
+        if not sections or sections == self.logging:
             return
-        import logging.config
-        try:   # --paste-global's values too, as pserve's setup_logging
-            logging.config.fileConfig(self.path, defaults=dict(
-                self.global_conf, __file__=self.path, here=os.path.dirname(self.path)),
-                disable_existing_loggers=False)
+        failure = logging_failure(parser) if self.logging else ""
+        try:
+            if not failure:
+                logging.config.fileConfig(parser, disable_existing_loggers=False)
         except Exception as exc:   # noqa: BLE001 - the user's file: say what in it is wrong
-            what = ("a section or key they need is missing: %s" % exc
-                    if isinstance(exc, KeyError) else "%s: %s" % (type(exc).__name__, exc))
-            raise AppLoadError("the logging sections of %s: %s" % (self.path, what)) from None
+            failure = describe_logging_error(exc)
+        if failure:
+            raise AppLoadError("the logging sections of %s: %s" % (self.path, failure))
+        self.logging = sections
         self.file_handlers = file_handlers(parser)
 
     def reopen_log_files(self, log):
@@ -311,6 +324,52 @@ class PasteLoader(AppLoader):
 
     def watched_files(self):
         return super().watched_files() + [self.path]
+
+
+def one_line(exc):
+    """A configparser error's message (several lines: the file, the line) on one."""
+    return "; ".join(line for line in str(exc).splitlines() if line.strip(" "))
+
+
+def logging_sections(parser):
+    """The logging sections of a PasteDeploy file, as fileConfig reads them
+    (values uninterpolated, defaults included), or () if it has none."""
+    if not parser.has_section("loggers"):
+        return ()
+    return tuple((name, tuple(parser.items(name, raw=True))) for name in parser.sections()
+                 if name in ("loggers", "handlers", "formatters")
+                 or name.startswith(("logger_", "handler_", "formatter_")))
+
+
+def describe_logging_error(exc):
+    if isinstance(exc, KeyError):
+        return "a section or key they need is missing: %s" % exc
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+def logging_failure(parser):
+    """Why fileConfig(parser) fails, tried in a throwaway child ("" if it
+    works there), so that new logging sections that fail leave the parent's
+    handlers as they were: fileConfig closes them all before making any."""
+    import logging.config
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            logging.config.fileConfig(parser, disable_existing_loggers=False)
+        except BaseException as exc:   # noqa: BLE001 - reported, then _exit
+            os.write(write_end, describe_logging_error(exc).encode("utf-8", "replace")[:4000])
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with open(read_end, "rb") as pipe:   # until the child's end closes: it has exited
+        message = pipe.read()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:   # a lab reaper took it in its SIGCHLD handler
+        pass
+    return message.decode("utf-8", "replace")
 
 
 def file_handlers(parser):

@@ -350,9 +350,9 @@ def parse_options(argv, environ=None):
     import sys
     parser = build_parser()
     argv = bare_trace(sys.argv[1:] if argv is None else argv)
-    opts = parser.parse_args(argv)
+    cli = parser.parse_args(argv)   # the command line's own settings
     env = CommandArgs(os.environ if environ is None else environ, parser)
-    config, notes = config_path(opts.config or env.config())
+    config, notes = config_path(cli.config or env.config())
     hooks, warnings, config_binds = {}, [], None
     if config:
         try:
@@ -369,6 +369,9 @@ def parse_options(argv, environ=None):
     opts.config = config
     if opts.bind is None:
         opts.bind = config_binds
+    if opts.app and opts.paste and bool(cli.app) != bool(cli.paste):
+        # One of them from the config file: the command line's wins, as gunicorn's --paste
+        opts.app, opts.paste = cli.app, cli.paste
     check_options(opts, parser)
     opts.config_warnings = warnings + pool_only_warnings(opts)
     opts.config_notes = notes

@@ -26,6 +26,7 @@ import signal
 import time
 
 from forkparts.http11 import error_response
+from forkparts.startsignals import StopBeforeReady
 
 PARENT, CHILD = "parent", "child"
 
@@ -256,6 +257,8 @@ class HookCalls:
         try:
             hook.function(*(hook.adapt(*args) if hook.adapt else args))
             return True
+        except StopBeforeReady:   # a stop signal during on_starting: the start ends
+            raise
         except BaseException:
             self.log.exception("hook %s failed" % name)
             return False

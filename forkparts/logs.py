@@ -198,17 +198,22 @@ BODY_FIELDS = ("CONTENT_TYPE", "CONTENT_LENGTH")   # PEP 3333: no HTTP_ prefix
 # What a client's value may not put in an access line as it is: a quote or
 # backslash (a field's end, in the quoted atoms of the combined format) and
 # control characters (a newline would start a line of the client's own: a
-# decoded %0A in the path, a Basic user name).  Written as nginx writes them:
-# \" \\ and \xHH.
-LOG_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f]')
+# decoded %0A in the path, a Basic user name; C1 controls and the Unicode
+# line separators too, where a reader's splitlines() ends a line).  In
+# nginx's notation: \" \\ \xHH (\u2028 for the separators).
+LOG_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
 LOG_ESCAPES = {'"': '\\"', "\\": "\\\\"}
 
 
 def log_safe(value):
     if LOG_UNSAFE.search(value) is None:
         return value
-    return LOG_UNSAFE.sub(lambda m: LOG_ESCAPES.get(m.group(), "\\x%02x" % ord(m.group())),
-                          value)
+    return LOG_UNSAFE.sub(log_escape, value)
+
+
+def log_escape(match):
+    char = match.group()
+    return LOG_ESCAPES.get(char) or ("\\x%02x" if char < "\u0100" else "\\u%04x") % ord(char)
 
 
 def access_atoms(environ, response, status, started):

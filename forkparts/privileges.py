@@ -47,7 +47,7 @@ def open_listeners(opts, inherited=None):
             drop_privileges(owner, listeners)
         if opts.status_file:
             check_status_dir(opts.status_file)
-    except (ListenError, UsageError):
+    except BaseException:   # ListenError, UsageError, a stop signal (StopBeforeReady)
         if inherited:
             inherited.close_unused()
         for listener in listeners:

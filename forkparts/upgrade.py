@@ -67,13 +67,20 @@ def describe_exit(status, names):
 INITIAL_PID_NAMESPACE = 0xEFFFFFFC   # include/linux/proc_ns.h: PROC_PID_INIT_INO
 
 
-def in_child_pid_namespace():
-    """Is this process in a PID namespace other than the machine's (a
-    container)?  The machine's has a fixed inode number (the kernel's
-    PROC_PID_INIT_INO), whatever /proc a container mounts; False where the
-    link cannot be read."""
+def under_a_container_init():
+    """Is the parent process a container's minimal init, which exits when
+    its child does (docker run --init, tini, dumb-init)?  It is PID 1 of a
+    PID namespace other than the machine's (which has a fixed inode number,
+    the kernel's PROC_PID_INIT_INO, whatever /proc a container mounts), and
+    not systemd (LXD, systemd-nspawn), under which an upgrade works with
+    NOTIFY_SOCKET as on a machine.  False where that cannot be read."""
+    if os.getppid() != 1 or os.environ.get("NOTIFY_SOCKET"):
+        return False
     try:
-        return os.readlink("/proc/self/ns/pid") != "pid:[%d]" % INITIAL_PID_NAMESPACE
+        if os.readlink("/proc/self/ns/pid") == "pid:[%d]" % INITIAL_PID_NAMESPACE:
+            return False
+        with open("/proc/1/comm") as f:
+            return f.read().strip("\n") not in ("systemd", "init")
     except OSError:
         return False
 
@@ -100,7 +107,7 @@ class Upgrade:
             return "the previous parent %d is still draining" % old
         if os.getpid() == 1:
             return "this is PID 1: its exit would end the container; restart it instead"
-        if os.getppid() == 1 and in_child_pid_namespace():
+        if under_a_container_init():
             return ("the parent process is this container's init (PID 1 of its PID "
                     "namespace: docker run --init, tini, dumb-init), which ends the container "
                     "when this process exits; restart it instead")

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.conftest import FORKSERVER, http_get
+from tests.conftest import FORKSERVER, ROOT, http_get
 from tests.test_frameworks import (NEEDS_GUNICORN, NEEDS_PYRAMID, Client, assert_same_answers,
                                    serving, statuses)
 
@@ -218,8 +218,8 @@ formatter = generic
      r"--paste-global is for a --paste file, and there is none"),
     (["--paste", "production.ini#nosuch"], None, 3, r"No section 'nosuch'"),
     (["--paste", "production.ini"], "uninstalled", 3,
-     r"\[app:main\] of .*production.ini: No package metadata was found for myproject: "
-     r"is the project installed"),
+     r"the app 'main' of .*production.ini: No package metadata was found for myproject: "
+     r"is it installed"),
     (["--paste", "production.ini"], "no-pastedeploy", 3,
      r"--paste needs PasteDeploy, which is not installed"),
     (["--paste", "production.ini"], "bad-logging", 3,
@@ -271,13 +271,8 @@ def test_usr1_reopens_the_files_of_the_ini_logging_and_globals_reach_it(start_se
     same name.  --paste-global's values reach the logging sections too, as
     pserve's setup_logging has them (%(logdir)s)."""
     directory, env = project
-    ini = directory / "production.ini"
-    text = ini.read_text().replace("keys = console", "keys = console, file")
-    text = text.replace("[logger_myproject]\nlevel = INFO\nhandlers =",
-                        "[logger_myproject]\nlevel = INFO\nhandlers = file")
-    ini.write_text(text + FILE_HANDLER)
     logdir = tmp_path / "logs"
-    logdir.mkdir()
+    with_file_logging(directory, logdir)
     server = start_server("--paste", "production.ini", "--paste-global", "logdir=" + str(logdir),
                           cwd=str(directory), env=env, timeout=START_TIMEOUT_SECONDS)
     assert http_get(server, "/")[0] == 200
@@ -289,3 +284,53 @@ def test_usr1_reopens_the_files_of_the_ini_logging_and_globals_reach_it(start_se
     assert http_get(server, "/")[0] == 200
     assert wait_for(lambda: log_file.exists() and "home view" in log_file.read_text(), 5)
     assert log_file.read_text().count("home view") == 1
+
+
+def with_file_logging(directory, logdir):
+    """The project's ini, its myproject logger writing %(logdir)s/app.log."""
+    ini = directory / "production.ini"
+    text = ini.read_text().replace("keys = console", "keys = console, file")
+    text = text.replace("[logger_myproject]\nlevel = INFO\nhandlers =",
+                        "[logger_myproject]\nlevel = INFO\nhandlers = file")
+    ini.write_text(text + FILE_HANDLER)
+    logdir.mkdir()
+    return ini
+
+
+@NEEDS_PYRAMID
+def test_a_hup_keeps_unchanged_logging_and_a_bad_new_one_leaves_the_old_in_place(
+        start_server, project, tmp_path):
+    """fileConfig closes every handler first: a HUP that re-ran it opened the
+    app's log files again (a --user parent may not: every request then a
+    500), and new sections that failed left the app without its handlers."""
+    directory, env = project
+    logdir = tmp_path / "logs"
+    ini = with_file_logging(directory, logdir)
+    server = start_server("--paste", "production.ini", "--paste-global", "logdir=" + str(logdir),
+                          cwd=str(directory), env=env, timeout=START_TIMEOUT_SECONDS)
+    moved = tmp_path / "moved"
+    logdir.rename(moved)   # the file cannot be opened again by its name
+    server.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reloaded " in server.log_text(), RELOAD_WAIT_SECONDS)
+    assert http_get(server, "/")[0] == 200
+    assert wait_for(lambda: (moved / "app.log").read_text().count("home view") >= 2, 5)
+    # New logging sections that fail: the reload fails, the old handlers stay.
+    ini.write_text(ini.read_text().replace("class = FileHandler", "class = NoSuchHandler"))
+    server.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload failed" in server.log_text(), RELOAD_WAIT_SECONDS)
+    assert "the logging sections of" in server.log_text()
+    before = (moved / "app.log").read_text().count("home view")
+    assert http_get(server, "/")[0] == 200
+    assert wait_for(lambda: (moved / "app.log").read_text().count("home view") > before, 5)
+
+
+@NEEDS_PYRAMID
+def test_the_command_lines_paste_wins_over_the_config_files_app(start_server, project):
+    """As gunicorn: the command line over the config file, whichever names the app."""
+    directory, env = project
+    (directory / "gunicorn.conf.py").write_text("wsgi_app = 'tests.apps:hello'\n")
+    server = start_server("-c", "gunicorn.conf.py", "--paste", "production.ini#admin",
+                          cwd=str(directory), env=dict(env, PYTHONPATH=env["PYTHONPATH"] +
+                                                       os.pathsep + ROOT),
+                          timeout=START_TIMEOUT_SECONDS)
+    assert http_get(server, "/")[2].startswith(b"greeting=the admin side\n")

@@ -33,13 +33,14 @@ class Start:
     """forkserver on an app whose import takes IMPORT_SECONDS, its output in
     a file; ``prefix`` runs it under another command (unshare)."""
 
-    def __init__(self, tmp_path, prefix=()):
-        (tmp_path / "slowimport.py").write_text(SLOW_APP)
+    def __init__(self, tmp_path, prefix=(), app="slowimport:app", extra=()):
+        if not (tmp_path / "slowimport.py").exists():
+            (tmp_path / "slowimport.py").write_text(SLOW_APP)
         self.out_path = tmp_path / "out.log"
         self.mark = tmp_path / "importing"
         self.proc = subprocess.Popen(
-            list(prefix) + [sys.executable, FORKSERVER, "slowimport:app", "--pythonpath",
-                            str(tmp_path), "--bind", "127.0.0.1:0", "--no-prewarm"],
+            list(prefix) + [sys.executable, FORKSERVER, app, "--pythonpath", str(tmp_path),
+                            "--bind", "127.0.0.1:0", "--no-prewarm"] + list(extra),
             cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1", SLOW_IMPORT_MARK=str(self.mark)),
             stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -106,5 +107,24 @@ def test_docker_stop_while_the_app_imports_stops_pid_1(tmp_path):
         pid1.send_signal(signal.SIGTERM)
         assert start.wait(EXIT_SECONDS) == 0, start.output()
         assert start.output() == "forkserver: SIGTERM before the server was ready: stopped\n"
+    finally:
+        start.stop()
+
+
+def test_sigterm_during_a_slow_on_starting_hook_ends_the_start(tmp_path):
+    """A hook that raises is logged and the start goes on; a stop signal
+    during one (migrations in on_starting) is no hook failure."""
+    config = tmp_path / "slow.conf.py"
+    config.write_text("import os, time\n\n\ndef on_starting(server):\n"
+                      "    open(os.environ['SLOW_IMPORT_MARK'], 'w').close()\n"
+                      "    time.sleep(%r)\n" % IMPORT_SECONDS)
+    start = Start(tmp_path, app="tests.apps:hello", extra=("-c", str(config)))
+    try:
+        start.wait_importing()
+        os.kill(start.proc.pid, signal.SIGTERM)
+        assert start.wait(EXIT_SECONDS) == 0, start.output()
+        assert start.output().endswith(
+            "forkserver: SIGTERM before the server was ready: stopped\n"), start.output()
+        assert "Traceback" not in start.output() and "hook" not in start.output()
     finally:
         start.stop()

@@ -63,3 +63,13 @@ def test_a_repeating_message_is_written_once_a_second_then_counts_the_rest(capfd
         "accept() failed: Too many open files (9 more accept() failed not logged in the last 1s)",
         "fork() failed: EAGAIN",
         "4 more accept() failed not logged"]
+
+
+def test_log_safe_escapes_what_a_reader_takes_for_a_line_end_or_a_field_end():
+    from forkparts.logs import log_safe
+    assert log_safe("plain /caf\u00c3\u00a9 ~!") == "plain /caf\u00c3\u00a9 ~!"   # as it was
+    assert log_safe('a"b\\c') == 'a\\"b\\\\c'
+    # C0 and C1 controls, and the Unicode separators: splitlines() ends a line at each.
+    assert log_safe("1\n2\r3\x1e4\x855\x9f6\u20287\u2029") == \
+        "1\\x0a2\\x0d3\\x1e4\\x855\\x9f6\\u20287\\u2029"
+    assert len(log_safe("".join(map(chr, range(0x2030)))).splitlines()) == 1
