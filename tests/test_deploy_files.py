@@ -33,12 +33,13 @@ APP = "tests.apps:hello"
 # option takes "7" (numbers), its last choice, or a made-up path or name.
 SPECIAL_VALUES = {"bind": "127.0.0.1:0", "forwarded_allow_ips": "10.0.0.0/8",
                   "umask": "027", "read_timeout": "7", "raw_env": "A=1",
-                  "log_level": "DEBUG", "trace": "process"}
+                  "log_level": "DEBUG", "trace": "process",
+                  "raw_paste_global_conf": "region=eu"}
 NUMBER_TYPES = (cli.positive_int, cli.non_negative_int, cli.byte_count,
                 cli.positive_seconds, cli.non_negative_seconds,
                 cli.megabytes, cli.per_second, cli.limit_or_unlimited)
 # Options whose setting has gunicorn's name rather than the option's.
-GUNICORN_SETTING_NAMES = {"--env": "raw_env"}
+GUNICORN_SETTING_NAMES = {"--env": "raw_env", "--paste-global": "raw_paste_global_conf"}
 
 
 def long_options():
@@ -69,18 +70,23 @@ def setting_name(option):
 @pytest.mark.parametrize("option,action", long_options(), ids=[o for o, _ in long_options()])
 def test_every_option_has_a_config_setting_of_the_same_name(option, action, tmp_path):
     """The setting named like the option gives the value the option gives."""
+    ini = tmp_path / "app.ini"   # --paste takes an existing file
+    ini.write_text("[app:main]\n")
     if action.nargs == 0:
         cli, line = [option], "%s = True" % setting_name(option)
     else:
-        value = sample_value(action)
+        value = str(ini) if action.dest == "paste" else sample_value(action)
         # An optional value (--trace[=MODES]) is given in the = form.
         cli = [option + "=" + value] if action.nargs == "?" else [option, value]
         line = "%s = %r" % (setting_name(option), value)
     path = tmp_path / "forkserver.conf.py"
     path.write_text(line + "\n")
-    from_cli, _ = parse_options([APP] + cli)
-    from_file, _ = parse_options([APP, "--config", str(path)])
-    default, _ = parse_options([APP])
+    # The app by --paste instead, for --paste and --paste-global (which needs it).
+    app = {"paste": [], "raw_paste_global_conf": ["--paste", str(ini)]}.get(action.dest, [APP])
+    default_app = ["--paste", str(ini)] if action.dest == "raw_paste_global_conf" else [APP]
+    from_cli, _ = parse_options(app + cli)
+    from_file, _ = parse_options(app + ["--config", str(path)])
+    default, _ = parse_options(default_app)
     # gunicorn's pool options (--workers) warn, from the file as from the command line.
     expected = from_cli.config_warnings if action.dest in configfile.POOL_ONLY else []
     assert from_file.config_warnings == expected
