@@ -266,7 +266,7 @@ class Supervisor(HookCalls):
         self.plan_children()
         self.freeze_heap()
         flush_stdio()
-        forkparts.prewarm.log_reloaded(self.log, self.loader.spec, self.warmed)
+        forkparts.prewarm.log_reloaded(self.log, self.loader, self.warmed)
         sd_notify("READY=1")
         self.drain_kept_alive()
 

@@ -195,6 +195,7 @@ class AppLoader:
             enter_app_dir(self.app_dir)   # a switched symlink: the new release
         self.verdicts, self.records = {}, {}   # a library may have been installed since
         saved = self.user_modules()
+        self.reimported = sorted(saved)   # none: the app is a library's (log_reloaded)
         for name in saved:
             del sys.modules[name]
         importlib.invalidate_caches()

@@ -70,13 +70,21 @@ RELOAD_CAVEAT = (
     "or start with --no-prewarm (docs/operations.md, Reloading)")
 
 
-def log_reloaded(log, spec, warmed):
-    """A reload's one line.  A warmed Django keeps its URL resolver, and the
-    old views with it (RELOAD_CAVEAT): a warning.  Another warmed app gets
+def log_reloaded(log, loader, warmed):
+    """A reload's one line.  If none of the app's modules was imported again
+    (the app is installed as a library: a wheel in site-packages), its code
+    is the old one: a warning.  A warmed Django keeps its URL resolver, and
+    the old views with it (RELOAD_CAVEAT): a warning.  Another warmed app gets
     the new code (Flask, Pyramid: the app object is made again), but what a
     framework keeps in its own modules stays, so the line says so at INFO: a
     warning at every HUP where nothing is wrong teaches operators to ignore it."""
-    if warmed and "django.urls" in sys.modules:
+    spec = loader.spec
+    if not loader.reimported:
+        log.warning("reloaded %s, but none of the app's modules was imported again: its "
+                    "code is installed as a library (site-packages), which a reload leaves "
+                    "as it is; SIGUSR2 starts a new parent that imports it afresh "
+                    "(docs/operations.md, Reloading)" % spec)
+    elif warmed and "django.urls" in sys.modules:
         log.warning("reloaded %s, but %s" % (spec, RELOAD_CAVEAT))
     elif warmed:
         log.info("reloaded %s; new connections get the new code, but what a framework built "

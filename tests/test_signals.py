@@ -782,3 +782,22 @@ def test_the_handled_signals_share_one_handler_object():
     count, distinct, name = out.stdout.split()
     assert int(count) == len(forkserver.HANDLED_SIGNALS) - 1
     assert (distinct, name) == ("1", "note_signal")
+
+
+def test_a_hup_that_imports_none_of_the_apps_modules_says_its_code_is_the_old_one(
+        start_server, tmp_path):
+    """An app installed as a library (a wheel in site-packages) is not
+    imported again by a reload, which re-imports the app's own modules only:
+    the reload line said "new connections get the new code" all the same."""
+    library = tmp_path / "lib" / "site-packages"
+    library.mkdir(parents=True)
+    (library / "installedapp.py").write_text(
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'installed\\n']\n")
+    server = start_server("installedapp:app", "--pythonpath", str(library), "--no-prewarm")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded installedapp:app" in server.log_text(), 10, "the reload line")
+    assert "[WARNING] reloaded installedapp:app, but none of the app's modules was imported " \
+        "again" in server.log_text()
+    assert "new connections get the new code" not in server.log_text()
