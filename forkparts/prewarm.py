@@ -141,8 +141,10 @@ def skipped_warning(path, failure, report, explicit):
     return head + ("in a trial child the app kept open what every child would inherit "
                    "and share: %s.  Close it before the fork, at the end of the warm-up "
                    "request (environ[%r] is True: engine.dispose() for SQLAlchemy, "
-                   "connection.close() or CONN_MAX_AGE = 0 for Django), or in a post_fork "
-                   "hook%s" % (report.kept(), ENVIRON_KEY, off))
+                   "connection.close() or CONN_MAX_AGE = 0 for Django%s), or in a post_fork "
+                   "hook%s" % (report.kept(), ENVIRON_KEY,
+                               "; wait for a process it started, or start it elsewhere"
+                               if report.procs else "", off))
 
 
 def prewarm(serve, app, config, path, log, deadline=math.inf, explicit=True):

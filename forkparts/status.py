@@ -32,7 +32,7 @@ class Status:
         # name of the process (comm: ps -o comm, top), spaces and all.  From
         # 3.12 os.fork() warns if the process is multi-threaded, and finds its
         # thread count in /proc/self/stat by splitting the line at spaces:
-        # each space in comm shifts the field it reads ("my app: parent h"
+        # each space in comm shifts the field it reads ("myshop: parent "
         # reads the priority, 20, and warns at every start).  So the parent's
         # comm is set back to its name without spaces after every title.
         self.set_comm = set_comm

@@ -725,18 +725,18 @@ def test_process_titles_show_the_parent_address_and_the_child_request(start_serv
 
 @needs(importlib.util.find_spec("setproctitle") is not None,
        "setproctitle (the optional extra `proctitle`) is not installed")
-def test_a_proc_name_with_a_space_leaves_comm_without_one_and_forks_without_warning(
-        start_server):
+def test_a_proc_name_leaves_comm_without_spaces_and_forks_without_warning(start_server):
     """The parent's comm (top, ps -o comm) is its --proc-name without spaces:
-    with the title's "my app: parent h", Python 3.12+ misread the thread
-    count in /proc/self/stat and warned "multi-threaded" at the first fork."""
-    server = start_server(APP, "--proc-name", "my app")
+    with the title's "myshop: parent ", Python 3.12+ read the priority for
+    the thread count in /proc/self/stat and warned "multi-threaded" at the
+    first fork (tests/parts/test_status.py: a name with spaces)."""
+    server = start_server(APP, "--proc-name", "myshop")
     assert http_get(server, "/")[0] == 200
-    wanted = "my app: parent %s children=" % server.url
+    wanted = "myshop: parent %s children=" % server.url
     wait_for(lambda: " ".join(server.ps.cmdline()).startswith(wanted), 5, "the parent's title")
     assert http_get(server, "/")[0] == 200   # a fork after the title was set
     with open("/proc/%d/comm" % server.pid) as f:
-        assert f.read() == "myapp\n"
+        assert f.read() == "myshop\n"
     assert server.stop() == 0
     with open(server.output_file.name, errors="replace") as f:
         assert "multi-threaded" not in f.read()
