@@ -26,9 +26,9 @@ import sys
 import time
 
 from forkparts.cli import UsageError
-from forkparts.startsignals import StopBeforeReady
 
 RELOAD_POLL_SECONDS = 1.0                # --reload: how often source mtimes are checked
+LOGGING_TRIAL_SECONDS = 5.0              # a --paste reload's new logging sections, tried
 # Where site.py and Debian put installed libraries; the user site
 # (site.getusersitepackages(), ~/.local/lib/pythonX.Y/site-packages) is one.
 LIBRARY_DIR_NAMES = frozenset(("site-packages", "dist-packages"))
@@ -111,9 +111,7 @@ class AppLoader:
                 raise AppLoadError("no module named %r (sys.path: %s)%s" % (
                     exc.name, ", ".join(sys.path[:4]), paste)) from None
             raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
-        except StopBeforeReady:   # a stop signal, not the app's error
-            raise
-        except BaseException:
+        except (Exception, SystemExit):   # the app's error; a stop signal goes through
             raise AppLoadError(user_traceback("importing %r failed" % self.module_name)) from None
         return self.resolve(module)
 
@@ -129,9 +127,7 @@ class AppLoader:
             args, kwargs = self.factory
             try:
                 obj = obj(*args, **kwargs)
-            except StopBeforeReady:
-                raise
-            except BaseException:
+            except (Exception, SystemExit):
                 raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
         if not callable(obj):
             raise AppLoadError("%s is not callable (it is a %s)" % (self.spec, type(obj).__name__))
@@ -255,9 +251,7 @@ class PasteLoader(AppLoader):
         try:
             app = loadapp("config:" + self.path, name=self.name, relative_to=os.getcwd(),
                           global_conf=self.global_conf)
-        except StopBeforeReady:
-            raise
-        except BaseException as exc:
+        except (Exception, SystemExit) as exc:
             raise AppLoadError(self.load_failure(exc)) from None
         if not callable(app):
             raise AppLoadError("the app %r of %s is not callable (it is a %s)"
@@ -351,26 +345,33 @@ def describe_logging_error(exc):
 def logging_failure(parser):
     """Why fileConfig(parser) fails, tried in a throwaway child ("" if it
     works there), so that new logging sections that fail leave the parent's
-    handlers as they were: fileConfig closes them all before making any."""
+    handlers as they were: fileConfig closes them all before making any.
+    The child is waited for LOGGING_TRIAL_SECONDS at most (a handler's
+    constructor may block), then killed and reaped as the warm-up's are."""
     import logging.config
+    from forkparts.children import end_child, read_report
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
+        message = ""
         try:
             os.close(read_end)
             logging.config.fileConfig(parser, disable_existing_loggers=False)
         except BaseException as exc:   # noqa: BLE001 - reported, then _exit
-            os.write(write_end, describe_logging_error(exc).encode("utf-8", "replace")[:4000])
+            message = " ".join(describe_logging_error(exc).splitlines())[:4000]
+        try:
+            os.write(write_end, message.encode("utf-8", "replace") + b"\n")
         finally:
             os._exit(0)
     os.close(write_end)
-    with open(read_end, "rb") as pipe:   # until the child's end closes: it has exited
-        message = pipe.read()
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:   # a lab reaper took it in its SIGCHLD handler
-        pass
-    return message.decode("utf-8", "replace")
+        line = read_report(read_end, time.monotonic() + LOGGING_TRIAL_SECONDS)
+    finally:
+        os.close(read_end)
+        end_child(pid)
+    if line is None:
+        return "trying them took more than %g s" % LOGGING_TRIAL_SECONDS
+    return line.decode("utf-8", "replace").rstrip("\n") if line else "trying them failed"
 
 
 def file_handlers(parser):

@@ -9,9 +9,11 @@ marks that tell forkserver's own _exit from an app's os._exit, decoding a
 wait status, and the log line for an exit that was not a clean one.
 """
 
+import math
 import mmap
 import os
 import resource
+import select
 import signal
 import sys
 import time
@@ -468,3 +470,32 @@ class ChildTable:
             log_app_exit(self.log, child, status, age, stopping)
         elif not is_normal_exit(status):
             log_abnormal_exit(self.log, child, status, age, stopping)
+
+
+def read_report(fd, deadline):
+    """The child's report line, b"" if it ended without one, None if none came
+    by ``deadline``.  A newline ends it, not EOF: a process the app started
+    may hold the pipe open."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not poller.poll(math.ceil(left * 1000)):   # PEP 475: no EINTR
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b""
+        data += chunk
+    return data
+
+
+def end_child(pid):
+    """SIGKILL (harmless if it has exited: it is our unreaped child, so the
+    pid is still its own), then reap it; its wait status, or None if a lab's
+    SIGCHLD handler (--reaper once, --lab-print-in-handler) reaped it first."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return os.waitpid(pid, 0)[1]
+    except (ProcessLookupError, ChildProcessError):
+        return None

@@ -24,14 +24,14 @@ import fcntl
 import marshal
 import math
 import os
-import select
 import signal
 import socket
 import sys
 import time
 
 from forkparts.apps import AppLoadError, is_our_file
-from forkparts.children import describe_status, flush_stdio, parent_death_signal
+from forkparts.children import (describe_status, end_child, flush_stdio,
+                                 parent_death_signal, read_report)
 from forkparts.logs import Log
 
 PREWARM_PASSES = 16                      # > CPython 3.11's quickening warm-up of 8 calls
@@ -492,35 +492,6 @@ def how_it_ended(status):
     if os.WIFEXITED(status):
         return "exited with status %d" % os.WEXITSTATUS(status)
     return describe_status(status)
-
-
-def read_report(fd, deadline):
-    """The child's report line, b"" if it ended without one, None if none came
-    by ``deadline``.  A newline ends it, not EOF: a process the app started
-    may hold the pipe open."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    data = b""
-    while not data.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(math.ceil(left * 1000)):   # PEP 475: no EINTR
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b""
-        data += chunk
-    return data
-
-
-def end_child(pid):
-    """SIGKILL (harmless if it has exited: it is our unreaped child, so the
-    pid is still its own), then reap it; its wait status, or None if a lab's
-    SIGCHLD handler (--reaper once, --lab-print-in-handler) reaped it first."""
-    try:
-        os.kill(pid, signal.SIGKILL)
-        return os.waitpid(pid, 0)[1]
-    except (ProcessLookupError, ChildProcessError):
-        return None
 
 
 def run_probe(fd, serve, app, config, conn, seconds, signals, post_fork):
