@@ -698,12 +698,10 @@ class ConnectionHandler:
         # function a child runs costs it copy-on-write pages (serve_forever).
         if self.config.request_timeout:
             self.arm_request_timer()
-        if self.config.pre_request is not None:
-            self.config.pre_request(request)
         if reader is not NO_BODY:
             self.conn.start_body()
         try:
-            ok = self.run_app(environ, response)
+            ok = self.run_app(environ, response, request)
         finally:
             self.conn.end_body()
             if self.config.request_timeout:
@@ -745,10 +743,14 @@ class ConnectionHandler:
                 self.conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         return send_continue
 
-    def run_app(self, environ, response):
-        """Call the app and send its response; False if the connection is spoilt."""
+    def run_app(self, environ, response, request):
+        """Call the app and send its response; False if the connection is spoilt.
+        The pre_request hook runs as part of it: --timeout in the hook is the
+        request's (a 500), as in the app (what the hook raises, run_hook logs)."""
         result = None
         try:
+            if self.config.pre_request is not None:
+                self.config.pre_request(request)
             result = self.app(environ, response.start_response)
             self.send_result(result, response)
             return True

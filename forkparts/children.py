@@ -93,10 +93,9 @@ class ChildPlan(namedtuple("ChildPlan", (
          post_fork, child_end, setups, log, marks, set_handler, sigmask, leave) = self
         status = EXIT_ERROR
         try:
-            # The parent's wake-up fd first, so no signal writes into its pipe,
-            # then its handlers (SIGPIPE stays ignored, as Python starts it, so
-            # a hang-up is an exception, not a death); then the descriptors
-            # that are the parent's alone: listeners, pipe, parked connections.
+            # The parent's wake-up fd first, so no signal writes into its pipe, then
+            # its handlers (SIGPIPE stays ignored, as Python starts it: a hang-up is an
+            # exception); then the parent's own descriptors: listeners, pipe, parked.
             set_wakeup_fd(-1)
             for sig, handler in signals:
                 set_handler(sig, handler)
@@ -119,14 +118,12 @@ class ChildPlan(namedtuple("ChildPlan", (
             status = serve(sock, addr, app, config, data, accepted_at)
         except MemoryError:
             status = EXIT_MEMORY_LIMIT
-        except TimedOut:   # outside the app (the app's is handled where it is called)
-            status = log_child_failure(log, addr, timed_out=True)
+        except TimedOut as exc:   # outside the app (the app's is handled where it is called)
+            status = log_child_failure(log, addr, timed_out=exc)
         except BaseException:
             log_child_failure(log, addr)
-        finally:
-            if child_end is not None:
-                child_end()
-            leave(marks, status)
+        finally:   # worker_exit, then _exit: nothing from a hook returns into the parent
+            leave(marks, status if child_end is None else end_child_hooks(child_end, log, addr, status))
 
 
 def describe_status(status):
@@ -193,17 +190,46 @@ def exit_marks():
     return mmap.mmap(-1, size)
 
 
-def log_child_failure(log, addr, timed_out=False):
-    """Log why a child failed outside the app; its exit status.  A timeout
-    is one line: where our code was when it fired is no news."""
+def end_child_hooks(child_end, log, addr, status):
+    """worker_exit (``child_end``) as the child ends: its exit status, the
+    timeout's if --timeout came in the hook (what the hook raises itself
+    run_hook logs).  Never raises: the child's _exit comes next."""
     try:
-        if timed_out:
-            log.warning("--timeout reached before the app answered %s" % format_addr(addr))
+        child_end()
+        return status
+    except TimedOut as exc:
+        return log_child_failure(log, addr, timed_out=exc)
+    except BaseException:
+        return log_child_failure(log, addr)
+
+
+def log_child_failure(log, addr, timed_out=None):
+    """Log why a child failed outside the app; its exit status.  A timeout
+    (``timed_out``, the TimedOut) is one line naming the function it came in
+    (a hook of the config file, our head read, a log write to a full pipe):
+    the traceback of our own code around it is no news."""
+    try:
+        if timed_out is not None:
+            log.warning("--timeout reached in %s, outside the app, serving %s"
+                        % (where_raised(timed_out), format_addr(addr)))
             return EXIT_TIMEOUT
         log.exception("child failed serving %s" % format_addr(addr))
     except BaseException:
         pass   # the child exits anyway; nothing must escape into the parent's loop
-    return EXIT_TIMEOUT if timed_out else EXIT_ERROR
+    return EXIT_TIMEOUT if timed_out is not None else EXIT_ERROR
+
+
+def where_raised(exc):
+    """"name (file:line)": the innermost Python frame ``exc`` came through,
+    but for the signal handler that raised it (timed_out_handler's)."""
+    tb, where = exc.__traceback__, None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if not (code.co_filename == __file__ and code.co_name == "on_alarm"):
+            where = "%s (%s:%d)" % (code.co_name, os.path.basename(code.co_filename),
+                                    tb.tb_lineno)
+        tb = tb.tb_next
+    return where or "the child"
 
 
 def exited_children():

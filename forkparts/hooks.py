@@ -26,7 +26,6 @@ import signal
 import time
 
 from forkparts.http11 import error_response
-from forkparts.startsignals import StopBeforeReady
 
 PARENT, CHILD = "parent", "child"
 
@@ -250,16 +249,18 @@ class HookCalls:
     def run_hook(self, name, *args):
         """Call hook ``name`` with gunicorn's arguments: the one place hooks
         are called.  A hook in forkserver's old form gets its old arguments
-        (hooks.OLD_FORMS).  A raising hook is logged by name; False then."""
+        (hooks.OLD_FORMS).  A hook that raises (``sys.exit()`` too) is
+        logged by name; False then.  What the server raises into a hook goes
+        on through it: a stop before the ready line (StopBeforeReady), the
+        child's --timeout (TimedOut), --limit-cpu, Ctrl-C's KeyboardInterrupt;
+        caught as the hook's, a slow pre_request ran the app past its deadline."""
         hook = self.hooks.get(name)
         if hook is None:
             return True
         try:
             hook.function(*(hook.adapt(*args) if hook.adapt else args))
             return True
-        except StopBeforeReady:   # a stop signal during on_starting: the start ends
-            raise
-        except BaseException:
+        except (Exception, SystemExit):
             self.log.exception("hook %s failed" % name)
             return False
 
@@ -286,8 +287,9 @@ class HookCalls:
 
     def child_start(self, sock):
         """In the child, with the child's hooks: its worker, worker_int and
-        worker_abort armed, post_fork (raising: 500 and exit status 5),
-        post_worker_init.  False if post_fork raised."""
+        worker_abort armed, post_fork (raising: 500 and exit status 5; its
+        --timeout: 500, then TimedOut goes on), post_worker_init.  False if
+        post_fork raised."""
         self.worker = worker = worker_for_child(self, self.served + 1)
         if "worker_int" in self.hooks:
             on_child_signals((signal.SIGINT, signal.SIGQUIT),
@@ -295,15 +297,19 @@ class HookCalls:
         if "worker_abort" in self.hooks:   # SIGALRM: the child's own --timeout
             on_child_signals((signal.SIGABRT, signal.SIGALRM),
                              lambda: self.run_hook("worker_abort", worker))
-        if not self.run_hook("post_fork", self, worker):
-            self.log.error("hook post_fork failed: answering 500")
-            try:
-                sock.sendall(error_response(500))
-            except OSError:
-                pass
-            return False
-        self.run_hook("post_worker_init", worker)
-        return True
+        ok = False
+        try:
+            ok = self.run_hook("post_fork", self, worker)
+        finally:   # it raised (logged), or --timeout came in it (logged as the child ends)
+            if not ok:
+                self.log.error("hook post_fork did not finish: answering 500")
+                try:
+                    sock.sendall(error_response(500))
+                except OSError:
+                    pass
+        if ok:
+            self.run_hook("post_worker_init", worker)
+        return ok
 
     def child_end(self):
         """In the child, just before its _exit: worker_exit."""

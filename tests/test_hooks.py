@@ -216,3 +216,53 @@ def test_a_sigchld_lost_to_a_hooks_handler_is_made_up_on_a_later_turn(start_serv
         except psutil.NoSuchProcess:
             return True
     wait_for(reaped, 10, "child %d reaped without its SIGCHLD" % child)
+
+
+# ---------------------------------- --timeout inside a hook is the request's
+
+SLOW_HOOK = '''
+import time
+
+def {name}({params}):
+    time.sleep({seconds})
+'''
+HOOK_PARAMS = {"pre_request": "worker, req", "post_request": "worker, req, environ, resp",
+               "post_fork": "server, worker", "worker_exit": "server, worker"}
+EXIT_TIMEOUT = 6               # forkparts.exits.EXIT_TIMEOUT
+
+
+def slow_hook_server(start_server, tmp_path, name, seconds=3):
+    config = write_config(tmp_path, SLOW_HOOK.format(name=name, params=HOOK_PARAMS[name],
+                                                     seconds=seconds))
+    return start_server("tests.apps:hello", "--config", config, "--timeout", "1")
+
+
+@pytest.mark.parametrize("name", ["pre_request", "post_fork"])
+def test_timeout_in_a_hook_before_the_app_answers_500_and_says_timeout(
+        start_server, tmp_path, name):
+    """The child's --timeout is a BaseException (TimedOut) raised wherever
+    the child is: a hook that overran it used to have it caught as the hook's
+    own failure, so the app then ran past its deadline and the parent's
+    SIGTERM cut the connection with no answer (pre_request)."""
+    from tests.conftest import raw_request
+    server = slow_hook_server(start_server, tmp_path, name)
+    reply = raw_request(server, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 500 "), reply
+    log = wait_for_text(server.log_text, "exited with status %d" % EXIT_TIMEOUT)
+    assert "exited with status %d" % EXIT_TIMEOUT in log
+    assert "hook %s failed" % name not in log
+    assert "killed by SIGTERM" not in log
+
+
+@pytest.mark.parametrize("name", ["post_request", "worker_exit"])
+def test_timeout_in_a_hook_after_the_response_ends_the_child_as_a_timeout(
+        start_server, tmp_path, name):
+    """After the response went out whole, a hook that overruns --timeout ends
+    the child with the timeout's status and one line naming the hook, not a
+    hook failure's traceback and a clean exit."""
+    server = slow_hook_server(start_server, tmp_path, name)
+    assert http_get(server, "/")[:3:2] == (200, b"Hello, World!\n")
+    log = wait_for_text(server.log_text, "exited with status %d" % EXIT_TIMEOUT)
+    assert "exited with status %d" % EXIT_TIMEOUT in log
+    assert "--timeout reached in %s" % name in log
+    assert "hook %s failed" % name not in log
