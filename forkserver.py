@@ -43,7 +43,7 @@ from forkparts.accel import (collapse_heap, configure as configure_accel, fill_a
                              signal_calls)
 from forkparts.admission import Admission
 from forkparts.apps import (AppLoadError, SourceWatcher, app_loader, app_name, apply_env,
-                            setup_paths, warn_about_threads)
+                            setup_paths, warn_about_app)
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 become_subreaper, describe_status, exit_marks,
                                 adopted_gone, exited_children, flush_stdio, no_core_dumps,
@@ -177,7 +177,7 @@ class Supervisor(HookCalls):
                                                    self.request_hooks())
         self.set_handler, self.sigmask = signal_calls()   # accel: raw or signal.py's
         self.install_signals()
-        warn_about_threads(self.log)
+        warn_about_app(self.log, self.app)
         self.warmed = warm_up(self)   # on by default, if the app allows it safely
         if self.sources:   # what the warm-up imported is the app's too
             self.sources.rescan()

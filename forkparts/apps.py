@@ -560,6 +560,31 @@ class SourceWatcher:
         self.mtimes.update(self.loader.source_mtimes())
 
 
+def warn_about_app(log, app):
+    """What the loaded app keeps that one process per connection cannot
+    honour, said once at start: threads, werkzeug's debugger console."""
+    warn_about_threads(log)
+    if debugger_console(app):
+        log.warning("the app is wrapped in werkzeug's DebuggedApplication with evalex=True: "
+                    "its console keeps the traceback's frames in the process that raised, "
+                    "and each connection here has a process of its own, so the console's "
+                    "commands answer 404 or the error page again; debug with one process "
+                    "(flask run --debug), or pass evalex=False to keep the traceback pages")
+
+
+def debugger_console(app):
+    """True if ``app``, or the ``wsgi_app`` it calls (Flask's), is werkzeug's
+    DebuggedApplication with its console on.  Read only, never changed."""
+    try:
+        for obj in (app, getattr(app, "wsgi_app", None)):
+            if (any(cls.__name__ == "DebuggedApplication" and cls.__module__ == "werkzeug.debug"
+                    for cls in type(obj).__mro__) and getattr(obj, "evalex", False) is True):
+                return True
+    except Exception:   # noqa: BLE001 - an app's odd __getattr__ is not our error
+        pass
+    return False
+
+
 def warn_about_threads(log):
     """fork() copies only the calling thread: a thread the app's import
     started is gone in every child, and a lock it held stays locked there."""

@@ -124,3 +124,12 @@ def make_pyramid_app():
 
 
 pyramid_app = make_pyramid_app()
+
+
+def debugged(evalex):
+    """A Flask app as a developer wraps it for werkzeug's debugger."""
+    from werkzeug.debug import DebuggedApplication
+    app = Flask("apps_frameworks_debugged")
+    app.add_url_rule("/", "index", lambda: "ok")
+    app.wsgi_app = DebuggedApplication(app.wsgi_app, evalex=evalex)
+    return app

@@ -27,7 +27,8 @@ from urllib.parse import urlencode
 import pytest
 
 from tests.apps_frameworks import SEND_FILE_ENV
-from tests.conftest import ROOT, ServerProcess, kill_tree, needs, raw_request, wait_no_zombies
+from tests.conftest import (ROOT, ServerProcess, http_get, kill_tree, needs, raw_request,
+                            wait_no_zombies)
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 START_TIMEOUT_SECONDS = 20.0
@@ -607,3 +608,16 @@ def test_a_script_name_that_is_not_a_path_is_a_usage_error(tmp_path):
     assert done.returncode == 2
     assert "SCRIPT_NAME 'prefix': a path starting with /" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("evalex", [True, False])
+def test_werkzeugs_debugger_console_is_named_at_start_as_not_working_here(start_server, evalex):
+    """werkzeug's DebuggedApplication keeps a traceback's frames in the
+    process that raised, for its console's later requests: here each
+    connection is a new child, so the console answered 404 and nothing said
+    why.  One warning at start when the console is on; none without it."""
+    server = start_server("tests.apps_frameworks:debugged(%s)" % evalex)
+    assert http_get(server, "/")[:3:2] == (200, b"ok")
+    assert server.stop() == 0
+    said = "werkzeug's DebuggedApplication with evalex=True" in server.log_text()
+    assert said is evalex
