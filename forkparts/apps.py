@@ -131,6 +131,7 @@ class AppLoader:
                 raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
         if not callable(obj):
             raise AppLoadError("%s is not callable (it is a %s)" % (self.spec, type(obj).__name__))
+        refuse_asgi(obj, self.spec)
         return obj
 
     def hint(self, module):
@@ -256,6 +257,7 @@ class PasteLoader(AppLoader):
         if not callable(app):
             raise AppLoadError("the app %r of %s is not callable (it is a %s)"
                                % (self.name, self.path, type(app).__name__))
+        refuse_asgi(app, "the app %r of %s" % (self.name, self.path))
         return app
 
     def load_failure(self, exc):
@@ -319,6 +321,24 @@ class PasteLoader(AppLoader):
 
     def watched_files(self):
         return super().watched_files() + [self.path]
+
+
+CO_COROUTINE = 0x80   # inspect.CO_COROUTINE: the code of an ``async def``
+
+
+def refuse_asgi(app, what):
+    """An ASGI app (``async def __call__(scope, receive, send)``: Django's
+    asgi.py, FastAPI, Starlette, Quart) is not a WSGI one: it would start and
+    answer every request with a 500.  Told by the code's flags alone (inspect
+    is not imported into the parent for it)."""
+    for candidate in (app, getattr(type(app), "__call__", None)):
+        code = getattr(candidate, "__code__", None)
+        if code is not None and code.co_flags & CO_COROUTINE:
+            raise AppLoadError(
+                "%s is an ASGI app (an async def taking scope, receive, send), and "
+                "forkserver serves WSGI apps (PEP 3333): serve it with an ASGI server, "
+                "or name the project's WSGI app (Django: PROJECT.wsgi, not PROJECT.asgi)"
+                % what)
 
 
 def one_line(exc):

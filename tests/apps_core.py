@@ -43,3 +43,18 @@ def create_app():
 
 
 not_callable = {"this is": "not an app"}
+
+
+async def asgi_function(scope, receive, send):
+    """An ASGI app, as a function (what FastAPI's docs call a raw ASGI app)."""
+
+
+class AsgiHandler:
+    """An ASGI app as Django's asgi.py and Starlette make one: an instance
+    whose __call__ is an ``async def``."""
+
+    async def __call__(self, scope, receive, send):
+        pass
+
+
+asgi_instance = AsgiHandler()

@@ -63,6 +63,10 @@ def test_version_prints_the_version_and_exits_0():
     ("tests.no_such_submodule:app", ["no module named 'tests.no_such_submodule'"]),
     ("tests.apps_core:no_such_app", ["has no attribute 'no_such_app'"]),
     ("tests.apps_core:not_callable", ["not callable", "dict"]),
+    # An ASGI app started and answered every request with a 500 (its warm-up
+    # raised TypeError, __call__ missing 'send'), and --check-config said OK.
+    ("tests.apps_core:asgi_function", ["is an ASGI app", "serves WSGI apps"]),
+    ("tests.apps_core:asgi_instance", ["is an ASGI app", "PROJECT.wsgi"]),
 ])
 def test_unloadable_app_is_one_clear_line_and_exit_3(spec, words):
     result = run_cli(spec)
@@ -429,6 +433,7 @@ def start_problems(tmp):
         (["--bind", "unix:%s" % (tmp / "missing" / "fs.sock")], EXIT_LISTEN),
         (["--bind", "fd://987"], EXIT_LISTEN),
         (["tests.apps:no_such_app"], EXIT_APP_LOAD),
+        (["tests.apps_core:asgi_instance"], EXIT_APP_LOAD),
     ]
 
 
