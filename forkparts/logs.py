@@ -291,10 +291,13 @@ def capture_output(log):
     """--capture-output, as gunicorn's: descriptors 1 and 2 (the app's print
     and tracebacks, sys.stdout and sys.stderr) become the error log file.
     The ready line keeps the original stdout (log.ready_fd), since scripts
-    and service managers wait for it there."""
+    and service managers wait for it there, and so does an access log on
+    stdout (the default), which would otherwise fill the error log."""
     if log.error_fd in (1, 2):
         return   # --error-log -: stdout and stderr are already where they go
     log.ready_fd = os.dup(1)
+    if log.access_fd == 1:   # an access log on stdout stays there, out of the error log
+        log.access_fd = os.dup(1)
     os.dup2(log.error_fd, 1)
     os.dup2(log.error_fd, 2)
 

@@ -538,6 +538,21 @@ def test_capture_output_sends_the_apps_stdout_and_stderr_to_the_error_log(start_
     assert "of the app" not in pty
 
 
+def test_capture_output_keeps_an_access_log_on_stdout_out_of_the_error_log(start_server,
+                                                                           tmp_path):
+    """The access log's default is stdout, and --capture-output points
+    stdout at the error log: every request's line went into the error log
+    among the app's prints (gunicorn's access log is off by default)."""
+    server = start_server("tests.apps:greeting", "--capture-output", "--access-log", "-")
+    assert http_get(server, "/by-the-test")[0] == 200
+    assert server.stop() == 0
+    log = server.log_text()
+    assert "stdout of the app" in log
+    assert "/by-the-test" not in log
+    pty = open(str(tmp_path / "server0" / "pty.log"), errors="replace").read()
+    assert '"GET /by-the-test HTTP/1.1" 200' in pty
+
+
 def test_without_capture_output_the_apps_output_stays_on_the_terminal(start_server,
                                                                       tmp_path):
     server = start_server("tests.apps:greeting")
@@ -605,3 +620,100 @@ def test_gunicorn_flags_forkserver_cannot_honour_say_why(args, words):
     assert "unrecognized arguments" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("forkserver: error: ") and all(w in last for w in words)
+
+
+# Before, these were argparse's "unrecognized arguments" (a value after one
+# was taken for the app), though a config file's setting of the same name was
+# refused or ignored with its reason: one table now serves both.
+@pytest.mark.parametrize("args, words", [
+    (["--statsd-prefix", "app"], ["--statsd-prefix refused", "statsd"]),
+    (["--do-handshake-on-connect"], ["--do-handshake-on-connect refused", "TLS"]),
+    (["--suppress-ragged-eofs"], ["--suppress-ragged-eofs refused", "TLS"]),
+    (["--strip-header-spaces"], ["--strip-header-spaces refused", "strict"]),
+    (["--log-syslog-facility", "daemon"], ["--log-syslog-facility refused"]),
+    (["--dirty-workers", "2"], ["--dirty-workers refused", "dirty arbiter"]),
+    (["--asgi-loop", "uvloop"], ["--asgi-loop refused", "WSGI apps only"]),
+    (["--reload-extra-file", "x.html"], ["--reload-extra-file refused"]),
+    (["--log-config", "log.ini"], ["--log-config refused", "Django's LOGGING"]),
+])
+def test_every_gunicorn_flag_refused_says_why_as_its_config_setting_does(args, words):
+    result = run_cli("tests.apps:hello", *args)
+    assert result.returncode == EXIT_USAGE
+    assert_one_clear_line(result, *words)
+    assert "unrecognized" not in result.stderr
+
+
+@pytest.mark.parametrize("args, warning", [
+    (["--worker-tmp-dir", "/dev/shm"], "--worker-tmp-dir ignored: no heartbeat files"),
+    (["--no-sendfile"], "--no-sendfile ignored: wsgi.file_wrapper is always sent"),
+    (["--reload-engine", "poll"], "--reload-engine ignored"),
+    (["-R"], "-R ignored"),
+    (["--spew"], "--spew ignored: use --trace"),
+    (["--proxy-allow-from", "10.0.0.1"], "--proxy-allow-from ignored"),
+])
+def test_gunicorn_flags_ignored_are_taken_with_their_value_and_a_warning(args, warning):
+    result = run_cli(*args, "tests.apps:hello", "--check-config")
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "config OK: app tests.apps:hello" in result.stdout
+    assert "forkserver: warning: %s" % warning in result.stderr
+
+
+def test_an_ignored_gunicorn_flag_in_gunicorn_cmd_args_is_the_same_warning():
+    env = dict(os.environ, GUNICORN_CMD_ARGS="--worker-tmp-dir /dev/shm")
+    result = subprocess.run([sys.executable, FORKSERVER, "tests.apps:hello", "--check-config",
+                             "--bind", "127.0.0.1:0"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "--worker-tmp-dir ignored: no heartbeat files" in result.stderr
+
+
+def test_gunicorns_flag_table_names_every_flag_of_the_settings_it_covers():
+    """Every flag the installed gunicorn has is an option here (its own, an
+    alias, a pool option, or the table's), and the table spells each as
+    gunicorn does."""
+    gunicorn_config = pytest.importorskip("gunicorn.config")
+    from forkparts.cli import build_parser
+    from forkparts.gunicorn_only import FLAGS, NOT_HONOURED
+    settings = {s.name: s for s in gunicorn_config.KNOWN_SETTINGS}
+    for name, (flags, nargs) in FLAGS.items():
+        assert name in NOT_HONOURED
+        assert tuple(settings[name].cli) == flags, name
+    ours = {o for a in build_parser()._actions for o in a.option_strings}
+    missing = [flag for s in settings.values() for flag in (s.cli or []) if flag not in ours]
+    assert missing == []
+
+
+def test_v_is_version_as_in_gunicorn():
+    result = run_cli("-v")
+    assert result.returncode == EXIT_OK
+    assert result.stdout.startswith("forkserver ")
+
+
+def test_port_in_the_environment_is_named_not_silently_left():
+    """gunicorn binds 0.0.0.0:$PORT when no bind is given; forkserver keeps
+    loopback, and said nothing (a PaaS user's server was unreachable)."""
+    argv = [sys.executable, FORKSERVER, "tests.apps:hello", "--check-config"]
+    env = dict(os.environ, PORT="5000")
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=CLI_TIMEOUT_SECONDS)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert "$PORT is '5000', which forkserver does not read" in result.stderr
+    assert "--bind 0.0.0.0:$PORT" in result.stderr
+    bound = subprocess.run(argv + ["--bind", "127.0.0.1:0"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert "$PORT" not in bound.stderr
+
+
+def test_workers_warning_names_the_cap_that_applies_instead():
+    result = run_cli("-w", "4", "--max-children", "32", "tests.apps:hello", "--check-config")
+    assert "workers ignored" in result.stderr
+    assert "--max-children (now 32)" in result.stderr
+
+
+def test_print_config_shows_the_default_bind_and_the_warnings():
+    result = run_cli("-w", "4", "tests.apps:hello", "--print-config")
+    assert result.returncode == EXIT_OK
+    assert "workers ignored" in result.stderr
+    default = subprocess.run([sys.executable, FORKSERVER, "tests.apps:hello", "--print-config"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
+    assert "bind = ['127.0.0.1:8888']  # the default" in default.stdout.splitlines()
