@@ -755,6 +755,7 @@ def main(argv=None):
     opts, hooks = parse_options(argv)
     if opts.print_config:
         sys.stdout.write(effective_settings(opts, hooks))
+        sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)
         return EXIT_OK
     if opts.check_config:
         return check_config(opts)

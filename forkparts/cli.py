@@ -4,8 +4,9 @@ DESIGN note: every option, its default and its help text is declared here,
 once; the config file (forkparts/configfile.py) reads its settings through
 the same parser, so a setting is checked as its option is.  gunicorn's
 flags are here too: its spellings as aliases (-b, -c, --pid, --access-logfile),
-its pool options accepted with a warning (POOL_ONLY), and the flags asking
-for what forkserver cannot do refused with the reason (REFUSED_FLAGS).  The
+its pool options accepted with a warning (POOL_ONLY), and its other flags
+refused or ignored with the reason, as a config file's settings are
+(forkparts/gunicorn_only.py: FLAGS, NOT_HONOURED).  The
 grammar of what the options name (a --bind address, a --prewarm target) is
 checked here as the options are read, so a start and --check-config refuse
 alike; every usage error is one line (one_line_parser).  A
@@ -18,6 +19,7 @@ import os
 import re
 
 from forkparts import __version__
+from forkparts.gunicorn_only import FLAGS, flag_verdict
 # The child's defaults and vocabulary, shown in the help and checked here.
 from forkparts.http11 import (HEADER_TIMEOUT_SECONDS, MAX_BODY_BYTES, MAX_CHUNK_LINE_BYTES,
                               MAX_FIELD_BYTES, MAX_HEAD_BYTES, MAX_HEADER_FIELDS,
@@ -70,7 +72,7 @@ def build_parser():
                    help="the WSGI app: module (its `application`), module:name, "
                         "module:factory() or module:factory('arg', key=1) with literal "
                         "arguments; or wsgi_app in the config file, or --paste")
-    p.add_argument("--version", action="version", version="forkserver " + __version__)
+    p.add_argument("-v", "--version", action="version", version="forkserver " + __version__)
     p.add_argument("-c", "--config", metavar="PATH",
                    help="a Python file of settings and hooks: forkserver's names (as the "
                         "options) or gunicorn's (gunicorn.conf.py)")
@@ -338,29 +340,11 @@ def add_gunicorn_only_options(p):
     g.add_argument("--max-requests", type=non_negative_int, metavar="N")
     g.add_argument("--max-requests-jitter", type=non_negative_int, metavar="N")
     g.add_argument("--preload", dest="preload_app", action="store_true", default=None)
-    for flags, (nargs, why) in REFUSED_FLAGS.items():
-        g.add_argument(*flags, nargs=nargs, action=refuse(why), help=argparse_suppress(),
+    for setting, (flags, nargs) in FLAGS.items():
+        refused, line = flag_verdict(setting)
+        g.add_argument(*flags, nargs=nargs, action=refuse(line) if refused else ignore(line),
+                       dest="ignored_flags", help=argparse_suppress(),
                        default=argparse_suppress())
-
-
-TLS_REFUSED = ("forkserver serves plain HTTP only, and must never serve it where TLS was "
-               "configured: terminate TLS in the proxy in front (docs/deploy.md)")
-# gunicorn's flags that ask for what forkserver cannot do: a usage error that
-# says why, rather than "unrecognized arguments" (docs/operations.md lists all).
-REFUSED_FLAGS = {
-    ("--certfile",): (1, TLS_REFUSED), ("--keyfile",): (1, TLS_REFUSED),
-    ("--ca-certs",): (1, TLS_REFUSED), ("--ciphers",): (1, TLS_REFUSED),
-    ("--ssl-version",): (1, TLS_REFUSED), ("--cert-reqs",): (1, TLS_REFUSED),
-    ("-D", "--daemon"): (0, "run forkserver under systemd or another supervisor "
-                            "(docs/deploy.md)"),
-    ("--log-syslog",): (0, "forkserver writes its own log files only"),
-    ("--log-syslog-to",): (1, "forkserver writes its own log files only"),
-    ("--log-config",): (1, "forkserver writes its own log files only"),
-    ("--logger-class",): (1, "forkserver writes its own log files only"),
-    ("--statsd-host",): (1, "forkserver has no statsd client; --status-file has the counts"),
-    ("--proxy-protocol",): (0, "the PROXY protocol is not read; use X-Forwarded-For"),
-    ("--reuse-port",): (0, "one parent owns the listening socket"),
-}
 
 
 def argparse_suppress():
@@ -368,22 +352,41 @@ def argparse_suppress():
     return argparse.SUPPRESS
 
 
-def refuse(why):
-    """An argparse action: the flag is a usage error saying why."""
+def refuse(line):
+    """An argparse action: the flag is a usage error, ``line`` (its %s the
+    flag as typed) saying why."""
     import argparse
 
     class Refuse(argparse.Action):
-        refused = True   # no setting: the config file refuses it on its own terms
+        not_a_setting = True   # the config file refuses the setting on its own terms
 
         def __call__(self, parser, namespace, values, option_string=None):
-            parser.error("%s: %s" % (option_string, why))
+            parser.error(line % option_string)
     return Refuse
+
+
+def ignore(line):
+    """An argparse action: the flag (and its value) is taken, and ``line``
+    (its %s the flag as typed) is a warning at start (opts.ignored_flags),
+    as the config file's is for the setting."""
+    import argparse
+
+    class Ignore(argparse.Action):
+        not_a_setting = True
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            lines = list(getattr(namespace, self.dest, None) or [])
+            if line % option_string not in lines:
+                lines.append(line % option_string)
+            setattr(namespace, self.dest, lines)
+    return Ignore
 
 
 def pool_only_warnings(opts):
     """One line for each gunicorn pool option given (command line or config)."""
-    return ["%s ignored: %s" % (name, why) for name, why in POOL_ONLY.items()
-            if getattr(opts, name, None) not in (None, False)]
+    cap = "--max-children (now %s)" % (getattr(opts, "max_children", None) or "no cap")
+    return ["%s ignored: %s" % (name, why.replace("--max-children", cap, 1))
+            for name, why in POOL_ONLY.items() if getattr(opts, name, None) not in (None, False)]
 
 
 def env_pair(text):

@@ -21,15 +21,17 @@ reports the user's mistakes in the user's words.
 import os
 
 from forkparts.apps import user_traceback
-from forkparts.cli import (POOL_ONLY, TLS_REFUSED, UsageError, bare_trace, build_parser, octal,
+from forkparts.cli import (DEFAULT_BIND, POOL_ONLY, UsageError, bare_trace, build_parser, octal,
                            pool_only_warnings)
+from forkparts.gunicorn_only import ANY, NOT_HONOURED
 from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
 from forkparts.labs import check_switches
 # Checked at start, so a bad value is a usage error, not a failure per request.
 from forkparts.logs import check_access_format
 from forkparts.proxy import ProxyTrust
 
-NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cannot set
+# dests a config file cannot set (ignored_flags: gunicorn's flags ignored, cli.py)
+NOT_SETTINGS = ("help", "version", "config", "app", "ignored_flags")
 
 # gunicorn's names for forkserver's settings, where they differ; the rest
 # (bind, timeout, graceful_timeout, pidfile, user, group, umask, backlog,
@@ -38,60 +40,6 @@ NOT_SETTINGS = ("help", "version", "config", "app")   # dests a config file cann
 GUNICORN_RENAMED = {"accesslog": "access_log", "errorlog": "error_log",
                     "loglevel": "log_level", "wsgi_app": "app"}
 
-TLS = "refused: " + TLS_REFUSED
-OWN_LOGS = "refused: forkserver writes its own log files only (errorlog, accesslog)"
-STRICT = "refused: forkserver's HTTP parser is strict and has no switch for it (docs/security.md)"
-NO_SUCH = "refused: forkserver has no %s"
-ANY = object()   # no value of it is gunicorn's default: any value is refused
-# gunicorn's settings (gunicorn/config.py) that forkserver has no part for:
-# name -> (gunicorn's default values, what happens when one is changed).  At
-# its default a setting asks for nothing, so it is left alone; changed, a
-# "refused" one stops the start (exit 2), any other is ignored with a warning.
-NOT_HONOURED = {
-    "certfile": ((None,), TLS), "keyfile": ((None,), TLS), "ca_certs": ((None,), TLS),
-    "ciphers": ((None,), TLS), "ssl_version": ((ANY,), TLS), "cert_reqs": ((0,), TLS),
-    "suppress_ragged_eofs": ((True,), TLS), "do_handshake_on_connect": ((False,), TLS),
-    "daemon": ((False,), "refused: run forkserver under systemd or another supervisor "
-                         "(docs/deploy.md)"),
-    "reuse_port": ((False,), "refused: one parent owns the listening socket; a second "
-                             "server would share its port unseen"),
-    "initgroups": ((False,), "refused: --user drops every supplementary group"),
-    "reload_extra_files": (([],), "refused: --reload watches the app's own modules only"),
-    "root_path": (("",), "refused: the mount prefix is $SCRIPT_NAME, as gunicorn takes "
-                         "it: raw_env = ['SCRIPT_NAME=/app'] or -e SCRIPT_NAME=/app"),
-    "protocol": (("http",), "refused: forkserver speaks HTTP only"),
-    "http_protocols": (("h1",), "refused: forkserver speaks HTTP/1.x only"),
-    "http2_cleartext": (("off", False), "refused: forkserver speaks HTTP/1.x only"),
-    "proxy_protocol": (("off", False, None),
-                       "refused: the PROXY protocol is not read; use X-Forwarded-For"),
-    "logger_class": (("gunicorn.glogging.Logger",), OWN_LOGS),
-    "logconfig": ((None,), OWN_LOGS), "logconfig_dict": (({},), OWN_LOGS),
-    "logconfig_json": ((None,), OWN_LOGS), "syslog": ((False,), OWN_LOGS),
-    "syslog_addr": ((None, "udp://localhost:514", "unix:///var/run/syslog",
-                     "unix:///var/run/log", "unix:///dev/log"), OWN_LOGS),
-    "syslog_prefix": ((None,), OWN_LOGS), "syslog_facility": (("user",), OWN_LOGS),
-    "statsd_host": ((None,), OWN_LOGS), "statsd_prefix": (("",), OWN_LOGS),
-    "dogstatsd_tags": (("",), OWN_LOGS), "enable_backlog_metric": ((False,), OWN_LOGS),
-    "strip_header_spaces": ((False,), STRICT), "permit_obsolete_folding": ((False,), STRICT),
-    "permit_unconventional_http_method": ((False,), STRICT),
-    "permit_unconventional_http_version": ((False,), STRICT),
-    "casefold_http_method": ((False,), STRICT), "tolerate_dangerous_framing": ((False,), STRICT),
-    "header_map": (("drop",), STRICT),
-    "forwarder_headers": (("SCRIPT_NAME,PATH_INFO",),
-                          "refused: no header sets SCRIPT_NAME or PATH_INFO here"),
-    "dirty_apps": (([],), NO_SUCH % "dirty arbiter"),
-    "dirty_workers": ((0,), NO_SUCH % "dirty arbiter"),
-    "worker_tmp_dir": ((None,), "ignored: no heartbeat files, the parent keeps each "
-                                "child's deadline itself"),
-    "tmp_upload_dir": ((None,), "ignored: gunicorn does not use it either"),
-    "sendfile": ((None, True), "ignored: wsgi.file_wrapper is always sent with sendfile"),
-    "reload_engine": (("auto",), "ignored: --reload polls the modules' mtimes"),
-    "spew": ((False,), "ignored: use --trace"),
-    "enable_stdio_inheritance": ((False,), "ignored: the app's stdio is the server's"),
-    "disable_redirect_access_to_syslog": ((False,), "ignored: there is no syslog"),
-    "proxy_allow_ips": (("127.0.0.1,::1",), "ignored: the PROXY protocol is not read"),
-    "uwsgi_allow_ips": (("127.0.0.1,::1",), "ignored: forkserver speaks HTTP only"),
-}
 SECURE_SCHEME_DEFAULT = {"X-FORWARDED-PROTOCOL": "ssl", "X-FORWARDED-PROTO": "https",
                          "X-FORWARDED-SSL": "on"}   # gunicorn's
 
@@ -108,7 +56,7 @@ def read_config_file(path, parser):
     # reversed: where two options share a dest (--access-log, --no-access-log)
     # the first, value-taking one describes the setting.
     reader = Reader(path, {a.dest: a for a in reversed(parser._actions)
-                           if a.dest not in NOT_SETTINGS and not getattr(a, "refused", False)},
+                           if a.dest not in NOT_SETTINGS and not getattr(a, "not_a_setting", False)},
                     switch_settings(parser))
     for name, value in namespace.items():
         if not name.startswith("_"):   # __builtins__, __file__, the file's private names
@@ -194,7 +142,8 @@ class Reader:
         known = (list(self.actions) + list(self.switches) + list(HOOKS)
                  + list(GUNICORN_RENAMED) + list(NOT_HONOURED))
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
-        if close:
+        padded = "_%s_" % name   # use_loglevel (a Docker image's own) holds loglevel whole
+        if close and "_%s_" % close[0] not in padded:
             self.warnings.append("config file %r: unknown setting %r ignored (did you "
                                  "mean %s?)" % (self.path, name, close[0]))
 
@@ -225,7 +174,7 @@ def switch_settings(parser):
         for option in action.option_strings:
             name = option[2:].replace("-", "_")
             if (option.startswith("--") and action.nargs == 0 and name != action.dest
-                    and action.dest not in NOT_SETTINGS and not getattr(action, "refused", False)):
+                    and action.dest not in NOT_SETTINGS and not getattr(action, "not_a_setting", False)):
                 found[name] = action
     return found
 
@@ -373,9 +322,22 @@ def parse_options(argv, environ=None):
         # One of them from the config file: the command line's wins, as gunicorn's --paste
         opts.app, opts.paste = cli.app, cli.paste
     check_options(opts, parser)
-    opts.config_warnings = warnings + pool_only_warnings(opts)
+    opts.config_warnings = (warnings + pool_only_warnings(opts)
+                            + getattr(opts, "ignored_flags", []) + port_warning(opts, environ))
     opts.config_notes = notes
     return opts, hooks
+
+
+def port_warning(opts, environ):
+    """gunicorn binds 0.0.0.0:$PORT when no bind is given (Heroku's habit);
+    forkserver keeps its loopback default, and says so rather than nothing."""
+    environ = os.environ if environ is None else environ
+    port = environ.get("PORT")
+    if opts.bind is not None or not port or environ.get("LISTEN_FDS"):
+        return []
+    return ["$PORT is %r, which forkserver does not read: it listens on %s unless told "
+            "(gunicorn would bind 0.0.0.0:$PORT; here that is --bind 0.0.0.0:$PORT, or "
+            "bind in the config file: docs/deploy.md, Containers)" % (port, DEFAULT_BIND)]
 
 
 def check_options(opts, parser):
@@ -429,7 +391,10 @@ def config_error(message):
 
 def effective_settings(opts, hooks):
     """--print-config: every setting as ``name = value``, then the hooks."""
-    names = sorted(name for name in vars(opts) if name not in ("config_warnings", "config_notes"))
+    names = sorted(name for name in vars(opts)
+                   if name not in ("config_warnings", "config_notes", "ignored_flags"))
     lines = ["%s = %r" % (name, getattr(opts, name)) for name in names]
+    if opts.bind is None:   # the listeners' default, or the sockets systemd passes
+        lines[names.index("bind")] = "bind = [%r]  # the default" % DEFAULT_BIND
     lines.append("hooks = %r" % sorted(hooks))
     return "\n".join(lines) + "\n"
