@@ -60,6 +60,7 @@ NOT_FOUND_HINT = ("; that is the app's not-found path, not a view: --prewarm PAT
 # The warm-up client's wait for each piece of the response, and the
 # parent's for its status line after the handler has closed the connection.
 READER_SECONDS = 1.0
+DEFAULT_HOST = "localhost"               # the warm-up's Host (warmup_host)
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
 # What a SIGHUP to a warmed parent says: the reload re-imports the app's
 # modules, but a framework may keep what it built at the warm-up.
@@ -271,6 +272,32 @@ def run_request(serve, app, config, conn, log):
     serve(conn, ("127.0.0.1", 0), app, cfg)
 
 
+def warmup_host():
+    """The warm-up request's Host: "localhost", or for a Django project a
+    name its ALLOWED_HOSTS lets in (read, never changed).  Django answers
+    any other with DisallowedHost, logged and mailed to its ADMINS, at every
+    start and USR2, and the project was never warmed.  Other apps get
+    "localhost", as before."""
+    settings = getattr(sys.modules.get("django.conf"), "settings", None)
+    try:
+        if settings is None or not settings.configured:
+            return DEFAULT_HOST
+        allowed = [h for h in settings.ALLOWED_HOSTS if isinstance(h, str) and h]
+        debug = settings.DEBUG
+    except Exception:   # noqa: BLE001 - the project's settings are not ours to fail on
+        return DEFAULT_HOST
+    if "*" in allowed or (debug and not allowed):   # Django lets localhost in then
+        return DEFAULT_HOST
+    for host in allowed:
+        host = host.lstrip(".")   # ".example.com" lets example.com in too
+        if host == DEFAULT_HOST or host.endswith("." + DEFAULT_HOST):
+            return host
+    for host in allowed:
+        if "*" not in host and host.lstrip(".") and host.isascii():
+            return host.lstrip(".")
+    return DEFAULT_HOST
+
+
 class WarmUpClient:
     """The client of a warm-up request: a connection (``conn``, the server's
     end of a socketpair) whose request is sent, and a throwaway process,
@@ -283,8 +310,8 @@ class WarmUpClient:
         self.conn, theirs = attempt("socketpair", socket.socketpair)
         self.status_fd = self.pid = None
         try:
-            theirs.sendall(b"GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-                           % path.encode("latin-1"))
+            theirs.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                           % (path.encode("latin-1"), warmup_host().encode("ascii")))
             theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
             self.status_fd, self.pid = start_reader(self.conn, theirs)
         except (OSError, NotRun):

@@ -506,3 +506,31 @@ def test_a_subprocess_left_running_keeps_the_parent_unwarmed_and_is_named(start_
         and "(sleep)" in warnings[0], warnings
     assert "prewarm GET /" not in server.log_text()
     assert [p.name() for p in server.children()] == []   # none started in the parent
+
+
+DJANGO_PRODUCTION_TAIL = """
+DEBUG = False
+ALLOWED_HOSTS = ["www.example.com", ".example.org"]
+ADMINS = [("Ops", "ops@example.com")]
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = BASE_DIR / "sent-mail"
+"""
+
+
+@NEEDS_DJANGO
+def test_a_production_django_project_is_warmed_and_mails_its_admins_nothing(
+        start_server, tmp_path):
+    """A project's production settings (DEBUG off, its own ALLOWED_HOSTS,
+    ADMINS): the warm-up's Host: localhost was a DisallowedHost, an ERROR
+    mailed to ADMINS at every start, and the project was never warmed.  The
+    warm-up now asks for a host the project lets in (read from its settings)."""
+    project, env = startproject(tmp_path)
+    settings = project / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + DJANGO_PRODUCTION_TAIL)
+    server = start_server("mysite.wsgi", cwd=str(project), env=env)
+    log = wait_for_log(server, "GET /")
+    assert "prewarm GET /: HTTP/1.1 404 Not Found (16 passes)" in log, log
+    assert "DisallowedHost" not in log and not warnings_in(log), log
+    assert not (project / "sent-mail").exists()
+    status, _, _ = http_get(server, "/", headers={"Host": "www.example.com"})
+    assert status == 404   # a new project has no view at /: Django's own 404
