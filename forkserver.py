@@ -50,7 +50,7 @@ from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 parent_death_signal, relieve_cap, restart_after_sighup,
                                 timed_out_handler)
 from forkparts.cli import UsageError
-from forkparts.configfile import effective_settings, parse_options
+from forkparts.configfile import effective_settings, parse_options, warn_config_changed
 from forkparts.hooks import CHILD_HOOKS, HookCalls, Settings, Worker, worker_for_child
 from forkparts.http11 import Limits
 from forkparts.labs import server_class
@@ -267,6 +267,7 @@ class Supervisor(HookCalls):
         self.freeze_heap()
         flush_stdio()
         forkparts.prewarm.log_reloaded(self.log, self.loader, self.warmed)
+        warn_config_changed(self.opts, self.log)
         sd_notify("READY=1")
         self.drain_kept_alive()
 

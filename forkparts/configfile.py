@@ -316,6 +316,8 @@ def parse_options(argv, environ=None):
     config_binds = env.apply(parser, notes) or config_binds
     opts = parser.parse_args(argv)
     opts.config = config
+    # Its absolute path (--chdir comes later) and its stamp, for a reload's look.
+    opts.config_read = config and (os.path.abspath(config), file_stamp(config))
     if opts.bind is None:
         opts.bind = config_binds
     if opts.app and opts.paste and bool(cli.app) != bool(cli.paste):
@@ -326,6 +328,25 @@ def parse_options(argv, environ=None):
                             + getattr(opts, "ignored_flags", []) + port_warning(opts, environ))
     opts.config_notes = notes
     return opts, hooks
+
+
+def file_stamp(path):
+    """What tells a file's later change: (mtime_ns, size), or None."""
+    try:
+        st = os.stat(path) if path else None
+    except OSError:
+        return None
+    return st and (st.st_mtime_ns, st.st_size)
+
+
+def warn_config_changed(opts, log):
+    """A HUP reloads the app, not the config file, whose settings (bind,
+    user, hooks, timeouts) are the start's; gunicorn's HUP reads it again.
+    A file changed since the start gets a warning, not silence."""
+    if opts.config_read and file_stamp(opts.config_read[0]) != opts.config_read[1]:
+        log.warning("the config file %s changed since the start, and a reload does not "
+                    "read it again: its settings are the start's; SIGUSR2 starts a new "
+                    "parent that reads it (docs/operations.md, Reloading)" % opts.config)
 
 
 def port_warning(opts, environ):
@@ -392,7 +413,8 @@ def config_error(message):
 def effective_settings(opts, hooks):
     """--print-config: every setting as ``name = value``, then the hooks."""
     names = sorted(name for name in vars(opts)
-                   if name not in ("config_warnings", "config_notes", "ignored_flags"))
+                   if name not in ("config_warnings", "config_notes", "ignored_flags",
+                                   "config_read"))
     lines = ["%s = %r" % (name, getattr(opts, name)) for name in names]
     if opts.bind is None:   # the listeners' default, or the sockets systemd passes
         lines[names.index("bind")] = "bind = [%r]  # the default" % DEFAULT_BIND

@@ -689,6 +689,25 @@ def test_sighup_on_a_warmed_parent_says_what_a_reload_cannot_renew(start_server)
     assert "SIGUSR2" not in unwarmed.log_text()
 
 
+def test_sighup_after_the_config_file_changed_says_it_is_not_read_again(start_server,
+                                                                        tmp_path):
+    """gunicorn's HUP reads its config file again; here a reload keeps the
+    start's settings, and an edited file (timeout = 1, an operator's fix)
+    was dropped without a word.  Run from another directory (--chdir), as a
+    relative path must still be found."""
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("timeout = 30\n")
+    server = start_server("tests.apps:hello", "-c", str(config), "--chdir", "/")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded tests.apps:hello" in server.log_text(), 30, "the reload")
+    assert "changed since the start" not in server.log_text()
+    config.write_text("timeout = 1   # edited\n")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: server.log_text().count("reloaded tests.apps:hello") == 2, 30, "reload 2")
+    (line,) = [l for l in server.log_text().splitlines() if "changed since the start" in l]
+    assert "[WARNING]" in line and str(config) in line and "SIGUSR2" in line, line
+
+
 # ---------------------------------------------------------------- hooks
 
 HOOKS_CONFIG = '''
