@@ -250,12 +250,29 @@ def set_defer_accept(sock, seconds):
 # write bit lets a peer connect(2) (unix(7)), execute means nothing on a socket,
 # so --umask 007 gives 0660 as it would for any file the server writes.
 SOCKET_FILE_MODE = 0o666
+# sockaddr_un's sun_path: 108 bytes on Linux, 104 on macOS and the BSDs; the
+# path, without its NUL, must be shorter (CPython refuses it otherwise with
+# "AF_UNIX path too long" and no errno).
+SUN_PATH_BYTES = 108 if sys.platform.startswith("linux") else 104
 # While bound but not yet chmod'ed the file is 0000: no one but root may connect
 # before its mode is the one asked for.
 BIND_UMASK = 0o777
 
 
+def unix_path_problem(path):
+    """A ListenError if ``path`` is too long for a unix socket here, else None."""
+    size = len(os.fsencode(path))
+    if size < SUN_PATH_BYTES:
+        return None
+    return ListenError("cannot listen on unix:%s: the path is %d bytes, and a unix socket's "
+                       "must be under %d here (sun_path): choose a shorter one, for example "
+                       "under /run" % (path, size, SUN_PATH_BYTES))
+
+
 def bind_unix(path, backlog, umask):
+    problem = unix_path_problem(path)
+    if problem:
+        raise problem
     remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(BIND_UMASK)
@@ -263,7 +280,7 @@ def bind_unix(path, backlog, umask):
         sock.bind(path)
     except OSError as exc:
         sock.close()
-        raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror)) from None
+        raise ListenError("cannot listen on unix:%s: %s" % (path, exc.strerror or exc)) from None
     finally:
         os.umask(old)
     try:
@@ -322,6 +339,8 @@ def check_address(address):
             return ListenError("fd://%d is not a socket: %s" % (value, exc.strerror))
         return None if is_socket else ListenError("fd://%d is not a socket: %s" % (
             value, os.strerror(errno.ENOTSOCK)))
+    if unix_path_problem(value):
+        return unix_path_problem(value)
     if os.path.lexists(value) and not stat.S_ISSOCK(os.lstat(value).st_mode):
         return ListenError("unix:%s exists and is not a socket" % value)
     directory = os.path.dirname(os.path.abspath(value))

@@ -431,6 +431,8 @@ def start_problems(tmp):
         (["--group", "nosuchgroup"], EXIT_LISTEN),
         (["--bind", "no-such-host.invalid:80"], EXIT_LISTEN),
         (["--bind", "unix:%s" % (tmp / "missing" / "fs.sock")], EXIT_LISTEN),
+        # Too long for sun_path: "...: None" at start, "config OK" from the check.
+        (["--bind", "unix:%s" % (tmp / ("s" * 120))], EXIT_LISTEN),
         (["--bind", "fd://987"], EXIT_LISTEN),
         (["tests.apps:no_such_app"], EXIT_APP_LOAD),
         (["tests.apps_core:asgi_instance"], EXIT_APP_LOAD),
@@ -447,6 +449,7 @@ def test_check_config_refuses_what_a_start_refuses_in_its_words_and_status(tmp_p
         assert (start.returncode, check.returncode) == (status, status), (args, check.stderr)
         assert_one_clear_line(check)
         assert check.stderr == start.stderr.splitlines(True)[-1], args
+        assert ": None" not in check.stderr, args
     assert sorted(os.listdir(str(tmp_path))) == []
 
 
