@@ -39,7 +39,7 @@ import time
 import forkparts.prewarm
 from forkparts import __version__  # noqa: F401 (forkserver.__version__)
 from forkparts.acceptfilter import AcceptFilter, max_pending_room, refuse
-from forkparts.accel import (collapse_heap, configure as configure_accel, fill_allocator_holes,
+from forkparts.accel import (configure as configure_accel, fill_allocator_holes, huge_pages_note,
                              signal_calls)
 from forkparts.admission import Admission
 from forkparts.apps import (AppLoadError, SourceWatcher, app_loader, app_name, apply_env,
@@ -187,8 +187,7 @@ class Supervisor(HookCalls):
         self.plan_children()
         self.freeze_heap()
         if self.opts.huge_pages:   # at start only: see collapse_heap
-            self.log.info("huge pages: %d MiB of the parent's heap"
-                          % (collapse_heap() // (1 << 20)))
+            self.log.info(huge_pages_note())
         self.update_title(time.monotonic())
         flush_stdio()   # what the app printed: once here, not at every fork
 

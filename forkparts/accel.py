@@ -189,9 +189,19 @@ PAGE_BYTES = 4096
 HUGE_PAGE_MIN_RESIDENT = 448
 
 
+def huge_pages_note():
+    """collapse_heap's line for the log: how much, or why none could be."""
+    collapsed = collapse_heap()
+    if collapsed is None:
+        return ("huge pages: not available here (they need Linux's madvise(MADV_COLLAPSE) "
+                "and /proc/self/pagemap); --no-huge-pages turns this line off")
+    return "huge pages: %d MiB of the parent's heap" % (collapsed // (1 << 20))
+
+
 def collapse_heap():
     """Back the nearly full 2 MiB ranges of the parent's heap with huge pages;
-    return the bytes collapsed (0 where the kernel cannot).
+    return the bytes collapsed (0 where the kernel cannot; None without Linux's
+    madvise or /proc).
 
     fork() copies one page-table entry per 4 KiB page of the parent's private
     memory and the child's exit tears them down again: that is most of what a
@@ -212,7 +222,7 @@ def collapse_heap():
     ctypes, and /proc/self/maps and pagemap.  The public mmap.madvise()
     acts only on a mapping Python made, not on the allocator's heap."""
     if not sys.platform.startswith("linux"):
-        return 0
+        return None
     try:
         import ctypes
         madvise = ctypes.CDLL(None, use_errno=True).madvise
@@ -220,7 +230,7 @@ def collapse_heap():
             ranges = [start for start in heap_huge_ranges(maps)
                       if resident_pages(pagemap, start) >= HUGE_PAGE_MIN_RESIDENT]
     except (ImportError, OSError, AttributeError, TypeError, ValueError):
-        return 0   # no ctypes, no /proc (a container may hide pagemap)
+        return None   # no ctypes, no /proc (a container may hide pagemap)
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     # Each range is tried on its own: EINVAL means an old kernel or THP "never",
     # but also one mapping marked MADV_NOHUGEPAGE, and ENOMEM/EAGAIN one range

@@ -31,6 +31,7 @@ from forkparts.logs import format_addr
 PR_SET_CHILD_SUBREAPER = 36              # prctl(2) option, <linux/prctl.h>
 PR_SET_PDEATHSIG = 1                     # prctl(2) option, <linux/prctl.h>
 PID_MAX_FILE = "/proc/sys/kernel/pid_max"   # pids are below it (proc(5))
+STATM_PATH = "/proc/self/statm"          # --limit-memory's measure of the address space
 PID_MAX_LIMIT = 4 * 1024 * 1024          # Linux's ceiling on 64-bit (<linux/threads.h>)
 KILL_GRACE_SECONDS = 2.0                 # after a timeout's SIGTERM, SIGKILL
 # The parent's --timeout deadline comes this long after the child's own
@@ -256,7 +257,7 @@ def apply_child_limits(opts):
     if opts.limit_memory:
         # RLIMIT_AS counts the whole address space, most of it shared with the
         # parent; the limit is what the child may add on top of that.
-        with open("/proc/self/statm", "rb") as f:
+        with open(STATM_PATH, "rb") as f:
             size = int(f.read().split()[0]) * resource.getpagesize()
         limit = size + int(opts.limit_memory * 1024 * 1024)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -23,6 +23,7 @@ import os
 from forkparts.apps import user_traceback
 from forkparts.cli import (DEFAULT_BIND, POOL_ONLY, UsageError, bare_trace, build_parser, octal,
                            pool_only_warnings)
+from forkparts.children import STATM_PATH
 from forkparts.gunicorn_only import ANY, NOT_HONOURED
 from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
 from forkparts.labs import check_switches
@@ -372,6 +373,9 @@ def check_options(opts, parser):
         check_access_format(opts.access_log_format)
     except ValueError as exc:
         parser.error(str(exc))
+    if opts.limit_memory and not os.access(STATM_PATH, os.R_OK):   # every child would fail
+        parser.error("--limit-memory: the child's address space is read from %s, which "
+                     "this system does not have (Linux's /proc)" % STATM_PATH)
     if opts.read_timeout and opts.timeout and opts.read_timeout >= opts.timeout:
         opts.read_timeout = max(opts.timeout * 0.75, 0.1)
 

@@ -61,6 +61,7 @@ NOT_FOUND_HINT = ("; that is the app's not-found path, not a view: --prewarm PAT
 # parent's for its status line after the handler has closed the connection.
 READER_SECONDS = 1.0
 DEFAULT_HOST = "localhost"               # the warm-up's Host (warmup_host)
+FD_PROBE_MAX = 65536                     # descriptors looked at without /proc (probed_fds)
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
 # What a SIGHUP to a warmed parent says: the reload re-imports the app's
 # modules, but a framework may keep what it built at the warm-up.
@@ -569,17 +570,39 @@ def left_open(fds, threads, tasks, procs):
 def open_fds():
     """{fd: what it is (readlink of /proc/self/fd/N)}; the listing's own
     descriptor, closed by the time it is read, is left out.  Without /proc
-    (not Linux) nothing is seen."""
+    (macOS, the BSDs) every number is looked at instead (probed_fds): it
+    saw nothing there, and an app's pooled connection was warmed into the
+    parent unseen."""
     found = {}
     try:
         entries = os.listdir("/proc/self/fd")
     except OSError:
-        return found
+        return probed_fds()
     for entry in entries:
         try:
             found[int(entry)] = os.readlink("/proc/self/fd/" + entry)
         except OSError:
             pass
+    return found
+
+
+def probed_fds():
+    """{fd: its kind and inode, "socket:[123]"} for every descriptor below
+    the descriptor limit (at most FD_PROBE_MAX), by fstat: what open_fds
+    sees where there is no /proc to list."""
+    import resource
+    import stat
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    top = FD_PROBE_MAX if soft == resource.RLIM_INFINITY else min(soft, FD_PROBE_MAX)
+    found = {}
+    for fd in range(top):
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            continue
+        kind = ("socket" if stat.S_ISSOCK(info.st_mode) else
+                "pipe" if stat.S_ISFIFO(info.st_mode) else "file")
+        found[fd] = "%s:[%d]" % (kind, info.st_ino)
     return found
 
 

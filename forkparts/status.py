@@ -20,12 +20,14 @@ from forkparts.privileges import write_atomically
 
 STATUS_INTERVAL_SECONDS = 1.0            # --status-file: written at most this often
 TITLE_INTERVAL_SECONDS = 0.1             # the process title: rewritten at most this often
+DEFAULT_PROC_NAME = "forkserver"         # --proc-name's default (cli.py)
 
 
 class Status:
     """The title and the status file of one parent."""
 
-    def __init__(self, path, set_title, descriptions, log, proc_name="forkserver", set_comm=None):
+    def __init__(self, path, set_title, descriptions, log, proc_name=DEFAULT_PROC_NAME,
+                 set_comm=None):
         self.path, self.set_title, self.log = path, set_title, log
         self.prefix = "%s: parent %s" % (proc_name, " ".join(descriptions))
         # setproctitle also makes the title's first 15 bytes the kernel's
@@ -36,11 +38,15 @@ class Status:
         # reads the priority, 20, and warns at every start).  So the parent's
         # comm is set back to its name without spaces after every title.
         self.set_comm = set_comm
-        self.comm = "".join(proc_name.split())[:15] or "forkserver"
+        self.comm = "".join(proc_name.split())[:15] or DEFAULT_PROC_NAME
         self.title_dirty = False   # counts changed: retitle when title_due has come
         self.title_due = 0.0       # not before this (monotonic)
         self.file_dirty = bool(path)
         self.file_due = 0.0        # not before this (monotonic)
+        if set_title is None and proc_name != DEFAULT_PROC_NAME:   # asked for, not had
+            log.warning("--proc-name %r: process titles need setproctitle, which is not "
+                        "installed (pip install setproctitle); ps shows the command line"
+                        % proc_name)
 
     def update_title(self, children, high_water, now):
         self.title_dirty = False

@@ -73,3 +73,16 @@ def test_after_each_title_the_parents_comm_is_its_name_without_spaces():
     status.update_title(0, 0, 100.0)
     assert calls[-1] == "averylongnamewi"
     assert Status(None, None, [], Log(), " ", set_comm=calls.append).comm == "forkserver"
+
+
+def test_a_proc_name_without_setproctitle_is_a_warning_not_silence():
+    """--proc-name (gunicorn's --name) asks for titles, which need the
+    optional setproctitle: without it the name was ignored without a word."""
+    log = Log()
+    Status(None, None, [], log, "myshop")
+    (warning,) = log.warnings
+    assert "--proc-name 'myshop'" in warning and "pip install setproctitle" in warning
+    quiet = Log()
+    Status(None, None, [], quiet)                       # the default name: nothing asked
+    Status(None, lambda title: None, [], quiet, "myshop")   # titles there: nothing to say
+    assert quiet.warnings == []
