@@ -163,24 +163,25 @@ urlpatterns.append(path('', index))
 """
 
 
-def startproject(base):
-    """``django-admin startproject mysite`` in base: (project directory, environment)."""
+def startproject(base, tails=None):
+    """``django-admin startproject mysite`` in base, with each text of
+    ``tails`` appended to its file of mysite/: (project directory, environment)."""
     env = dict(os.environ)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run([sys.executable, "-m", "django", "startproject", "mysite"],
                           cwd=str(base), env=env, capture_output=True, text=True,
                           timeout=DJANGO_SETUP_TIMEOUT_SECONDS)
     assert done.returncode == 0, done.stderr
+    for name, tail in (tails or {}).items():
+        path = base / "mysite" / "mysite" / name
+        path.write_text(path.read_text() + tail)
     return base / "mysite", env
 
 
 @pytest.fixture(scope="module")
 def django_project(tmp_path_factory):
-    project, env = startproject(tmp_path_factory.mktemp("django-warmup"))
-    for path, tail in ((project / "mysite" / "settings.py", DJANGO_SETTINGS_TAIL),
-                       (project / "mysite" / "urls.py", DJANGO_URLS_TAIL)):
-        path.write_text(path.read_text() + tail)
-    return project, env
+    return startproject(tmp_path_factory.mktemp("django-warmup"),
+                        {"settings.py": DJANGO_SETTINGS_TAIL, "urls.py": DJANGO_URLS_TAIL})
 
 
 @NEEDS_DJANGO
@@ -335,9 +336,7 @@ def test_a_new_django_project_prints_its_warm_up_404_once_not_for_every_pass(
     logs "Not Found: /" on stderr for the warm-up's GET /.  The trial child
     shows it; the parent's passes (16 of them) used to print it again each
     time."""
-    project, env = startproject(tmp_path)
-    urls = project / "mysite" / "urls.py"
-    urls.write_text(urls.read_text() + POLLS_URLS)
+    project, env = startproject(tmp_path, {"urls.py": POLLS_URLS})
     server = start_server("mysite.wsgi", cwd=str(project), env=env)
     log = wait_for_log(server, "prewarm GET /")
     assert "prewarm GET /: HTTP/1.1 404 Not Found (16 passes)" in log, log
@@ -524,9 +523,7 @@ def test_a_production_django_project_is_warmed_and_mails_its_admins_nothing(
     ADMINS): the warm-up's Host: localhost was a DisallowedHost, an ERROR
     mailed to ADMINS at every start, and the project was never warmed.  The
     warm-up now asks for a host the project lets in (read from its settings)."""
-    project, env = startproject(tmp_path)
-    settings = project / "mysite" / "settings.py"
-    settings.write_text(settings.read_text() + DJANGO_PRODUCTION_TAIL)
+    project, env = startproject(tmp_path, {"settings.py": DJANGO_PRODUCTION_TAIL})
     server = start_server("mysite.wsgi", cwd=str(project), env=env)
     log = wait_for_log(server, "GET /")
     assert "prewarm GET /: HTTP/1.1 404 Not Found (16 passes)" in log, log
