@@ -32,7 +32,7 @@ def whoami(environ, start_response):
         "server": os.getppid(), "child": os.getpid(), "uid": os.getuid(),
         "remote_addr": environ.get("REMOTE_ADDR"), "scheme": environ["wsgi.url_scheme"],
         "method": environ["REQUEST_METHOD"], "path": environ["PATH_INFO"],
-        "x_forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"),
+        "x_forwarded_for": environ.get("HTTP_X_FORWARDED_FOR"), "host": environ.get("HTTP_HOST"),
         "passed_on": {name: environ[name] for name in (
             "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_HOST",
             "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_PREFIX") if name in environ},

@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from tests.apps_deploy import expected_download
-from tests.conftest import FORKSERVER, READY_RE, ROOT, http_get, kill_tree, needs, unix_get
+from tests.conftest import (FORKSERVER, READY_RE, ROOT, http_get, kill_tree, needs,
+                            read_until_close, unix_get)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 OPENSSL = shutil.which("openssl")
@@ -233,6 +234,25 @@ def test_nginx_proxies_get_post_and_big_bodies(start_server, start_nginx, tmp_pa
                                 headers={"Content-Type": "application/octet-stream"}))
     assert (seen["body_length"], seen["body_sha256"]) == (
         BIG_BYTES, hashlib.sha256(upload).hexdigest())
+
+
+def test_an_http_1_0_client_without_host_is_served_through_the_shipped_nginx(start_server,
+                                                                            start_nginx):
+    """nginx sends upstream HTTP/1.1; with `Host $http_host` a client that
+    sent no Host (HTTP/1.0: old clients, health probes) left the upstream
+    request without one, which forkserver must answer 400 (RFC 9112 3.2)."""
+    server = start_server("tests.apps_deploy:whoami")
+    nginx = start_nginx([upstream_of(server)])
+    with socket.create_connection(("127.0.0.1", nginx.http_port),
+                                  timeout=HTTP_TIMEOUT_SECONDS) as sock:
+        sock.sendall(b"GET /old HTTP/1.0\r\n\r\n")
+        reply = read_until_close(sock)
+    assert reply.startswith(b"HTTP/1.1 200 "), reply[:200]
+    seen = json.loads(reply.partition(b"\r\n\r\n")[2])
+    assert (seen["path"], seen["host"]) == ("/old", "example.com")   # server_name
+    # A client's Host still goes through as it sent it, port and all.
+    seen = whoami(nginx.request("GET", "/", headers={"Host": "example.com:8443"}))
+    assert seen["host"] == "example.com:8443"
 
 
 def test_nginx_download_of_10_mb_arrives_whole(start_server, start_nginx):
