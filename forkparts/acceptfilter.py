@@ -21,9 +21,9 @@ import select
 import socket
 import time
 
-from forkparts.http11 import HTTPError, error_response
+from forkparts.http11 import HTTPError, Limits, error_response
 from forkparts.logs import format_addr
-from forkparts.parser import find_head_end
+from forkparts.parser import check_partial_head, find_head_end
 
 # A request body of at most this (by Content-Length) is read by the filter
 # before the fork, so a client that trickles a small body holds no child;
@@ -78,6 +78,9 @@ class AcceptFilter:
     def __init__(self, opts, log, poller, head_limit, may_fork, fork, count_ip):
         self.opts, self.log, self.poller = opts, log, poller
         self.limit = head_limit
+        # A line over its limit goes to a child now, to answer 414/431 (request_state).
+        self.limits = Limits(opts.limit_request_line, field=opts.limit_request_field_size,
+                             head=head_limit)
         self.bodies = opts.min_body_rate > 0   # --min-body-rate 0: no rate to hold them to
         self.may_fork, self.fork, self.count_ip = may_fork, fork, count_ip
         self.parked = {}          # fd -> Parked
@@ -116,7 +119,7 @@ class AcceptFilter:
         try:   # each step copies the head: MemoryError under RLIMIT_AS
             data = self.view[:count].tobytes() if count > 0 else b""
             if data.find(b"\r\n\r\n") == -1 or not data.startswith(NO_BODY_PREFIXES):
-                state = request_state(data, self.limit, self.bodies)
+                state = request_state(data, self.limit, self.bodies, self.limits)
                 if state != READY:
                     self.park(sock, addr, data, now, state)
                     return None
@@ -204,7 +207,7 @@ class AcceptFilter:
             data = parked.sock.recv(self.limit + 1 + PARENT_BODY_BYTES - len(parked.data),
                                     MSG_DONTWAIT)
             parked.data += data
-            state = request_state(parked.data, self.limit, self.bodies) if data else None
+            state = data and request_state(parked.data, self.limit, self.bodies, self.limits)
         except BlockingIOError:
             return
         except OSError:
@@ -390,15 +393,18 @@ def max_pending_room(requested, log):
     return requested
 
 
-def request_state(data, limit, bodies=True):
+def request_state(data, limit, bodies=True, limits=None):
     """A connection goes to a child once it is READY: its head is complete (or
-    can never be: too long, or a bare CR/LF the child answers 400), and so is
-    its body if that is small (filter_body_bytes) and the filter waits for
-    bodies (not with --min-body-rate 0: no rate to hold them to)."""
+    can never be: too long, a line over its limit in ``limits``, or a bare
+    CR/LF the child answers 400), and so is its body if that is small
+    (filter_body_bytes) and the filter waits for bodies (not with
+    --min-body-rate 0: no rate to hold them to)."""
     if len(data) > limit + PARENT_BODY_BYTES:
         return READY
     try:
         end = find_head_end(data)
+        if end == -1 and limits is not None:
+            check_partial_head(data, limits)
     except HTTPError:
         return READY
     if end == -1:

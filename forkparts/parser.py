@@ -108,13 +108,29 @@ def find_head_end(buf, start=0):
 
 
 def check_partial_head(buf, limits):
-    """Size checks on a head that has not ended yet."""
+    """Size checks on a head that has not ended yet: a line already over
+    its limit is answered now (414, 431), not when the head ends or its
+    timeout comes (a 408 ten seconds later, where a complete head got 414)."""
     first = 2 if buf.startswith(b"\r\n") else 0
     line_end = buf.find(b"\r\n", first)
-    if line_end == -1 and len(buf) - first > limits.request_line:
+    if (line_end if line_end != -1 else len(buf)) - first > limits.request_line:
         raise URITooLong("request line longer than %d bytes" % limits.request_line)
+    if line_end != -1 and longest_line(buf, line_end + 2) > limits.field:
+        raise HeaderFieldsTooLarge("a header field longer than %d bytes" % limits.field)
     if len(buf) > limits.head:
         raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
+
+
+def longest_line(buf, start):
+    """The length of the longest line of ``buf`` from ``start``, the last
+    one (not ended yet) included, CRLFs not counted."""
+    longest = 0
+    while True:
+        end = buf.find(b"\r\n", start)
+        if end == -1:
+            return max(longest, len(buf) - start - buf.endswith(b"\r"))
+        longest = max(longest, end - start)
+        start = end + 2
 
 
 def parse_head(data, limits=DEFAULT_LIMITS):

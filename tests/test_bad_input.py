@@ -448,7 +448,10 @@ def test_heads_held_past_the_parents_memory_get_503_and_the_parent_lives(start_s
     server = start_server("tests.apps:hello")
     parent = psutil.Process(server.pid)
     soft, hard = parent.rlimit(psutil.RLIMIT_AS)
-    head = b"GET / HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"p" * 60000 + b"\r\n"   # never complete
+    # Never complete, and every line within its limit (a line over it goes
+    # to a child at once, for its 431): 60 KB the parent holds.
+    head = b"GET / HTTP/1.1\r\nHost: t\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"p" * 7500) for i in range(8))
     socks, refused = [], 0
     try:
         parent.rlimit(psutil.RLIMIT_AS, (parent.memory_info().vms + HELD_HEADROOM_BYTES, hard))
@@ -542,3 +545,25 @@ def test_a_limit_the_parents_own_descriptors_fill_is_refused_not_ready():
     assert code == 1 and proc.stderr_text == (
         "forkserver: error: out of file descriptors: [Errno 24] Too many open files: none "
         "left for a client connection (ulimit -n is 7)\n"), proc.stderr_text
+
+
+@pytest.mark.parametrize("keep_alive", [False, True])
+@pytest.mark.parametrize("head, status", [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n", b"414"),
+    (b"GET /" + b"a" * 9000, b"414"),
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 9000, b"431"),
+], ids=["request-line-ended", "request-line-unended", "field-unended"])
+def test_a_line_over_its_limit_is_answered_before_the_head_ends(start_server, head, status,
+                                                                keep_alive):
+    """A head still arriving whose request line or a field is already over
+    its limit (8190) got 408 at --header-timeout, ten seconds later, from
+    the parent's accept filter (and, for a field, from a kept-alive
+    connection's child): a complete head with the same line got 414 at once."""
+    args = ("--keep-alive", "5") if keep_alive else ()
+    server = start_server("tests.apps:hello", *args)
+    with server.connect(timeout=5) as sock:   # well under the 10 s of a 408
+        if keep_alive:
+            sock.sendall(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(head)
+        assert read_until_close(sock).startswith(b"HTTP/1.1 " + status)

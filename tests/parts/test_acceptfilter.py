@@ -36,6 +36,21 @@ def test_request_state(data, state):
     assert request_state(data, LIMIT) == state
 
 
+# An unfinished head with a line already over its limit: the filter held it
+# until --header-timeout (a 408 ten seconds later); the child's answer, 414 or
+# 431, is sent at once now, as on a kept-alive connection.
+@pytest.mark.parametrize("data, state", [
+    (b"GET /" + b"a" * 9000, READY),                                   # request line, unended
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n", READY),     # request line, ended
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 9000, READY),       # a field, unended
+    (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\nHost: h\r\n", READY),
+    (b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nX: " + b"a" * 8000, HEAD_INCOMPLETE),
+])
+def test_a_line_over_its_limit_is_ready_before_the_head_ends(data, state):
+    from forkparts.http11 import Limits
+    assert request_state(data, LIMIT, True, Limits(request_line=8190, field=8190)) == state
+
+
 def test_without_a_body_rate_a_complete_head_is_ready():
     assert request_state(post(b"5", b"ab"), LIMIT, bodies=False) == READY
 
@@ -76,7 +91,8 @@ def test_close_if_quiet_keeps_a_connection_whose_client_began_a_request():
 
 def filter_for_test(may_fork=True):
     opts = SimpleNamespace(min_body_rate=500.0, max_pending=4, header_timeout=10.0,
-                           keep_alive=0.0)
+                           keep_alive=0.0, limit_request_line=8190,
+                           limit_request_field_size=8190)
     forked = []
     log = SimpleNamespace(warning=lambda *a: None, info=lambda *a: None,
                           limited=lambda *a: None)
