@@ -220,13 +220,19 @@ def log_child_failure(log, addr, timed_out=None):
     return EXIT_TIMEOUT if timed_out is not None else EXIT_ERROR
 
 
+# The signal handlers a TimedOut comes through (timed_out_handler's, and
+# worker_abort's in forkparts/hooks.py, on_child_signals): never the place.
+SIGNAL_PLUMBING = {(__file__, "on_alarm"),
+                   (os.path.join(os.path.dirname(__file__), "hooks.py"), "handler")}
+
+
 def where_raised(exc):
     """"name (file:line)": the innermost Python frame ``exc`` came through,
-    but for the signal handler that raised it (timed_out_handler's)."""
+    but for the signal handlers that raised it (SIGNAL_PLUMBING)."""
     tb, where = exc.__traceback__, None
     while tb is not None:
         code = tb.tb_frame.f_code
-        if not (code.co_filename == __file__ and code.co_name == "on_alarm"):
+        if (code.co_filename, code.co_name) not in SIGNAL_PLUMBING:
             where = "%s (%s:%d)" % (code.co_name, os.path.basename(code.co_filename),
                                     tb.tb_lineno)
         tb = tb.tb_next

@@ -1,4 +1,4 @@
-"""The child's exit statuses, and the exception that means one.
+"""The child's exit statuses, and the exceptions that mean one.
 
 DESIGN note: the child says how it ended only through its exit status, which
 the parent decodes in its log (EXIT_NAMES); both sides read the codes from
@@ -21,11 +21,18 @@ EXIT_NAMES = {
 }
 
 
-class CPULimitExceeded(BaseException):
+class ServerSignal(BaseException):
+    """What the server raises into whatever code is running, from a signal
+    handler of its own: a deadline, a limit, a stop.  A BaseException, so an
+    app's ``except Exception`` does not swallow it; and code of the server
+    that catches the app's or a hook's errors lets it through (run_hook)."""
+
+
+class CPULimitExceeded(ServerSignal):
     """Raised from the SIGXCPU handler the parent installs under --limit-cpu."""
 
 
-class TimedOut(BaseException):
+class TimedOut(ServerSignal):
     """Raised from the child's SIGALRM handler at its --timeout deadline, in
     whatever the app is doing (as gunicorn's sync worker does on its
     arbiter's SIGABRT): the request gets a 500 if nothing was sent, else a cut

@@ -25,6 +25,7 @@ import os
 import signal
 import time
 
+from forkparts.exits import ServerSignal
 from forkparts.http11 import error_response
 
 PARENT, CHILD = "parent", "child"
@@ -249,18 +250,21 @@ class HookCalls:
     def run_hook(self, name, *args):
         """Call hook ``name`` with gunicorn's arguments: the one place hooks
         are called.  A hook in forkserver's old form gets its old arguments
-        (hooks.OLD_FORMS).  A hook that raises (``sys.exit()`` too) is
-        logged by name; False then.  What the server raises into a hook goes
-        on through it: a stop before the ready line (StopBeforeReady), the
-        child's --timeout (TimedOut), --limit-cpu, Ctrl-C's KeyboardInterrupt;
-        caught as the hook's, a slow pre_request ran the app past its deadline."""
+        (hooks.OLD_FORMS).  A hook that raises anything (``sys.exit()``, a
+        KeyboardInterrupt or CancelledError of its own too) is logged by name;
+        False then.  What the server raises into a hook from a signal of its
+        own (exits.ServerSignal: the child's --timeout, --limit-cpu, a stop
+        before the ready line) goes on through it: caught as the hook's, a
+        slow pre_request ran the app past its deadline."""
         hook = self.hooks.get(name)
         if hook is None:
             return True
         try:
             hook.function(*(hook.adapt(*args) if hook.adapt else args))
             return True
-        except (Exception, SystemExit):
+        except ServerSignal:
+            raise
+        except BaseException:
             self.log.exception("hook %s failed" % name)
             return False
 
@@ -297,18 +301,20 @@ class HookCalls:
         if "worker_abort" in self.hooks:   # SIGALRM: the child's own --timeout
             on_child_signals((signal.SIGABRT, signal.SIGALRM),
                              lambda: self.run_hook("worker_abort", worker))
-        ok = False
+        ok = done = False
         try:
             ok = self.run_hook("post_fork", self, worker)
-        finally:   # it raised (logged), or --timeout came in it (logged as the child ends)
-            if not ok:
-                self.log.error("hook post_fork did not finish: answering 500")
+            if ok:
+                self.run_hook("post_worker_init", worker)
+            done = True
+        finally:   # post_fork raised (logged), or --timeout came in a hook (logged at the end)
+            if not (ok and done):
+                self.log.error("hook %s did not finish: answering 500"
+                               % ("post_worker_init" if ok else "post_fork"))
                 try:
                     sock.sendall(error_response(500))
                 except OSError:
                     pass
-        if ok:
-            self.run_hook("post_worker_init", worker)
         return ok
 
     def child_end(self):

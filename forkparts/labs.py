@@ -19,10 +19,11 @@ This module never imports forkserver: the Server class is handed in.
 import signal
 
 from forkparts.children import exited_children, flush_stdio
+from forkparts.exits import ServerSignal
 from forkparts.logs import format_addr
 
 
-class LabTimeout(BaseException):
+class LabTimeout(ServerSignal):
     """--lab-iterative: the request overran --timeout (a BaseException, so
     that an app's ``except Exception`` does not swallow it)."""
 

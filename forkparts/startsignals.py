@@ -24,11 +24,13 @@ restore the dispositions the server was started with (original), not these.
 
 import signal
 
+from forkparts.exits import ServerSignal
+
 STOP = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
 KEPT = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 
 
-class StopBeforeReady(BaseException):
+class StopBeforeReady(ServerSignal):
     """A stop signal before the server was ready: the start ends, cleanly.
     A BaseException, so that an app's ``except Exception`` around its own
     import does not swallow it."""

@@ -227,17 +227,19 @@ def {name}({params}):
     time.sleep({seconds})
 '''
 HOOK_PARAMS = {"pre_request": "worker, req", "post_request": "worker, req, environ, resp",
-               "post_fork": "server, worker", "worker_exit": "server, worker"}
+               "post_fork": "server, worker", "worker_exit": "server, worker",
+               "post_worker_init": "worker"}
+WORKER_ABORT = "\ndef worker_abort(worker):\n    pass\n"
 EXIT_TIMEOUT = 6               # forkparts.exits.EXIT_TIMEOUT
 
 
-def slow_hook_server(start_server, tmp_path, name, seconds=3):
+def slow_hook_server(start_server, tmp_path, name, seconds=3, more=""):
     config = write_config(tmp_path, SLOW_HOOK.format(name=name, params=HOOK_PARAMS[name],
-                                                     seconds=seconds))
+                                                     seconds=seconds) + more)
     return start_server("tests.apps:hello", "--config", config, "--timeout", "1")
 
 
-@pytest.mark.parametrize("name", ["pre_request", "post_fork"])
+@pytest.mark.parametrize("name", ["pre_request", "post_fork", "post_worker_init"])
 def test_timeout_in_a_hook_before_the_app_answers_500_and_says_timeout(
         start_server, tmp_path, name):
     """The child's --timeout is a BaseException (TimedOut) raised wherever
@@ -254,15 +256,34 @@ def test_timeout_in_a_hook_before_the_app_answers_500_and_says_timeout(
     assert "killed by SIGTERM" not in log
 
 
+@pytest.mark.parametrize("more", ["", WORKER_ABORT], ids=["", "with-worker_abort"])
 @pytest.mark.parametrize("name", ["post_request", "worker_exit"])
 def test_timeout_in_a_hook_after_the_response_ends_the_child_as_a_timeout(
-        start_server, tmp_path, name):
+        start_server, tmp_path, name, more):
     """After the response went out whole, a hook that overruns --timeout ends
     the child with the timeout's status and one line naming the hook, not a
-    hook failure's traceback and a clean exit."""
-    server = slow_hook_server(start_server, tmp_path, name)
+    hook failure's traceback and a clean exit.  A worker_abort hook puts its
+    own signal handler in the way, which the line used to name instead."""
+    server = slow_hook_server(start_server, tmp_path, name, more=more)
     assert http_get(server, "/")[:3:2] == (200, b"Hello, World!\n")
     log = wait_for_text(server.log_text, "exited with status %d" % EXIT_TIMEOUT)
     assert "exited with status %d" % EXIT_TIMEOUT in log
     assert "--timeout reached in %s" % name in log
     assert "hook %s failed" % name not in log
+
+
+@pytest.mark.parametrize("raised", ["KeyboardInterrupt", "GeneratorExit"])
+def test_a_parent_hook_raising_a_base_exception_of_its_own_is_logged_and_survived(
+        start_server, tmp_path, raised):
+    """What a hook raises is the hook's failure, whatever its class (a hook
+    that runs asyncio can raise CancelledError, a BaseException): only what
+    the server raises into it from a signal of its own goes through.  Before
+    the ServerSignal class, a narrower catch let a child_exit's
+    KeyboardInterrupt stop the parent."""
+    config = write_config(tmp_path, "def child_exit(server, worker):\n    raise %s()\n" % raised)
+    server = start_server("tests.apps:hello", "--config", config)
+    for _ in range(2):
+        assert http_get(server, "/")[:3:2] == (200, b"Hello, World!\n")
+    wait_for_text(server.log_text, "hook child_exit failed")
+    assert server.ps.is_running()
+    assert server.stop() == 0
