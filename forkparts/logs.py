@@ -287,6 +287,19 @@ def reopen_log_file(path, fd):
     os.close(new)
 
 
+# Descriptors 1 and 2 as the server was started with, once --capture-output
+# has pointed them at the error log (kept for the process's life, close-on-exec).
+ORIGINAL_STDIO = []
+
+
+def restore_original_stdio():
+    """In a USR2's new parent, just before its exec: 1 and 2 as the server was
+    started with, so its ready line and an access log on stdout go where the
+    old parent's went, not into the error log."""
+    for fd, original in zip((1, 2), ORIGINAL_STDIO):
+        os.dup2(original, fd)
+
+
 def capture_output(log):
     """--capture-output, as gunicorn's: descriptors 1 and 2 (the app's print
     and tracebacks, sys.stdout and sys.stderr) become the error log file.
@@ -295,9 +308,11 @@ def capture_output(log):
     stdout (the default), which would otherwise fill the error log."""
     if log.error_fd in (1, 2):
         return   # --error-log -: stdout and stderr are already where they go
-    log.ready_fd = os.dup(1)
+    if not ORIGINAL_STDIO:   # the first time; a USR1 comes here again
+        ORIGINAL_STDIO.extend((os.dup(1), os.dup(2)))
+    log.ready_fd = os.dup(ORIGINAL_STDIO[0])
     if log.access_fd == 1:   # an access log on stdout stays there, out of the error log
-        log.access_fd = os.dup(1)
+        log.access_fd = ORIGINAL_STDIO[0]
     os.dup2(log.error_fd, 1)
     os.dup2(log.error_fd, 2)
 

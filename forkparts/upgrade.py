@@ -42,6 +42,7 @@ import sys
 from forkparts.apps import logical_cwd
 from forkparts.cli import UsageError
 from forkparts.listeners import ASCII_DIGITS_RE, adopt_fd, parse_bind, sd_notify
+from forkparts.logs import restore_original_stdio
 
 FDS_ENV = "FORKSERVER_FDS"              # "5,6": the listening sockets, by number
 READY_FD_ENV = "FORKSERVER_READY_FD"    # the pipe the new parent says "ready" on
@@ -241,6 +242,7 @@ def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec
         for fd in [l.fd for l in listeners] + [ready_w]:
             os.set_inheritable(fd, True)
         pre_exec()
+        restore_original_stdio()   # --capture-output's 1 and 2 are the old parent's choice
         if LAUNCH_DIR:
             what = "enter the directory it was started in, %s" % LAUNCH_DIR
             os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release

@@ -48,14 +48,15 @@ class Detached:
     process group when the old one exits: docs/operations.md), stdout and
     stderr to a file where every parent writes its ready line."""
 
-    def __init__(self, tmp_path, args, env=None, python=sys.executable, root=ROOT, cwd=None):
+    def __init__(self, tmp_path, args, env=None, python=sys.executable, root=ROOT, cwd=None,
+                 access_log=False):
         self.out_path = str(tmp_path / "out.log")
         self.error_log = str(tmp_path / "error.log")
         self.pidfile = str(tmp_path / "forkserver.pid")
         self.proc = subprocess.Popen(
             [python, os.path.join(root, "forkserver.py")] + list(args) + [
-                "--error-log", self.error_log, "--no-access-log", "--pidfile", self.pidfile,
-                "--bind", "127.0.0.1:0"],
+                "--error-log", self.error_log, "--pidfile", self.pidfile, "--bind",
+                "127.0.0.1:0"] + ([] if access_log else ["--no-access-log"]),
             cwd=cwd or root, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
             stdout=open(self.out_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         self.pids = [self.proc.pid]
@@ -354,6 +355,24 @@ def test_failed_usr2_keeps_the_old_parent_serving_with_its_pidfile(tmp_path):
         assert server.proc.wait(STOP_SECONDS) == 0
         assert server.get() == "version 3\n"
         assert server.pidfile_text() == str(new)
+    finally:
+        server.close()
+
+
+def test_usr2_under_capture_output_keeps_the_ready_line_and_access_log_on_stdout(tmp_path):
+    """--capture-output points 1 and 2 at the error log, and a USR2's new
+    parent inherited that as its stdout: its ready line, and with it the
+    access log on stdout, went into the error log."""
+    server = Detached(tmp_path, ["tests.apps:hello", "--capture-output"], access_log=True)
+    try:
+        assert server.get("/before") == "Hello, World!\n"
+        os.kill(server.pid, signal.SIGUSR2)
+        server.ready(2)                      # on stdout, where the first one was
+        wait_gone(server.pid)
+        assert server.get("/after") == "Hello, World!\n"
+        wait_for(lambda: '"GET /after HTTP/1.1" 200' in server.output(), START_SECONDS,
+                 "the new parent's access line on stdout")
+        assert '"GET /' not in server.log_text()   # no access line there
     finally:
         server.close()
 
