@@ -332,7 +332,10 @@ def refuse_asgi(app, what):
     answer every request with a 500.  Told by the code's flags alone (inspect
     is not imported into the parent for it)."""
     for candidate in (app, getattr(type(app), "__call__", None)):
-        code = getattr(candidate, "__code__", None)
+        try:
+            code = getattr(candidate, "__code__", None)
+        except Exception:   # noqa: BLE001 - an unbound proxy's __getattr__: not ours to fail on
+            continue
         if code is not None and code.co_flags & CO_COROUTINE:
             raise AppLoadError(
                 "%s is an ASGI app (an async def taking scope, receive, send), and "

@@ -420,7 +420,7 @@ def effective_settings(opts, hooks):
                    if name not in ("config_warnings", "config_notes", "ignored_flags",
                                    "config_read"))
     lines = ["%s = %r" % (name, getattr(opts, name)) for name in names]
-    if opts.bind is None:   # the listeners' default, or the sockets systemd passes
+    if opts.bind is None and not os.environ.get("LISTEN_FDS"):   # else systemd's sockets
         lines[names.index("bind")] = "bind = [%r]  # the default" % DEFAULT_BIND
     lines.append("hooks = %r" % sorted(hooks))
     return "\n".join(lines) + "\n"

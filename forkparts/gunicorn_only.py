@@ -9,7 +9,8 @@ config file a setting at gunicorn's default asks for nothing and is left
 alone (NOT_HONOURED's defaults); a flag on the command line always asks.
 A room of its own because forkparts/cli.py (the flags, FLAGS) and
 forkparts/configfile.py (the names) both read it, and neither may import
-the other's way round.  Written from gunicorn 27.0.1 (gunicorn/config.py).
+the other's way round.  Written from gunicorn 27.0.1 (gunicorn/config.py);
+tolerate_dangerous_framing is an earlier release's, kept for its configs.
 """
 
 TLS_REFUSED = ("forkserver serves plain HTTP only, and must never serve it where TLS was "

@@ -274,28 +274,26 @@ def run_request(serve, app, config, conn, log):
 
 
 def warmup_host():
-    """The warm-up request's Host: "localhost", or for a Django project a
-    name its ALLOWED_HOSTS lets in (read, never changed).  Django answers
-    any other with DisallowedHost, logged and mailed to its ADMINS, at every
-    start and USR2, and the project was never warmed.  Other apps get
-    "localhost", as before."""
+    """The warm-up request's Host: "localhost", or for a Django project the
+    first of "localhost" and its ALLOWED_HOSTS that Django's own
+    validate_host lets in (read, never changed).  Django answers any other
+    with DisallowedHost, logged and mailed to its ADMINS, at every start and
+    USR2, and the project was never warmed.  Other apps get "localhost"."""
     settings = getattr(sys.modules.get("django.conf"), "settings", None)
     try:
         if settings is None or not settings.configured:
             return DEFAULT_HOST
-        allowed = [h for h in settings.ALLOWED_HOSTS if isinstance(h, str) and h]
-        debug = settings.DEBUG
+        from django.http.request import split_domain_port, validate_host
+        allowed = [h for h in settings.ALLOWED_HOSTS if isinstance(h, str)]
+        if settings.DEBUG and not allowed:   # what Django's get_host lets in then
+            allowed = [".localhost", "127.0.0.1", "[::1]"]
+        names = [DEFAULT_HOST] + [h.lstrip(".") for h in allowed]
+        for host in names:
+            domain = split_domain_port(host)[0] if host.isascii() else ""
+            if domain and validate_host(domain, allowed):
+                return host
     except Exception:   # noqa: BLE001 - the project's settings are not ours to fail on
-        return DEFAULT_HOST
-    if "*" in allowed or (debug and not allowed):   # Django lets localhost in then
-        return DEFAULT_HOST
-    for host in allowed:
-        host = host.lstrip(".")   # ".example.com" lets example.com in too
-        if host == DEFAULT_HOST or host.endswith("." + DEFAULT_HOST):
-            return host
-    for host in allowed:
-        if "*" not in host and host.lstrip(".") and host.isascii():
-            return host.lstrip(".")
+        pass
     return DEFAULT_HOST
 
 

@@ -44,8 +44,8 @@ class Status:
         self.file_dirty = bool(path)
         self.file_due = 0.0        # not before this (monotonic)
         if set_title is None and proc_name != DEFAULT_PROC_NAME:   # asked for, not had
-            log.warning("--proc-name %r: process titles need setproctitle, which is not "
-                        "installed (pip install setproctitle); ps shows the command line"
+            log.warning("--proc-name %r: process titles need setproctitle, which could not "
+                        "be loaded (pip install setproctitle); ps shows the command line"
                         % proc_name)
 
     def update_title(self, children, high_water, now):

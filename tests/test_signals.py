@@ -716,7 +716,8 @@ def test_sighup_after_the_config_file_changed_says_it_is_not_read_again(start_se
     relative path must still be found."""
     config = tmp_path / "gunicorn.conf.py"
     config.write_text("timeout = 30\n")
-    server = start_server("tests.apps:hello", "-c", str(config), "--chdir", "/")
+    server = start_server("tests.apps:hello", "-c", "gunicorn.conf.py", "--chdir", "/",
+                          "--pythonpath", ROOT, cwd=str(tmp_path))
     server.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in server.log_text(), 30, "the reload")
     assert "changed since the start" not in server.log_text()
@@ -724,7 +725,7 @@ def test_sighup_after_the_config_file_changed_says_it_is_not_read_again(start_se
     server.signal(signal.SIGHUP)
     wait_for(lambda: server.log_text().count("reloaded tests.apps:hello") == 2, 30, "reload 2")
     (line,) = [l for l in server.log_text().splitlines() if "changed since the start" in l]
-    assert "[WARNING]" in line and str(config) in line and "SIGUSR2" in line, line
+    assert "[WARNING]" in line and "gunicorn.conf.py changed" in line and "SIGUSR2" in line
 
 
 # ---------------------------------------------------------------- hooks

@@ -4,13 +4,14 @@ specialized the bytecode before the first fork (docs/performance.md).
 Before that, a trial child (probe) runs it and reports what the app left
 open."""
 import os
+import subprocess
 import sys
 import time
 
 import pytest
 
 from forkparts.prewarm import ENVIRON_KEY, probe
-from tests.conftest import http_get
+from tests.conftest import ROOT, http_get
 
 LOG_WAIT_SECONDS = 10.0
 
@@ -257,3 +258,28 @@ def test_parent_passes_that_cannot_make_their_client_warn_and_report_no_warm_up(
                              "unwarmed: " + reason), lines[0]
     assert lines[1] == "False"
     assert lines[2] == "AppLoadError: --prewarm GET / in the parent: " + reason
+
+
+WARMUP_HOSTS = """
+import sys
+from django.conf import settings
+from forkparts.prewarm import warmup_host
+settings.configure(DEBUG=False, ALLOWED_HOSTS=[])
+for allowed, debug in [(["::1", "example.com"], False), (["caf\\u00e9.localhost", ".example.org"], False),
+                       (["*"], False), ([], True), ([], False), (["[::1]"], False),
+                       (["www.example.com", ".localhost"], False), ([5, "example.net"], False)]:
+    settings.ALLOWED_HOSTS, settings.DEBUG = allowed, debug
+    print(warmup_host())
+"""
+
+
+def test_the_warm_up_host_is_one_djangos_own_check_lets_in():
+    """The first plausible ALLOWED_HOSTS entry was taken, "::1" too (Django
+    refuses that Host: DisallowedHost, mailed to ADMINS), and a non-ASCII
+    ".localhost" entry crashed the start with a UnicodeEncodeError."""
+    pytest.importorskip("django")
+    done = subprocess.run([sys.executable, "-c", WARMUP_HOSTS], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["example.com", "example.org", "localhost", "localhost",
+                                   "localhost", "[::1]", "localhost", "example.net"]
