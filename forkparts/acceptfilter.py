@@ -79,8 +79,8 @@ class AcceptFilter:
         self.opts, self.log, self.poller = opts, log, poller
         self.limit = head_limit
         # A line over its limit goes to a child now, to answer 414/431 (request_state).
-        self.limits = Limits(opts.limit_request_line, field=opts.limit_request_field_size,
-                             head=head_limit)
+        self.limits = Limits(opts.limit_request_line, opts.limit_request_fields,
+                             opts.limit_request_field_size, head_limit)
         self.bodies = opts.min_body_rate > 0   # --min-body-rate 0: no rate to hold them to
         self.may_fork, self.fork, self.count_ip = may_fork, fork, count_ip
         self.parked = {}          # fd -> Parked
@@ -206,8 +206,8 @@ class AcceptFilter:
         try:
             data = parked.sock.recv(self.limit + 1 + PARENT_BODY_BYTES - len(parked.data),
                                     MSG_DONTWAIT)
-            parked.data += data
-            state = data and request_state(parked.data, self.limit, self.bodies, self.limits)
+            since, parked.data = len(parked.data), parked.data + data   # since: the last look
+            state = data and request_state(parked.data, self.limit, self.bodies, self.limits, since)
         except BlockingIOError:
             return
         except OSError:
@@ -393,7 +393,7 @@ def max_pending_room(requested, log):
     return requested
 
 
-def request_state(data, limit, bodies=True, limits=None):
+def request_state(data, limit, bodies=True, limits=None, since=0):
     """A connection goes to a child once it is READY: its head is complete (or
     can never be: too long, a line over its limit in ``limits``, or a bare
     CR/LF the child answers 400), and so is its body if that is small
@@ -403,8 +403,8 @@ def request_state(data, limit, bodies=True, limits=None):
         return READY
     try:
         end = find_head_end(data)
-        if end == -1 and limits is not None:
-            check_partial_head(data, limits)
+        if end == -1 and limits is not None:   # since: the length at the last look
+            check_partial_head(data, limits, since)
     except HTTPError:
         return READY
     if end == -1:

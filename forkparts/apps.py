@@ -131,7 +131,7 @@ class AppLoader:
                 raise AppLoadError(user_traceback("calling %s() failed" % self.attr)) from None
         if not callable(obj):
             raise AppLoadError("%s is not callable (it is a %s)" % (self.spec, type(obj).__name__))
-        refuse_asgi(obj, self.spec)
+        refuse_asgi(obj, self.spec, self.module_name)
         return obj
 
     def hint(self, module):
@@ -326,11 +326,13 @@ class PasteLoader(AppLoader):
 CO_COROUTINE = 0x80   # inspect.CO_COROUTINE: the code of an ``async def``
 
 
-def refuse_asgi(app, what):
+def refuse_asgi(app, what, module=""):
     """An ASGI app (``async def __call__(scope, receive, send)``: Django's
     asgi.py, FastAPI, Starlette, Quart) is not a WSGI one: it would start and
     answer every request with a 500.  Told by the code's flags alone (inspect
-    is not imported into the parent for it)."""
+    is not imported into the parent for it).  ``module``: the spec's, whose
+    WSGI twin (PROJECT.wsgi for PROJECT.asgi) the line names."""
+    twin = module[:-len("asgi")] + "wsgi" if module.split(".")[-1] == "asgi" else ""
     for candidate in (app, getattr(type(app), "__call__", None)):
         try:
             code = getattr(candidate, "__code__", None)
@@ -338,10 +340,10 @@ def refuse_asgi(app, what):
             continue
         if code is not None and code.co_flags & CO_COROUTINE:
             raise AppLoadError(
-                "%s is an ASGI app (an async def taking scope, receive, send), and "
-                "forkserver serves WSGI apps (PEP 3333): serve it with an ASGI server, "
-                "or name the project's WSGI app (Django: PROJECT.wsgi, not PROJECT.asgi)"
-                % what)
+                "%s is an ASGI app (called as an async def with scope, receive, send), "
+                "and forkserver serves WSGI apps (PEP 3333): serve it with an ASGI server, "
+                "or name the project's WSGI app (%s)"
+                % (what, twin or "Django's is PROJECT.wsgi, not PROJECT.asgi"))
 
 
 def one_line(exc):

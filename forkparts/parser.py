@@ -107,16 +107,23 @@ def find_head_end(buf, start=0):
     return -1 if end == -1 else end + 4
 
 
-def check_partial_head(buf, limits):
+def check_partial_head(buf, limits, since=0):
     """Size checks on a head that has not ended yet: a line already over
-    its limit is answered now (414, 431), not when the head ends or its
-    timeout comes (a 408 ten seconds later, where a complete head got 414)."""
+    its limit, or a field too many, is answered now (414, 431), not when the
+    head ends or its timeout comes (a 408 ten seconds later, where a complete
+    head got 414).  ``since``: the head's length at the last look, so that a
+    head sent a byte at a time is not looked at whole each time."""
     first = 2 if buf.startswith(b"\r\n") else 0
     line_end = buf.find(b"\r\n", first)
     if (line_end if line_end != -1 else len(buf)) - first > limits.request_line:
         raise URITooLong("request line longer than %d bytes" % limits.request_line)
-    if line_end != -1 and longest_line(buf, line_end + 2) > limits.field:
-        raise HeaderFieldsTooLarge("a header field longer than %d bytes" % limits.field)
+    if line_end != -1:
+        grown = max(buf.rfind(b"\r\n", line_end, max(since - 1, line_end)), line_end) + 2
+        if longest_line(buf, grown) > limits.field:
+            raise HeaderFieldsTooLarge("a header field longer than %d bytes" % limits.field)
+        if (buf.find(b"\r\n", max(since - 1, line_end + 2)) != -1   # a line ended since
+                and buf.count(b"\r\n", line_end + 2) > limits.fields):
+            raise HeaderFieldsTooLarge("more than %d header fields" % limits.fields)
     if len(buf) > limits.head:
         raise HeaderFieldsTooLarge("request head longer than %d bytes" % limits.head)
 

@@ -109,6 +109,12 @@ def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     if choice is False:
         return False
     explicit = choice is not None
+    if not explicit and warmup_host() is None:
+        log.warning("warm-up not run, serving unwarmed: the Django project's ALLOWED_HOSTS "
+                    "lets in no host the warm-up could send (with DEBUG off an empty list "
+                    "lets in none), so its request would be a DisallowedHost, logged and "
+                    "mailed to the ADMINS")
+        return False
     path = choice if explicit else DEFAULT_PATH
     budget = EXPLICIT_BUDGET_SECONDS if explicit else WARMUP_BUDGET_SECONDS
     deadline = time.monotonic() + budget
@@ -278,7 +284,9 @@ def warmup_host():
     first of "localhost" and its ALLOWED_HOSTS that Django's own
     validate_host lets in (read, never changed).  Django answers any other
     with DisallowedHost, logged and mailed to its ADMINS, at every start and
-    USR2, and the project was never warmed.  Other apps get "localhost"."""
+    USR2, and the project was never warmed.  Other apps get "localhost".
+    None if it lets in none of them (DEBUG off and ALLOWED_HOSTS empty, or
+    only unusable entries): then any request is refused, and mailed about."""
     settings = getattr(sys.modules.get("django.conf"), "settings", None)
     try:
         if settings is None or not settings.configured:
@@ -292,9 +300,9 @@ def warmup_host():
             domain = split_domain_port(host)[0] if host.isascii() else ""
             if domain and validate_host(domain, allowed):
                 return host
+        return None
     except Exception:   # noqa: BLE001 - the project's settings are not ours to fail on
-        pass
-    return DEFAULT_HOST
+        return DEFAULT_HOST
 
 
 class WarmUpClient:
@@ -310,7 +318,7 @@ class WarmUpClient:
         self.status_fd = self.pid = None
         try:
             theirs.sendall(b"GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
-                           % (path.encode("latin-1"), warmup_host().encode("ascii")))
+                           % (path.encode("latin-1"), (warmup_host() or DEFAULT_HOST).encode()))
             theirs.shutdown(socket.SHUT_WR)   # all sent: a closing handler need not wait
             self.status_fd, self.pid = start_reader(self.conn, theirs)
         except (OSError, NotRun):

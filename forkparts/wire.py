@@ -100,7 +100,7 @@ class Connection:
                 head = bytes(self.buf[:end])
                 del self.buf[:end]
                 return head
-            check_partial_head(self.buf, limits)
+            check_partial_head(self.buf, limits, scanned)
             scanned = len(self.buf)
             if not self.recv_into_buffer(deadline - time.monotonic()):
                 if not self.buf.strip(b"\r\n"):

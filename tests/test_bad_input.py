@@ -552,7 +552,9 @@ def test_a_limit_the_parents_own_descriptors_fill_is_refused_not_ready():
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n", b"414"),
     (b"GET /" + b"a" * 9000, b"414"),
     (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 9000, b"431"),
-], ids=["request-line-ended", "request-line-unended", "field-unended"])
+    (b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(150)),
+     b"431"),
+], ids=["request-line-ended", "request-line-unended", "field-unended", "too-many-fields"])
 def test_a_line_over_its_limit_is_answered_before_the_head_ends(start_server, head, status,
                                                                 keep_alive):
     """A head still arriving whose request line or a field is already over

@@ -531,3 +531,17 @@ def test_a_production_django_project_is_warmed_and_mails_its_admins_nothing(
     assert not (project / "sent-mail").exists()
     status, _, _ = http_get(server, "/", headers={"Host": "www.example.com"})
     assert status == 404   # a new project has no view at /: Django's own 404
+
+
+@NEEDS_DJANGO
+def test_a_django_project_that_lets_in_no_host_is_not_warmed_and_mails_nothing(
+        start_server, tmp_path):
+    """DEBUG off and ALLOWED_HOSTS empty: Django refuses every Host, so the
+    warm-up's one request in the trial child was a DisallowedHost mailed to
+    ADMINS at every start.  It is not sent; one warning says why."""
+    tail = DJANGO_PRODUCTION_TAIL.replace('["www.example.com", ".example.org"]', "[]")
+    project, env = startproject(tmp_path, {"settings.py": tail})
+    server = start_server("mysite.wsgi", cwd=str(project), env=env)
+    (warning,) = warnings_in(wait_for_log(server, "warm-up not run"))
+    assert "ALLOWED_HOSTS lets in no host" in warning
+    assert not (project / "sent-mail").exists()

@@ -45,10 +45,13 @@ def test_request_state(data, state):
     (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 9000, READY),       # a field, unended
     (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\nHost: h\r\n", READY),
     (b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nX: " + b"a" * 8000, HEAD_INCOMPLETE),
+    (b"GET / HTTP/1.1\r\n" + b"X: v\r\n" * 101, READY),                  # too many fields
+    (b"GET / HTTP/1.1\r\n" + b"X: v\r\n" * 100, HEAD_INCOMPLETE),
 ])
 def test_a_line_over_its_limit_is_ready_before_the_head_ends(data, state):
     from forkparts.http11 import Limits
-    assert request_state(data, LIMIT, True, Limits(request_line=8190, field=8190)) == state
+    limits = Limits(request_line=8190, fields=100, field=8190)
+    assert request_state(data, LIMIT, True, limits) == state
 
 
 def test_without_a_body_rate_a_complete_head_is_ready():
@@ -92,7 +95,7 @@ def test_close_if_quiet_keeps_a_connection_whose_client_began_a_request():
 def filter_for_test(may_fork=True):
     opts = SimpleNamespace(min_body_rate=500.0, max_pending=4, header_timeout=10.0,
                            keep_alive=0.0, limit_request_line=8190,
-                           limit_request_field_size=8190)
+                           limit_request_fields=100, limit_request_field_size=8190)
     forked = []
     log = SimpleNamespace(warning=lambda *a: None, info=lambda *a: None,
                           limited=lambda *a: None)

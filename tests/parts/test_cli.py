@@ -720,3 +720,17 @@ def test_print_config_shows_the_default_bind_and_the_warnings():
     default = subprocess.run([sys.executable, FORKSERVER, "tests.apps:hello", "--print-config"],
                              cwd=ROOT, capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS)
     assert "bind = ['127.0.0.1:8888']  # the default" in default.stdout.splitlines()
+
+
+def test_an_asgi_module_is_refused_naming_its_wsgi_twin(tmp_path):
+    """Django's asgi.py beside its wsgi.py: the line names the one to use."""
+    write_module(tmp_path / "proj", "__init__", "")
+    write_module(tmp_path / "proj", "asgi", """
+        class Handler:
+            async def __call__(self, scope, receive, send):
+                pass
+        application = Handler()
+        """)
+    result = run_cli("proj.asgi:application", cwd=str(tmp_path))
+    assert result.returncode == EXIT_APP_LOAD
+    assert_one_clear_line(result, "is an ASGI app", "(proj.wsgi)")
