@@ -507,12 +507,17 @@ def test_a_subprocess_left_running_keeps_the_parent_unwarmed_and_is_named(start_
     assert [p.name() for p in server.children()] == []   # none started in the parent
 
 
+# Mail to files: Django 6.1's template sets MAILERS, which refuses EMAIL_BACKEND.
 DJANGO_PRODUCTION_TAIL = """
 DEBUG = False
 ALLOWED_HOSTS = ["www.example.com", ".example.org"]
 ADMINS = [("Ops", "ops@example.com")]
-EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-EMAIL_FILE_PATH = BASE_DIR / "sent-mail"
+if "MAILERS" in globals():
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                           "OPTIONS": {"file_path": str(BASE_DIR / "sent-mail")}}}
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = BASE_DIR / "sent-mail"
 """
 
 
