@@ -41,7 +41,7 @@ from forkparts import __version__  # noqa: F401 (forkserver.__version__)
 from forkparts.acceptfilter import AcceptFilter, max_pending_room, refuse
 from forkparts.accel import (configure as configure_accel, fill_allocator_holes, huge_pages_note,
                              signal_calls)
-from forkparts.admission import Admission
+from forkparts.admission import Admission, resize
 from forkparts.apps import (AppLoadError, SourceWatcher, app_loader, app_name, apply_env,
                             setup_paths, warn_about_app)
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
@@ -59,6 +59,7 @@ from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_
 from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
                                   remove_pidfile, start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
+from forkparts.reexec import TRIAL_ENV, Carried, Reexec
 from forkparts.startsignals import StartSignals, StopBeforeReady
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -109,7 +110,6 @@ HANDLED_SIGNAL_NUMBERS = tuple(int(sig) for sig in HANDLED_SIGNALS)
 SIG_BLOCK, SIG_UNBLOCK = int(signal.SIG_BLOCK), int(signal.SIG_UNBLOCK)
 STOP_SIGNALS = {signal.SIGTERM: "graceful", signal.SIGINT: "fast", signal.SIGQUIT: "fast"}
 RESIZE_SIGNALS = {signal.SIGTTIN: 1, signal.SIGTTOU: -1}   # --max-children +1 / -1
-MIN_MAX_CHILDREN = 1                     # TTOU never lowers the cap below this
 INFINITY = float("inf")
 
 
@@ -145,6 +145,7 @@ class Supervisor(HookCalls):
         self.parked = self.filter.parked   # fd -> Parked
         self.sources = SourceWatcher(loader) if opts.reload else None
         self.upgrade = Upgrade(opts.pidfile, log, EXIT_NAMES)   # run() gives it what we inherited
+        self.reexec = Reexec(log, HANDLED_SIGNAL_NUMBERS, EXIT_NAMES)   # run(): what a HUP carried
         titles = load_setproctitle()   # the optional C extension, or None
         self.set_title = titles.setproctitle if titles else None
         self.status = Status(opts.status_file, self.set_title, [l.description for l in listeners],
@@ -169,7 +170,8 @@ class Supervisor(HookCalls):
         self.deadline_span = (opts.timeout + TIMEOUT_GRACE_SECONDS
                               if opts.timeout and not opts.keep_alive else 0.0)
         if self.opts.keep_alive:   # idle connections handed back by children (Drain)
-            self.handback, handback = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.handback, handback = (self.reexec.carried_pair()
+                                       or socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
             self.handback.setblocking(False)
             self.poller.register(self.handback.fileno(), select.POLLIN)
         self.handler_config = build_handler_config(self.opts, self.log, self.set_title,
@@ -184,6 +186,7 @@ class Supervisor(HookCalls):
         no_core_dumps()
         self.opts.max_pending = max_pending_room(self.opts.max_pending, self.log)
         self.exit_marks = exit_marks()
+        self.reexec.adopt(self)   # a HUP executed us: the children and connections of before
         self.plan_children()
         self.freeze_heap()
         if self.opts.huge_pages:   # at start only: see collapse_heap
@@ -241,14 +244,16 @@ class Supervisor(HookCalls):
             elif sig == signal.SIGUSR2:
                 self.begin_upgrade()
             elif sig in RESIZE_SIGNALS:
-                self.resize(RESIZE_SIGNALS[sig], signal.Signals(sig).name)
+                resize(self, RESIZE_SIGNALS[sig], signal.Signals(sig).name)
 
     def reload(self, why):
         """Import the app's modules again, in place: new connections get the
-        new code; kept-alive children are told to finish (drain_kept_alive).
-        systemd hears RELOADING=1 before and READY=1 after (sd_notify(3))."""
+        new code; kept-alive children are told to finish (drain_kept_alive);
+        systemd hears RELOADING=1, then READY=1.  Warmed: forkparts/reexec.py."""
         if self.stop_mode:
             return
+        if self.warmed:   # what the warm-up built lives on in the framework's modules
+            return self.reexec.begin(self, why)
         self.log.info("%s: reloading %s" % (why, self.loader.spec))
         sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (
             time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
@@ -265,24 +270,10 @@ class Supervisor(HookCalls):
         self.plan_children()
         self.freeze_heap()
         flush_stdio()
-        forkparts.prewarm.log_reloaded(self.log, self.loader, self.warmed)
+        forkparts.prewarm.log_reloaded(self.log, self.loader)
         warn_config_changed(self.opts, self.log)
         sd_notify("READY=1")
         self.drain_kept_alive()
-
-    def resize(self, delta, why):
-        """TTIN/TTOU: --max-children one up or down (never below 1), as
-        gunicorn's workers; nworkers_changed(server, new, old)."""
-        old = self.opts.max_children
-        if not old:
-            self.log.info("%s: --max-children is 0 (no cap); nothing to change" % why)
-            return
-        new = max(old + delta, MIN_MAX_CHILDREN)
-        self.log.info("%s: --max-children %d -> %d" % (why, old, new))
-        if new != old:
-            self.opts.max_children = self.admission.cap = new
-            self.status.file_dirty = bool(self.opts.status_file)
-            self.run_hook("nworkers_changed", self, new, old)
 
     # ------------------------------------------------------------ upgrading (USR2)
     def begin_upgrade(self):
@@ -328,6 +319,7 @@ class Supervisor(HookCalls):
         if not self.upgrade.handed_over:   # else the new parent is systemd's MAINPID now
             sd_notify("STOPPING=1")
         self.upgrade.disown(self.listeners.values())
+        self.reexec.cancel()
         self.stop_deadline = time.monotonic() + (
             FAST_STOP_SECONDS if mode == "fast" else self.opts.graceful_timeout)
         keep = ()
@@ -686,7 +678,8 @@ class Server(Supervisor):
         if pid < len(marks):
             marks[pid] = 0
         if child is None:
-            if self.upgrade.child_exited(pid, status):   # the new parent of a USR2
+            if (self.upgrade.child_exited(pid, status)   # the new parent of a USR2
+                    or self.reexec.trial_exited(self, pid, status)):   # a HUP's trial
                 return
             # Not ours: as PID 1 or a subreaper we adopt orphans.  Reap quietly.
             self.log.debug("reaped unknown process %d: %s" % (pid, describe_status(status)))
@@ -752,13 +745,22 @@ def warm_up(server):
 
 
 def main(argv=None):
+    carried = Carried.from_environ()   # a HUP executed this process (forkparts/reexec.py)
+    try:
+        return start(argv, carried)
+    finally:
+        if carried:   # not adopted: the start failed, and its children die with us
+            carried.outlive(sys.stderr.write)
+
+
+def start(argv, carried):
     opts, hooks = parse_options(argv)
     if opts.print_config:
         sys.stdout.write(effective_settings(opts, hooks))
         sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)
         return EXIT_OK
-    if opts.check_config:
-        return check_config(opts)
+    if opts.check_config or TRIAL_ENV in os.environ:
+        return check_config(opts, os.environ.pop(TRIAL_ENV, None))
     try:
         start_signals = StartSignals()   # a stop signal from here on ends the start cleanly
         log = open_logs(opts)
@@ -768,7 +770,7 @@ def main(argv=None):
             log.warning(warning)
         apply_env(opts)
         setup_paths(opts)
-        return run(opts, hooks, log, start_signals)
+        return run(opts, hooks, log, start_signals, carried)
     except StopBeforeReady as exc:   # docker stop during a slow import, even as PID 1
         sys.stderr.write("forkserver: %s\n" % exc)
         return EXIT_OK
@@ -805,21 +807,25 @@ def open_logs(opts):
     return log
 
 
-def check_config(opts):
+def check_config(opts, trial=None):
     """--check-config: the config is read (parse_options); load the app and
     look at what a start would open, bind, write and become, without doing
     any of it; say what is wrong, each in a start's words, and exit with the
-    status a start would (its first problem's): 0, 2, 3 or 4."""
-    problems = log_file_problems(opts)
+    status a start would (its first problem's): 0, 2, 3 or 4.  ``trial``: a
+    HUP's trial (forkparts/reexec.py), which only loads the app, within that
+    many seconds, and says nothing if it loads."""
+    problems = [] if trial else log_file_problems(opts)
+    if trial:
+        signal.alarm(int(trial))
     try:
         apply_env(opts)
         setup_paths(opts)
         app_loader(opts).load()
     except (UsageError, AppLoadError) as exc:
         problems.append(exc)
-    problems += start_problems(opts)   # relative paths as a start sees them: after --chdir
-    for warning in opts.config_warnings:
-        sys.stderr.write("forkserver: warning: %s\n" % warning)
+    if not trial:
+        problems += start_problems(opts)   # relative paths as a start sees them: after --chdir
+        sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)
     for problem in problems:
         sys.stderr.write("forkserver: error: %s\n" % (
             "cannot load app %r: %s" % (app_name(opts), problem)
@@ -827,14 +833,15 @@ def check_config(opts):
     if problems:
         return {AppLoadError: EXIT_APP_LOAD, ListenError: EXIT_LISTEN}.get(
             type(problems[0]), EXIT_USAGE)
-    sys.stdout.write("forkserver: config OK: app %s loads%s (not tried: binding the "
-                     "addresses, the warm-up request)\n" % (
-                         app_name(opts),
-                         " with config file %s" % opts.config if opts.config else ""))
+    if not trial:
+        sys.stdout.write("forkserver: config OK: app %s loads%s (not tried: binding the "
+                         "addresses, the warm-up request)\n" % (
+                             app_name(opts),
+                             " with config file %s" % opts.config if opts.config else ""))
     return EXIT_OK
 
 
-def run(opts, hooks, log, start_signals):
+def run(opts, hooks, log, start_signals, carried=None):
     inherited = Inherited.from_environ(opts.backlog)   # a SIGUSR2 upgrade's sockets
     loader = app_loader(opts)
     app = loader.load()
@@ -849,7 +856,7 @@ def run(opts, hooks, log, start_signals):
             except OSError as exc:
                 raise UsageError(str(exc)) from None
         server = traced(opts, server_class(opts, Server))(opts, loader, app, listeners, log, hooks)
-        server.upgrade.inherited = inherited
+        server.upgrade.inherited, server.reexec.carried = inherited, carried
         server.start_signals = start_signals   # prepare() takes over from them
         del app   # the server holds it; a reload must be able to free the first one
     except BaseException:
@@ -878,8 +885,9 @@ def run(opts, hooks, log, start_signals):
 def announce(server, listeners):
     line = READY_LINE.format(pid=os.getpid(),
                              addresses=" ".join(l.description for l in listeners))
-    log = server.log   # the original stdout, even under --capture-output
-    os.write(log.ready_fd, (line + "\n").encode())
+    log = server.log   # the original stdout, even under --capture-output; once per pid
+    if not server.reexec.carried:   # (a HUP's exec logs "reloaded" instead: reexec.adopt)
+        os.write(log.ready_fd, (line + "\n").encode())
     if log.ready_fd != 1:
         os.close(log.ready_fd)
         log.ready_fd = 1

@@ -13,6 +13,7 @@ tutorial's and each rule can be tested without a socket.
 import time
 
 INFINITY = float("inf")
+MIN_MAX_CHILDREN = 1                     # TTOU never lowers the cap below this
 
 
 class Admission:
@@ -75,3 +76,18 @@ class Admission:
             self.per_ip[addr[0]] = count
         else:
             self.per_ip.pop(addr[0], None)
+
+
+def resize(server, delta, why):
+    """TTIN/TTOU: --max-children one up or down (never below 1), as
+    gunicorn's workers; nworkers_changed(server, new, old)."""
+    old = server.opts.max_children
+    if not old:
+        server.log.info("%s: --max-children is 0 (no cap); nothing to change" % why)
+        return
+    new = max(old + delta, MIN_MAX_CHILDREN)
+    server.log.info("%s: --max-children %d -> %d" % (why, old, new))
+    if new != old:
+        server.opts.max_children = server.admission.cap = new
+        server.status.file_dirty = bool(server.opts.status_file)
+        server.run_hook("nworkers_changed", server, new, old)

@@ -63,35 +63,17 @@ READER_SECONDS = 1.0
 DEFAULT_HOST = "localhost"               # the warm-up's Host (warmup_host)
 FD_PROBE_MAX = 65536                     # descriptors looked at without /proc (probed_fds)
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
-# What a SIGHUP to a warmed parent says: the reload re-imports the app's
-# modules, but a framework may keep what it built at the warm-up.
-RELOAD_CAVEAT = (
-    "the parent ran the app's first request at start (the warm-up), and a "
-    "framework may keep what it built then: Django's URL resolver keeps the old "
-    "views. To load new code into a warmed parent send SIGUSR2 (a new parent), "
-    "or start with --no-prewarm (docs/operations.md, Reloading)")
-
-
-def log_reloaded(log, loader, warmed):
-    """A reload's one line.  If none of the app's modules was imported again
-    (the app is installed as a library: a wheel in site-packages), its code
-    is the old one: a warning.  A warmed Django keeps its URL resolver, and
-    the old views with it (RELOAD_CAVEAT): a warning.  Another warmed app gets
-    the new code (Flask, Pyramid: the app object is made again), but what a
-    framework keeps in its own modules stays, so the line says so at INFO: a
-    warning at every HUP where nothing is wrong teaches operators to ignore it."""
+def log_reloaded(log, loader):
+    """An in-place reload's one line (a parent without the warm-up: a warmed
+    one executes itself afresh instead, forkparts/reexec.py).  If none of the
+    app's modules was imported again (the app is installed as a library: a
+    wheel in site-packages), its code is the old one: a warning."""
     spec = loader.spec
     if not loader.reimported:
         log.warning("reloaded %s, but none of the app's modules was imported again: its "
                     "code is installed as a library (site-packages), which a reload leaves "
                     "as it is; SIGUSR2 starts a new parent that imports it afresh "
                     "(docs/operations.md, Reloading)" % spec)
-    elif warmed and "django.urls" in sys.modules:
-        log.warning("reloaded %s, but %s" % (spec, RELOAD_CAVEAT))
-    elif warmed:
-        log.info("reloaded %s; new connections get the new code, but what a framework built "
-                 "at the warm-up and keeps in its own modules stays (SIGUSR2 renews it too: "
-                 "docs/operations.md, Reloading)" % spec)
     else:
         log.info("reloaded %s; new connections get the new code" % spec)
 

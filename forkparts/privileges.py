@@ -112,6 +112,8 @@ def write_pidfile(path, owner=None):
     unreachable by every script that signals it, and the second's exit would
     remove the first one's file."""
     check_pidfile_free(path)
+    if names_us(path):
+        return   # a HUP executed this process (forkparts/reexec.py): as root may have left it
     try:
         write_atomically(path, "%d\n" % os.getpid(), owner)
     except OSError as exc:
@@ -126,6 +128,14 @@ def check_pidfile_free(path):
             "--pidfile %r names process %d, which is running: another server uses this "
             "pidfile (stop it, or give this one another --pidfile); if process %d is not "
             "a server, the file is stale: remove it" % (path, running, running))
+
+
+def names_us(path):
+    try:
+        with open(path) as f:
+            return f.read() == "%d\n" % os.getpid()
+    except OSError:
+        return False
 
 
 def live_pid_in(path):

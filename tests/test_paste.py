@@ -302,12 +302,17 @@ def test_a_hup_keeps_unchanged_logging_and_a_bad_new_one_leaves_the_old_in_place
         start_server, project, tmp_path):
     """fileConfig closes every handler first: a HUP that re-ran it opened the
     app's log files again (a --user parent may not: every request then a
-    500), and new sections that failed left the app without its handlers."""
+    500), and new sections that failed left the app without its handlers.
+    The in-place reload of a parent without the warm-up; a warmed one tries
+    the file in a fresh interpreter, where the moved log file fails the
+    reload (test_a_warmed_hup_whose_log_file_cannot_be_opened_keeps_serving)."""
     directory, env = project
     logdir = tmp_path / "logs"
     ini = with_file_logging(directory, logdir)
     server = start_server("--paste", "production.ini", "--paste-global", "logdir=" + str(logdir),
-                          cwd=str(directory), env=env, timeout=START_TIMEOUT_SECONDS)
+                          "--no-prewarm", cwd=str(directory), env=env,
+                          timeout=START_TIMEOUT_SECONDS)
+    assert http_get(server, "/")[0] == 200   # unwarmed: the first "home view"
     moved = tmp_path / "moved"
     logdir.rename(moved)   # the file cannot be opened again by its name
     server.signal(signal.SIGHUP)
@@ -322,6 +327,29 @@ def test_a_hup_keeps_unchanged_logging_and_a_bad_new_one_leaves_the_old_in_place
     before = (moved / "app.log").read_text().count("home view")
     assert http_get(server, "/")[0] == 200
     assert wait_for(lambda: (moved / "app.log").read_text().count("home view") > before, 5)
+
+
+@NEEDS_PYRAMID
+def test_a_warmed_hup_whose_log_file_cannot_be_opened_keeps_serving(start_server, project,
+                                                                     tmp_path):
+    """A warmed parent reloads in a fresh interpreter (forkparts/reexec.py),
+    which sets up the ini's logging anew: a log file it cannot open fails
+    the trial, in one line naming the file, and the old code serves on,
+    logging where it did."""
+    directory, env = project
+    logdir = tmp_path / "logs"
+    with_file_logging(directory, logdir)
+    server = start_server("--paste", "production.ini", "--paste-global", "logdir=" + str(logdir),
+                          cwd=str(directory), env=env, timeout=START_TIMEOUT_SECONDS)
+    moved = tmp_path / "moved"
+    logdir.rename(moved)
+    server.signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload failed" in server.log_text(), RELOAD_WAIT_SECONDS)
+    log = server.log_text()
+    assert "still serving the previous code" in log and "app.log" in log, log
+    assert http_get(server, "/")[0] == 200
+    assert wait_for(lambda: "home view" in (moved / "app.log").read_text(), 5)
+    assert server.ps.is_running()
 
 
 @NEEDS_PYRAMID

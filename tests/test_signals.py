@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 import forkserver
+from forkparts.admission import resize
 from tests.apps_supervision import write_module
 from tests.conftest import (FORKSERVER, READY_RE, ROOT, children_of, http_get, kill_tree,
                             needs, read_until_close, wait_for, zombies_of)
@@ -612,8 +613,12 @@ def test_sighup_tells_systemd_reloading_then_ready(start_server, tmp_path):
         server = start_server(APP, "--chdir", str(app_dir),
                               extra_env={"NOTIFY_SOCKET": str(tmp_path / "notify")})
         assert notices(notify, "READY=1") == ["READY=1\nMAINPID=%d" % server.pid]
-        for edit in (lambda: write_module(app_dir / "upapp.py", 2),       # a reload
-                     lambda: (app_dir / "upapp.py").write_text("def app(:\n")):   # a failed one
+        # A reload (a warmed parent executes itself: its start says READY=1 and
+        # its pid, the same), then a failed one (the old code says READY=1).
+        ready = ("READY=1\nMAINPID=%d" % server.pid, "READY=1")
+        for edit, ready_notice in zip((lambda: write_module(app_dir / "upapp.py", 2),
+                                       lambda: (app_dir / "upapp.py").write_text("def app(:\n")),
+                                      ready):
             edit()
             before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
             server.signal(signal.SIGHUP)
@@ -621,7 +626,7 @@ def test_sighup_tells_systemd_reloading_then_ready(start_server, tmp_path):
             after = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
             match = re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=(\d+)", reloading)
             assert match and before <= int(match.group(1)) <= after, reloading
-            assert notify.recv(4096) == b"READY=1"
+            assert notify.recv(4096).decode() == ready_notice
         assert http_get(server, "/")[2] == b"version 2\n"
     finally:
         notify.close()
@@ -680,11 +685,12 @@ def test_reload_option_serves_an_edited_django_view(start_server, tmp_path):
     assert "prewarm GET" not in server.log_text()
 
 
-def test_reload_option_notices_a_django_view_the_warm_up_imported(start_server, tmp_path):
+def test_reload_option_serves_a_django_view_the_warm_up_imported(start_server, tmp_path):
     """Django imports urls and views at the first request: in the parent, the
-    warm-up's (asked for with --prewarm /).  --reload notices an edited view
-    and reloads, and says that a warmed Django keeps the old views
-    (docs/operations.md, Reloading)."""
+    warm-up's (asked for with --prewarm /hello/).  --reload notices an edited
+    view, and the warmed parent executes itself afresh (forkparts/reexec.py),
+    so the edited view is served; an in-place reload kept Django's URL
+    resolver, and with it the old view."""
     project, views, env = django_project(tmp_path)
     server = start_server("mysite.wsgi", "--chdir", str(project), "--reload",
                           "--prewarm", "/hello/", env=env)
@@ -694,38 +700,84 @@ def test_reload_option_notices_a_django_view_the_warm_up_imported(start_server, 
     wait_for(lambda: "reloaded mysite.wsgi" in server.log_text(), 30, "the reload")
     log = server.log_text()
     assert "--reload: views.py changed: reloading mysite.wsgi" in log, log
-    wait_for(lambda: "Django's URL resolver keeps the old views" in server.log_text(), 5,
-             "the warm-up's warning")
+    assert http_get(server, "/hello/")[2] == b"the view, edited\n"
 
 
-def test_sighup_on_a_warmed_parent_says_what_a_reload_cannot_renew(start_server):
-    """The default warm-up ran the app's first request in the parent, whose
-    framework state a HUP does not re-import: the one line says so and names
-    USR2.  A warning only where it bites (a warmed Django: the test above);
-    at every HUP of an app whose new code is served (Flask: a trial) it was
-    noise that teaches operators to ignore it."""
+@needs(importlib.util.find_spec("django") is not None, "Django is not installed")
+def test_sighup_serves_the_edited_view_of_a_warmed_django_project(start_server, tmp_path):
+    """The default options warm the project up: its URL resolver and views
+    live in the parent.  A HUP serves the edited view all the same (the
+    parent executes itself afresh, keeping its pid and pidfile), and a
+    request in flight across it is answered by the code it began with."""
+    project, views, env = django_project(tmp_path)
+    (project / "mysite" / "views.py").write_text(
+        views.read_text() + "\n\ndef slow(request):\n"
+        "    import time\n    time.sleep(1.5)\n"
+        "    return HttpResponse('slow, first\\n', content_type='text/plain')\n")
+    urls = project / "mysite" / "urls.py"
+    urls.write_text(urls.read_text() + "urlpatterns += [_path('slow/', _views.slow)]\n")
+    server = start_server("mysite.wsgi", "--chdir", str(project), "--pidfile", "server.pid",
+                          env=env)
+    wait_for(lambda: "prewarm GET /" in server.log_text(), 30, "the warm-up")
+    assert http_get(server, "/hello/")[2] == b"the first view\n"
+    in_flight = {}
+    slow = threading.Thread(target=lambda: in_flight.update(r=http_get(server, "/slow/")))
+    slow.start()
+    wait_for(lambda: server.children(), 5, "the slow request's child")
+    views.write_text(views.read_text().replace("the first view", "the view, edited")
+                     .replace("slow, first", "slow, edited"))
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded mysite.wsgi" in server.log_text(), 30, "the reload")
+    assert http_get(server, "/hello/")[2] == b"the view, edited\n"
+    slow.join(10)
+    assert in_flight["r"][0] == 200 and in_flight["r"][2] == b"slow, first\n"
+    assert server.ps.is_running() and (project / "server.pid").read_text() == "%d\n" % server.pid
+    log = server.log_text()
+    assert "in a fresh interpreter, pid %d kept" % server.pid in log, log
+    assert "URL resolver keeps the old views" not in log
+
+
+def test_sighup_on_a_warmed_parent_executes_it_afresh_and_an_unwarmed_one_in_place(
+        start_server):
+    """One line each: a warmed parent's names the fresh interpreter and the
+    pid it keeps; an unwarmed parent reloads the app's modules in place."""
     server = start_server("tests.apps:hello")
     wait_for(lambda: "prewarm GET /" in server.log_text(), 10, "the warm-up")
     server.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in server.log_text(), 30, "the reload")
     (line,) = [l for l in server.log_text().splitlines() if "reloaded tests.apps:hello" in l]
-    assert "[INFO]" in line and "SIGUSR2" in line and "the warm-up" in line, line
+    assert "[INFO]" in line and "in a fresh interpreter, pid %d kept" % server.pid in line, line
+    assert http_get(server, "/")[0] == 200
     unwarmed = start_server("tests.apps:hello", "--no-prewarm")
     unwarmed.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in unwarmed.log_text(), 30, "the reload")
-    assert "SIGUSR2" not in unwarmed.log_text()
+    assert "fresh interpreter" not in unwarmed.log_text()
 
 
-def test_sighup_after_the_config_file_changed_says_it_is_not_read_again(start_server,
-                                                                        tmp_path):
-    """gunicorn's HUP reads its config file again; here a reload keeps the
-    start's settings, and an edited file (timeout = 1, an operator's fix)
-    was dropped without a word.  Run from another directory (--chdir), as a
-    relative path must still be found."""
+def test_sighup_of_a_warmed_parent_reads_the_config_file_again(start_server, tmp_path):
+    """As gunicorn's HUP: an edited config file (here its raw_env) is read
+    again, the server keeps its pid.  Run from another directory (--chdir),
+    as a relative path must still be found."""
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text("raw_env = ['GREETING=the first']\n")
+    server = start_server("tests.apps:greeting", "-c", "gunicorn.conf.py", "--chdir", "/",
+                          "--pythonpath", ROOT, cwd=str(tmp_path))
+    assert http_get(server, "/")[2] == b"the first"
+    config.write_text("raw_env = ['GREETING=the edited']\n")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded tests.apps:greeting" in server.log_text(), 30, "the reload")
+    assert http_get(server, "/")[2] == b"the edited"
+    assert "changed since the start" not in server.log_text()
+
+
+def test_sighup_of_an_unwarmed_parent_says_the_config_file_is_not_read_again(start_server,
+                                                                             tmp_path):
+    """The in-place reload (--no-prewarm) keeps the start's settings; an
+    edited file (timeout = 1, an operator's fix) gets a warning."""
     config = tmp_path / "gunicorn.conf.py"
     config.write_text("timeout = 30\n")
     server = start_server("tests.apps:hello", "-c", "gunicorn.conf.py", "--chdir", "/",
-                          "--pythonpath", ROOT, cwd=str(tmp_path))
+                          "--pythonpath", ROOT, "--no-prewarm", cwd=str(tmp_path))
     server.signal(signal.SIGHUP)
     wait_for(lambda: "reloaded tests.apps:hello" in server.log_text(), 30, "the reload")
     assert "changed since the start" not in server.log_text()
@@ -791,16 +843,16 @@ def stub_server(max_children):
 
 def test_ttin_and_ttou_call_nworkers_changed_with_gunicorns_arguments():
     stub, calls = stub_server(2)
-    forkserver.Supervisor.resize(stub, 1, "SIGTTIN")
-    forkserver.Supervisor.resize(stub, -1, "SIGTTOU")
-    forkserver.Supervisor.resize(stub, -1, "SIGTTOU")
-    forkserver.Supervisor.resize(stub, -1, "SIGTTOU")           # at 1: no change, no call
+    resize(stub, 1, "SIGTTIN")
+    resize(stub, -1, "SIGTTOU")
+    resize(stub, -1, "SIGTTOU")
+    resize(stub, -1, "SIGTTOU")           # at 1: no change, no call
     assert [c for c in calls if c[0] != "log"] == [
         ("nworkers_changed", stub, 3, 2), ("nworkers_changed", stub, 2, 3),
         ("nworkers_changed", stub, 1, 2)]
     assert stub.opts.max_children == stub.admission.cap == 1
     stub, calls = stub_server(0)                                 # no cap: nothing to change
-    forkserver.Supervisor.resize(stub, 1, "SIGTTIN")
+    resize(stub, 1, "SIGTTIN")
     assert calls == [("log", "SIGTTIN: --max-children is 0 (no cap); nothing to change")]
 
 

@@ -1,0 +1,304 @@
+"""SIGHUP in a warmed parent: the same process executes itself afresh.
+
+DESIGN note.  A HUP reloads in place where that is sound: the app's own
+modules are imported again in the parent, and new connections get the new
+code (Supervisor.reload).  A warmed parent ran the app's first request
+(forkparts/prewarm.py), and a framework keeps what it built then in its own
+modules, which an in-place reload does not import again: Django's URL
+resolver keeps the old views.  So a warmed parent reloads as gunicorn's
+workers do, in a fresh interpreter, and keeps its pid (gunicorn's HUP does;
+systemd, a pidfile and a supervisor that watches the pid go on as before):
+
+1. The trial.  The same command line runs with FORKSERVER_TRIAL set: it
+   reads the options and the config file again and loads the app, then
+   exits (0, or a start's status, its error on the error log).  The parent
+   serves the old code meanwhile; the trial is its child, reaped by the
+   loop (trial_exited).  A failed trial changes nothing: "reload failed,
+   still serving the previous code", as an in-place reload says.
+2. The exec.  The parent blocks the signals it handles (they wait, pending,
+   across execve until the new code's handlers are in: Reexec.adopt), lets
+   its listening sockets, --keep-alive's hand-back socket pair and the
+   connections the accept filter holds stay open across exec, writes down
+   the live children and the held connections' bytes (Carried), and
+   executes the command line again, from the directory it was started in.
+   Connections that arrive meanwhile wait in the listeners' backlog.
+3. The new code starts as any start does (options, app, warm-up), takes
+   the listeners it inherits as a USR2's new parent does
+   (forkparts/upgrade.py, Inherited), and adopts what was carried: the
+   children are its own (the same pid), timed out as before, reaped and
+   counted; the held connections are held again.  If that start fails, it
+   waits for the carried children to finish (--graceful-timeout) before
+   it exits, since they die with it (PR_SET_PDEATHSIG).
+
+A child of the old code marks its exit in the old exit marks
+(children.exit_marks), which the new code cannot read: an adopted child's
+exit is taken as forkserver's own.
+"""
+
+import os
+import signal
+import socket
+import struct
+import sys
+import time
+
+from forkparts.children import flush_stdio
+from forkparts.listeners import sd_notify
+from forkparts.logs import capture_output, restore_original_stdio
+from forkparts.upgrade import FDS_ENV, LAUNCH_DIR, OWNED_FDS_ENV, describe_exit
+
+REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful timeout"
+CHILDREN_ENV = "FORKSERVER_CHILDREN"      # "pid started deadline age host port,..."
+HANDBACK_ENV = "FORKSERVER_HANDBACK_FDS"  # "parent,child": --keep-alive's socket pair
+HELD_ENV = "FORKSERVER_HELD_FD"           # a file of the held connections (HELD_RECORD)
+TRIAL_ENV = "FORKSERVER_TRIAL"            # seconds the trial has to load the app
+TRIAL_SECONDS = 120                       # then SIGALRM ends it (a hung import)
+# One held connection: its fd, accepted_at, deadline, idle, state, bytes held.
+HELD_RECORD = struct.Struct("<iddBBI")
+OUTLIVE_POLL_SECONDS = 0.05
+
+
+class Reexec:
+    """A HUP's trial and exec, in the old code; what it carried, in the new."""
+
+    def __init__(self, log, blocked, exit_names, carried=None):
+        self.log, self.blocked, self.exit_names = log, blocked, exit_names
+        self.carried = carried
+        self.trial = None      # the trial's Popen, while it runs
+        self.why = None
+        self.again = False     # another HUP came during the trial
+
+    def begin(self, server, why):
+        """A reload of a warmed parent: start the trial."""
+        if self.trial is not None:
+            self.again = True
+            self.log.info("%s: a reload is under way (trial %d); another trial follows it"
+                          % (why, self.trial.pid))
+            return
+        self.why = why
+        self.log.info("%s: reloading %s: the new code is tried in a fresh interpreter, then "
+                      "this parent (pid %d) executes it" % (why, server.loader.spec, server.pid))
+        sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (
+            time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
+        import subprocess   # here: the parent that never reloads stays without it
+        error_fd = server.log.error_fd
+        try:
+            self.trial = subprocess.Popen(
+                [sys.executable] + sys.argv, cwd=LAUNCH_DIR, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=error_fd if error_fd is not None else subprocess.DEVNULL,
+                env=dict(os.environ, **{TRIAL_ENV: str(TRIAL_SECONDS)}))
+        except OSError as exc:
+            self.failed("cannot start the trial: %s" % exc)
+
+    def failed(self, why):
+        self.log.error("reload failed, still serving the previous code: %s" % why)
+        sd_notify("READY=1")
+
+    def trial_exited(self, server, pid, status):
+        """Was ``pid`` the trial?  Then exec the new code, or say why not."""
+        if self.trial is None or pid != self.trial.pid:
+            return False
+        self.trial.returncode, self.trial = status, None   # reaped here, never by Popen
+        if server.stop_mode:
+            return True
+        if self.again:
+            self.again = False
+            self.begin(server, self.why)
+        elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            self.execute(server)
+        elif os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+            self.failed("the new code's trial had not loaded the app after %ds" % TRIAL_SECONDS)
+        else:
+            self.failed("the new code's trial %s (its error is above)" % describe_exit(
+                status, self.exit_names))
+        return True
+
+    def cancel(self):
+        """Stopping: the trial goes (it is our child)."""
+        if self.trial is not None:
+            try:
+                self.trial.kill()
+            except OSError:
+                pass
+
+    def execute(self, server):
+        """Step 2 of the DESIGN note; returns only if execve failed (logged)."""
+        server.run_hook("on_reload", server)
+        server.drain_kept_alive()   # their idle connections come back to the pair we keep
+        keep = [l.fd for l in server.listeners.values()]
+        env = dict(os.environ, **{
+            REEXEC_ENV: "%s|%d|%d|%s" % (self.why, server.served, server.high_water,
+                                         server.opts.graceful_timeout),
+            CHILDREN_ENV: ",".join(child_record(c) for c in server.children.values())})
+        env.pop(TRIAL_ENV, None)
+        activated = [l.fd for l in server.listeners.values() if l.activated]
+        if activated:   # systemd's, at 3.. since the start: LISTEN_PID is still us
+            env.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(activated)))
+        env[FDS_ENV] = ",".join(str(l.fd) for l in server.listeners.values() if not l.activated)
+        env[OWNED_FDS_ENV] = ",".join(str(l.fd) for l in server.listeners.values()
+                                      if l.owned and not l.activated)
+        if server.handback is not None:
+            pair = (server.handback.fileno(), server.handler_config.handback.fileno())
+            env[HANDBACK_ENV] = "%d,%d" % pair
+            keep += pair
+        held, fds = write_held(server.parked)
+        if held is not None:
+            env[HELD_ENV] = str(held)
+            keep += fds + [held]
+        argv = [sys.executable] + sys.argv
+        here = os.getcwd()
+        flush_stdio()
+        server.sigmask(signal.SIG_BLOCK, self.blocked)
+        try:
+            for fd in keep:
+                os.set_inheritable(fd, True)
+            restore_original_stdio()   # --capture-output: the new code captures again
+            if LAUNCH_DIR:
+                os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release
+            os.execve(argv[0], argv, env)
+        except OSError as exc:
+            self.exec_failed(server, keep, held, here, exc)
+
+    def exec_failed(self, server, keep, held, here, exc):
+        for fd in keep:
+            os.set_inheritable(fd, False)
+        if held is not None:
+            os.close(held)
+        if server.opts.capture_output:
+            capture_output(server.log)
+        os.chdir(here)
+        server.sigmask(signal.SIG_UNBLOCK, self.blocked)
+        self.failed("cannot execute %s: %s" % (sys.executable, exc))
+
+    # ------------------------------------------------------------ in the new code
+    def carried_pair(self):
+        """--keep-alive's socket pair of the code before, whose children may
+        still hand connections back on it; None if there is none."""
+        return self.carried.handback if self.carried else None
+
+    def adopt(self, server):
+        """In the parent a HUP executed: the children and held connections
+        of the old code are ours now; then the signals that waited come in."""
+        carried = self.carried
+        if carried is None:
+            return
+        marks = server.exit_marks
+        for pid, addr, started, deadline, age in carried.children:
+            server.table.add(pid, addr, started, deadline)
+            server.children[pid].age = age
+            server.admission.count_ip(addr, 1)
+            if pid < len(marks):
+                marks[pid] = 1   # its mark is in the old code's map: taken as ours
+        server.served, server.high_water = carried.served, carried.high_water
+        for sock, accepted_at, deadline, idle, state, data in carried.held:
+            try:
+                addr = sock.getpeername()
+            except OSError:
+                sock.close()   # gone meanwhile
+                continue
+            server.filter.park(sock, addr, data, accepted_at, state, idle=bool(idle))
+            server.parked[sock.fileno()].deadline = deadline
+        carried.adopted = True
+        server.log.info("%s: reloaded %s in a fresh interpreter, pid %d kept; children of "
+                        "the previous code still serving: %d" % (
+                            carried.why, server.loader.spec, server.pid,
+                            len(carried.children)))
+        server.sigmask(signal.SIG_UNBLOCK, self.blocked)
+
+
+def child_record(child):
+    addr = child.addr if isinstance(child.addr, tuple) else ("-", 0)
+    return "%d %r %r %d %s %d" % (child.pid, child.started, child.deadline, child.age,
+                                  addr[0], addr[1])
+
+
+def write_held(parked):
+    """The held connections into an unlinked file: (its fd, the sockets'
+    fds), or (None, []) if there are none."""
+    if not parked:
+        return None, []
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("forkserver-held")
+    else:
+        import tempfile
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
+    chunks = []
+    for sock_fd, held in parked.items():
+        chunks.append(HELD_RECORD.pack(sock_fd, held.accepted_at, held.deadline,
+                                       bool(held.idle), held.state, len(held.data)))
+        chunks.append(bytes(held.data))
+    os.write(fd, b"".join(chunks))
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd, list(parked)
+
+
+def read_held(fd):
+    with os.fdopen(fd, "rb") as f:
+        data = f.read()
+    held, at = [], 0
+    while at < len(data):
+        sock_fd, accepted_at, deadline, idle, state, size = HELD_RECORD.unpack_from(data, at)
+        at += HELD_RECORD.size
+        os.set_inheritable(sock_fd, False)
+        held.append((socket.socket(fileno=sock_fd), accepted_at, deadline, idle, state,
+                     data[at:at + size]))
+        at += size
+    return held
+
+
+class Carried:
+    """What a HUP's exec left us (read once from the environment, which is
+    then cleaned: the app and our children never see it)."""
+
+    def __init__(self, why, served, high_water, graceful, children=(), handback=None,
+                 held=()):
+        self.why, self.served, self.high_water = why, served, high_water
+        self.graceful, self.children = graceful, list(children)
+        self.handback, self.held = handback, list(held)
+        self.adopted = False
+
+    @classmethod
+    def from_environ(cls):
+        """None unless a HUP executed this process."""
+        values = [os.environ.pop(name, None)
+                  for name in (REEXEC_ENV, CHILDREN_ENV, HANDBACK_ENV, HELD_ENV)]
+        reexec, children, handback, held = values
+        if reexec is None:
+            return None
+        why, served, high_water, graceful = reexec.split("|")
+        pairs = None
+        if handback:
+            pairs = [socket.socket(fileno=int(fd)) for fd in handback.split(",")]
+            for sock in pairs:
+                sock.set_inheritable(False)
+        return cls(why, int(served), int(high_water), float(graceful),
+                   [parse_child(text) for text in children.split(",") if text],
+                   pairs, read_held(int(held)) if held else ())
+
+    def outlive(self, log_write):
+        """The new code did not start: its exit would end the carried
+        children (PR_SET_PDEATHSIG), so wait for them first."""
+        if self.adopted or not self.children:
+            return
+        left = {pid for pid, *_ in self.children}
+        log_write("forkserver: the new code did not start; waiting up to %gs for the children "
+                  "of the previous code (%d), which end with this process\n"
+                  % (self.graceful, len(left)))
+        until = time.monotonic() + self.graceful
+        while left and time.monotonic() < until:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid:
+                left.discard(pid)
+            else:
+                time.sleep(OUTLIVE_POLL_SECONDS)
+
+
+def parse_child(text):
+    pid, started, deadline, age, host, port = text.split(" ")
+    addr = (host, int(port)) if host != "-" else ""
+    return int(pid), addr, float(started), float(deadline), int(age)
