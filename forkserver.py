@@ -43,7 +43,7 @@ from forkparts.accel import (configure as configure_accel, fill_allocator_holes,
                              signal_calls)
 from forkparts.admission import Admission, resize
 from forkparts.apps import (AppLoadError, SourceWatcher, app_loader, app_name, apply_env,
-                            setup_paths, warn_about_app)
+                            script_name, setup_paths, warn_about_app)
 from forkparts.children import (TIMEOUT_GRACE_SECONDS, ChildPlan, ChildTable,
                                 become_subreaper, describe_status, exit_marks,
                                 adopted_gone, exited_children, flush_stdio, no_core_dumps,
@@ -279,7 +279,7 @@ class Supervisor(HookCalls):
     def begin_upgrade(self):
         """SIGUSR2: execute a new parent that inherits the listeners
         (forkparts/upgrade.py); this one serves until it says it is ready."""
-        refused = self.upgrade.refusal(self.stop_mode)
+        refused = self.upgrade.refusal(self.stop_mode) or self.reexec.refusal()
         if refused:
             self.log.warning("SIGUSR2: upgrade refused: %s" % refused)
             return
@@ -717,16 +717,6 @@ def build_handler_config(opts, log, set_title, listeners, handback=None,
         post_request=request_hooks[1], script_name=script_name()).freeze()
 
 
-def script_name():
-    """The prefix the app is mounted under: $SCRIPT_NAME (-e SCRIPT_NAME=/app
-    sets it too), as gunicorn takes it; "" without it."""
-    value = os.environ.get("SCRIPT_NAME", "")
-    if value and not value.startswith("/") or "%" in value or "?" in value:
-        raise UsageError("SCRIPT_NAME %r: a path starting with /, without %% or ?, "
-                         "e.g. -e SCRIPT_NAME=/app" % value)
-    return value.rstrip("/")
-
-
 def warm_up(server):
     """The warm-up (forkparts.prewarm; --prewarm, --no-prewarm) through the
     child's entry point; its trial child puts back the handlers a child does,
@@ -812,9 +802,9 @@ def check_config(opts, trial=None):
     look at what a start would open, bind, write and become, without doing
     any of it; say what is wrong, each in a start's words, and exit with the
     status a start would (its first problem's): 0, 2, 3 or 4.  ``trial``: a
-    HUP's trial (forkparts/reexec.py), which only loads the app, within that
-    many seconds, and says nothing if it loads."""
-    problems = [] if trial else log_file_problems(opts)
+    HUP's trial (forkparts/reexec.py), which must load the app within that
+    many seconds, and says nothing if it is OK; the server is its parent."""
+    problems = log_file_problems(opts)
     if trial:
         signal.alarm(int(trial))
     try:
@@ -823,8 +813,9 @@ def check_config(opts, trial=None):
         app_loader(opts).load()
     except (UsageError, AppLoadError) as exc:
         problems.append(exc)
+    # Relative paths as a start sees them: after --chdir.
+    problems += start_problems(opts, os.getppid() if trial else None)
     if not trial:
-        problems += start_problems(opts)   # relative paths as a start sees them: after --chdir
         sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)
     for problem in problems:
         sys.stderr.write("forkserver: error: %s\n" % (
@@ -866,7 +857,8 @@ def run(opts, hooks, log, start_signals, carried=None):
             remove_pidfile(opts.pidfile)
         raise
     try:
-        server.run_hook("on_starting", server)
+        if not carried:   # a HUP's exec runs on_reload (reexec.py), as gunicorn's HUP
+            server.run_hook("on_starting", server)
         check_room_to_accept()   # EMFILE: main's one line, not a server that never serves
         server.prepare()
         announce(server, listeners)
@@ -885,14 +877,16 @@ def run(opts, hooks, log, start_signals, carried=None):
 def announce(server, listeners):
     line = READY_LINE.format(pid=os.getpid(),
                              addresses=" ".join(l.description for l in listeners))
-    log = server.log   # the original stdout, even under --capture-output; once per pid
-    if not server.reexec.carried:   # (a HUP's exec logs "reloaded" instead: reexec.adopt)
+    log = server.log   # the original stdout, even under --capture-output
+    start = not server.reexec.carried   # a HUP's exec logs "reloaded" (reexec.adopt) instead
+    if start:   # of the ready line and when_ready: once per pid, as gunicorn's
         os.write(log.ready_fd, (line + "\n").encode())
     if log.ready_fd != 1:
         os.close(log.ready_fd)
         log.ready_fd = 1
     sd_notify("READY=1\nMAINPID=%d" % os.getpid())
-    server.run_hook("when_ready", server)
+    if start:
+        server.run_hook("when_ready", server)
     server.upgrade.tell_ready()   # started by SIGUSR2: the old parent may go
 
 

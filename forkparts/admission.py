@@ -7,7 +7,8 @@ share (--max-children-per-ip, counting its children and the connections the
 accept filter holds for it), the fork rate (--max-fork-rate, a token bucket)
 and a short back-off after accept() or fork() fails for lack of resources.
 They are kept together, apart from the loop, so the loop reads as the
-tutorial's and each rule can be tested without a socket.
+tutorial's and each rule can be tested without a socket.  The cap's changes
+at run time (TTIN/TTOU, resize) are here too.
 """
 
 import time

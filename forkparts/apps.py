@@ -507,6 +507,16 @@ def apply_env(opts):
         os.environ[key] = value
 
 
+def script_name():
+    """The prefix the app is mounted under: $SCRIPT_NAME (-e SCRIPT_NAME=/app
+    sets it too), as gunicorn takes it; "" without it."""
+    value = os.environ.get("SCRIPT_NAME", "")
+    if value and not value.startswith("/") or "%" in value or "?" in value:
+        raise UsageError("SCRIPT_NAME %r: a path starting with /, without %% or ?, "
+                         "e.g. -e SCRIPT_NAME=/app" % value)
+    return value.rstrip("/")
+
+
 def logical_cwd():
     """The current directory as the shell named it: $PWD when that is this
     directory, so a symlink on the way (releases/current) is kept by name,

@@ -256,10 +256,11 @@ def check_status_dir(path, owner=None):
                          % (path, directory, owner[0] if owner else os.geteuid()))
 
 
-def start_problems(opts):
+def start_problems(opts, server_pid=None):
     """--check-config: what open_listeners would fail on, in its order, found
     without binding, writing or switching user: the exceptions a start would
-    raise (a ListenError is exit status 4, a UsageError 2), with its words."""
+    raise (a ListenError is exit status 4, a UsageError 2), with its words.
+    ``server_pid``: a HUP's trial, for a server that will keep its pidfile."""
     problems = []
     try:
         check_binds(opts.bind or ())
@@ -274,7 +275,7 @@ def start_problems(opts):
             raise ListenError("cannot switch to user %d: not running as root" % owner[0])
     except ListenError as exc:
         problems.append(exc)
-    for check, path in ((pidfile_check, opts.pidfile),
+    for check, path in ((lambda path: pidfile_check(path, server_pid), opts.pidfile),
                         (lambda path: check_status_dir(path, owner), opts.status_file)):
         try:
             if path:
@@ -284,8 +285,11 @@ def start_problems(opts):
     return problems
 
 
-def pidfile_check(path):
-    """What write_pidfile would raise, without writing."""
+def pidfile_check(path, server_pid=None):
+    """What write_pidfile would raise, without writing (nothing, if the file
+    names ``server_pid``, which a HUP's exec keeps: write_pidfile)."""
+    if server_pid and live_pid_in(path) == server_pid:
+        return
     check_pidfile_free(path)
     error = file_write_problem(path)
     if error:

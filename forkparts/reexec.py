@@ -40,12 +40,14 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import time
 
+from forkparts.acceptfilter import READY
 from forkparts.children import flush_stdio
 from forkparts.listeners import sd_notify
 from forkparts.logs import capture_output, restore_original_stdio
-from forkparts.upgrade import FDS_ENV, LAUNCH_DIR, OWNED_FDS_ENV, describe_exit
+from forkparts.upgrade import EXEC_FAILED_STATUS, LAUNCH_DIR, describe_exit, listener_env
 
 REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful timeout"
 CHILDREN_ENV = "FORKSERVER_CHILDREN"      # "pid started deadline age host port,..."
@@ -64,32 +66,35 @@ class Reexec:
     def __init__(self, log, blocked, exit_names, carried=None):
         self.log, self.blocked, self.exit_names = log, blocked, exit_names
         self.carried = carried
-        self.trial = None      # the trial's Popen, while it runs
+        self.trial = None      # the trial's pid, while it runs
         self.why = None
         self.again = False     # another HUP came during the trial
 
     def begin(self, server, why):
         """A reload of a warmed parent: start the trial."""
+        if server.upgrade.child:   # its exec would orphan the new parent's handover
+            self.log.info("%s: not reloading: an upgrade is under way (new parent %d), which "
+                          "loads the new code" % (why, server.upgrade.child))
+            return
         if self.trial is not None:
             self.again = True
             self.log.info("%s: a reload is under way (trial %d); another trial follows it"
-                          % (why, self.trial.pid))
+                          % (why, self.trial))
             return
         self.why = why
         self.log.info("%s: reloading %s: the new code is tried in a fresh interpreter, then "
                       "this parent (pid %d) executes it" % (why, server.loader.spec, server.pid))
         sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (
             time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
-        import subprocess   # here: the parent that never reloads stays without it
-        error_fd = server.log.error_fd
-        try:
-            self.trial = subprocess.Popen(
-                [sys.executable] + sys.argv, cwd=LAUNCH_DIR, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=error_fd if error_fd is not None else subprocess.DEVNULL,
-                env=dict(os.environ, **{TRIAL_ENV: str(TRIAL_SECONDS)}))
-        except OSError as exc:
-            self.failed("cannot start the trial: %s" % exc)
+        self.trial = start_trial(server.log.error_fd, server.sigmask, self.blocked)
+        if not self.trial:
+            self.failed("cannot fork the trial")
+
+    def refusal(self):
+        """Why a SIGUSR2 cannot upgrade now (a HUP's trial runs), or None."""
+        if self.trial is not None:
+            return "a reload is under way (trial %d)" % self.trial
+        return None
 
     def failed(self, why):
         self.log.error("reload failed, still serving the previous code: %s" % why)
@@ -97,9 +102,9 @@ class Reexec:
 
     def trial_exited(self, server, pid, status):
         """Was ``pid`` the trial?  Then exec the new code, or say why not."""
-        if self.trial is None or pid != self.trial.pid:
+        if self.trial is None or pid != self.trial:
             return False
-        self.trial.returncode, self.trial = status, None   # reaped here, never by Popen
+        self.trial = None
         if server.stop_mode:
             return True
         if self.again:
@@ -118,7 +123,7 @@ class Reexec:
         """Stopping: the trial goes (it is our child)."""
         if self.trial is not None:
             try:
-                self.trial.kill()
+                os.kill(self.trial, signal.SIGKILL)
             except OSError:
                 pass
 
@@ -131,13 +136,7 @@ class Reexec:
             REEXEC_ENV: "%s|%d|%d|%s" % (self.why, server.served, server.high_water,
                                          server.opts.graceful_timeout),
             CHILDREN_ENV: ",".join(child_record(c) for c in server.children.values())})
-        env.pop(TRIAL_ENV, None)
-        activated = [l.fd for l in server.listeners.values() if l.activated]
-        if activated:   # systemd's, at 3.. since the start: LISTEN_PID is still us
-            env.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(activated)))
-        env[FDS_ENV] = ",".join(str(l.fd) for l in server.listeners.values() if not l.activated)
-        env[OWNED_FDS_ENV] = ",".join(str(l.fd) for l in server.listeners.values()
-                                      if l.owned and not l.activated)
+        env.update(listener_env(server.listeners.values()))   # LISTEN_PID: still us
         if server.handback is not None:
             pair = (server.handback.fileno(), server.handler_config.handback.fileno())
             env[HANDBACK_ENV] = "%d,%d" % pair
@@ -199,12 +198,43 @@ class Reexec:
                 continue
             server.filter.park(sock, addr, data, accepted_at, state, idle=bool(idle))
             server.parked[sock.fileno()].deadline = deadline
+            if state == READY:   # waits for a free child, not for bytes (AcceptFilter.release)
+                server.poller.unregister(sock.fileno())
         carried.adopted = True
         server.log.info("%s: reloaded %s in a fresh interpreter, pid %d kept; children of "
                         "the previous code still serving: %d" % (
                             carried.why, server.loader.spec, server.pid,
                             len(carried.children)))
         server.sigmask(signal.SIG_UNBLOCK, self.blocked)
+
+
+def start_trial(error_fd, sigmask, blocked):
+    """Fork and execute the trial: the same command line, from the directory
+    the server was started in, its stderr the error log.  Its pid, or 0.
+    No subprocess: after --user the parent may not read the standard
+    library, so it imports nothing it has not imported at start."""
+    sigmask(signal.SIG_BLOCK, blocked)   # as at every fork: the wake-up pipe is ours
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = 0
+    if pid == 0:   # the child
+        try:
+            signal.set_wakeup_fd(-1)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd, to in ((null, 0), (null, 1), (error_fd if error_fd is not None else null, 2)):
+                os.dup2(fd, to)
+            if LAUNCH_DIR:
+                os.chdir(LAUNCH_DIR)
+            sigmask(signal.SIG_UNBLOCK, blocked)
+            os.execve(sys.executable, [sys.executable] + sys.argv,
+                      dict(os.environ, **{TRIAL_ENV: str(TRIAL_SECONDS)}))
+        except BaseException as exc:   # noqa: BLE001 - nothing may return into the loop
+            os.write(2, ("forkserver: the reload's trial cannot start: %s\n" % exc).encode())
+        finally:
+            os._exit(EXEC_FAILED_STATUS)
+    sigmask(signal.SIG_UNBLOCK, blocked)
+    return pid
 
 
 def child_record(child):
@@ -221,7 +251,6 @@ def write_held(parked):
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("forkserver-held")
     else:
-        import tempfile
         with tempfile.TemporaryFile() as f:
             fd = os.dup(f.fileno())
     chunks = []
@@ -267,7 +296,7 @@ class Carried:
         reexec, children, handback, held = values
         if reexec is None:
             return None
-        why, served, high_water, graceful = reexec.split("|")
+        why, served, high_water, graceful = reexec.rsplit("|", 3)   # why may hold a |
         pairs = None
         if handback:
             pairs = [socket.socket(fileno=int(fd)) for fd in handback.split(",")]

@@ -232,13 +232,8 @@ def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec
         for sig, handler in restore_signals:
             signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
-        env = dict(os.environ, **{READY_FD_ENV: str(ready_w), OLD_PID_ENV: str(os.getppid())})
-        activated = [l.fd for l in listeners if l.activated]
-        if activated:   # systemd's, at 3..3+n-1 since we started (sd_listen_fds(3))
-            env.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(activated)))
-        env[FDS_ENV] = ",".join(str(l.fd) for l in listeners if not l.activated)
-        env[OWNED_FDS_ENV] = ",".join(str(l.fd) for l in listeners
-                                      if l.owned and not l.activated)
+        env = dict(os.environ, **{READY_FD_ENV: str(ready_w), OLD_PID_ENV: str(os.getppid())},
+                   **listener_env(listeners))
         for fd in [l.fd for l in listeners] + [ready_w]:
             os.set_inheritable(fd, True)
         pre_exec()
@@ -252,6 +247,19 @@ def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec
         os.write(2, ("forkserver: upgrade: cannot %s: %s\n" % (what, exc)).encode())
     finally:
         os._exit(EXEC_FAILED_STATUS)
+
+
+def listener_env(listeners):
+    """The environment that names ``listeners`` to the parent this process
+    executes (this pid: a HUP's exec, forkparts/reexec.py; or a new one):
+    FDS_ENV and OWNED_FDS_ENV, and systemd's own as systemd passes them."""
+    env = {}
+    activated = [l.fd for l in listeners if l.activated]
+    if activated:   # systemd's, at 3..3+n-1 since we started (sd_listen_fds(3))
+        env.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS=str(len(activated)))
+    env[FDS_ENV] = ",".join(str(l.fd) for l in listeners if not l.activated)
+    env[OWNED_FDS_ENV] = ",".join(str(l.fd) for l in listeners if l.owned and not l.activated)
+    return env
 
 
 class Inherited:

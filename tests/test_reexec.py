@@ -10,12 +10,15 @@ import threading
 import time
 
 from forkparts.reexec import Carried, HELD_RECORD, child_record, parse_child
-from tests.conftest import http_get, read_until_close, wait_for, wait_no_zombies
+from tests.conftest import http_get, needs, read_until_close, wait_for, wait_no_zombies
+from tests.test_signals import Detached
 
 RELOAD_SECONDS = 30
-SLOW_SECONDS = 1.5
+SLOW_SECONDS = 4.0   # outlasts a reload on a loaded machine
+IMPORT_DELAY_SECONDS = 1.5   # a trial, or a new parent, that takes a while
 
 APP = '''import time
+time.sleep({import_delay!r})
 VERSION = {version!r}
 PAD = {pad!r}
 
@@ -30,11 +33,12 @@ def app(environ, start_response):
 '''
 
 
-def write_app(path, version):
+def write_app(path, version, import_delay=0.0):
     """Each version a different size: a .pyc is trusted on (mtime, size)."""
     tmp = str(path) + ".tmp"
     with open(tmp, "w") as f:
-        f.write(APP.format(version=version, pad="x" * version, slow=SLOW_SECONDS))
+        f.write(APP.format(version=version, pad="x" * version, slow=SLOW_SECONDS,
+                           import_delay=import_delay))
     os.replace(tmp, str(path))
 
 
@@ -82,7 +86,7 @@ def test_a_hup_keeps_the_pid_and_lets_a_request_in_flight_finish_with_its_code(
     log = server.log_text()
     assert "children of the previous code still serving: 1" in log, log
     assert server.stop() == 0
-    assert "forked 2 children, one per connection, at most 2" in server.log_text()   # across it
+    assert "forked 2 children, one per connection" in server.log_text()   # across the exec
 
 
 def test_a_kept_alive_connection_gets_the_new_code_on_its_next_request(start_server,
@@ -177,6 +181,58 @@ def test_a_new_start_that_fails_after_its_trial_waits_for_the_children(start_ser
         assert "waiting up to 30s for the children of the previous code (1)" in out, out
     finally:
         taken.close()
+
+
+def test_a_usr2_during_a_hups_trial_is_refused_and_the_reload_completes(start_server,
+                                                                         tmp_path):
+    """An upgrade's new parent and a HUP's exec would each take the sockets;
+    the exec would leave the new parent's handover to a process image that
+    no longer knows it.  So one at a time: USR2 waits for the HUP."""
+    server, module = start_app(start_server, tmp_path)
+    write_app(module, 2, import_delay=IMPORT_DELAY_SECONDS)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "the new code is tried" in server.log_text(), 10, "the trial")
+    server.signal(signal.SIGUSR2)
+    wait_for(lambda: "upgrade refused: a reload is under way (trial" in server.log_text(), 10,
+             "the refusal")
+    reloaded(server)
+    assert http_get(server, "/")[2] == b"version 2\n"
+    assert server.ps.is_running() and not [c for c in server.children()
+                                           if "forkserver" in " ".join(c.cmdline())]
+
+
+def test_a_hup_during_an_upgrade_is_left_to_the_new_parent(tmp_path):
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_app(app_dir / "hupapp.py", 1)
+    server = Detached(tmp_path, ["hupapp:app", "--chdir", str(app_dir)])
+    try:
+        write_app(app_dir / "hupapp.py", 2, import_delay=IMPORT_DELAY_SECONDS)
+        os.kill(server.pid, signal.SIGUSR2)
+        server.wait_log("SIGUSR2: upgrading")
+        os.kill(server.pid, signal.SIGHUP)
+        server.wait_log("SIGHUP: not reloading: an upgrade is under way")
+        new, _ = server.ready(2)
+        wait_for(lambda: server.get_or_error() == "version 2\n", RELOAD_SECONDS, "the new code")
+        assert "fresh interpreter" not in server.log_text()
+        assert new != server.pid
+    finally:
+        server.close()
+
+
+@needs(os.geteuid() == 0, "--user needs root")
+def test_a_hup_the_dropped_user_cannot_start_keeps_the_old_code(start_server, tmp_path):
+    """After --user the parent can open again only what that user may: here
+    the log files (root's, in a directory of root's), and on this machine the
+    interpreter too (under /root).  The trial runs as that user and fails
+    with the reason, so the server is never executed into a start that
+    cannot succeed: the old code serves on."""
+    server = start_server("tests.apps:hello", "--user", "nobody")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed, still serving the previous code" in server.log_text(),
+             RELOAD_SECONDS, "the failed trial")
+    assert http_get(server, "/")[0] == 200
+    assert "fresh interpreter, pid" not in server.log_text()
 
 
 def test_what_is_carried_reads_back_as_written(tmp_path):

@@ -798,6 +798,8 @@ def _note(*words):
     with open(NOTES, "a") as f:
         f.write(" ".join(str(w) for w in words) + "\\n")
 
+def on_starting(server): _note("on_starting", os.getpid())
+def when_ready(server): _note("when_ready", os.getpid())
 def on_reload(server): _note("on_reload", os.getpid())
 def pre_exec(server): _note("pre_exec", os.getpid())
 def nworkers_changed(server, new_value, old_value): _note("nworkers_changed", new_value, old_value)
@@ -818,15 +820,20 @@ def test_on_reload_pre_exec_and_nworkers_changed_hooks_from_the_config_file(tmp_
     config.write_text(HOOKS_CONFIG.format(notes=notes))
     server, module = start_versioned(tmp_path, "--config", str(config), "--max-children", "4")
     try:
+        wait_for(lambda: len(read_notes(notes)) == 2, 10, "when_ready")
         os.kill(server.pid, signal.SIGTTIN)
-        wait_for(lambda: read_notes(notes), 10, "nworkers_changed")
-        os.kill(server.pid, signal.SIGHUP)
-        wait_for(lambda: len(read_notes(notes)) == 2, 10, "on_reload")
+        wait_for(lambda: len(read_notes(notes)) == 3, 10, "nworkers_changed")
+        os.kill(server.pid, signal.SIGHUP)   # a warmed parent: executes itself, same pid
+        server.wait_log("reloaded upapp:app in a fresh interpreter")
         os.kill(server.pid, signal.SIGUSR2)
         new, _ = server.ready(2)
-        assert read_notes(notes) == [["nworkers_changed", "5", "4"],
-                                     ["on_reload", str(server.pid)],
-                                     ["pre_exec", str(new)]]   # in the child, before exec
+        wait_for(lambda: len(read_notes(notes)) == 7, 10, "the new parent's start")
+        pid = str(server.pid)
+        assert read_notes(notes) == [["on_starting", pid], ["when_ready", pid],
+                                     ["nworkers_changed", "5", "4"],
+                                     ["on_reload", pid],    # then no start hooks: gunicorn's HUP
+                                     ["pre_exec", str(new)],   # in the child, before exec
+                                     ["on_starting", str(new)], ["when_ready", str(new)]]
     finally:
         server.close()
 
