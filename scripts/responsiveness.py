@@ -5,7 +5,7 @@ Starts forkserver on a small app, puts steady load on it from
 scripts/stress.py (64 clients by default, loopback only), and while the load
 runs measures, one after another, how long the parent takes to
 
-    hup       act on SIGHUP: from kill() to the "reloaded" log line
+    hup       act on SIGHUP: from kill() to the "SIGHUP: reloading" log line
     timeout   kill a hung child: from its --timeout deadline to the connection's end
     header    answer a parked, incomplete head: from --header-timeout to the 408
     pieces    serve a head sent in two pieces: from the second piece to the response
@@ -180,7 +180,7 @@ def one_round(clients, load_seconds, extra=(), forkserver=FORKSERVER):
         try:
             time.sleep(LOAD_WARMUP_SECONDS)
             result = {
-                "hup": signal_latency(server, signal.SIGHUP, "reloaded respapp:app"),
+                "hup": signal_latency(server, signal.SIGHUP, "SIGHUP: reloading respapp:app"),
                 "timeout": timeout_latency(server),
                 "header": header_latency(server),
                 "pieces": pieces_latency(server),
