@@ -59,7 +59,7 @@ from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_
 from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
                                   remove_pidfile, start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
-from forkparts.reexec import TRIAL_ENV, Carried, Reexec
+from forkparts.reexec import TRIAL_ENV, Carried, Reexec, trial_problems
 from forkparts.startsignals import StartSignals, StopBeforeReady
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -169,9 +169,9 @@ class Supervisor(HookCalls):
         opts = self.opts
         self.deadline_span = (opts.timeout + TIMEOUT_GRACE_SECONDS
                               if opts.timeout and not opts.keep_alive else 0.0)
-        if self.opts.keep_alive:   # idle connections handed back by children (Drain)
-            self.handback, handback = (self.reexec.carried_pair()
-                                       or socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM))
+        pair = self.reexec.carried_pair()   # read even if --keep-alive is gone: never stuck
+        if self.opts.keep_alive or pair:   # idle connections handed back by children (Drain)
+            self.handback, handback = pair or socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.handback.setblocking(False)
             self.poller.register(self.handback.fileno(), select.POLLIN)
         self.handler_config = build_handler_config(self.opts, self.log, self.set_title,
@@ -729,9 +729,9 @@ def warm_up(server):
 
     def post_fork():
         server.run_hook("post_fork", server, worker_for_child(server, 0))
-    return forkparts.prewarm.warm_up(
+    return server.reexec.warm_up(lambda: forkparts.prewarm.warm_up(
         serve_connection, server.app, server.handler_config, server.opts.prewarm, server.log,
-        server.child_signals, post_fork if "post_fork" in server.hooks else None)
+        server.child_signals, post_fork if "post_fork" in server.hooks else None))
 
 
 def main(argv=None):
@@ -810,7 +810,10 @@ def check_config(opts, trial=None):
     try:
         apply_env(opts)
         setup_paths(opts)
-        app_loader(opts).load()
+        app = app_loader(opts).load()
+        if trial:   # what only a request finds (a view that does not compile), and binds
+            problems += trial_problems(opts, app, build_handler_config(opts, Log(), None, {}),
+                                       serve_connection)
     except (UsageError, AppLoadError) as exc:
         problems.append(exc)
     # Relative paths as a start sees them: after --chdir.

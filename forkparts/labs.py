@@ -59,6 +59,13 @@ class Iterative:
             self.status.title_dirty = True   # the request's title was the parent's
         return 0
 
+    def cleanup(self):
+        """The stop line counts forks: none here.  What it served, it says apart."""
+        served, self.served = self.served, 0
+        super().cleanup()
+        self.log.info("--lab-iterative: the parent served %d %s itself, one after another"
+                      % (served, "connection" if served == 1 else "connections"))
+
 
 ITERATIVE_EXCLUDES = ("keep_alive", "lab_parent_keeps_client", "lab_child_keeps_listener",
                       "lab_print_in_handler", "lab_orphans")

@@ -119,6 +119,23 @@ def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     return prewarm(serve, app, config, path, log, deadline, explicit)
 
 
+def new_code_failure(serve, app, config, choice):
+    """A HUP's trial (forkparts/reexec.py): the new code's warm-up request,
+    in a trial child as at a start, and why it failed; "" if it did not, or
+    if the start would go on anyway (no warm-up; the default one skipped or
+    out of time).  A view that does not compile, or an import that fails,
+    shows only when a request runs it: Django imports its URLconf then."""
+    if choice is False or (choice is None and warmup_host() is None):
+        return ""
+    path = choice if choice is not None else DEFAULT_PATH
+    budget = EXPLICIT_BUDGET_SECONDS if choice is not None else WARMUP_BUDGET_SECONDS
+    report = probe(serve, app, config, path, time.monotonic() + budget)
+    if choice is None and (report.ended == TIMED_OUT or report.error.startswith(NOT_RUN)):
+        return ""
+    failure = report.failure(budget)
+    return failure and "the new code's warm-up GET %s %s" % (path, failure)
+
+
 def skipped_warning(path, failure, report, explicit):
     """The one line that says why the parent was not warmed, and the fixes."""
     head = "warm-up GET %s not run in the parent, serving unwarmed: " % path

@@ -44,15 +44,20 @@ import tempfile
 import time
 
 from forkparts.acceptfilter import READY
+from forkparts.apps import AppLoadError
 from forkparts.children import flush_stdio
-from forkparts.listeners import sd_notify
-from forkparts.logs import capture_output, restore_original_stdio
-from forkparts.upgrade import EXEC_FAILED_STATUS, LAUNCH_DIR, describe_exit, listener_env
+from forkparts.cli import DEFAULT_BIND
+from forkparts.listeners import ListenError, open_listener, sd_notify
+from forkparts.logs import restore_original_stdio
+from forkparts.prewarm import new_code_failure
+from forkparts.privileges import names_us, remove_pidfile
+from forkparts.upgrade import (EXEC_FAILED_STATUS, FDS_ENV, LAUNCH_DIR, START_ENVIRON,
+                               Inherited, describe_exit, listener_env)
 
 REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful timeout"
-CHILDREN_ENV = "FORKSERVER_CHILDREN"      # "pid started deadline age host port,..."
+CARRIED_ENV = "FORKSERVER_CARRIED_FD"     # a file: the children, then the held connections
 HANDBACK_ENV = "FORKSERVER_HANDBACK_FDS"  # "parent,child": --keep-alive's socket pair
-HELD_ENV = "FORKSERVER_HELD_FD"           # a file of the held connections (HELD_RECORD)
+PIDFILE_ENV = "FORKSERVER_OLD_PIDFILE"    # the old code's --pidfile, made absolute
 TRIAL_ENV = "FORKSERVER_TRIAL"            # seconds the trial has to load the app
 TRIAL_SECONDS = 120                       # then SIGALRM ends it (a hung import)
 # One held connection: its fd, accepted_at, deadline, idle, state, bytes held.
@@ -86,9 +91,12 @@ class Reexec:
                       "this parent (pid %d) executes it" % (why, server.loader.spec, server.pid))
         sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (
             time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000))
-        self.trial = start_trial(server.log.error_fd, server.sigmask, self.blocked)
-        if not self.trial:
-            self.failed("cannot fork the trial")
+        pid = start_trial(server.log.error_fd, server.sigmask, self.blocked,
+                          list(server.listeners.values()))
+        if pid > 0:
+            self.trial = pid
+        else:
+            self.failed("cannot fork the trial: %s" % os.strerror(-pid))
 
     def refusal(self):
         """Why a SIGUSR2 cannot upgrade now (a HUP's trial runs), or None."""
@@ -131,43 +139,51 @@ class Reexec:
         """Step 2 of the DESIGN note; returns only if execve failed (logged)."""
         server.run_hook("on_reload", server)
         server.drain_kept_alive()   # their idle connections come back to the pair we keep
-        keep = [l.fd for l in server.listeners.values()]
-        env = dict(os.environ, **{
+        listeners = list(server.listeners.values())
+        keep = [l.fd for l in listeners]
+        env = dict(START_ENVIRON, **listener_env(listeners), **{   # LISTEN_PID: still us
             REEXEC_ENV: "%s|%d|%d|%s" % (self.why, server.served, server.high_water,
-                                         server.opts.graceful_timeout),
-            CHILDREN_ENV: ",".join(child_record(c) for c in server.children.values())})
-        env.update(listener_env(server.listeners.values()))   # LISTEN_PID: still us
+                                         server.opts.graceful_timeout)})
+        if server.opts.pidfile:
+            env[PIDFILE_ENV] = os.path.abspath(server.opts.pidfile)
         if server.handback is not None:
             pair = (server.handback.fileno(), server.handler_config.handback.fileno())
             env[HANDBACK_ENV] = "%d,%d" % pair
             keep += pair
-        held, fds = write_held(server.parked)
-        if held is not None:
-            env[HELD_ENV] = str(held)
-            keep += fds + [held]
-        argv = [sys.executable] + sys.argv
+        carried = write_carried(server.children.values(), server.parked)
+        env[CARRIED_ENV] = str(carried)
+        keep += list(server.parked) + [carried]
+        saved = [(sig, signal.getsignal(sig)) for sig, _ in server.child_signals]
+        server.sigmask(signal.SIG_BLOCK, self.blocked)
+        for sig in server.pending_signals:   # noted, not yet handled: the new code's
+            os.kill(os.getpid(), sig)         # (blocked, they stay pending across execve)
+        del server.pending_signals[:]
+        for sig, handler in server.child_signals:   # as started: nohup's HUP stays ignored
+            signal.signal(sig, handler)
         here = os.getcwd()
         flush_stdio()
-        server.sigmask(signal.SIG_BLOCK, self.blocked)
         try:
             for fd in keep:
                 os.set_inheritable(fd, True)
             restore_original_stdio()   # --capture-output: the new code captures again
             if LAUNCH_DIR:
                 os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release
-            os.execve(argv[0], argv, env)
+            os.execve(sys.executable, [sys.executable] + sys.argv, env)
         except OSError as exc:
-            self.exec_failed(server, keep, held, here, exc)
+            self.exec_failed(server, (keep, carried, saved, here), exc)
 
-    def exec_failed(self, server, keep, held, here, exc):
+    def exec_failed(self, server, undo, exc):
+        keep, carried, saved, here = undo
         for fd in keep:
             os.set_inheritable(fd, False)
-        if held is not None:
-            os.close(held)
-        if server.opts.capture_output:
-            capture_output(server.log)
+        os.close(carried)
+        if server.opts.capture_output and server.log.error_fd not in (None, 1, 2):
+            for fd in (1, 2):
+                os.dup2(server.log.error_fd, fd)
         os.chdir(here)
-        server.sigmask(signal.SIG_UNBLOCK, self.blocked)
+        for sig, handler in saved:
+            signal.signal(sig, handler)
+        server.sigmask(signal.SIG_UNBLOCK, self.blocked)   # the re-sent signals come in
         self.failed("cannot execute %s: %s" % (sys.executable, exc))
 
     # ------------------------------------------------------------ in the new code
@@ -178,7 +194,7 @@ class Reexec:
 
     def adopt(self, server):
         """In the parent a HUP executed: the children and held connections
-        of the old code are ours now; then the signals that waited come in."""
+        of the old code are ours now."""
         carried = self.carried
         if carried is None:
             return
@@ -200,35 +216,54 @@ class Reexec:
             server.parked[sock.fileno()].deadline = deadline
             if state == READY:   # waits for a free child, not for bytes (AcceptFilter.release)
                 server.poller.unregister(sock.fileno())
+        old = carried.old_pidfile
+        if old and old != os.path.abspath(server.opts.pidfile or "") and names_us(old):
+            remove_pidfile(old)   # the config file names another now: one pidfile, ours
         carried.adopted = True
         server.log.info("%s: reloaded %s in a fresh interpreter, pid %d kept; children of "
                         "the previous code still serving: %d" % (
                             carried.why, server.loader.spec, server.pid,
                             len(carried.children)))
-        server.sigmask(signal.SIG_UNBLOCK, self.blocked)
+
+    def warm_up(self, warm):
+        """The new code's warm-up: ``warm()``, whose explicit --prewarm PATH
+        stops a start that fails it (exit 3).  After a HUP's exec there is
+        no old code to go back to, so it is a warning and no warm-up."""
+        try:
+            return warm()
+        except AppLoadError as exc:
+            if not self.carried:
+                raise
+            self.log.warning("the warm-up of the new code failed: %s; serving it unwarmed "
+                             "(a HUP now reloads in place)" % exc)
+            return False
 
 
-def start_trial(error_fd, sigmask, blocked):
+def start_trial(error_fd, sigmask, blocked, listeners):
     """Fork and execute the trial: the same command line, from the directory
-    the server was started in, its stderr the error log.  Its pid, or 0.
+    the server was started in, its stderr the error log, the listeners open
+    (an fd:// address is checked).  Its pid, or -errno if fork() failed.
     No subprocess: after --user the parent may not read the standard
     library, so it imports nothing it has not imported at start."""
     sigmask(signal.SIG_BLOCK, blocked)   # as at every fork: the wake-up pipe is ours
     try:
         pid = os.fork()
-    except OSError:
-        pid = 0
+    except OSError as exc:
+        pid = -(exc.errno or 1)
     if pid == 0:   # the child
         try:
             signal.set_wakeup_fd(-1)
             null = os.open(os.devnull, os.O_RDWR)
             for fd, to in ((null, 0), (null, 1), (error_fd if error_fd is not None else null, 2)):
                 os.dup2(fd, to)
+            for listener in listeners:
+                os.set_inheritable(listener.fd, True)
             if LAUNCH_DIR:
                 os.chdir(LAUNCH_DIR)
             sigmask(signal.SIG_UNBLOCK, blocked)
             os.execve(sys.executable, [sys.executable] + sys.argv,
-                      dict(os.environ, **{TRIAL_ENV: str(TRIAL_SECONDS)}))
+                      dict(START_ENVIRON, **listener_env(listeners),
+                           **{TRIAL_ENV: str(TRIAL_SECONDS)}))
         except BaseException as exc:   # noqa: BLE001 - nothing may return into the loop
             os.write(2, ("forkserver: the reload's trial cannot start: %s\n" % exc).encode())
         finally:
@@ -237,35 +272,66 @@ def start_trial(error_fd, sigmask, blocked):
     return pid
 
 
+def trial_problems(opts, app, config, serve):
+    """In the trial, beyond loading the app: its warm-up request (a failure
+    there would stop the new code's start, or serve a view that does not
+    compile), and the --bind addresses the new code would bind rather than
+    inherit (a port taken, or one that needs root), bound and let go.  The
+    errors, as a start's (AppLoadError: status 3; ListenError: 4).  ``serve``:
+    the child's front door, handed in (no room imports wsgi_handler)."""
+    problems = []
+    failure = new_code_failure(serve, app, config, opts.prewarm)
+    if failure:
+        problems.append(AppLoadError(failure))
+    inherited = Inherited.from_environ(opts.backlog)
+    taken = []
+    if not (os.environ.get("LISTEN_FDS") and not opts.bind):
+        for address in opts.bind or [DEFAULT_BIND]:
+            taken.append(inherited.take(address))
+            if taken[-1] is None:
+                try:
+                    open_listener(address, opts.backlog, opts.umask, opts.header_timeout).close()
+                except ListenError as exc:
+                    problems.append(exc)
+    for listener in inherited.sockets + [l for l in taken if l is not None]:
+        listener.sock.detach()   # the server's: left open (an fd:// is checked again)
+    return problems
+
+
 def child_record(child):
     addr = child.addr if isinstance(child.addr, tuple) else ("-", 0)
     return "%d %r %r %d %s %d" % (child.pid, child.started, child.deadline, child.age,
                                   addr[0], addr[1])
 
 
-def write_held(parked):
-    """The held connections into an unlinked file: (its fd, the sockets'
-    fds), or (None, []) if there are none."""
-    if not parked:
-        return None, []
+def write_carried(children, parked):
+    """The children (a line of child_record, comma-separated) and the held
+    connections (HELD_RECORD and bytes) into an unlinked file; its fd.  A
+    file, not the environment: execve refuses a string over 128 KiB."""
     if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("forkserver-held")
+        fd = os.memfd_create("forkserver-carried")
     else:
         with tempfile.TemporaryFile() as f:
             fd = os.dup(f.fileno())
-    chunks = []
+    chunks = [",".join(child_record(c) for c in children).encode() + b"\n"]
     for sock_fd, held in parked.items():
         chunks.append(HELD_RECORD.pack(sock_fd, held.accepted_at, held.deadline,
                                        bool(held.idle), held.state, len(held.data)))
         chunks.append(bytes(held.data))
-    os.write(fd, b"".join(chunks))
+    data = b"".join(chunks)
+    written = 0
+    while written < len(data):
+        written += os.write(fd, data[written:])
     os.lseek(fd, 0, os.SEEK_SET)
-    return fd, list(parked)
+    return fd
 
 
-def read_held(fd):
+def read_carried(fd):
+    """(children, held connections) from write_carried's file."""
     with os.fdopen(fd, "rb") as f:
         data = f.read()
+    line, _, data = data.partition(b"\n")
+    children = [parse_child(text) for text in line.decode().split(",") if text]
     held, at = [], 0
     while at < len(data):
         sock_fd, accepted_at, deadline, idle, state, size = HELD_RECORD.unpack_from(data, at)
@@ -274,7 +340,7 @@ def read_held(fd):
         held.append((socket.socket(fileno=sock_fd), accepted_at, deadline, idle, state,
                      data[at:at + size]))
         at += size
-    return held
+    return children, held
 
 
 class Carried:
@@ -286,14 +352,14 @@ class Carried:
         self.why, self.served, self.high_water = why, served, high_water
         self.graceful, self.children = graceful, list(children)
         self.handback, self.held = handback, list(held)
-        self.adopted = False
+        self.adopted, self.old_pidfile = False, None
 
     @classmethod
     def from_environ(cls):
         """None unless a HUP executed this process."""
-        values = [os.environ.pop(name, None)
-                  for name in (REEXEC_ENV, CHILDREN_ENV, HANDBACK_ENV, HELD_ENV)]
-        reexec, children, handback, held = values
+        reexec, carried, handback, old_pidfile = [
+            os.environ.pop(name, None)
+            for name in (REEXEC_ENV, CARRIED_ENV, HANDBACK_ENV, PIDFILE_ENV)]
         if reexec is None:
             return None
         why, served, high_water, graceful = reexec.rsplit("|", 3)   # why may hold a |
@@ -302,14 +368,23 @@ class Carried:
             pairs = [socket.socket(fileno=int(fd)) for fd in handback.split(",")]
             for sock in pairs:
                 sock.set_inheritable(False)
-        return cls(why, int(served), int(high_water), float(graceful),
-                   [parse_child(text) for text in children.split(",") if text],
-                   pairs, read_held(int(held)) if held else ())
+        children, held = read_carried(int(carried)) if carried else ([], [])
+        found = cls(why, int(served), int(high_water), float(graceful), children, pairs, held)
+        found.old_pidfile = old_pidfile
+        return found
 
     def outlive(self, log_write):
         """The new code did not start: its exit would end the carried
-        children (PR_SET_PDEATHSIG), so wait for them first."""
-        if self.adopted or not self.children:
+        children (PR_SET_PDEATHSIG), so wait for them first, the listening
+        sockets closed (a client is refused now, not reset at the exit)."""
+        if self.adopted:
+            return
+        for fd in os.environ.pop(FDS_ENV, "").split(","):   # if run() did not take them
+            if fd.isdigit():
+                os.close(int(fd))
+        for sock, *_ in self.held:
+            sock.close()
+        if not self.children:
             return
         left = {pid for pid, *_ in self.children}
         log_write("forkserver: the new code did not start; waiting up to %gs for the children "

@@ -55,6 +55,8 @@ class StartSignals:
             self.original[sig] = signal.getsignal(sig)
             if self.original[sig] != signal.SIG_IGN:
                 signal.signal(sig, self.handler)
+        if install:   # a HUP's exec left them blocked until now (forkparts/reexec.py)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP + KEPT + (signal.SIGCHLD,))
 
     def handler(self, signum, frame):
         if signum in STOP:

@@ -33,6 +33,7 @@ class ProcessTrace:
         self.plain_exits = False   # every reap goes through child_exited, and its line
         self.sigchld_times = []    # when the handler ran, one entry per run
         self.reap_times = {}       # pid -> when a handler's waitpid returned it
+        self.final_reap = False    # inside stopped(): its SIGKILL and waitpid are no reaper's
 
     def prepare(self):
         super().prepare()
@@ -75,10 +76,22 @@ class ProcessTrace:
         self.signals_received()
         super().reap_children()
 
+    def stopped(self):
+        """The stop's last resort (SIGKILL at its deadline, then waitpid for
+        each child left) writes no reap line: it is nobody's reaper, and a
+        lab without one (--reaper none) must show its zombies never reaped."""
+        self.final_reap = True
+        try:
+            return super().stopped()
+        finally:
+            self.final_reap = False
+
     def child_exited(self, pid, status):
         reaped_at = self.reap_times.pop(pid, None) or time.monotonic()
         self.signals_received(before=reaped_at)
-        if pid in self.children:
+        if self.final_reap:
+            pass
+        elif pid in self.children:
             self.log.trace("", "reaped %d: %s" % (pid, describe_status(status)), reaped_at)
         elif self.opts.subreaper or os.getpid() == 1:   # an orphan it adopted
             self.log.trace("", "reaped other %d: %s" % (pid, describe_status(status)),

@@ -55,6 +55,12 @@ try:   # the directory the server was started in, by name: sys.argv[0] may be re
     LAUNCH_DIR = logical_cwd()
 except OSError:
     LAUNCH_DIR = None
+# The environment the server was started with, for the parent it executes
+# (USR2, a HUP's exec): not what the app or -e/raw_env set since (Django's
+# wsgi.py sets DJANGO_SETTINGS_MODULE), nor what a parent before us passed.
+START_ENVIRON = {name: value for name, value in os.environ.items()
+                 if not name.startswith("FORKSERVER_")
+                 and name not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
 
 
 def describe_exit(status, names):
@@ -232,7 +238,7 @@ def exec_new_parent(argv, listeners, ready_w, restore_signals, blocked, pre_exec
         for sig, handler in restore_signals:
             signal.signal(sig, handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
-        env = dict(os.environ, **{READY_FD_ENV: str(ready_w), OLD_PID_ENV: str(os.getppid())},
+        env = dict(START_ENVIRON, **{READY_FD_ENV: str(ready_w), OLD_PID_ENV: str(os.getppid())},
                    **listener_env(listeners))
         for fd in [l.fd for l in listeners] + [ready_w]:
             os.set_inheritable(fd, True)

@@ -36,6 +36,10 @@ def test_iterative_server_serves_one_connection_at_a_time_without_a_child(start_
     assert seen_children == []
     assert "fork: child" not in server.log_text()
     assert server.stop() == 0
+    # The stop line counts forks: none (it said "forked 2 children").
+    log = server.log_text()
+    assert "stopped: forked 0 children" in log, log
+    assert "--lab-iterative: the parent served 2 connections itself" in log, log
 
 
 def test_iterative_server_survives_app_errors_and_timeouts(start_server):

@@ -712,7 +712,7 @@ def test_sighup_serves_the_edited_view_of_a_warmed_django_project(start_server, 
     project, views, env = django_project(tmp_path)
     (project / "mysite" / "views.py").write_text(
         views.read_text() + "\n\ndef slow(request):\n"
-        "    import time\n    time.sleep(1.5)\n"
+        "    import time\n    time.sleep(4)\n"
         "    return HttpResponse('slow, first\\n', content_type='text/plain')\n")
     urls = project / "mysite" / "urls.py"
     urls.write_text(urls.read_text() + "urlpatterns += [_path('slow/', _views.slow)]\n")

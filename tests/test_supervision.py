@@ -524,9 +524,9 @@ def test_sighup_during_a_reload_is_neither_lost_nor_fatal(start_server, tmp_path
     write_module(module, 2, import_delay_seconds=1.0)
     server.signal(signal.SIGHUP)
     wait_log(server, "SIGHUP: reloading")
-    during = in_background(http_get, server, "/")        # waits in the backlog
+    during = in_background(http_get, server, "/")        # the old code serves it meanwhile
     write_module(module, 3, import_delay_seconds=1.0)
-    server.signal(signal.SIGHUP)                          # while the import sleeps
+    server.signal(signal.SIGHUP)                          # while the trial imports
     # The warmed parent's first trial is importing: the second HUP gets a
     # trial of its own after it, then one exec serves what both asked for.
     wait_log(server, "another trial follows it")

@@ -2,6 +2,7 @@
 and docs/labs.md (`--trace`): "<T> [<pid>] text" lines, T = time.monotonic().
 """
 import re
+import threading
 import time
 
 import pytest
@@ -150,3 +151,30 @@ def test_an_adopted_orphans_reap_is_traced_apart_from_the_childrens(start_server
                    10, "the orphan's reap")
     adopted = re.search(r"\] reaped other (\d+):", log).group(1)
     assert not re.search(r"\] (fork: child|reaped) %s\b" % adopted, log)
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_the_stops_last_reaping_writes_no_reap_line(start_server, stop):
+    """--reaper none: nobody reaps, so the trace must show every child
+    exited and never reaped, even after the stop has SIGKILLed and waited
+    for the zombies (docs/labs.md, exercise 4: a saved trace drew them all
+    reaped).  The correct reaper's reaps during a stop are still traced."""
+    import signal
+    none = start_server("tests.apps:hello", "--reaper", "none", "--trace=process",
+                        "--graceful-timeout", "1")
+    for _ in range(3):
+        assert http_get(none, "/")[0] == 200
+    wait_for(lambda: none.log_text().count("exit: status 0") >= 3, what="3 exit lines")
+    none.signal(getattr(signal, stop))
+    assert none.wait_exit() == 0
+    text = none.log_text()
+    assert len(re.findall(r"\] fork: child \d+ for ", text)) == 3, text
+    assert not re.findall(r"\] reaped \d+: ", text), text
+    loop = start_server("tests.apps:slow", "--trace=process")
+    in_flight = threading.Thread(target=http_get, args=(loop, "/?s=1"))
+    in_flight.start()
+    wait_for(lambda: loop.children(), what="the slow child")
+    loop.signal(signal.SIGTERM)
+    assert loop.wait_exit() == 0
+    in_flight.join(10)
+    assert len(re.findall(r"\] reaped \d+: exited with status 0", loop.log_text())) == 1
