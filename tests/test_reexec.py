@@ -88,7 +88,9 @@ def test_a_hup_keeps_the_pid_and_lets_a_request_in_flight_finish_with_its_code(
     assert http_get(server, "/")[2] == b"version 2\n"
     thread.join(10)
     assert got["response"][2] == b"version 1\n", got
-    assert server.ps.is_running() and child.pid not in [c.pid for c in server.children()]
+    assert server.ps.is_running()
+    wait_for(lambda: child.pid not in [c.pid for c in server.children()], 10,
+             "the old code's child to end and be reaped by the new code")
     wait_no_zombies(server)
     log = server.log_text()
     assert "children of the previous code still serving: 1" in log, log
