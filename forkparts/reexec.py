@@ -51,8 +51,8 @@ from forkparts.listeners import ListenError, open_listener, sd_notify
 from forkparts.logs import restore_original_stdio
 from forkparts.prewarm import new_code_failure
 from forkparts.privileges import names_us, remove_pidfile
-from forkparts.upgrade import (EXEC_FAILED_STATUS, FDS_ENV, LAUNCH_DIR, START_ENVIRON,
-                               Inherited, describe_exit, listener_env)
+from forkparts.upgrade import (EXEC_FAILED_STATUS, FDS_ENV, LAUNCH_DIR, OLD_PID_ENV,
+                               START_ENVIRON, Inherited, describe_exit, listener_env)
 
 REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful timeout"
 CARRIED_ENV = "FORKSERVER_CARRIED_FD"     # a file: the children, then the held connections
@@ -146,6 +146,9 @@ class Reexec:
                                          server.opts.graceful_timeout)})
         if server.opts.pidfile:
             env[PIDFILE_ENV] = os.path.abspath(server.opts.pidfile)
+        old = server.upgrade.inherited.old_pid
+        if old and os.getppid() == old:   # a USR2's new parent, the old one draining
+            env[OLD_PID_ENV] = str(old)
         if server.handback is not None:
             pair = (server.handback.fileno(), server.handler_config.handback.fileno())
             env[HANDBACK_ENV] = "%d,%d" % pair

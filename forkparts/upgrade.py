@@ -320,11 +320,10 @@ class Inherited:
         self.sockets = []
 
     def report(self, log):
-        if self.old_pid:
+        if self.old_pid and self.ready_fd is not None:   # not again after a HUP's exec
             log.info("upgrade: started by parent %d" % self.old_pid)
         for description in self.closed:
-            log.warning("upgrade: no --bind names the inherited %s any more; closed it"
-                        % description)
+            log.warning("no --bind names the inherited %s any more; closed it" % description)
 
 
 def matches(sock, kind, value):

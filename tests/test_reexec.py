@@ -296,6 +296,39 @@ def test_a_hup_the_dropped_user_cannot_start_keeps_the_old_code(start_server, tm
     assert "fresh interpreter, pid" not in server.log_text()
 
 
+def test_a_usr2_parent_executed_by_a_hup_still_refuses_usr2_while_the_old_one_drains(
+        tmp_path):
+    """USR2 makes N, the old parent O drains (a slow request); a HUP to N
+    executes N afresh; N must still know O, whose pidfile.oldbin a second
+    upgrade would otherwise take over."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    write_app(app_dir / "hupapp.py", 1)
+    server = Detached(tmp_path, ["hupapp:app", "--chdir", str(app_dir)])
+    try:
+        thread = threading.Thread(target=server.get_or_error, args=("/slow",))
+        thread.start()
+        wait_for(lambda: psutil_children(server.pid), 5, "the slow child")
+        os.kill(server.pid, signal.SIGUSR2)
+        new, _ = server.ready(2)
+        server.wait_log("this parent (%d) stops accepting and drains" % server.pid)
+        os.kill(new, signal.SIGHUP)
+        server.wait_log("reloaded hupapp:app in a fresh interpreter, pid %d kept" % new)
+        os.kill(new, signal.SIGUSR2)
+        server.wait_log("upgrade refused: the previous parent %d is still draining" % server.pid)
+        thread.join(15)
+    finally:
+        server.close()
+
+
+def psutil_children(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+
+
 def test_what_is_carried_reads_back_as_written(tmp_path):
     """The children and held connections, through the file, both ways; the
     children in a file, not the environment (execve's 128 KiB a string)."""

@@ -79,14 +79,24 @@ def test_once_ready_the_new_parent_owns_what_the_old_one_had_bound(tcp):
 
 
 def test_unused_inherited_sockets_are_closed_and_reported(tcp):
-    inherited = Inherited([tcp], old_pid=12345)
-    inherited.close_unused()
-    log = Log()
-    inherited.report(log)
-    assert tcp.sock.fileno() == -1
-    assert log.lines == ["upgrade: started by parent 12345",
-                         "upgrade: no --bind names the inherited %s any more; closed it"
-                         % tcp.description]
+    r, w = os.pipe()
+    try:
+        inherited = Inherited([tcp], ready_fd=w, old_pid=12345)
+        inherited.close_unused()
+        log = Log()
+        inherited.report(log)
+        assert tcp.sock.fileno() == -1
+        assert log.lines == ["upgrade: started by parent 12345",
+                             "no --bind names the inherited %s any more; closed it"
+                             % tcp.description]
+        # A HUP's exec of that parent carries the old pid (no ready pipe): no
+        # second "started by" line.
+        log = Log()
+        Inherited([], old_pid=12345).report(log)
+        assert log.lines == []
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_the_environment_is_read_once_and_removed(monkeypatch, tcp):
