@@ -252,7 +252,7 @@ class Supervisor(HookCalls):
         systemd hears RELOADING=1, then READY=1.  Warmed: forkparts/reexec.py."""
         if self.stop_mode:
             return
-        if self.warmed:   # what the warm-up built lives on in the framework's modules
+        if self.warmed or self.sources:   # a framework keeps what it built (--reload: settings)
             return self.reexec.begin(self, why)
         self.log.info("%s: reloading %s" % (why, self.loader.spec))
         sd_notify("RELOADING=1\nMONOTONIC_USEC=%d" % (

@@ -704,6 +704,24 @@ def test_reload_option_serves_a_django_view_the_warm_up_imported(start_server, t
 
 
 @needs(importlib.util.find_spec("django") is not None, "Django is not installed")
+def test_reload_option_applies_an_edited_django_settings_file(start_server, tmp_path):
+    """Django reads settings.py once, into its own object: an in-place
+    re-import logged "reloaded" and served the old value.  --reload runs the
+    new code in a fresh interpreter, as gunicorn's --reload restarts its
+    workers."""
+    project, views, env = django_project(tmp_path)
+    settings = project / "mysite" / "settings.py"
+    settings.write_text(settings.read_text() + "\nGREETING = 'the first greeting'\n")
+    views.write_text("from django.conf import settings\n" + DJANGO_VIEW.replace(
+        "HttpResponse(%r,", "HttpResponse(settings.GREETING + %r,") % "\n")
+    server = start_server("mysite.wsgi", "--chdir", str(project), "--reload", env=env)
+    assert http_get(server, "/hello/")[2] == b"the first greeting\n"
+    settings.write_text(settings.read_text().replace("the first", "the edited"))
+    wait_for(lambda: "reloaded mysite.wsgi" in server.log_text(), 30, "the reload")
+    assert http_get(server, "/hello/")[2] == b"the edited greeting\n"
+
+
+@needs(importlib.util.find_spec("django") is not None, "Django is not installed")
 def test_sighup_serves_the_edited_view_of_a_warmed_django_project(start_server, tmp_path):
     """The default options warm the project up: its URL resolver and views
     live in the parent.  A HUP serves the edited view all the same (the
