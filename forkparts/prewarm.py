@@ -128,7 +128,10 @@ def new_code_failure(serve, app, config, choice):
     if choice is False or (choice is None and warmup_host() is None):
         return ""
     path = choice if choice is not None else DEFAULT_PATH
-    budget = EXPLICIT_BUDGET_SECONDS if choice is not None else WARMUP_BUDGET_SECONDS
+    # The explicit budget for the default path too: the old code serves
+    # meanwhile, and a broken view's first request (Django: the resolver, a
+    # SyntaxError's traceback) can take over a second on a loaded machine.
+    budget = EXPLICIT_BUDGET_SECONDS
     report = probe(serve, app, config, path, time.monotonic() + budget)
     if choice is None and (report.ended == TIMED_OUT or report.error.startswith(NOT_RUN)):
         return ""

@@ -223,6 +223,11 @@ class Reexec:
         if old and old != os.path.abspath(server.opts.pidfile or "") and names_us(old):
             remove_pidfile(old)   # the config file names another now: one pidfile, ours
         carried.adopted = True
+        if not server.warmed and not server.sources:
+            server.log.warning("the new code is not warmed (the warm-up's line above says why): "
+                               "a HUP now reloads its modules in place, without a trial; "
+                               "USR2 or a restart warms it again (docs/operations.md, "
+                               "Reloading)")
         server.log.info("%s: reloaded %s in a fresh interpreter, pid %d kept; children of "
                         "the previous code still serving: %d" % (
                             carried.why, server.loader.spec, server.pid,
@@ -237,8 +242,8 @@ class Reexec:
         except AppLoadError as exc:
             if not self.carried:
                 raise
-            self.log.warning("the warm-up of the new code failed: %s; serving it unwarmed "
-                             "(a HUP now reloads in place)" % exc)
+            self.log.warning("the warm-up of the new code failed: %s; serving it unwarmed"
+                             % exc)
             return False
 
 

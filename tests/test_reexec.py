@@ -463,6 +463,8 @@ def test_a_warm_up_that_fails_only_after_the_trial_serves_the_new_code_unwarmed(
     wait_for(lambda: "serving it unwarmed" in server.log_text(), RELOAD_SECONDS, "the warning")
     assert server.ps.is_running()
     assert http_get(server, "/")[2] == b"version 33\n"
+    wait_for(lambda: "a HUP now reloads its modules in place" in server.log_text(), 10,
+             "the line that says HUP changed its way")
 
 
 def test_the_new_code_starts_in_the_environment_the_server_was_started_with(start_server,
