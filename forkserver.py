@@ -736,11 +736,13 @@ def warm_up(server):
 
 def main(argv=None):
     carried = Carried.from_environ()   # a HUP executed this process (forkparts/reexec.py)
+    code = EXIT_FAILURE
     try:
-        return start(argv, carried)
+        code = start(argv, carried)
+        return code
     finally:
-        if carried:   # not adopted: the start failed, and its children die with us
-            carried.outlive(sys.stderr.write)
+        if carried:   # not adopted: the start failed or was stopped; its children die with us
+            carried.outlive(sys.stderr.write, stopped=code == EXIT_OK)
 
 
 def start(argv, carried):

@@ -38,6 +38,7 @@ exit is taken as forkserver's own.
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import tempfile
@@ -153,7 +154,8 @@ class Reexec:
             pair = (server.handback.fileno(), server.handler_config.handback.fileno())
             env[HANDBACK_ENV] = "%d,%d" % pair
             keep += pair
-        carried = write_carried(server.children.values(), server.parked)
+        carried = write_carried(server.children.values(), server.parked,
+                                [l.unix_path for l in listeners if l.unix_path])
         env[CARRIED_ENV] = str(carried)
         keep += list(server.parked) + [carried]
         saved = [(sig, signal.getsignal(sig)) for sig, _ in server.child_signals]
@@ -312,16 +314,18 @@ def child_record(child):
                                   addr[0], addr[1])
 
 
-def write_carried(children, parked):
-    """The children (a line of child_record, comma-separated) and the held
-    connections (HELD_RECORD and bytes) into an unlinked file; its fd.  A
-    file, not the environment: execve refuses a string over 128 KiB."""
+def write_carried(children, parked, unix_paths=()):
+    """The children (a line of child_record, comma-separated), the unix
+    socket files of ours (a line, NUL-separated) and the held connections
+    (HELD_RECORD and bytes) into an unlinked file; its fd.  A file, not the
+    environment: execve refuses a string over 128 KiB."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("forkserver-carried")
     else:
         with tempfile.TemporaryFile() as f:
             fd = os.dup(f.fileno())
-    chunks = [",".join(child_record(c) for c in children).encode() + b"\n"]
+    chunks = [",".join(child_record(c) for c in children).encode() + b"\n",
+              "\0".join(unix_paths).encode() + b"\n"]
     for sock_fd, held in parked.items():
         chunks.append(HELD_RECORD.pack(sock_fd, held.accepted_at, held.deadline,
                                        bool(held.idle), held.state, len(held.data)))
@@ -335,11 +339,13 @@ def write_carried(children, parked):
 
 
 def read_carried(fd):
-    """(children, held connections) from write_carried's file."""
+    """(children, unix socket files, held connections) from write_carried's file."""
     with os.fdopen(fd, "rb") as f:
         data = f.read()
     line, _, data = data.partition(b"\n")
     children = [parse_child(text) for text in line.decode().split(",") if text]
+    paths, _, data = data.partition(b"\n")
+    unix_paths = [path for path in paths.decode().split("\0") if path]
     held, at = [], 0
     while at < len(data):
         sock_fd, accepted_at, deadline, idle, state, size = HELD_RECORD.unpack_from(data, at)
@@ -348,7 +354,7 @@ def read_carried(fd):
         held.append((socket.socket(fileno=sock_fd), accepted_at, deadline, idle, state,
                      data[at:at + size]))
         at += size
-    return children, held
+    return children, unix_paths, held
 
 
 class Carried:
@@ -360,7 +366,7 @@ class Carried:
         self.why, self.served, self.high_water = why, served, high_water
         self.graceful, self.children = graceful, list(children)
         self.handback, self.held = handback, list(held)
-        self.adopted, self.old_pidfile = False, None
+        self.adopted, self.old_pidfile, self.unix_paths = False, None, []
 
     @classmethod
     def from_environ(cls):
@@ -376,15 +382,17 @@ class Carried:
             pairs = [socket.socket(fileno=int(fd)) for fd in handback.split(",")]
             for sock in pairs:
                 sock.set_inheritable(False)
-        children, held = read_carried(int(carried)) if carried else ([], [])
+        children, unix_paths, held = read_carried(int(carried)) if carried else ([], [], [])
         found = cls(why, int(served), int(high_water), float(graceful), children, pairs, held)
-        found.old_pidfile = old_pidfile
+        found.old_pidfile, found.unix_paths = old_pidfile, unix_paths
         return found
 
-    def outlive(self, log_write):
-        """The new code did not start: its exit would end the carried
-        children (PR_SET_PDEATHSIG), so wait for them first, the listening
-        sockets closed (a client is refused now, not reset at the exit)."""
+    def outlive(self, log_write, stopped=False):
+        """The new code did not start (or was ``stopped`` by a signal while
+        it started): its exit would end the carried children
+        (PR_SET_PDEATHSIG), so wait for them first, the listening sockets
+        closed (a client is refused now, not reset at the exit), and remove
+        what a stop removes: the pidfile and our unix socket files."""
         if self.adopted:
             return
         for fd in os.environ.pop(FDS_ENV, "").split(","):   # if run() did not take them
@@ -392,12 +400,21 @@ class Carried:
                 os.close(int(fd))
         for sock, *_ in self.held:
             sock.close()
+        for path in self.unix_paths:
+            try:
+                if stat.S_ISSOCK(os.lstat(path).st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass   # gone, or never ours
+        if self.old_pidfile:
+            remove_pidfile(self.old_pidfile)   # if it still names us
         if not self.children:
             return
         left = {pid for pid, *_ in self.children}
-        log_write("forkserver: the new code did not start; waiting up to %gs for the children "
-                  "of the previous code (%d), which end with this process\n"
-                  % (self.graceful, len(left)))
+        log_write("forkserver: %s; waiting up to %gs for the children of the previous code "
+                  "(%d), which end with this process\n"
+                  % ("stopping" if stopped else "the new code did not start", self.graceful,
+                     len(left)))
         until = time.monotonic() + self.graceful
         while left and time.monotonic() < until:
             try:

@@ -216,6 +216,11 @@ class Upgrade:
             listener.unix_path = path
         for listener in inherited.to_own:
             listener.owned = True
+        for path in inherited.dropped_paths:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass   # gone already
         if inherited.ready_fd is None:
             return
         try:
@@ -278,6 +283,7 @@ class Inherited:
         self.unix_paths = []   # (listener, path): socket files to own once ready
         self.to_own = []       # taken, and bound by a parent (not fd://): ours once ready
         self.closed = []       # descriptions of inherited sockets no --bind names
+        self.dropped_paths = []   # their unix socket files the old parent bound
 
     @classmethod
     def from_environ(cls, backlog):
@@ -313,9 +319,15 @@ class Inherited:
 
     def close_unused(self):
         """Close the inherited sockets that no --bind names any more (the old
-        parent's copies go when it exits)."""
+        parent's copies go when it exits); the file of a unix socket the old
+        parent bound goes once we are ready (tell_ready: until then the old
+        parent may still serve on it, and this start may fail)."""
         for listener in self.sockets:
             self.closed.append(listener.description)
+            if listener.fd in self.owned_fds and listener.sock.family == socket.AF_UNIX:
+                path = listener.sock.getsockname()
+                if isinstance(path, str) and path.startswith("/"):
+                    self.dropped_paths.append(path)
             listener.close()
         self.sockets = []
 

@@ -141,8 +141,11 @@ def test_a_term_during_the_exec_stops_gracefully_and_loses_nothing(start_server,
     """The signals wait, blocked, across execve until the new code's start
     handles them: a SIGTERM right after the HUP ends the start cleanly, the
     request in flight answered first, not by the default action that would
-    end the process and, by PR_SET_PDEATHSIG, its children."""
-    server, module = start_app(start_server, tmp_path)
+    end the process and, by PR_SET_PDEATHSIG, its children.  And it removes
+    what a stop removes: the pidfile and the unix socket file."""
+    pidfile, unix = tmp_path / "server.pid", tmp_path / "server.sock"
+    server, module = start_app(start_server, tmp_path, "--pidfile", str(pidfile),
+                               "--bind", "127.0.0.1:0", "--bind", "unix:%s" % unix)
     thread, got = in_background(server, "/slow")
     wait_for(lambda: server.children(), 5, "the slow child")
     write_app(module, 2)
@@ -162,6 +165,8 @@ def test_a_term_during_the_exec_stops_gracefully_and_loses_nothing(start_server,
     out = open(str(tmp_path / "server0" / "pty.log"), errors="replace").read()
     assert ("SIGTERM before the server was ready: stopped" in out
             or "SIGTERM: stopping (graceful)" in server.log_text()), out
+    assert "the new code did not start" not in out, out
+    assert not pidfile.exists() and not unix.exists()
 
 
 def environ_of(pid):
@@ -329,6 +334,21 @@ def psutil_children(pid):
         return []
 
 
+def test_a_unix_socket_a_hup_drops_from_bind_loses_its_file(start_server, tmp_path):
+    """The old code bound it, the new config file no longer names it: the
+    new code closes it and, once it serves, removes its file (before, the
+    file stayed behind, even after the stop)."""
+    config, unix = tmp_path / "gunicorn.conf.py", tmp_path / "dropped.sock"
+    config.write_text("bind = ['127.0.0.1:0', 'unix:%s']\n" % unix)
+    server, module = start_app(start_server, tmp_path, "-c", str(config), default_bind=False)
+    assert unix.exists()
+    config.write_text("bind = ['127.0.0.1:0']\n")
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    wait_for(lambda: not unix.exists(), 10, "the dropped socket's file to go")
+    assert http_get(server, "/")[0] == 200
+
+
 def test_what_is_carried_reads_back_as_written(tmp_path):
     """The children and held connections, through the file, both ways; the
     children in a file, not the environment (execve's 128 KiB a string)."""
@@ -344,9 +364,10 @@ def test_what_is_carried_reads_back_as_written(tmp_path):
 
     class Held:
         accepted_at, deadline, idle, state, data = 1.5, 11.5, False, 0, bytearray(b"GET / HT")
-    fd = write_carried(many, {a.fileno(): Held})
+    fd = write_carried(many, {a.fileno(): Held}, ["/run/x.sock", "/tmp/y z.sock"])
     a.detach()   # the file names it; read_carried takes it over
-    children, held = read_carried(fd)
+    children, unix_paths, held = read_carried(fd)
+    assert unix_paths == ["/run/x.sock", "/tmp/y z.sock"]
     assert len(children) == 3000 and children[0] == (2, "", 12.5, 44.25, 7)
     assert children[1] == (3, ("127.0.0.1", 40000), 12.5, 44.25, 7)
     ((sock, accepted_at, deadline, idle, state, data),) = held
