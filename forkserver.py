@@ -755,6 +755,7 @@ def start(argv, carried):
         return check_config(opts, os.environ.pop(TRIAL_ENV, None))
     try:
         start_signals = StartSignals()   # a stop signal from here on ends the start cleanly
+        start_signals.carry(carried.pending if carried else ())   # a HUP's exec: noted before
         log = open_logs(opts)
         for note in opts.config_notes:
             log.info(note)
@@ -807,19 +808,19 @@ def check_config(opts, trial=None):
     HUP's trial (forkparts/reexec.py), which must load the app within that
     many seconds, and says nothing if it is OK; the server is its parent."""
     problems = log_file_problems(opts)
-    if trial:
+    if trial:   # the server's sockets, not for the app's subprocesses: taken first
         signal.alarm(int(trial))
+        inherited = Inherited.from_environ(opts.backlog)
     try:
         apply_env(opts)
         setup_paths(opts)
         app = app_loader(opts).load()
         if trial:   # what only a request finds (a view that does not compile), and binds
             problems += trial_problems(opts, app, build_handler_config(opts, Log(), None, {}),
-                                       serve_connection)
+                                       serve_connection, inherited)
     except (UsageError, AppLoadError) as exc:
         problems.append(exc)
-    # Relative paths as a start sees them: after --chdir.
-    problems += start_problems(opts, os.getppid() if trial else None)
+    problems += start_problems(opts, os.getppid() if trial else None)   # after --chdir
     if not trial:
         sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)
     for problem in problems:

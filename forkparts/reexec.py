@@ -51,9 +51,10 @@ from forkparts.cli import DEFAULT_BIND
 from forkparts.listeners import ListenError, open_listener, sd_notify
 from forkparts.logs import restore_original_stdio
 from forkparts.prewarm import new_code_failure
+from forkparts.startsignals import STOP as STOP_SIGNALS
 from forkparts.privileges import names_us, remove_pidfile
 from forkparts.upgrade import (EXEC_FAILED_STATUS, FDS_ENV, LAUNCH_DIR, OLD_PID_ENV,
-                               START_ENVIRON, Inherited, describe_exit, listener_env)
+                               START_ENVIRON, describe_exit, listener_env)
 
 REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful timeout"
 CARRIED_ENV = "FORKSERVER_CARRIED_FD"     # a file: the children, then the held connections
@@ -114,6 +115,10 @@ class Reexec:
         if self.trial is None or pid != self.trial:
             return False
         self.trial = None
+        try:
+            os.killpg(pid, signal.SIGKILL)   # what the app started at import or warm-up
+        except OSError:
+            pass   # none left
         if server.stop_mode:
             return True
         if self.again:
@@ -137,14 +142,39 @@ class Reexec:
                 pass
 
     def execute(self, server):
-        """Step 2 of the DESIGN note; returns only if execve failed (logged)."""
+        """Step 2 of the DESIGN note; returns only if it could not exec
+        (logged, and undone: the old code serves on)."""
         server.run_hook("on_reload", server)
         server.drain_kept_alive()   # their idle connections come back to the pair we keep
+        try:
+            env, keep, carried = self.carry(server)
+        except OSError as exc:   # the directory gone (a deleted release), no fd left
+            return self.failed("cannot write down what the new code takes over: %s" % exc)
+        server.sigmask(signal.SIG_BLOCK, self.blocked)   # until the new start's handlers
+        flush_stdio()
+        try:
+            for fd in keep:
+                os.set_inheritable(fd, True)
+            restore_original_stdio()   # --capture-output: the new code captures again
+            if LAUNCH_DIR:
+                os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release
+            os.execve(sys.executable, [sys.executable] + sys.argv, env)
+        except OSError as exc:
+            self.exec_failed(server, keep, carried, exc)
+
+    def carry(self, server):
+        """(the new code's environment, the fds it keeps, the carried file)."""
         listeners = list(server.listeners.values())
         keep = [l.fd for l in listeners]
+        # The signals noted but not yet handled, and those the server was
+        # started with ignored (nohup's HUP): the new start takes both over.
+        signals = "%s;%s" % (",".join(str(int(sig)) for sig in server.pending_signals),
+                             ",".join(str(int(sig)) for sig, handler in
+                                      server.start_signals.original.items()
+                                      if handler == signal.SIG_IGN))
         env = dict(START_ENVIRON, **listener_env(listeners), **{   # LISTEN_PID: still us
-            REEXEC_ENV: "%s|%d|%d|%s" % (self.why, server.served, server.high_water,
-                                         server.opts.graceful_timeout)})
+            REEXEC_ENV: "%s|%d|%d|%s|%s" % (self.why, server.served, server.high_water,
+                                            server.opts.graceful_timeout, signals)})
         if server.opts.pidfile:
             env[PIDFILE_ENV] = os.path.abspath(server.opts.pidfile)
         old = server.upgrade.inherited.old_pid
@@ -155,40 +185,24 @@ class Reexec:
             env[HANDBACK_ENV] = "%d,%d" % pair
             keep += pair
         carried = write_carried(server.children.values(), server.parked,
-                                [l.unix_path for l in listeners if l.unix_path])
+                                [os.path.abspath(l.unix_path) for l in listeners
+                                 if l.unix_path])
         env[CARRIED_ENV] = str(carried)
-        keep += list(server.parked) + [carried]
-        saved = [(sig, signal.getsignal(sig)) for sig, _ in server.child_signals]
-        server.sigmask(signal.SIG_BLOCK, self.blocked)
-        for sig in server.pending_signals:   # noted, not yet handled: the new code's
-            os.kill(os.getpid(), sig)         # (blocked, they stay pending across execve)
-        del server.pending_signals[:]
-        for sig, handler in server.child_signals:   # as started: nohup's HUP stays ignored
-            signal.signal(sig, handler)
-        here = os.getcwd()
-        flush_stdio()
-        try:
-            for fd in keep:
-                os.set_inheritable(fd, True)
-            restore_original_stdio()   # --capture-output: the new code captures again
-            if LAUNCH_DIR:
-                os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release
-            os.execve(sys.executable, [sys.executable] + sys.argv, env)
-        except OSError as exc:
-            self.exec_failed(server, (keep, carried, saved, here), exc)
+        return env, keep + list(server.parked) + [carried], carried
 
-    def exec_failed(self, server, undo, exc):
-        keep, carried, saved, here = undo
+    def exec_failed(self, server, keep, carried, exc):
         for fd in keep:
             os.set_inheritable(fd, False)
         os.close(carried)
         if server.opts.capture_output and server.log.error_fd not in (None, 1, 2):
             for fd in (1, 2):
                 os.dup2(server.log.error_fd, fd)
-        os.chdir(here)
-        for sig, handler in saved:
-            signal.signal(sig, handler)
-        server.sigmask(signal.SIG_UNBLOCK, self.blocked)   # the re-sent signals come in
+        if LAUNCH_DIR and server.opts.chdir:
+            try:
+                os.chdir(server.opts.chdir)
+            except OSError:
+                pass   # the new code would have entered it again; the old stays where it is
+        server.sigmask(signal.SIG_UNBLOCK, self.blocked)
         self.failed("cannot execute %s: %s" % (sys.executable, exc))
 
     # ------------------------------------------------------------ in the new code
@@ -262,6 +276,7 @@ def start_trial(error_fd, sigmask, blocked, listeners):
         pid = -(exc.errno or 1)
     if pid == 0:   # the child
         try:
+            os.setpgid(0, 0)   # its own group: what the app starts in it is ended with it
             signal.set_wakeup_fd(-1)
             null = os.open(os.devnull, os.O_RDWR)
             for fd, to in ((null, 0), (null, 1), (error_fd if error_fd is not None else null, 2)):
@@ -282,7 +297,7 @@ def start_trial(error_fd, sigmask, blocked, listeners):
     return pid
 
 
-def trial_problems(opts, app, config, serve):
+def trial_problems(opts, app, config, serve, inherited):
     """In the trial, beyond loading the app: its warm-up request (a failure
     there would stop the new code's start, or serve a view that does not
     compile), and the --bind addresses the new code would bind rather than
@@ -293,7 +308,6 @@ def trial_problems(opts, app, config, serve):
     failure = new_code_failure(serve, app, config, opts.prewarm)
     if failure:
         problems.append(AppLoadError(failure))
-    inherited = Inherited.from_environ(opts.backlog)
     taken = []
     if not (os.environ.get("LISTEN_FDS") and not opts.bind):
         for address in opts.bind or [DEFAULT_BIND]:
@@ -366,7 +380,7 @@ class Carried:
         self.why, self.served, self.high_water = why, served, high_water
         self.graceful, self.children = graceful, list(children)
         self.handback, self.held = handback, list(held)
-        self.adopted, self.old_pidfile, self.unix_paths = False, None, []
+        self.adopted, self.old_pidfile, self.unix_paths, self.pending = False, None, [], []
 
     @classmethod
     def from_environ(cls):
@@ -376,7 +390,10 @@ class Carried:
             for name in (REEXEC_ENV, CARRIED_ENV, HANDBACK_ENV, PIDFILE_ENV)]
         if reexec is None:
             return None
-        why, served, high_water, graceful = reexec.rsplit("|", 3)   # why may hold a |
+        why, served, high_water, graceful, signals = reexec.rsplit("|", 4)   # why: any text
+        pending, _, ignored = signals.partition(";")
+        for sig in numbers(ignored):   # as the server was started: the start leaves them so
+            signal.signal(sig, signal.SIG_IGN)
         pairs = None
         if handback:
             pairs = [socket.socket(fileno=int(fd)) for fd in handback.split(",")]
@@ -385,6 +402,7 @@ class Carried:
         children, unix_paths, held = read_carried(int(carried)) if carried else ([], [], [])
         found = cls(why, int(served), int(high_water), float(graceful), children, pairs, held)
         found.old_pidfile, found.unix_paths = old_pidfile, unix_paths
+        found.pending = numbers(pending)
         return found
 
     def outlive(self, log_write, stopped=False):
@@ -410,6 +428,8 @@ class Carried:
             remove_pidfile(self.old_pidfile)   # if it still names us
         if not self.children:
             return
+        for sig in STOP_SIGNALS:   # a second stop signal: now (the start's handler would raise)
+            signal.signal(sig, signal.SIG_DFL)
         left = {pid for pid, *_ in self.children}
         log_write("forkserver: %s; waiting up to %gs for the children of the previous code "
                   "(%d), which end with this process\n"
@@ -425,6 +445,10 @@ class Carried:
                 left.discard(pid)
             else:
                 time.sleep(OUTLIVE_POLL_SECONDS)
+
+
+def numbers(text):
+    return [int(n) for n in text.split(",") if n]
 
 
 def parse_child(text):

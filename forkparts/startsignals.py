@@ -58,6 +58,13 @@ class StartSignals:
         if install:   # a HUP's exec left them blocked until now (forkparts/reexec.py)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP + KEPT + (signal.SIGCHLD,))
 
+    def carry(self, pending):
+        """A HUP's exec: the signals the old code had noted but not handled,
+        as if they had come now (forkparts/reexec.py)."""
+        for sig in pending:
+            if self.original.get(sig, signal.SIG_IGN) != signal.SIG_IGN:
+                self.handler(sig, None)
+
     def handler(self, signum, frame):
         if signum in STOP:
             raise StopBeforeReady(signum)

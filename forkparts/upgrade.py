@@ -58,9 +58,10 @@ except OSError:
 # The environment the server was started with, for the parent it executes
 # (USR2, a HUP's exec): not what the app or -e/raw_env set since (Django's
 # wsgi.py sets DJANGO_SETTINGS_MODULE), nor what a parent before us passed.
-START_ENVIRON = {name: value for name, value in os.environ.items()
-                 if not name.startswith("FORKSERVER_")
-                 and name not in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
+START_ENVIRON = {name: value for name, value in os.environ.items() if name not in (
+    "FORKSERVER_FDS", "FORKSERVER_OWNED_FDS", "FORKSERVER_READY_FD", "FORKSERVER_OLD_PID",
+    "FORKSERVER_REEXEC", "FORKSERVER_CARRIED_FD", "FORKSERVER_HANDBACK_FDS",
+    "FORKSERVER_OLD_PIDFILE", "FORKSERVER_TRIAL", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
 
 
 def describe_exit(status, names):

@@ -349,6 +349,85 @@ def test_a_unix_socket_a_hup_drops_from_bind_loses_its_file(start_server, tmp_pa
     assert http_get(server, "/")[0] == 200
 
 
+def test_a_hup_after_the_old_release_was_deleted_serves_the_new_one(start_server, tmp_path):
+    """--chdir current, current -> rel1; a deploy points current at rel2,
+    deletes rel1 and sends HUP: the parent's working directory is gone (it
+    crashed on os.getcwd() with the signals blocked); the new code starts
+    in current by name."""
+    for release, version in (("rel1", 1), ("rel2", 2)):
+        (tmp_path / release).mkdir()
+        write_app(tmp_path / release / "hupapp.py", version)
+    os.symlink("rel1", str(tmp_path / "current"))
+    server = start_server("hupapp:app", "--chdir", str(tmp_path / "current"))
+    wait_for(lambda: "prewarm GET /" in server.log_text(), 10, "the warm-up")
+    os.symlink("rel2", str(tmp_path / "next"))
+    os.replace(str(tmp_path / "next"), str(tmp_path / "current"))
+    import shutil
+    shutil.rmtree(str(tmp_path / "rel1"))
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    assert http_get(server, "/")[2] == b"version 2\n"
+
+
+def test_the_operators_own_forkserver_variables_reach_the_new_code(start_server, tmp_path):
+    """Only the variables forkserver passes to itself are left out of the
+    new code's environment, not every FORKSERVER_* name."""
+    server, module = start_app(start_server, tmp_path, extra_env={"FORKSERVER_MINE": "kept"})
+    module.write_text("import os\n" + module.read_text().replace(
+        "VERSION = 1", "VERSION = os.environ.get('FORKSERVER_MINE')"))
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    assert http_get(server, "/")[2] == b"version kept\n"
+
+
+def test_a_second_stop_while_the_failed_start_waits_ends_it_without_a_traceback(
+        start_server, tmp_path):
+    server, module = start_app(start_server, tmp_path)
+    thread, got = in_background(server, "/slow")
+    wait_for(lambda: server.children(), 5, "the slow child")
+    counter = tmp_path / "imports"
+    module.write_text("import os\n"
+                      "with open(%r, 'a') as _f:\n    _f.write('x')\n"
+                      "if os.path.getsize(%r) > 1:\n    raise RuntimeError('the second import')\n"
+                      % (str(counter), str(counter)) + module.read_text())
+    server.signal(signal.SIGHUP)
+    server.proc.expect("waiting up to", timeout=RELOAD_SECONDS)   # the old code's child
+    server.signal(signal.SIGTERM)   # a second stop: now, as a second stop escalates
+    assert server.wait_exit() == -signal.SIGTERM
+    thread.join(10)
+    out = (tmp_path / "server0" / "pty.log").read_text(errors="replace")
+    after = out.partition("waiting up to")[2]   # before it: the app's own import error
+    assert after and "Traceback" not in after, out
+
+
+def test_what_the_app_starts_in_the_trial_ends_with_it(start_server, tmp_path):
+    """A process the app starts at import (a queue worker, an agent) is
+    started by each trial too; it must not outlive the trial, holding the
+    live listening sockets after the server stops."""
+    server, module = start_app(start_server, tmp_path)
+    spawned = tmp_path / "spawned"
+    module.write_text(
+        "import os, subprocess\n"
+        "_p = subprocess.Popen(['sleep', '60'])\n"
+        "with open(%r, 'a') as _f:\n    _f.write('%%d %%d\\n' %% (os.getpid(), _p.pid))\n"
+        % str(spawned) + module.read_text().replace("VERSION = 1", "VERSION = 2"))
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    assert http_get(server, "/")[2] == b"version 2\n"
+    pairs = [line.split() for line in spawned.read_text().splitlines()]
+    trial = [int(child) for importer, child in pairs if int(importer) != server.pid]
+    assert trial, pairs
+    wait_for(lambda: not any(alive(pid) for pid in trial), 10, "the trial's sleep to end")
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ", 1)[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
 def test_what_is_carried_reads_back_as_written(tmp_path):
     """The children and held connections, through the file, both ways; the
     children in a file, not the environment (execve's 128 KiB a string)."""
