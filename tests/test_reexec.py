@@ -416,8 +416,15 @@ def test_what_the_app_starts_in_the_trial_ends_with_it(start_server, tmp_path):
     assert http_get(server, "/")[2] == b"version 2\n"
     pairs = [line.split() for line in spawned.read_text().splitlines()]
     trial = [int(child) for importer, child in pairs if int(importer) != server.pid]
-    assert trial, pairs
-    wait_for(lambda: not any(alive(pid) for pid in trial), 10, "the trial's sleep to end")
+    try:
+        assert trial, pairs
+        wait_for(lambda: not any(alive(pid) for pid in trial), 10, "the trial's sleep to end")
+    finally:   # the server's own imports started one each too: ours to stop
+        for _, child in pairs:
+            try:
+                os.kill(int(child), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def alive(pid):
