@@ -199,6 +199,15 @@ def test_a_taken_address_fails_the_trial_and_the_old_code_serves_on(start_server
         taken.close()
 
 
+def fail_the_second_import(module, counter):
+    """The trial imports the edited module; the new code's start, the
+    second import, raises: what a trial cannot see."""
+    module.write_text("import os\n"
+                      "with open(%r, 'a') as _f:\n    _f.write('x')\n"
+                      "if os.path.getsize(%r) > 1:\n    raise RuntimeError('the second import')\n"
+                      % (str(counter), str(counter)) + module.read_text())
+
+
 def test_a_new_start_that_fails_after_its_trial_waits_for_the_children(start_server, tmp_path):
     """What the trial cannot catch: an import that fails the second time
     (a file edited between the trial and the exec, a service that went
@@ -208,11 +217,7 @@ def test_a_new_start_that_fails_after_its_trial_waits_for_the_children(start_ser
     server, module = start_app(start_server, tmp_path)
     thread, got = in_background(server, "/slow")
     wait_for(lambda: server.children(), 5, "the slow child")
-    counter = tmp_path / "imports"
-    module.write_text("import os\n"
-                      "with open(%r, 'a') as _f:\n    _f.write('x')\n"
-                      "if os.path.getsize(%r) > 1:\n    raise RuntimeError('the second import')\n"
-                      % (str(counter), str(counter)) + module.read_text())
+    fail_the_second_import(module, tmp_path / "imports")
     server.signal(signal.SIGHUP)
     assert server.wait_exit() == 3   # EXIT_APP_LOAD
     thread.join(10)
@@ -385,11 +390,7 @@ def test_a_second_stop_while_the_failed_start_waits_ends_it_without_a_traceback(
     server, module = start_app(start_server, tmp_path)
     thread, got = in_background(server, "/slow")
     wait_for(lambda: server.children(), 5, "the slow child")
-    counter = tmp_path / "imports"
-    module.write_text("import os\n"
-                      "with open(%r, 'a') as _f:\n    _f.write('x')\n"
-                      "if os.path.getsize(%r) > 1:\n    raise RuntimeError('the second import')\n"
-                      % (str(counter), str(counter)) + module.read_text())
+    fail_the_second_import(module, tmp_path / "imports")
     server.signal(signal.SIGHUP)
     server.proc.expect("waiting up to", timeout=RELOAD_SECONDS)   # the old code's child
     server.signal(signal.SIGTERM)   # a second stop: now, as a second stop escalates
