@@ -189,7 +189,20 @@ def warn_after_dropping(opts, log, listeners=()):
     warn_if_pidfile_stays(opts.pidfile, log)
     for listener in listeners:
         warn_if_socket_file_stays(listener.unix_path, log)
+    warn_if_log_files_unwritable(opts, log)
     warn_if_installation_unreadable(log)
+
+
+def warn_if_log_files_unwritable(opts, log):
+    """A log file root opened (made) before --user: the open descriptor
+    serves on, but the user cannot open the file again, so a SIGUSR1 reopen
+    and a warmed server's SIGHUP (whose trial and new code open it afresh,
+    forkparts/reexec.py) fail, each with a line, long after the start."""
+    for option, path, error in log_open_problems(opts):
+        log.warning("%s %r: uid %d cannot open it (%s), so SIGUSR1 cannot reopen it, and a "
+                    "SIGHUP that reloads in a fresh interpreter fails; give that user the "
+                    "file (chown) or a directory it may write" % (
+                        option, path, os.geteuid(), os.strerror(error)))
 
 
 def warn_if_socket_file_stays(path, log):
@@ -333,13 +346,16 @@ def absolute_log_paths(opts):
 def log_file_problems(opts):
     """What forkserver.open_logs would fail on, as its UsageError, without opening."""
     absolute_log_paths(opts)
-    problems = []
-    for path in (opts.error_log, opts.access_log):
+    return [UsageError("cannot open log file %r: %s" % (path, os.strerror(error)))
+            for _, path, error in log_open_problems(opts)]
+
+
+def log_open_problems(opts):
+    """(option, path, errno) of each log file that could not be opened now."""
+    for option, path in (("--error-log", opts.error_log), ("--access-log", opts.access_log)):
         error = log_open_problem(path) if path and path != "-" else 0
         if error:
-            problems.append(UsageError("cannot open log file %r: %s"
-                                       % (path, os.strerror(error))))
-    return problems
+            yield option, path, error
 
 
 def log_open_problem(path):

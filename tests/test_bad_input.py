@@ -8,6 +8,7 @@ import os
 import pwd
 import resource
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -389,6 +390,44 @@ def test_a_unix_socket_in_a_directory_the_user_cannot_write_is_warned_about(tmp_
         if os.path.exists(path):
             os.unlink(path)
         os.rmdir(closed)
+
+
+def test_a_log_file_the_user_cannot_open_again_is_warned_about_at_start():
+    """Root makes the log files before --user; the server writes on through
+    the descriptor, but SIGUSR1 (and a warmed server's SIGHUP, whose new
+    code opens them afresh) failed only then, with nothing said at start."""
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-log-")   # root's
+    os.chmod(closed, 0o755)
+    error_log = os.path.join(closed, "error.log")
+    try:
+        proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
+                      "--error-log", error_log, "--no-access-log"])
+        try:
+            assert b"200 OK" in get(proc.port)
+            proc.send_signal(signal.SIGUSR1)
+            deadline = time.monotonic() + START_SECONDS
+            while "SIGUSR1" not in open(error_log).read() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            stop(proc)
+        text = open(error_log).read()
+        assert os.stat(error_log).st_uid == 0
+        assert ("--error-log %r: uid %d cannot open it (Permission denied), so SIGUSR1 cannot "
+                "reopen it" % (error_log, pwd.getpwnam("nobody").pw_uid)) in text, text
+        assert text.index("cannot open it") < text.index("SIGUSR1: cannot reopen log file")
+    finally:
+        if os.path.exists(error_log):
+            os.unlink(error_log)
+        os.rmdir(closed)
+
+
+def test_a_log_file_the_user_can_open_is_not_warned_about(tmp_path):
+    error_log = tmp_path / "error.log"
+    proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--error-log", str(error_log),
+                  "--no-access-log"])
+    stop(proc)
+    assert "cannot open it" not in error_log.read_text()
 
 
 @pytest.mark.parametrize("path", ["healthz", "http://localhost/", "/a b", "/#top", "*"])
