@@ -1,4 +1,5 @@
 """Shared fixtures: start forkserver under pexpect, stop it by pid, check zombies."""
+import functools
 import os
 import re
 import signal
@@ -140,7 +141,25 @@ def kill_tree(pid):
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(procs, timeout=5)
+    deadline = time.monotonic() + 5
+    for proc in procs:
+        while not dead_or_reaped(proc) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def dead_or_reaped(proc):
+    """Gone, or a zombie: reaped here if it is ours.  Another's zombie is dead
+    all the same; its reaping is its parent's, or PID 1's, which on some
+    machines takes a second or two (psutil.wait_procs waited for that)."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        proc.wait(0)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        pass
+    return True
 
 
 def zombies_of(ps):
@@ -264,6 +283,25 @@ def read_until_close(sock):
             break
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+@functools.lru_cache(maxsize=None)
+def is_default_python():
+    """The Python that `python` names on PATH (.ci/run's first, default pass)."""
+    try:
+        found = subprocess.run(["python", "-c", "import sys; print(sys.executable)"],
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(found) and os.path.realpath(found) == os.path.realpath(sys.executable)
+
+
+def default_python_only(what):
+    """A test of a tool (a measurement script, the lab guide's terminals) whose
+    subject is not the interpreter: .ci/run runs it in its first pass only, on
+    the default Python; the server's own tests run on every claimed version."""
+    return pytest.mark.skipif(not is_default_python(),
+                              reason="%s: run once, on the default Python" % what)
 
 
 def needs(condition, reason):

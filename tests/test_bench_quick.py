@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, read_until_close, wait_for
+from tests.conftest import ROOT, default_python_only, read_until_close, wait_for
+
+pytestmark = default_python_only("scripts/bench.py, a measurement tool")
 
 BENCH = os.path.join(ROOT, "scripts", "bench.py")
 

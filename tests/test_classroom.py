@@ -40,7 +40,7 @@ import pexpect
 import psutil
 import pytest
 
-from tests.conftest import ROOT, kill_tree, needs
+from tests.conftest import ROOT, default_python_only, kill_tree, needs
 
 GUIDE = os.path.join(ROOT, "docs", "labs.md")
 SYSTEM_PYTHON = "/usr/bin/python3"        # one that nobody may run (ours may sit in /root)
@@ -562,18 +562,7 @@ def copy_for_nobody(folder):
                 os.chmod(os.path.join(path, name), 0o644)
 
 
-def is_default_python():
-    """The Python that `python` names on PATH (.ci/run's first, default pass)."""
-    try:
-        found = subprocess.run(["python", "-c", "import sys; print(sys.executable)"],
-                               capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return bool(found) and os.path.realpath(found) == os.path.realpath(sys.executable)
-
-
-@pytest.mark.skipif(not is_default_python(), reason="the classroom runs once, on the default "
-                    "Python (.ci/run's first pass): it drives terminals, not the interpreter")
+@default_python_only("the classroom drives terminals, not the interpreter")
 @needs(sys.platform.startswith("linux"), "the lab is for Linux (/proc, ss, prlimit)")
 @needs(os.geteuid() == 0, "needs root: a student runs exercise 13 as nobody")
 @needs(os.path.exists(SYSTEM_PYTHON), "needs %s, a Python nobody may run" % SYSTEM_PYTHON)

@@ -10,7 +10,10 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, needs
+from tests.conftest import ROOT, default_python_only, needs
+
+# The HUP itself is tested on every Python by test_supervision and test_reexec.
+pytestmark = default_python_only("scripts/hup_latency.py, a measurement tool")
 
 SCRIPT = os.path.join(ROOT, "scripts", "hup_latency.py")
 

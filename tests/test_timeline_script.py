@@ -16,7 +16,9 @@ import xml.etree.ElementTree as ET
 import psutil
 import pytest
 
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import IN_CI, ROOT, default_python_only
+
+pytestmark = default_python_only("scripts/timeline.py, a measurement tool")
 
 TIMELINE = os.path.join(ROOT, "scripts", "timeline.py")
 SVG = "{http://www.w3.org/2000/svg}"

@@ -16,7 +16,9 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, default_python_only
+
+pytestmark = default_python_only("scripts/tricks.py, a measurement tool")
 
 TRICKS = os.path.join(ROOT, "scripts", "tricks.py")
 RUN_TIMEOUT_SECONDS = 120      # the quick run takes a few seconds; a hang fails

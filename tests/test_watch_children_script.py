@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import IN_CI, ROOT, default_python_only
+
+pytestmark = default_python_only("scripts/watch_children.py, a measurement tool")
 
 WATCH = os.path.join(ROOT, "scripts", "watch_children.py")
 APP = "tests.apps:slow"
