@@ -643,9 +643,11 @@ class ConnectionHandler:
                 break
             # --header-timeout applies to each head, from its first byte.
             deadline = time.monotonic() + self.config.header_timeout
+        if idle is not None and idle.handed_back:
+            return self.status   # the parent's connection now: not to be touched here
         if self.conn.buf or self.unread_body:
             self.conn.close_gracefully()
-        elif not (self.config.close_delimited or idle and idle.handed_back):
+        elif not self.config.close_delimited:
             # Not in lab 3 (--lab-parent-keeps-client), whose point is the
             # tutorial's child that only closes: its client waits for the
             # parent's copy of the socket.
@@ -715,7 +717,10 @@ class ConnectionHandler:
         self.unread_body = reader is not NO_BODY and not reader.done
         if not ok or stream.error is not None:
             return False  # never parse on after a framing error
-        return response.keep_alive and drain_unread(reader)
+        if not (response.keep_alive and drain_unread(reader)):
+            return False
+        self.unread_body = False   # drained: a handed-back socket must not be shut down
+        return True
 
     def arm_request_timer(self, seconds=None):
         """With keep-alive, --timeout applies per request: the child re-arms

@@ -335,6 +335,45 @@ def test_sighup_with_keep_alive_and_no_accept_filter_keeps_the_parent(start_serv
     assert server.ps.is_running() and "Traceback" not in server.log_text()
 
 
+def post_unread(sock, reader, n):
+    """A POST whose small body the app never reads (drained by the child)."""
+    body = b"x" * 100
+    sock.sendall(b"POST /post%d HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+                 % (n, len(body), body))
+    status, headers, answer = reader.response()
+    assert status == 200 and headers.get("connection") != "close" and answer == b"ignored\n"
+
+
+@pytest.mark.parametrize("why", ["sighup", "cap"])
+def test_a_connection_handed_back_after_an_unread_body_serves_its_next_request(
+        start_server, client, why):
+    """A POST answered without reading its body (a 401, a redirect, a
+    webhook): the child drained the body, but still took it for unread when
+    it handed the idle connection back, and shut the parent's connection
+    down, reading away the client's next request (nginx: 502 on a POST)."""
+    import signal
+    server = start_server("tests.apps_keepalive:ignore_body", "--keep-alive", "30",
+                          "--max-children", "2")
+    idle = [client(server) for _ in range(2)]
+    for n, (sock, reader) in enumerate(idle):
+        post_unread(sock, reader, n)
+    if why == "sighup":
+        server.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "reloaded" not in server.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    else:   # a newcomer at --max-children: the idle ones go back to the parent
+        newcomer, newcomer_reader = client(server)
+        newcomer.sendall(get("/new", extra="Connection: close\r\n"))
+        assert newcomer_reader.response()[0] == 200
+    deadline = time.monotonic() + 10
+    while len(server.children()) > (1 if why == "cap" else 0) and time.monotonic() < deadline:
+        time.sleep(0.05)   # the idle children handed their connections back and left
+    for n, (sock, reader) in enumerate(idle):
+        post_unread(sock, reader, n + 2)
+    assert "Traceback" not in server.log_text()
+
+
 EINTR_APP = """
     import ctypes, os, threading, time
 
