@@ -715,12 +715,10 @@ class ConnectionHandler:
         if self.config.post_request is not None:
             self.config.post_request(request, environ, response)
         self.unread_body = reader is not NO_BODY and not reader.done
-        if not ok or stream.error is not None:
+        if not ok or stream.error is not None or not response.keep_alive:
             return False  # never parse on after a framing error
-        if not (response.keep_alive and drain_unread(reader)):
-            return False
-        self.unread_body = False   # drained: a handed-back socket must not be shut down
-        return True
+        self.unread_body = not drain_unread(reader)   # False: drained, nothing left unread
+        return not self.unread_body
 
     def arm_request_timer(self, seconds=None):
         """With keep-alive, --timeout applies per request: the child re-arms
