@@ -57,9 +57,13 @@ ENVIRON_KEY = "forkserver.warmup"
 # Flask example before it had a / route: docs/performance.md).
 NOT_FOUND_HINT = ("; that is the app's not-found path, not a view: --prewarm PATH "
                   "(a path a client asks for) warms the view too")
-# The warm-up client's wait for each piece of the response, and the
-# parent's for its status line after the handler has closed the connection.
+# The parent's wait for the warm-up client's status line after the handler
+# has closed the connection.
 READER_SECONDS = 1.0
+# The warm-up client's wait for each piece of the response: as long as any
+# warm-up may take (a slow first request is the warm-up's point), the
+# parent's deadline ends it sooner (WarmUpClient.close).
+READER_PIECE_SECONDS = EXPLICIT_BUDGET_SECONDS + PROBE_ALARM_SLACK_SECONDS
 DEFAULT_HOST = "localhost"               # the warm-up's Host (warmup_host)
 FD_PROBE_MAX = 65536                     # descriptors looked at without /proc (probed_fds)
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
@@ -371,7 +375,7 @@ def read_response(conn, theirs, fd):
     try:
         signal.set_wakeup_fd(-1)   # never write into the parent's pipe
         conn.close()               # else the connection's EOF never comes
-        theirs.settimeout(READER_SECONDS)
+        theirs.settimeout(READER_PIECE_SECONDS)
         while True:
             chunk = theirs.recv(65536)
             if not chunk:

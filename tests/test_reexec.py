@@ -226,6 +226,35 @@ def test_a_new_start_that_fails_after_its_trial_waits_for_the_children(start_ser
     assert "waiting up to 30s for the children of the previous code (1)" in out, out
 
 
+COLD_APP = '''import time
+FIRST = [True]
+
+
+def app(environ, start_response):
+    if FIRST[0]:   # a first request that builds for 1.5 s (a heavy lazy import), then fast
+        FIRST[0] = False
+        time.sleep(1.5)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"version 2\\n"]
+
+
+PAD = %r
+'''
+
+
+def test_new_code_whose_first_request_takes_over_a_second_passes_its_trial(start_server,
+                                                                           tmp_path):
+    """The trial waits up to 30 s for the warm-up's answer, but its client
+    gave up after 1 s of silence: good code whose first request is slow was
+    refused ("answered no response"), every HUP, with no hint why."""
+    server, module = start_app(start_server, tmp_path)
+    module.write_text(COLD_APP % ("x" * 100))   # another size: the .pyc is not trusted
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    assert http_get(server, "/")[2] == b"version 2\n"
+    assert "reload failed" not in server.log_text()
+
+
 @needs(importlib.util.find_spec("django") is not None, "Django is not installed")
 def test_a_view_that_does_not_compile_fails_the_trial(start_server, tmp_path):
     """Django imports its URLconf, and the views, at the first request: the

@@ -368,6 +368,31 @@ def test_a_warm_up_answered_404_says_it_warmed_no_view_and_how_to(start_server, 
     assert "not-found path" not in log
 
 
+COLD_FIRST_REQUEST_APP = '''
+import time
+FIRST = [True]
+
+def app(environ, start_response):
+    if FIRST[0]:   # a first request that imports and builds for %r s, then fast
+        FIRST[0] = False
+        time.sleep(%r)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"warm\\n"]
+'''
+
+
+def test_an_explicit_warm_up_slower_than_a_second_is_waited_for(start_server, tmp_path):
+    """--prewarm PATH is waited for up to 30 s, and a HUP's trial likewise;
+    but the warm-up's client gave up after 1 s of silence, so a first request
+    of 1.5 s was "answered no response": the start exited 3, a HUP's trial of
+    good code failed."""
+    (tmp_path / "cold.py").write_text(COLD_FIRST_REQUEST_APP % (1.5, 1.5))
+    server = start_server("cold:app", "--prewarm", "/", cwd=str(tmp_path))
+    log = wait_for_log(server, "prewarm GET /:")
+    assert "prewarm GET /: HTTP/1.1 200 OK" in log, log
+    assert http_get(server, "/")[0] == 200
+
+
 @NEEDS_FLASK
 def test_the_readme_flask_example_warms_its_view_by_default(start_server):
     """README: python forkserver.py examples.flaskapp:app, no flags: GET /
