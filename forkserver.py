@@ -809,7 +809,7 @@ def check_config(opts, trial=None):
     many seconds, and says nothing if it is OK; the server is its parent."""
     problems = log_file_problems(opts)
     if trial:   # the server's sockets, not for the app's subprocesses: taken first
-        signal.alarm(int(trial))
+        signal.alarm(signal.alarm(0) or int(trial))   # start_trial's, counting since the exec
         inherited = Inherited.from_environ(opts.backlog)
     try:
         apply_env(opts)

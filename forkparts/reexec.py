@@ -54,7 +54,7 @@ from forkparts.prewarm import new_code_failure
 from forkparts.startsignals import STOP as STOP_SIGNALS
 from forkparts.privileges import names_us, remove_pidfile
 from forkparts.upgrade import (EXEC_FAILED_STATUS, FDS_ENV, LAUNCH_DIR, OLD_PID_ENV,
-                               START_ENVIRON, describe_exit, listener_env)
+                               START_ENVIRON, command_line, describe_exit, listener_env)
 
 REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful timeout"
 CARRIED_ENV = "FORKSERVER_CARRIED_FD"     # a file: the children, then the held connections
@@ -135,11 +135,12 @@ class Reexec:
 
     def cancel(self):
         """Stopping: the trial goes (it is our child)."""
-        if self.trial is not None:
-            try:
-                os.kill(self.trial, signal.SIGKILL)
-            except OSError:
-                pass
+        if self.trial is not None:   # with what the app started in it (its group)
+            for kill in (os.killpg, os.kill):
+                try:
+                    return kill(self.trial, signal.SIGKILL)
+                except OSError:
+                    pass
 
     def execute(self, server):
         """Step 2 of the DESIGN note; returns only if it could not exec
@@ -158,7 +159,7 @@ class Reexec:
             restore_original_stdio()   # --capture-output: the new code captures again
             if LAUNCH_DIR:
                 os.chdir(LAUNCH_DIR)   # by name: a switched symlink is the new release
-            os.execve(sys.executable, [sys.executable] + sys.argv, env)
+            os.execve(sys.executable, command_line(), env)
         except OSError as exc:
             self.exec_failed(server, keep, carried, exc)
 
@@ -286,13 +287,19 @@ def start_trial(error_fd, sigmask, blocked, listeners):
             if LAUNCH_DIR:
                 os.chdir(LAUNCH_DIR)
             sigmask(signal.SIG_UNBLOCK, blocked)
-            os.execve(sys.executable, [sys.executable] + sys.argv,
+            signal.alarm(TRIAL_SECONDS)   # kept across exec: the config file is timed too
+            os.execve(sys.executable, command_line(),
                       dict(START_ENVIRON, **listener_env(listeners),
                            **{TRIAL_ENV: str(TRIAL_SECONDS)}))
         except BaseException as exc:   # noqa: BLE001 - nothing may return into the loop
             os.write(2, ("forkserver: the reload's trial cannot start: %s\n" % exc).encode())
         finally:
             os._exit(EXEC_FAILED_STATUS)
+    if pid > 0:
+        try:
+            os.setpgid(pid, pid)   # here too, so cancel() finds the group at once
+        except OSError:
+            pass   # the child did it, and may have executed since
     sigmask(signal.SIG_UNBLOCK, blocked)
     return pid
 

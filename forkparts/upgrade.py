@@ -2,8 +2,9 @@
 
 DESIGN note.  As nginx's and gunicorn's binary upgrade: on SIGUSR2 the
 parent forks, and the child executes the same command line afresh
-(``sys.executable`` and ``sys.argv``, from the directory the server was
-started in), so the new parent runs the new forkserver code, the newly
+(``sys.executable`` and ``sys.orig_argv``, the interpreter's options too:
+command_line; from the directory the server was started in), so the new
+parent runs the new forkserver code, the newly
 installed libraries and the options and config file read again.  It
 inherits what must not be re-made:
 
@@ -55,6 +56,14 @@ try:   # the directory the server was started in, by name: sys.argv[0] may be re
     LAUNCH_DIR = logical_cwd()
 except OSError:
     LAUNCH_DIR = None
+
+
+def command_line():
+    """The command that started this interpreter, to start it again (USR2,
+    a HUP's trial and exec): sys.orig_argv keeps the interpreter's own
+    options, which sys.argv drops (``python -u`` came back block-buffered,
+    ``-O``, ``-X dev`` or ``-W`` undone), and ``-m forkserver`` as typed."""
+    return [sys.executable] + (sys.orig_argv[1:] if sys.orig_argv else sys.argv)
 # The environment the server was started with, for the parent it executes
 # (USR2, a HUP's exec): not what the app or -e/raw_env set since (Django's
 # wsgi.py sets DJANGO_SETTINGS_MODULE), nor what a parent before us passed.
@@ -124,7 +133,7 @@ class Upgrade:
     def start(self, listeners, restore_signals, blocked, pre_exec):
         """Fork and execute the new parent; returns the ready pipe's read end,
         or None if the fork failed (logged; nothing changed)."""
-        argv = [sys.executable] + sys.argv
+        argv = command_line()
         try:
             ready_r, ready_w = os.pipe()
         except OSError as exc:

@@ -26,7 +26,7 @@ class ServerProcess:
     """A forkserver started by a test.  Logs go to files so nobody must read the pty."""
 
     def __init__(self, args, tmp_path, cwd=ROOT, env=None, timeout=20, extra_env=None,
-                 default_bind=True, log_files=True):
+                 default_bind=True, log_files=True, python_args=()):
         self.error_log = str(tmp_path / "error.log")
         self.access_log = str(tmp_path / "access.log")
         argv = [FORKSERVER] + list(args)
@@ -43,7 +43,7 @@ class ServerProcess:
         run_env["PYTHONUNBUFFERED"] = "1"
         run_env.update(extra_env or {})
         self.output_file = open(str(tmp_path / "pty.log"), "wb")
-        self.proc = pexpect.spawn(sys.executable, argv, cwd=cwd, env=run_env,
+        self.proc = pexpect.spawn(sys.executable, list(python_args) + argv, cwd=cwd, env=run_env,
                                   timeout=timeout, logfile=self.output_file)
         self.proc.expect(READY_RE)
         self.pid = int(self.proc.match.group(1))

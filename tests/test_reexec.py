@@ -6,6 +6,7 @@ import errno
 import http.client
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -455,6 +456,85 @@ def test_what_the_app_starts_in_the_trial_ends_with_it(start_server, tmp_path):
                 os.kill(int(child), signal.SIGKILL)
             except OSError:
                 pass
+
+
+def test_a_stop_during_the_trial_ends_what_the_app_started_in_it(tmp_path):
+    """A SIGTERM while the trial imports: cancel() killed the trial alone
+    (its group only when reaped, and a stopping server may exit first), so
+    what the app had started there lived on, orphaned.  Here the trial is
+    a shell leading its group, with a sleep of its own."""
+    pids = tmp_path / "pids"
+    trial = subprocess.Popen(["sh", "-c", "sleep 60 & echo $! > %s; wait" % pids],
+                             start_new_session=True)
+    reexec = Reexec(log=None, blocked=(), exit_names={})
+    try:
+        wait_for(lambda: pids.exists() and pids.read_text().strip(), 10, "the trial's sleep")
+        sleep = int(pids.read_text())
+        reexec.trial = trial.pid
+        reexec.cancel()
+        assert trial.wait(10) == -signal.SIGKILL
+        wait_for(lambda: not alive(sleep), 10, "the trial's sleep to end")
+    finally:
+        kill_tree(trial.pid)
+        if pids.exists() and pids.read_text().strip():
+            try:
+                os.kill(int(pids.read_text()), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+TIMED_CONFIG = """
+import os, signal
+if "FORKSERVER_TRIAL" in os.environ:   # what is left of the trial's alarm, here
+    left = signal.alarm(0)
+    signal.alarm(left)
+    with open(%r, "w") as f:
+        f.write(str(left))
+"""
+
+
+def test_the_trials_time_limit_covers_its_config_file(start_server, tmp_path):
+    """A config file that hangs in the trial (a mount gone, a secret store
+    that does not answer) held every later HUP and USR2 back: the trial's
+    alarm was set only after the config file had run."""
+    left = tmp_path / "left"
+    config = tmp_path / "conf.py"
+    config.write_text(TIMED_CONFIG % str(left))
+    server, module = start_app(start_server, tmp_path, "-c", str(config))
+    write_app(module, 2)
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    assert 0 < int(left.read_text()) <= 120
+
+
+def test_the_interpreters_options_survive_a_hup_and_a_usr2(start_server, tmp_path):
+    """python -O -W ... forkserver.py: the exec'd parent ran sys.executable
+    with sys.argv, without the interpreter's options (python -u came back
+    block-buffered after a HUP, -O and -X dev undone)."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "flagsapp.py").write_text(
+        "import sys\n"
+        "def app(environ, start_response):\n"
+        "    body = ('%d %s' % (sys.flags.optimize, sys.warnoptions)).encode()\n"
+        "    start_response('200 OK', [('Content-Length', str(len(body)))])\n"
+        "    return [body]\n")
+    server = start_server("flagsapp:app", "--chdir", str(app_dir),
+                          python_args=["-O", "-W", "always::SyntaxWarning"])
+    expected = b"1 ['always::SyntaxWarning']"
+    assert http_get(server, "/")[2] == expected
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded flagsapp:app in a fresh interpreter" in server.log_text(),
+             RELOAD_SECONDS, "the reload")
+    assert http_get(server, "/")[2] == expected
+    server.signal(signal.SIGUSR2)
+    new = int(wait_for(lambda: re.search(r"upgrade: new parent (\d+) is ready",
+                                         server.log_text()), RELOAD_SECONDS, "the upgrade")[1])
+    try:
+        assert server.wait_exit() == 0   # the old parent, drained
+        assert http_get(server, "/")[2] == expected
+    finally:
+        kill_tree(new)
 
 
 def alive(pid):
