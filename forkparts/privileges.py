@@ -19,6 +19,7 @@ from forkparts.apps import logical_cwd
 from forkparts.cli import DEFAULT_BIND, UsageError, check_binds
 from forkparts.listeners import (ASCII_DIGITS_RE, ListenError, check_address, open_listener,
                                  systemd_listeners)
+from forkparts.upgrade import LAUNCH_DIR
 
 
 def open_listeners(opts, inherited=None):
@@ -190,7 +191,19 @@ def warn_after_dropping(opts, log, listeners=()):
     for listener in listeners:
         warn_if_socket_file_stays(listener.unix_path, log)
     warn_if_log_files_unwritable(opts, log)
+    warn_if_launch_dir_closed(log)
     warn_if_installation_unreadable(log)
+
+
+def warn_if_launch_dir_closed(log, directory=LAUNCH_DIR):
+    """SIGUSR2's new parent and a HUP's trial start in the directory the
+    server was started in (a relative forkserver.py, -m forkserver and the
+    app are found from there): a --user that cannot enter it fails both."""
+    if directory and not os.access(directory, os.X_OK):
+        log.warning("uid %d cannot enter %s, the directory the server was started in, where "
+                    "SIGUSR2 and a SIGHUP that reloads in a fresh interpreter start the new "
+                    "code: both will fail; start the server from a directory that user may "
+                    "enter" % (os.geteuid(), directory))
 
 
 def warn_if_log_files_unwritable(opts, log):

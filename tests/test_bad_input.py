@@ -422,6 +422,22 @@ def test_a_log_file_the_user_cannot_open_again_is_warned_about_at_start():
         os.rmdir(closed)
 
 
+def test_a_start_directory_the_user_cannot_enter_is_warned_about():
+    """USR2 and a HUP's trial start the new code in the directory the server
+    was started in: started from root's home with --user, every HUP was a
+    failed reload ("Permission denied"), with nothing said at start."""
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-home-")   # root's, 0700
+    try:
+        proc = start(["examples.hello:app", "--chdir", ROOT, "--bind", "127.0.0.1:0",
+                      "--user", "nobody", "--no-access-log"], cwd=closed)
+        stop(proc)
+        assert "uid %d cannot enter %s, the directory the server was started in" % (
+            pwd.getpwnam("nobody").pw_uid, closed) in proc.stderr_text, proc.stderr_text
+    finally:
+        os.rmdir(closed)
+
+
 def test_a_log_file_the_user_can_open_is_not_warned_about(tmp_path):
     error_log = tmp_path / "error.log"
     proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--error-log", str(error_log),
