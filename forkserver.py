@@ -59,7 +59,7 @@ from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_
 from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
                                   remove_pidfile, start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
-from forkparts.reexec import TRIAL_ENV, Carried, Reexec, trial_problems
+from forkparts.reexec import TRIAL_ENV, Carried, Reexec, last_word, trial_problems
 from forkparts.startsignals import StartSignals, StopBeforeReady
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -742,7 +742,7 @@ def main(argv=None):
         return code
     finally:
         if carried:   # not adopted: the start failed or was stopped; its children die with us
-            carried.outlive(sys.stderr.write, stopped=code == EXIT_OK)
+            carried.outlive(stopped=code == EXIT_OK)
 
 
 def start(argv, carried):
@@ -757,6 +757,8 @@ def start(argv, carried):
         start_signals = StartSignals()   # a stop signal from here on ends the start cleanly
         start_signals.carry(carried.pending if carried else ())   # a HUP's exec: noted before
         log = open_logs(opts)
+        if carried:   # its errors go to the error log too, with the reload's own lines
+            carried.log = log
         for note in opts.config_notes:
             log.info(note)
         for warning in opts.config_warnings:
@@ -765,17 +767,14 @@ def start(argv, carried):
         setup_paths(opts)
         return run(opts, hooks, log, start_signals, carried)
     except StopBeforeReady as exc:   # docker stop during a slow import, even as PID 1
-        sys.stderr.write("forkserver: %s\n" % exc)
-        return EXIT_OK
+        return last_word("forkserver: %s\n" % exc, EXIT_OK, carried)
     except UsageError as exc:
-        sys.stderr.write("forkserver: error: %s\n" % exc)
-        return EXIT_USAGE
+        return last_word("forkserver: error: %s\n" % exc, EXIT_USAGE, carried)
     except AppLoadError as exc:
-        sys.stderr.write("forkserver: error: cannot load app %r: %s\n" % (app_name(opts), exc))
-        return EXIT_APP_LOAD
+        return last_word("forkserver: error: cannot load app %r: %s\n" % (app_name(opts), exc),
+                         EXIT_APP_LOAD, carried)
     except ListenError as exc:
-        sys.stderr.write("forkserver: error: %s\n" % exc)
-        return EXIT_LISTEN
+        return last_word("forkserver: error: %s\n" % exc, EXIT_LISTEN, carried)
     except OSError as exc:
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             raise

@@ -378,6 +378,13 @@ def read_carried(fd):
     return children, unix_paths, held
 
 
+def last_word(text, code, carried=None):
+    """A start's error line, and its exit status: for a HUP's new code in
+    the error log too (Carried.say)."""
+    (carried.say if carried else sys.stderr.write)(text)
+    return code
+
+
 class Carried:
     """What a HUP's exec left us (read once from the environment, which is
     then cleaned: the app and our children never see it)."""
@@ -388,6 +395,7 @@ class Carried:
         self.graceful, self.children = graceful, list(children)
         self.handback, self.held = handback, list(held)
         self.adopted, self.old_pidfile, self.unix_paths, self.pending = False, None, [], []
+        self.log = None   # the new code's, once its start has opened it (say)
 
     @classmethod
     def from_environ(cls):
@@ -412,7 +420,15 @@ class Carried:
         found.pending = numbers(pending)
         return found
 
-    def outlive(self, log_write, stopped=False):
+    def say(self, text):
+        """A line of the new code's failed start: on stderr, as any start's,
+        and in the error log, where the reload's own lines went (stderr may
+        be /dev/null under nohup or a supervisor)."""
+        sys.stderr.write(text)
+        if self.log is not None and self.log.error_fd not in (1, 2):
+            self.log.error(text.rstrip("\n").replace("forkserver: ", "", 1))
+
+    def outlive(self, stopped=False):
         """The new code did not start (or was ``stopped`` by a signal while
         it started): its exit would end the carried children
         (PR_SET_PDEATHSIG), so wait for them first, the listening sockets
@@ -438,7 +454,7 @@ class Carried:
         for sig in STOP_SIGNALS:   # a second stop signal: now (the start's handler would raise)
             signal.signal(sig, signal.SIG_DFL)
         left = {pid for pid, *_ in self.children}
-        log_write("forkserver: %s; waiting up to %gs for the children of the previous code "
+        self.say("forkserver: %s; waiting up to %gs for the children of the previous code "
                   "(%d), which end with this process\n"
                   % ("stopping" if stopped else "the new code did not start", self.graceful,
                      len(left)))

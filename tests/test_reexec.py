@@ -225,6 +225,11 @@ def test_a_new_start_that_fails_after_its_trial_waits_for_the_children(start_ser
     assert got.get("response", (None,))[0] == 200, got
     out = open(str(tmp_path / "server0" / "pty.log"), errors="replace").read()
     assert "waiting up to 30s for the children of the previous code (1)" in out, out
+    # In the error log too, where the reload's lines are (stderr: /dev/null
+    # under nohup): they went to stderr alone, the log ending on "reloading".
+    log = server.log_text()
+    assert "[ERROR] error: cannot load app 'hupapp:app': " in log and "the second import" in log
+    assert "[ERROR] the new code did not start; waiting up to 30s for the children" in log, log
 
 
 COLD_APP = '''import time
