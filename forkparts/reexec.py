@@ -145,7 +145,6 @@ class Reexec:
     def execute(self, server):
         """Step 2 of the DESIGN note; returns only if it could not exec
         (logged, and undone: the old code serves on)."""
-        server.run_hook("on_reload", server)
         server.drain_kept_alive()   # their idle connections come back to the pair we keep
         try:
             env, keep, carried = self.carry(server)

@@ -841,6 +841,10 @@ def test_on_reload_pre_exec_and_nworkers_changed_hooks_from_the_config_file(tmp_
         wait_for(lambda: len(read_notes(notes)) == 2, 10, "when_ready")
         os.kill(server.pid, signal.SIGTTIN)
         wait_for(lambda: len(read_notes(notes)) == 3, 10, "nworkers_changed")
+        # The hook of the config file as it is now, read again (gunicorn's HUP
+        # calls the new config's on_reload): it was the old one's.
+        config.write_text(HOOKS_CONFIG.format(notes=notes).replace(
+            '_note("on_reload"', '_note("on_reload_as_edited"'))
         os.kill(server.pid, signal.SIGHUP)   # a warmed parent: executes itself, same pid
         server.wait_log("reloaded upapp:app in a fresh interpreter")
         os.kill(server.pid, signal.SIGUSR2)
@@ -849,7 +853,7 @@ def test_on_reload_pre_exec_and_nworkers_changed_hooks_from_the_config_file(tmp_
         pid = str(server.pid)
         assert read_notes(notes) == [["on_starting", pid], ["when_ready", pid],
                                      ["nworkers_changed", "5", "4"],
-                                     ["on_reload", pid],    # then no start hooks: gunicorn's HUP
+                                     ["on_reload_as_edited", pid],   # no start hooks
                                      ["pre_exec", str(new)],   # in the child, before exec
                                      ["on_starting", str(new)], ["when_ready", str(new)]]
     finally:
