@@ -2,6 +2,7 @@
 14, part 7): absurd numbers, abbreviated options, pidfiles and status files in
 bad places or with a name planted beside them, --max-pending beyond the
 descriptor limit, an explicit --prewarm that fails."""
+import contextlib
 import importlib.util
 import json
 import os
@@ -352,12 +353,24 @@ def test_a_non_ascii_user_or_group_number_is_one_line_and_removes_the_socket(tmp
     assert not sock.exists()
 
 
-def test_a_pidfile_in_a_directory_the_user_cannot_write_stays_roots_and_is_warned(tmp_path):
+@contextlib.contextmanager
+def in_roots_directory(name):
+    """The path ``name`` in a new directory of root's, mode 0755 (nobody may
+    look, not write); the directory and what the server left are removed."""
     nobody()
-    closed = tempfile.mkdtemp(prefix="forkserver-run-")   # root's, 0755
+    closed = tempfile.mkdtemp(prefix="forkserver-run-")
     os.chmod(closed, 0o755)
-    pidfile = os.path.join(closed, "fs.pid")
+    path = os.path.join(closed, name)
     try:
+        yield path
+    finally:
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.rmdir(closed)
+
+
+def test_a_pidfile_in_a_directory_the_user_cannot_write_stays_roots_and_is_warned(tmp_path):
+    with in_roots_directory("fs.pid") as pidfile:
         proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
                       "--pidfile", pidfile, "--no-access-log"])
         try:
@@ -365,20 +378,12 @@ def test_a_pidfile_in_a_directory_the_user_cannot_write_stays_roots_and_is_warne
         finally:
             stop(proc)
         assert "will stay after the server stops" in proc.stderr_text
-    finally:
-        if os.path.exists(pidfile):
-            os.unlink(pidfile)
-        os.rmdir(closed)
 
 
 def test_a_unix_socket_in_a_directory_the_user_cannot_write_is_warned_about(tmp_path):
     """As the pidfile: the socket file root made there cannot be removed by
     the user the server runs as; it stayed behind without a word."""
-    nobody()
-    closed = tempfile.mkdtemp(prefix="forkserver-run-")   # root's, 0755
-    os.chmod(closed, 0o755)
-    path = os.path.join(closed, "fs.sock")
-    try:
+    with in_roots_directory("fs.sock") as path:
         proc = start(["examples.hello:app", "--bind", "unix:" + path, "--bind", "127.0.0.1:0",
                       "--user", "nobody",
                       "--no-access-log"])
@@ -386,21 +391,13 @@ def test_a_unix_socket_in_a_directory_the_user_cannot_write_is_warned_about(tmp_
         assert "--bind unix:%s: its directory is not writable by uid" % path \
             in proc.stderr_text, proc.stderr_text
         assert "socket file will stay after the server stops" in proc.stderr_text
-    finally:
-        if os.path.exists(path):
-            os.unlink(path)
-        os.rmdir(closed)
 
 
 def test_a_log_file_the_user_cannot_open_again_is_warned_about_at_start():
     """Root makes the log files before --user; the server writes on through
     the descriptor, but SIGUSR1 (and a warmed server's SIGHUP, whose new
     code opens them afresh) failed only then, with nothing said at start."""
-    nobody()
-    closed = tempfile.mkdtemp(prefix="forkserver-log-")   # root's
-    os.chmod(closed, 0o755)
-    error_log = os.path.join(closed, "error.log")
-    try:
+    with in_roots_directory("error.log") as error_log:
         proc = start(["examples.hello:app", "--bind", "127.0.0.1:0", "--user", "nobody",
                       "--error-log", error_log, "--no-access-log"])
         try:
@@ -416,10 +413,6 @@ def test_a_log_file_the_user_cannot_open_again_is_warned_about_at_start():
         assert ("--error-log %r: uid %d cannot open it (Permission denied), so SIGUSR1 cannot "
                 "reopen it" % (error_log, pwd.getpwnam("nobody").pw_uid)) in text, text
         assert text.index("cannot open it") < text.index("SIGUSR1: cannot reopen log file")
-    finally:
-        if os.path.exists(error_log):
-            os.unlink(error_log)
-        os.rmdir(closed)
 
 
 def test_a_start_directory_the_user_cannot_enter_is_warned_about():
