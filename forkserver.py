@@ -729,9 +729,9 @@ def warm_up(server):
 
     def post_fork():
         server.run_hook("post_fork", server, worker_for_child(server, 0))
-    return server.reexec.warm_up(lambda: forkparts.prewarm.warm_up(
+    return server.reexec.warm_up(lambda hurry: forkparts.prewarm.warm_up(
         serve_connection, server.app, server.handler_config, server.opts.prewarm, server.log,
-        server.child_signals, post_fork if "post_fork" in server.hooks else None))
+        server.child_signals, post_fork if "post_fork" in server.hooks else None, hurry))
 
 
 def main(argv=None):

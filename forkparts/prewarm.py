@@ -82,7 +82,7 @@ def log_reloaded(log, loader):
         log.info("reloaded %s; new connections get the new code" % spec)
 
 
-def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
+def warm_up(serve, app, config, choice, log, signals=(), post_fork=None, hurry=False):
     """The warm-up of the app in the parent; True if it ran, False if it was
     off or not safe.
 
@@ -91,7 +91,8 @@ def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     or an explicit PATH (a request that fails stops the start:
     AppLoadError).  ``signals`` are the handlers a child puts back and
     ``post_fork`` the hook a child runs (a callable without arguments), both
-    run in the probe as in a real child."""
+    run in the probe as in a real child.  ``hurry``: clients wait (a HUP's
+    new code), so any path's passes stop as the default's (hurried)."""
     if choice is False:
         return False
     explicit = choice is not None
@@ -120,7 +121,14 @@ def warm_up(serve, app, config, choice, log, signals=(), post_fork=None):
     if failure or report.kept():
         log.warning(skipped_warning(path, failure, report, explicit))
         return False
-    return prewarm(serve, app, config, path, log, deadline, explicit)
+    return prewarm(serve, app, config, path, log, passes_deadline(deadline, hurry), explicit)
+
+
+def passes_deadline(deadline, hurry):
+    """When the parent's passes stop; while clients wait (``hurry``) as the
+    default's do: 16 passes of a 0.5 s --prewarm path held every request
+    back 8 s after a HUP."""
+    return min(deadline, time.monotonic() + WARMUP_BUDGET_SECONDS) if hurry else deadline
 
 
 def new_code_failure(serve, app, config, choice):

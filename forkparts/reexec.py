@@ -250,11 +250,12 @@ class Reexec:
                             len(carried.children)))
 
     def warm_up(self, warm):
-        """The new code's warm-up: ``warm()``, whose explicit --prewarm PATH
-        stops a start that fails it (exit 3).  After a HUP's exec there is
-        no old code to go back to, so it is a warning and no warm-up."""
+        """The new code's warm-up: ``warm(hurry)``, whose explicit --prewarm
+        PATH stops a start that fails it (exit 3).  After a HUP's exec there
+        is no old code to go back to, so it is a warning and no warm-up; and
+        clients wait in the backlog meanwhile, so the passes hurry."""
         try:
-            return warm()
+            return warm(self.carried is not None)
         except AppLoadError as exc:
             if not self.carried:
                 raise

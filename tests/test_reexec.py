@@ -488,6 +488,36 @@ def test_a_stop_during_the_trial_ends_what_the_app_started_in_it(tmp_path):
                 pass
 
 
+PAUSE_APP = '''import time
+VERSION = %r
+
+
+def app(environ, start_response):
+    time.sleep(0.2)   # every request: a page that queries for 0.2 s
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"version %%d\\n" %% VERSION]
+'''
+
+
+def test_the_new_codes_explicit_warm_up_hurries_while_clients_wait(start_server, tmp_path):
+    """--prewarm PATH at a start runs its 16 passes (30 s at most); after a
+    HUP's exec the clients wait in the backlog meanwhile, so the passes
+    after the first stop within a second, as the default warm-up's do."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "pauseapp.py").write_text(PAUSE_APP % 1)
+    server = start_server("pauseapp:app", "--chdir", str(app_dir), "--prewarm", "/page")
+    assert "prewarm GET /page: HTTP/1.1 200 OK (16 passes)" in server.log_text()
+    (app_dir / "pauseapp.py").write_text(PAUSE_APP % 22)
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reloaded pauseapp:app in a fresh interpreter" in server.log_text(),
+             RELOAD_SECONDS, "the reload")
+    assert http_get(server, "/")[2] == b"version 22\n"
+    passes = re.findall(r"prewarm GET /page: HTTP/1.1 200 OK \((\d+) passes\)",
+                        server.log_text())
+    assert len(passes) == 2 and 1 <= int(passes[1]) < 16, passes
+
+
 TIMED_CONFIG = """
 import os, signal
 if "FORKSERVER_TRIAL" in os.environ:   # what is left of the trial's alarm, here
