@@ -822,10 +822,10 @@ def check_config(opts, trial=None):
     problems += start_problems(opts, os.getppid() if trial else None)   # after --chdir
     if not trial:
         sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)
-    for problem in problems:
-        sys.stderr.write("forkserver: error: %s\n" % (
-            "cannot load app %r: %s" % (app_name(opts), problem)
-            if isinstance(problem, AppLoadError) else problem))
+    say = Log().error if trial else lambda text: sys.stderr.write("forkserver: error: %s\n" % text)
+    for problem in problems:   # a trial's: stamped, with its pid, in the server's error log
+        say("cannot load app %r: %s" % (app_name(opts), problem)
+            if isinstance(problem, AppLoadError) else str(problem))
     if problems:
         return {AppLoadError: EXIT_APP_LOAD, ListenError: EXIT_LISTEN}.get(
             type(problems[0]), EXIT_USAGE)

@@ -67,6 +67,8 @@ READER_PIECE_SECONDS = EXPLICIT_BUDGET_SECONDS + PROBE_ALARM_SLACK_SECONDS
 DEFAULT_HOST = "localhost"               # the warm-up's Host (warmup_host)
 FD_PROBE_MAX = 65536                     # descriptors looked at without /proc (probed_fds)
 REPORT_LOG_MAX_CHARS = 16 * 1024         # of the app's traceback, in the probe's report
+
+
 def log_reloaded(log, loader):
     """An in-place reload's one line (a parent without the warm-up: a warmed
     one executes itself afresh instead, forkparts/reexec.py).  If none of the
@@ -574,7 +576,18 @@ def trial(serve, app, config, conn, post_fork):
     if post_fork is not None and any(left.values()):
         post_fork()
         left = left_open(*before)
-    return dict(left, log="\n".join(captured.lines)[-REPORT_LOG_MAX_CHARS:])
+    return dict(left, log=last_chars("\n".join(captured.lines)))
+
+
+def last_chars(text, limit=REPORT_LOG_MAX_CHARS):
+    """The end of ``text`` (the traceback's last frames and its error are
+    what tell), within ``limit`` characters, from the start of a line, and
+    a first line that says what was cut (a deep recursion's began "^^^^")."""
+    if len(text) <= limit:
+        return text
+    tail = text[-limit:]
+    tail = tail[tail.find("\n") + 1:] or tail
+    return "[... the first %d characters cut]\n%s" % (len(text) - len(tail), tail)
 
 
 def left_open(fds, threads, tasks, procs):

@@ -274,6 +274,9 @@ def test_a_view_that_does_not_compile_fails_the_trial(start_server, tmp_path):
     wait_for(lambda: "reload failed" in server.log_text(), RELOAD_SECONDS, "the refusal")
     log = server.log_text()
     assert "the new code's warm-up GET / answered" in log and "SyntaxError" in log, log
+    # Stamped as the server's lines are, with the trial's pid (they were bare).
+    trial = re.search(r"\] \[(\d+)\] \[ERROR\] cannot load app 'mysite.wsgi'", log)
+    assert trial and int(trial[1]) != server.pid, log
     assert http_get(server, "/hello/")[2] == b"the first view\n"
     assert "fresh interpreter, pid" not in log
 

@@ -4,6 +4,7 @@ specialized the bytecode before the first fork (docs/performance.md).
 Before that, a trial child (probe) runs it and reports what the app left
 open."""
 import os
+import re
 import subprocess
 import sys
 import time
@@ -284,3 +285,18 @@ def test_the_warm_up_host_is_one_djangos_own_check_lets_in():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["example.com", "example.org", "localhost", "localhost",
                                    "None", "[::1]", "localhost", "example.net"]
+
+
+def raising_at_length(environ, start_response):
+    raise RuntimeError("\n".join("detail line %05d" % n for n in range(3000)))
+
+
+def test_a_long_traceback_is_cut_at_a_line_and_says_so():
+    """The report keeps the end of the app's output (16 KiB), where the error
+    is; it was cut mid-line with nothing said (a deep recursion's first
+    line read "^^^^")."""
+    report = probe_of(raising_at_length)
+    first, _, rest = report.log.partition("\n")
+    assert re.fullmatch(r"\[\.\.\. the first \d+ characters cut\]", first), first
+    assert rest.startswith("detail line ") and rest.rstrip().endswith("detail line 02999")
+    assert len(report.log) <= 16 * 1024 + len(first) + 1
