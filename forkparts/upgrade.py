@@ -62,15 +62,48 @@ def command_line():
     """The command that started this interpreter, to start it again (USR2,
     a HUP's trial and exec): sys.orig_argv keeps the interpreter's own
     options, which sys.argv drops (``python -u`` came back block-buffered,
-    ``-O``, ``-X dev`` or ``-W`` undone), and ``-m forkserver`` as typed."""
-    return [sys.executable] + (sys.orig_argv[1:] if sys.orig_argv else sys.argv)
+    ``-O``, ``-X dev`` or ``-W`` undone), and ``-m forkserver`` as typed;
+    but not -i (without_inspect)."""
+    return [sys.executable] + (without_inspect(sys.orig_argv[1:]) if sys.orig_argv
+                               else sys.argv)
+
+
+def without_inspect(args):
+    """The interpreter's arguments without -i: it turns the end of a start
+    that failed (a trial's, a new parent's) into a prompt, which exits 0 on
+    a closed stdin, so a broken new code would pass for a good one.  The
+    options are read as the interpreter reads them: clusters (-ui), values
+    attached or next (-Werror, -X dev), up to the program (a script, -m, -c)."""
+    out = []
+    while args:
+        arg, args = args[0], args[1:]
+        if arg == "-" or not arg.startswith("-"):
+            return out + [arg] + args        # the script, and its own arguments
+        if arg.startswith("--"):
+            out.append(arg)
+            if arg == "--check-hash-based-pycs" and args:
+                out, args = out + args[:1], args[1:]
+            continue
+        flags = arg[1:]
+        cut = next((n for n, flag in enumerate(flags) if flag in "cmWX"), len(flags))
+        arg = "-" + flags[:cut].replace("i", "") + flags[cut:]
+        out += [arg] if arg != "-" else []
+        if flags[cut:cut + 1] in ("c", "m"):
+            return out + args                # -m MODULE or -c CODE, and their arguments
+        if flags[cut:] in ("W", "X") and args:
+            out, args = out + args[:1], args[1:]
+    return out
+
+
 # The environment the server was started with, for the parent it executes
 # (USR2, a HUP's exec): not what the app or -e/raw_env set since (Django's
-# wsgi.py sets DJANGO_SETTINGS_MODULE), nor what a parent before us passed.
+# wsgi.py sets DJANGO_SETTINGS_MODULE), nor what a parent before us passed;
+# nor PYTHONINSPECT, which is -i (without_inspect).
 START_ENVIRON = {name: value for name, value in os.environ.items() if name not in (
     "FORKSERVER_FDS", "FORKSERVER_OWNED_FDS", "FORKSERVER_READY_FD", "FORKSERVER_OLD_PID",
     "FORKSERVER_REEXEC", "FORKSERVER_CARRIED_FD", "FORKSERVER_HANDBACK_FDS",
-    "FORKSERVER_OLD_PIDFILE", "FORKSERVER_TRIAL", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
+    "FORKSERVER_OLD_PIDFILE", "FORKSERVER_TRIAL", "FORKSERVER_ERROR_FD", "LISTEN_FDS",
+    "LISTEN_PID", "LISTEN_FDNAMES", "PYTHONINSPECT")}
 
 
 def describe_exit(status, names):

@@ -521,6 +521,22 @@ def test_the_new_codes_explicit_warm_up_hurries_while_clients_wait(start_server,
     assert len(passes) == 2 and 1 <= int(passes[1]) < 16, passes
 
 
+def test_a_broken_hup_under_python_i_is_refused_not_executed(start_server, tmp_path):
+    """python -i forkserver.py: the trial kept -i, its exit 3 became a
+    prompt on /dev/null, which exits 0, so broken code passed its trial and
+    the server died executing it."""
+    server, module = start_app(start_server, tmp_path, python_args=["-i"])
+    module.write_text(module.read_text() + "\nbroken = (\n")
+    server.signal(signal.SIGHUP)
+    wait_for(lambda: "reload failed" in server.log_text(), RELOAD_SECONDS, "the refusal")
+    assert "trial exited with status 3" in server.log_text()
+    assert http_get(server, "/")[2] == b"version 1\n"
+    server.signal(signal.SIGTERM)
+    wait_for(lambda: "stopped:" in server.log_text(), RELOAD_SECONDS, "the stop")
+    server.proc.sendeof()   # -i's prompt, the user's own, on the terminal
+    assert server.wait_exit() == 0
+
+
 TIMED_CONFIG = """
 import os, signal
 if "FORKSERVER_TRIAL" in os.environ:   # what is left of the trial's alarm, here

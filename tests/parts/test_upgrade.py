@@ -9,7 +9,7 @@ import pytest
 from forkparts.cli import UsageError
 from forkparts.listeners import Listener
 from forkparts.upgrade import (FDS_ENV, OLD_PID_ENV, OWNED_FDS_ENV, READY_BYTE, READY_FD_ENV,
-                               Inherited, Upgrade, describe_exit)
+                               Inherited, Upgrade, describe_exit, without_inspect)
 
 
 class Log:
@@ -190,3 +190,20 @@ def test_a_fork_that_fails_changes_nothing_and_says_so(monkeypatch, tmp_path):
     assert log.lines == ["SIGUSR2: upgrade failed: fork(): %s; still serving"
                          % os.strerror(errno.EAGAIN)]
     assert len(os.listdir("/proc/self/fd")) == fds_before and upgrade.child == 0
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["-i", "forkserver.py", "app:app", "-i"], ["forkserver.py", "app:app", "-i"]),
+    (["-ui", "-m", "forkserver", "app:app"], ["-u", "-m", "forkserver", "app:app"]),
+    (["-iu", "-mforkserver"], ["-u", "-mforkserver"]),
+    (["-W", "ignore", "-i", "-X", "dev", "s.py"], ["-W", "ignore", "-X", "dev", "s.py"]),
+    (["-iWi", "-Xi=1", "s.py"], ["-Wi", "-Xi=1", "s.py"]),   # a value's i is no flag
+    (["-iW", "i", "s.py"], ["-W", "i", "s.py"]),
+    (["-ic", "main()", "-i"], ["-c", "main()", "-i"]),
+    (["--check-hash-based-pycs", "always", "-i", "-"], ["--check-hash-based-pycs", "always", "-"]),
+    (["-O", "-O", "forkserver.py"], ["-O", "-O", "forkserver.py"]),
+])
+def test_the_command_line_again_is_the_interpreters_without_i(args, expected):
+    """-i would turn a failed start of the new code into a prompt that exits
+    0 on a closed stdin: a HUP's trial of broken code passed."""
+    assert without_inspect(args) == expected
