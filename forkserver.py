@@ -736,13 +736,7 @@ def warm_up(server):
 
 def main(argv=None):
     carried = Carried.from_environ()   # a HUP executed this process (forkparts/reexec.py)
-    code = EXIT_FAILURE
-    try:
-        code = start(argv, carried)
-        return code
-    finally:
-        if carried:   # not adopted: the start failed or was stopped; its children die with us
-            carried.outlive(stopped=code == EXIT_OK)
+    return carried.run_start(start, argv) if carried else start(argv, None)
 
 
 def start(argv, carried):

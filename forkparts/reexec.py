@@ -36,6 +36,7 @@ exit is taken as forkserver's own.
 """
 
 import os
+import re
 import signal
 import socket
 import stat
@@ -49,7 +50,7 @@ from forkparts.apps import AppLoadError
 from forkparts.children import flush_stdio
 from forkparts.cli import DEFAULT_BIND
 from forkparts.listeners import ListenError, open_listener, sd_notify
-from forkparts.logs import restore_original_stdio
+from forkparts.logs import Log, restore_original_stdio
 from forkparts.prewarm import new_code_failure
 from forkparts.startsignals import STOP as STOP_SIGNALS
 from forkparts.privileges import names_us, remove_pidfile
@@ -60,6 +61,7 @@ REEXEC_ENV = "FORKSERVER_REEXEC"          # "why|served|high water|graceful time
 CARRIED_ENV = "FORKSERVER_CARRIED_FD"     # a file: the children, then the held connections
 HANDBACK_ENV = "FORKSERVER_HANDBACK_FDS"  # "parent,child": --keep-alive's socket pair
 PIDFILE_ENV = "FORKSERVER_OLD_PIDFILE"    # the old code's --pidfile, made absolute
+ERROR_FD_ENV = "FORKSERVER_ERROR_FD"      # the old code's error log, until the new one's opens
 TRIAL_ENV = "FORKSERVER_TRIAL"            # seconds the trial has to load the app
 TRIAL_SECONDS = 120                       # then SIGALRM ends it (a hung import)
 # One held connection: its fd, accepted_at, deadline, idle, state, bytes held.
@@ -180,6 +182,9 @@ class Reexec:
         old = server.upgrade.inherited.old_pid
         if old and os.getppid() == old:   # a USR2's new parent, the old one draining
             env[OLD_PID_ENV] = str(old)
+        if server.log.error_fd not in (None, 1, 2):   # Carried.say, before the new log opens
+            env[ERROR_FD_ENV] = str(server.log.error_fd)
+            keep.append(server.log.error_fd)
         if server.handback is not None:
             pair = (server.handback.fileno(), server.handler_config.handback.fileno())
             env[HANDBACK_ENV] = "%d,%d" % pair
@@ -239,6 +244,9 @@ class Reexec:
         if old and old != os.path.abspath(server.opts.pidfile or "") and names_us(old):
             remove_pidfile(old)   # the config file names another now: one pidfile, ours
         carried.adopted = True
+        if carried.error_fd is not None:
+            os.close(carried.error_fd)   # the new code's own log serves from here
+            carried.error_fd = None
         if not server.warmed and not server.sources:
             server.log.warning("the new code is not warmed (the warm-up's line above says why): "
                                "a HUP now reloads its modules in place, without a trial; "
@@ -381,7 +389,10 @@ def read_carried(fd):
 def last_word(text, code, carried=None):
     """A start's error line, and its exit status: for a HUP's new code in
     the error log too (Carried.say)."""
-    (carried.say if carried else sys.stderr.write)(text)
+    if carried:
+        carried.say(text, error=code != 0)
+    else:
+        sys.stderr.write(text)
     return code
 
 
@@ -396,13 +407,14 @@ class Carried:
         self.handback, self.held = handback, list(held)
         self.adopted, self.old_pidfile, self.unix_paths, self.pending = False, None, [], []
         self.log = None   # the new code's, once its start has opened it (say)
+        self.error_fd = None   # the old code's error log, until then
 
     @classmethod
     def from_environ(cls):
         """None unless a HUP executed this process."""
-        reexec, carried, handback, old_pidfile = [
+        reexec, carried, handback, old_pidfile, error_fd = [
             os.environ.pop(name, None)
-            for name in (REEXEC_ENV, CARRIED_ENV, HANDBACK_ENV, PIDFILE_ENV)]
+            for name in (REEXEC_ENV, CARRIED_ENV, HANDBACK_ENV, PIDFILE_ENV, ERROR_FD_ENV)]
         if reexec is None:
             return None
         why, served, high_water, graceful, signals = reexec.rsplit("|", 4)   # why: any text
@@ -417,25 +429,27 @@ class Carried:
         children, unix_paths, held = read_carried(int(carried)) if carried else ([], [], [])
         found = cls(why, int(served), int(high_water), float(graceful), children, pairs, held)
         found.old_pidfile, found.unix_paths = old_pidfile, unix_paths
+        if error_fd:
+            found.error_fd = int(error_fd)
+            os.set_inheritable(found.error_fd, False)
         found.pending = numbers(pending)
         return found
 
-    def say(self, text):
+    def say(self, text, error=True):
         """A line of the new code's failed start: on stderr, as any start's,
         and in the error log, where the reload's own lines went (stderr may
-        be /dev/null under nohup or a supervisor)."""
+        be /dev/null under nohup or a supervisor): the new code's log once
+        its start has opened it, the old code's before (a config file that
+        fails now).  ``error``: False for a stop, which is no error."""
         sys.stderr.write(text)
-        if self.log is not None and self.log.error_fd not in (1, 2):
-            self.log.error(text.rstrip("\n").replace("forkserver: ", "", 1))
+        log = self.log or (self.error_fd is not None and Log(error_fd=self.error_fd))
+        if log and log.error_fd not in (1, 2):
+            line = re.sub(r"^forkserver: (error: )?", "", text.rstrip("\n"))
+            (log.error if error else log.warning)(line)
 
-    def outlive(self, stopped=False):
-        """The new code did not start (or was ``stopped`` by a signal while
-        it started): its exit would end the carried children
-        (PR_SET_PDEATHSIG), so wait for them first, the listening sockets
-        closed (a client is refused now, not reset at the exit), and remove
-        what a stop removes: the pidfile and our unix socket files."""
-        if self.adopted:
-            return
+    def let_go(self):
+        """What a stop lets go of: the listening sockets, the held
+        connections, our unix socket files and the pidfile."""
         for fd in os.environ.pop(FDS_ENV, "").split(","):   # if run() did not take them
             if fd.isdigit():
                 os.close(int(fd))
@@ -449,6 +463,34 @@ class Carried:
                 pass   # gone, or never ours
         if self.old_pidfile:
             remove_pidfile(self.old_pidfile)   # if it still names us
+
+    def run_start(self, start, argv):
+        """The new code's start, ``start(argv, self)``; then, unless it
+        adopted what it carried, outlive: its status is a SystemExit's too
+        (a bad option or config file, said on stderr by the parser)."""
+        code = 1
+        try:
+            code = start(argv, self)
+            return code
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            raise
+        finally:
+            self.outlive(code)
+
+    def outlive(self, code):
+        """The new code did not start (exit status ``code``; 0: stopped by a
+        signal while it started): its exit would end the carried children
+        (PR_SET_PDEATHSIG), so wait for them first, the listening sockets
+        closed (a client is refused now, not reset at the exit), and remove
+        what a stop removes: the pidfile and our unix socket files."""
+        if self.adopted:
+            return
+        stopped = code == 0
+        if self.log is None and not stopped:   # its error went to stderr alone: say that much
+            self.say("forkserver: the new code did not start before its error log was open "
+                     "(exit status %d; its error is on stderr)\n" % code)
+        self.let_go()
         if not self.children:
             return
         for sig in STOP_SIGNALS:   # a second stop signal: now (the start's handler would raise)
@@ -457,7 +499,7 @@ class Carried:
         self.say("forkserver: %s; waiting up to %gs for the children of the previous code "
                   "(%d), which end with this process\n"
                   % ("stopping" if stopped else "the new code did not start", self.graceful,
-                     len(left)))
+                     len(left)), error=not stopped)
         until = time.monotonic() + self.graceful
         while left and time.monotonic() < until:
             try:

@@ -228,8 +228,40 @@ def test_a_new_start_that_fails_after_its_trial_waits_for_the_children(start_ser
     # In the error log too, where the reload's lines are (stderr: /dev/null
     # under nohup): they went to stderr alone, the log ending on "reloading".
     log = server.log_text()
-    assert "[ERROR] error: cannot load app 'hupapp:app': " in log and "the second import" in log
+    assert "[ERROR] cannot load app 'hupapp:app': " in log and "the second import" in log
     assert "[ERROR] the new code did not start; waiting up to 30s for the children" in log, log
+
+
+THIRD_READ_FAILS_CONFIG = """
+with open({counter!r}, "a") as _f:
+    _f.write("x")
+with open({counter!r}) as _f:
+    if len(_f.read()) == 3:   # the start, the trial, then the new code's start
+        raise RuntimeError("the config file's third read")
+"""
+
+
+def test_a_config_file_that_fails_after_the_trial_says_so_in_the_error_log(start_server,
+                                                                           tmp_path):
+    """The new code's options and config file are read before its log is
+    open: their error, and the wait for the old children, went to stderr
+    alone (nohup: /dev/null), the error log ending on "reloading"."""
+    config = tmp_path / "conf.py"
+    config.write_text(THIRD_READ_FAILS_CONFIG.format(counter=str(tmp_path / "reads")))
+    server, module = start_app(start_server, tmp_path, "-c", str(config))
+    thread, got = in_background(server, "/slow")
+    wait_for(lambda: server.children(), 5, "the slow child")
+    write_app(module, 2)
+    server.signal(signal.SIGHUP)
+    assert server.wait_exit() == 2   # EXIT_USAGE: a config file that fails
+    thread.join(10)
+    assert got.get("response", (None,))[0] == 200, got
+    log = server.log_text()
+    assert "[ERROR] the new code did not start before its error log was open (exit status 2; " \
+        "its error is on stderr)" in log, log
+    out = open(str(tmp_path / "server0" / "pty.log"), errors="replace").read()
+    assert "RuntimeError: the config file's third read" in out
+    assert "[ERROR] the new code did not start; waiting up to 30s for the children" in log
 
 
 COLD_APP = '''import time
