@@ -856,8 +856,8 @@ def run(opts, hooks, log, start_signals, carried=None):
             remove_pidfile(opts.pidfile)
         raise
     try:
-        # A HUP's exec: the config file read again, its on_reload (gunicorn's HUP).
-        server.run_hook("on_reload" if carried else "on_starting", server)
+        if not carried:   # a HUP's exec runs on_reload once it has adopted (reexec.py)
+            server.run_hook("on_starting", server)
         check_room_to_accept()   # EMFILE: main's one line, not a server that never serves
         server.prepare()
         announce(server, listeners)

@@ -244,9 +244,7 @@ class Reexec:
         if old and old != os.path.abspath(server.opts.pidfile or "") and names_us(old):
             remove_pidfile(old)   # the config file names another now: one pidfile, ours
         carried.adopted = True
-        if carried.error_fd is not None:
-            os.close(carried.error_fd)   # the new code's own log serves from here
-            carried.error_fd = None
+        carried.close_error_fd()   # the new code's own log serves from here
         if not server.warmed and not server.sources:
             server.log.warning("the new code is not warmed (the warm-up's line above says why): "
                                "a HUP now reloads its modules in place, without a trial; "
@@ -256,6 +254,7 @@ class Reexec:
                         "the previous code still serving: %d" % (
                             carried.why, server.loader.spec, server.pid,
                             len(carried.children)))
+        server.run_hook("on_reload", server)   # the config file's as read now, as gunicorn's
 
     def warm_up(self, warm):
         """The new code's warm-up: ``warm(hurry)``, whose explicit --prewarm
@@ -446,6 +445,11 @@ class Carried:
         if log and log.error_fd not in (1, 2):
             line = re.sub(r"^forkserver: (error: )?", "", text.rstrip("\n"))
             (log.error if error else log.warning)(line)
+
+    def close_error_fd(self):
+        if self.error_fd is not None:
+            os.close(self.error_fd)
+            self.error_fd = None
 
     def let_go(self):
         """What a stop lets go of: the listening sockets, the held

@@ -569,6 +569,31 @@ def test_a_broken_hup_under_python_i_is_refused_not_executed(start_server, tmp_p
     assert server.wait_exit() == 0
 
 
+COUNTING_CONFIG = """
+def on_reload(server):
+    with open({notes!r}, "a") as f:
+        f.write("children %d\\n" % len(server.children))
+"""
+
+
+def test_on_reload_sees_the_children_of_the_previous_code(start_server, tmp_path):
+    """gunicorn's on_reload runs with the old workers still in its table; the
+    new code ran it before it had adopted the children still serving."""
+    notes = tmp_path / "notes"
+    config = tmp_path / "conf.py"
+    config.write_text(COUNTING_CONFIG.format(notes=str(notes)))
+    server, module = start_app(start_server, tmp_path, "-c", str(config))
+    thread, got = in_background(server, "/slow")
+    wait_for(lambda: server.children(), 5, "the slow child")
+    write_app(module, 2)
+    server.signal(signal.SIGHUP)
+    reloaded(server)
+    wait_for(lambda: notes.exists() and notes.read_text(), 5, "on_reload")
+    thread.join(10)
+    assert notes.read_text() == "children 1\n"
+    assert got.get("response", (None,))[0] == 200, got
+
+
 TIMED_CONFIG = """
 import os, signal
 if "FORKSERVER_TRIAL" in os.environ:   # what is left of the trial's alarm, here
