@@ -14,6 +14,7 @@ because it is the security-sensitive start-up, read and reviewed as a whole.
 import errno
 import os
 import stat
+import sys
 
 from forkparts.apps import logical_cwd
 from forkparts.cli import DEFAULT_BIND, UsageError, check_binds
@@ -197,13 +198,19 @@ def warn_after_dropping(opts, log, listeners=()):
 
 def warn_if_launch_dir_closed(log, directory=LAUNCH_DIR):
     """SIGUSR2's new parent and a HUP's trial start in the directory the
-    server was started in (a relative forkserver.py, -m forkserver and the
-    app are found from there): a --user that cannot enter it fails both."""
-    if directory and not os.access(directory, os.X_OK):
-        log.warning("uid %d cannot enter %s, the directory the server was started in, where "
+    server was started in (a relative forkserver.py is found from there): a
+    --user that cannot enter it fails both; one that cannot read it, too, if
+    modules are imported from it (-m forkserver: it is on sys.path)."""
+    if not directory:
+        return
+    imports_from_it = any(os.path.isabs(path) and os.path.realpath(path)
+                          == os.path.realpath(directory) for path in sys.path)
+    if not os.access(directory, os.X_OK | (os.R_OK if imports_from_it else 0)):
+        log.warning("uid %d cannot %s %s, the directory the server was started in, where "
                     "SIGUSR2 and a SIGHUP that reloads in a fresh interpreter start the new "
                     "code: both will fail; start the server from a directory that user may "
-                    "enter" % (os.geteuid(), directory))
+                    "enter" % (os.geteuid(), "read or enter" if imports_from_it else "enter",
+                               directory))
 
 
 def warn_if_log_files_unwritable(opts, log):
@@ -212,9 +219,9 @@ def warn_if_log_files_unwritable(opts, log):
     and a warmed server's SIGHUP (whose trial and new code open it afresh,
     forkparts/reexec.py) fail, each with a line, long after the start."""
     for option, path, error in log_open_problems(opts):
-        log.warning("%s %r: uid %d cannot open it (%s), so SIGUSR1 cannot reopen it, and a "
-                    "SIGHUP that reloads in a fresh interpreter fails; give that user the "
-                    "file (chown) or a directory it may write" % (
+        log.warning("%s %r: uid %d cannot open it (%s), so SIGUSR1 cannot reopen it, and "
+                    "SIGUSR2 and a SIGHUP that reloads in a fresh interpreter fail; give that "
+                    "user the file (chown) or a directory it may write" % (
                         option, path, os.geteuid(), os.strerror(error)))
 
 

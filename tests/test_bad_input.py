@@ -112,8 +112,8 @@ def test_status_file_in_a_directory_the_user_cannot_write_is_one_line(tmp_path):
         os.rmdir(closed)
 
 
-def start(args, cwd=ROOT, preexec_fn=None):
-    proc = subprocess.Popen([sys.executable, FORKSERVER] + list(args), cwd=cwd,
+def start(args, cwd=ROOT, preexec_fn=None, command=(sys.executable, FORKSERVER), env=None):
+    proc = subprocess.Popen(list(command) + list(args), cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             preexec_fn=preexec_fn)
     line = proc.stdout.readline()
@@ -427,6 +427,29 @@ def test_a_start_directory_the_user_cannot_enter_is_warned_about():
         stop(proc)
         assert "uid %d cannot enter %s, the directory the server was started in" % (
             pwd.getpwnam("nobody").pw_uid, closed) in proc.stderr_text, proc.stderr_text
+    finally:
+        os.rmdir(closed)
+
+
+def test_a_start_directory_the_user_cannot_read_is_warned_about_under_m():
+    """python -m forkserver puts the start directory on sys.path, so the new
+    parent must list it to import from it: a 0711 directory let the check
+    of "enter" pass, then USR2 failed with "No module named forkserver"."""
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-home-")
+    os.chmod(closed, 0o711)
+    try:
+        proc = start(["examples.hello:app", "--chdir", ROOT, "--bind", "127.0.0.1:0",
+                      "--user", "nobody", "--no-access-log"], cwd=closed,
+                     command=(sys.executable, "-m", "forkserver"),
+                     env=dict(os.environ, PYTHONPATH=ROOT))   # this checkout's
+        stop(proc)
+        assert "uid %d cannot read or enter %s, the directory the server was started in" % (
+            pwd.getpwnam("nobody").pw_uid, closed) in proc.stderr_text, proc.stderr_text
+        proc = start(["examples.hello:app", "--chdir", ROOT, "--bind", "127.0.0.1:0",
+                      "--user", "nobody", "--no-access-log"], cwd=closed)
+        stop(proc)   # a script's imports come from its own directory: entering is enough
+        assert "the directory the server was started in" not in proc.stderr_text
     finally:
         os.rmdir(closed)
 
