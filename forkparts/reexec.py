@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 
-from forkparts.acceptfilter import READY
+from forkparts.acceptfilter import BODY_INCOMPLETE, READY
 from forkparts.apps import AppLoadError
 from forkparts.children import flush_stdio
 from forkparts.cli import DEFAULT_BIND
@@ -230,16 +230,8 @@ class Reexec:
             if pid < len(marks):
                 marks[pid] = 1   # its mark is in the old code's map: taken as ours
         server.served, server.high_water = carried.served, carried.high_water
-        for sock, accepted_at, deadline, idle, state, data in carried.held:
-            try:
-                addr = sock.getpeername()
-            except OSError:
-                sock.close()   # gone meanwhile
-                continue
-            server.filter.park(sock, addr, data, accepted_at, state, idle=bool(idle))
-            server.parked[sock.fileno()].deadline = deadline
-            if state == READY:   # waits for a free child, not for bytes (AcceptFilter.release)
-                server.poller.unregister(sock.fileno())
+        for held in carried.held:
+            hold_again(server, *held)
         old = carried.old_pidfile
         if old and old != os.path.abspath(server.opts.pidfile or "") and names_us(old):
             remove_pidfile(old)   # the config file names another now: one pidfile, ours
@@ -269,6 +261,27 @@ class Reexec:
             self.log.warning("the warm-up of the new code failed: %s; serving it unwarmed"
                              % exc)
             return False
+
+
+def hold_again(server, sock, accepted_at, deadline, idle, state, data):
+    """A connection the old code held, held by the new code as it was: its
+    deadline, and a body's rate clock from its head (the deadline is
+    head_at + grace + received / rate: Parked.body_progress)."""
+    try:
+        addr = sock.getpeername()
+    except OSError:
+        return sock.close()   # gone meanwhile
+    opts = server.opts
+    if state == BODY_INCOMPLETE and not server.filter.bodies:
+        state = READY   # --min-body-rate 0 now: no body is held, a child reads the rest
+    server.filter.park(sock, addr, data, accepted_at, state, idle=bool(idle))
+    parked = server.parked[sock.fileno()]
+    parked.deadline = deadline
+    if state == BODY_INCOMPLETE:   # its clock restarted at the exec: a slow body cut early
+        parked.head_at = deadline - opts.header_timeout - (
+            len(data) - parked.head_end) / opts.min_body_rate
+    if state == READY:   # waits for a free child, not for bytes (AcceptFilter.release)
+        server.poller.unregister(sock.fileno())
 
 
 def start_trial(error_fd, sigmask, blocked, listeners):

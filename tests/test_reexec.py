@@ -15,8 +15,9 @@ import threading
 import time
 from types import SimpleNamespace
 
-from forkparts.reexec import (Carried, Reexec, child_record, parse_child, read_carried,
-                              write_carried)
+from forkparts.acceptfilter import BODY_INCOMPLETE, READY
+from forkparts.reexec import (Carried, Reexec, child_record, hold_again, parse_child,
+                              read_carried, write_carried)
 from tests.conftest import (FORKSERVER, ROOT, http_get, kill_tree, needs, read_until_close,
                             wait_for, wait_no_zombies)
 from tests.test_signals import Detached, django_project
@@ -685,6 +686,34 @@ def test_what_is_carried_reads_back_as_written(tmp_path):
     b.close()
     os.environ.pop("FORKSERVER_REEXEC", None)
     assert Carried.from_environ() is None
+
+
+def test_a_held_body_keeps_its_rate_clock_across_the_exec():
+    """A small body the accept filter held, trickling in: its deadline is
+    the head's time + the grace + a second per --min-body-rate bytes.  The
+    new code took the exec's moment for the head's, so the next bytes set
+    a deadline up to the exec's age too early (cut early); and with
+    --min-body-rate 0 in the new config it divided by zero."""
+    from tests.parts.test_acceptfilter import filter_for_test
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4000\r\n\r\n"
+    for rate, held_state in ((500.0, BODY_INCOMPLETE), (0.0, READY)):
+        flt, forked = filter_for_test()
+        flt.opts.min_body_rate, flt.bodies = rate, rate > 0
+        ours, theirs = socket.socketpair()
+        server = SimpleNamespace(opts=flt.opts, filter=flt, parked=flt.parked,
+                                 poller=flt.poller)
+        head_at, received = 100.0, 1000   # the head came in at 100.0, then 1000 bytes
+        deadline = head_at + flt.opts.header_timeout + received / 500.0
+        hold_again(server, ours, 90.0, deadline, False, BODY_INCOMPLETE, head + b"x" * received)
+        parked = flt.parked[ours.fileno()]
+        assert parked.deadline == deadline and parked.state == held_state
+        if rate:
+            assert parked.head_at == head_at
+            theirs.sendall(b"x" * 500)
+            flt.on_readable(ours.fileno())   # 500 bytes more: a second more, from the head
+            assert parked.deadline == head_at + flt.opts.header_timeout + 1500 / 500.0
+        ours.close()
+        theirs.close()
 
 
 def test_a_trial_that_cannot_fork_is_a_failed_reload_not_an_exec(monkeypatch):
