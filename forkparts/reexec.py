@@ -123,8 +123,11 @@ class Reexec:
             pass   # none left
         if server.stop_mode:
             return True
-        if self.again:
+        if self.again:   # a HUP came during it: the code may have changed again since
             self.again = False
+            self.log.info("%s: the trial %s, but a HUP came during it: the code as it is now "
+                          "gets a trial of its own" % (self.why, describe_exit(
+                              status, self.exit_names)))
             self.begin(server, self.why)
         elif os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
             self.execute(server)

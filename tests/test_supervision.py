@@ -534,6 +534,9 @@ def test_sighup_during_a_reload_is_neither_lost_nor_fatal(start_server, tmp_path
     assert during()[0] == 200                             # listener never closed
     assert body(server) == "version 3\n"
     assert server.log_text().count("reloaded hupapp:app") == 1
+    # What came of the trial set aside is said (it was not).
+    assert "SIGHUP: the trial exited with status 0, but a HUP came during it: the code as " \
+        "it is now gets a trial of its own" in server.log_text()
 
 
 def test_sighup_reload_works_with_a_relative_script_path_and_chdir(start_server, tmp_path,
