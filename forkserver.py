@@ -26,6 +26,7 @@ overrides of this module's Server in forkparts/labs.py.
 Exit statuses: see EXIT_* below and docs/operations.md.
 """
 
+import contextlib
 import errno
 import gc
 import os
@@ -740,7 +741,8 @@ def main(argv=None):
 
 
 def start(argv, carried):
-    opts, hooks = parse_options(argv)
+    with carried.reading_options() if carried else contextlib.nullcontext():
+        opts, hooks = parse_options(argv)
     if opts.print_config:
         sys.stdout.write(effective_settings(opts, hooks))
         sys.stderr.writelines("forkserver: warning: %s\n" % w for w in opts.config_warnings)

@@ -195,7 +195,8 @@ def prewarm(serve, app, config, path, log, deadline=math.inf, explicit=True):
         return False
     hint = NOT_FOUND_HINT if status.split(" ", 2)[1:2] == ["404"] else ""
     stopped = "; stopped: %s" % not_run if not_run else ""
-    log.info("prewarm GET %s: %s (%d passes)%s%s" % (path, status, passes, hint, stopped))
+    log.info("prewarm GET %s: %s (%d pass%s)%s%s" % (path, status, passes,
+                                                    "" if passes == 1 else "es", hint, stopped))
     return True
 
 

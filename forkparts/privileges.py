@@ -193,24 +193,29 @@ def warn_after_dropping(opts, log, listeners=()):
         warn_if_socket_file_stays(listener.unix_path, log)
     warn_if_log_files_unwritable(opts, log)
     warn_if_launch_dir_closed(log)
+    if opts.chdir:   # entered again, and imported from, by USR2 and a HUP's new code
+        warn_if_launch_dir_closed(log, opts.app_dir, "--chdir %s" % opts.app_dir)
     warn_if_installation_unreadable(log)
 
 
-def warn_if_launch_dir_closed(log, directory=LAUNCH_DIR):
+def warn_if_launch_dir_closed(log, directory=LAUNCH_DIR, name=None):
     """SIGUSR2's new parent and a HUP's trial start in the directory the
-    server was started in (a relative forkserver.py is found from there): a
-    --user that cannot enter it fails both; one that cannot read it, too, if
-    modules are imported from it (-m forkserver: it is on sys.path)."""
+    server was started in (a relative forkserver.py is found from there), and
+    enter --chdir's: a --user that cannot enter one fails both; one that
+    cannot read it, too, if modules are imported from it (-m forkserver, the
+    app's directory: it is on sys.path)."""
     if not directory:
         return
     imports_from_it = any(os.path.isabs(path) and os.path.realpath(path)
                           == os.path.realpath(directory) for path in sys.path)
     if not os.access(directory, os.X_OK | (os.R_OK if imports_from_it else 0)):
-        log.warning("uid %d cannot %s %s, the directory the server was started in, where "
-                    "SIGUSR2 and a SIGHUP that reloads in a fresh interpreter start the new "
-                    "code: both will fail; start the server from a directory that user may "
-                    "enter" % (os.geteuid(), "read or enter" if imports_from_it else "enter",
-                               directory))
+        must = "read and enter" if imports_from_it else "enter"
+        log.warning("uid %d cannot %s %s, where SIGUSR2 and a SIGHUP that reloads in a "
+                    "fresh interpreter start the new code: both will fail; give that user a "
+                    "directory it may %s" % (
+                        os.geteuid(), must.replace("and", "or"),
+                        name or "%s, the directory the server was started in" % directory,
+                        must))
 
 
 def warn_if_log_files_unwritable(opts, log):

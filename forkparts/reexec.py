@@ -35,6 +35,8 @@ A child of the old code marks its exit in the old exit marks
 exit is taken as forkserver's own.
 """
 
+import contextlib
+import io
 import os
 import re
 import signal
@@ -450,17 +452,34 @@ class Carried:
         found.pending = numbers(pending)
         return found
 
-    def say(self, text, error=True):
+    def say(self, text, error=True, stderr=True):
         """A line of the new code's failed start: on stderr, as any start's,
         and in the error log, where the reload's own lines went (stderr may
         be /dev/null under nohup or a supervisor): the new code's log once
         its start has opened it, the old code's before (a config file that
         fails now).  ``error``: False for a stop, which is no error."""
-        sys.stderr.write(text)
+        if stderr:
+            sys.stderr.write(text)
         log = self.log or (self.error_fd is not None and Log(error_fd=self.error_fd))
         if log and log.error_fd not in (1, 2):
             line = re.sub(r"^forkserver: (error: )?", "", text.rstrip("\n"))
             (log.error if error else log.warning)(line)
+
+    @contextlib.contextmanager
+    def reading_options(self):
+        """The options and config file are read before the new log is open:
+        what they write on stderr goes there as it ends, and if it ends the
+        start (exit 2: a config file that fails now), to the error log too."""
+        kept = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(kept):
+                yield
+        except SystemExit as exc:
+            if exc.code:
+                self.say(kept.getvalue(), stderr=False)
+            raise
+        finally:
+            sys.stderr.write(kept.getvalue())
 
     def close_error_fd(self):
         if self.error_fd is not None:
@@ -507,9 +526,9 @@ class Carried:
         if self.adopted:
             return
         stopped = code == 0
-        if self.log is None and not stopped:   # its error went to stderr alone: say that much
+        if self.log is None and not stopped:
             self.say("forkserver: the new code did not start before its error log was open "
-                     "(exit status %d; its error is on stderr)\n" % code)
+                     "(exit status %d)\n" % code)
         self.let_go()
         if not self.children:
             return

@@ -9,6 +9,7 @@ import os
 import pwd
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -452,6 +453,28 @@ def test_a_start_directory_the_user_cannot_read_is_warned_about_under_m():
         assert "the directory the server was started in" not in proc.stderr_text
     finally:
         os.rmdir(closed)
+
+
+def test_a_chdir_the_user_cannot_enter_is_warned_about():
+    """--chdir is entered as root, before --user: the start works, but USR2
+    and every HUP's new code enter it again as that user, and failed
+    ("--chdir: Permission denied", status 2) with nothing said at start."""
+    nobody()
+    closed = tempfile.mkdtemp(prefix="forkserver-app-")   # root's, 0700
+    app = os.path.join(closed, "closedapp.py")
+    with open(app, "w") as f:
+        f.write("def app(environ, start_response):\n"
+                "    start_response('200 OK', [('Content-Length', '2')])\n"
+                "    return [b'ok']\n")
+    try:
+        proc = start(["closedapp:app", "--chdir", closed, "--bind", "127.0.0.1:0",
+                      "--user", "nobody", "--no-access-log"])
+        stop(proc)
+        assert "uid %d cannot read or enter --chdir %s, where SIGUSR2 and a SIGHUP" % (
+            pwd.getpwnam("nobody").pw_uid, closed) in proc.stderr_text, proc.stderr_text
+        assert "give that user a directory it may read and enter" in proc.stderr_text
+    finally:
+        shutil.rmtree(closed)
 
 
 def test_a_log_file_the_user_can_open_is_not_warned_about(tmp_path):

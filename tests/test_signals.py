@@ -50,12 +50,12 @@ class Detached:
     stderr to a file where every parent writes its ready line."""
 
     def __init__(self, tmp_path, args, env=None, python=sys.executable, root=ROOT, cwd=None,
-                 access_log=False):
+                 access_log=False, python_args=()):
         self.out_path = str(tmp_path / "out.log")
         self.error_log = str(tmp_path / "error.log")
         self.pidfile = str(tmp_path / "forkserver.pid")
         self.proc = subprocess.Popen(
-            [python, os.path.join(root, "forkserver.py")] + list(args) + [
+            [python] + list(python_args) + [os.path.join(root, "forkserver.py")] + list(args) + [
                 "--error-log", self.error_log, "--pidfile", self.pidfile, "--bind",
                 "127.0.0.1:0"] + ([] if access_log else ["--no-access-log"]),
             cwd=cwd or root, env=dict(env or os.environ, PYTHONUNBUFFERED="1"),
