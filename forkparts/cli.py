@@ -56,8 +56,23 @@ def one_line_parser(**kwargs):
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):
-            self.exit(2, "%s: error: %s (see --help)\n" % (self.prog, message))
+            usage_exit("%s: error: %s (see --help)\n" % (self.prog, message))
     return Parser(**kwargs)
+
+
+# Where a usage error's words go besides stderr: a HUP's new code puts the
+# old code's error log here while it reads its options, before its own log
+# is open (forkparts/reexec.py, Carried.reading_options).
+USAGE_ERROR_ECHOES = []
+
+
+def usage_exit(text):
+    """Exit status 2, ``text`` on stderr and to each of USAGE_ERROR_ECHOES."""
+    import sys
+    sys.stderr.write(text)
+    for echo in USAGE_ERROR_ECHOES:
+        echo(text)
+    sys.exit(2)
 
 
 def build_parser():

@@ -22,7 +22,7 @@ import os
 
 from forkparts.apps import user_traceback
 from forkparts.cli import (DEFAULT_BIND, POOL_ONLY, UsageError, bare_trace, build_parser, octal,
-                           pool_only_warnings)
+                           pool_only_warnings, usage_exit)
 from forkparts.children import STATM_PATH
 from forkparts.gunicorn_only import ANY, NOT_HONOURED
 from forkparts.hooks import HOOKS, REFUSED_HOOKS, make_hooks
@@ -406,12 +406,10 @@ def check_app(opts, parser):
 def config_error(message):
     """Exit 2 with the config file's problems, one "forkserver: error:" line
     each (a traceback stays whole under its first line)."""
-    import sys
     lines = message.splitlines()
     if not lines[0].startswith("config file") or "Traceback" in message:
         lines = [message]
-    sys.stderr.write("".join("forkserver: error: %s\n" % line for line in lines))
-    sys.exit(2)
+    usage_exit("".join("forkserver: error: %s\n" % line for line in lines))
 
 
 def effective_settings(opts, hooks):

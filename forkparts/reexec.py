@@ -36,7 +36,6 @@ exit is taken as forkserver's own.
 """
 
 import contextlib
-import io
 import os
 import re
 import signal
@@ -50,7 +49,7 @@ import time
 from forkparts.acceptfilter import BODY_INCOMPLETE, READY
 from forkparts.apps import AppLoadError
 from forkparts.children import flush_stdio
-from forkparts.cli import DEFAULT_BIND
+from forkparts.cli import DEFAULT_BIND, USAGE_ERROR_ECHOES
 from forkparts.listeners import ListenError, open_listener, sd_notify
 from forkparts.logs import Log, restore_original_stdio
 from forkparts.prewarm import new_code_failure
@@ -468,18 +467,15 @@ class Carried:
     @contextlib.contextmanager
     def reading_options(self):
         """The options and config file are read before the new log is open:
-        what they write on stderr goes there as it ends, and if it ends the
-        start (exit 2: a config file that fails now), to the error log too."""
-        kept = io.StringIO()
+        a usage error that ends the start (exit 2: a config file that fails
+        now) goes to the error log too, not to stderr alone."""
+        def echo(text):
+            self.say(text, stderr=False)
+        USAGE_ERROR_ECHOES.append(echo)
         try:
-            with contextlib.redirect_stderr(kept):
-                yield
-        except SystemExit as exc:
-            if exc.code:
-                self.say(kept.getvalue(), stderr=False)
-            raise
+            yield
         finally:
-            sys.stderr.write(kept.getvalue())
+            USAGE_ERROR_ECHOES.remove(echo)
 
     def close_error_fd(self):
         if self.error_fd is not None:
