@@ -26,7 +26,6 @@ overrides of this module's Server in forkparts/labs.py.
 Exit statuses: see EXIT_* below and docs/operations.md.
 """
 
-import contextlib
 import errno
 import gc
 import os
@@ -60,7 +59,8 @@ from forkparts.logs import HttpTraceLog, Log, capture_output, format_addr, open_
 from forkparts.privileges import (absolute_log_paths, log_file_problems, open_listeners,
                                   remove_pidfile, start_problems, warn_after_dropping)
 from forkparts.proxy import ProxyTrust
-from forkparts.reexec import TRIAL_ENV, Carried, Reexec, last_word, trial_problems
+from forkparts.reexec import (TRIAL_ENV, Carried, Reexec, last_word, reading_options,
+                              trial_problems)
 from forkparts.startsignals import StartSignals, StopBeforeReady
 from forkparts.status import Status, load_setproctitle
 from forkparts.trace import traced
@@ -741,7 +741,7 @@ def main(argv=None):
 
 
 def start(argv, carried):
-    with carried.reading_options() if carried else contextlib.nullcontext():
+    with reading_options(carried):   # a HUP's new code: its usage errors to the old log too
         opts, hooks = parse_options(argv)
     if opts.print_config:
         sys.stdout.write(effective_settings(opts, hooks))

@@ -402,6 +402,22 @@ def read_carried(fd):
     return children, unix_paths, held
 
 
+@contextlib.contextmanager
+def reading_options(carried):
+    """A HUP's new code reads its options and config file before its log is
+    open: a usage error that ends the start (exit 2: a config file that
+    fails now) goes to the old code's error log too, not to stderr alone."""
+    def echo(text):
+        carried.say(text, stderr=False)
+    if carried:
+        USAGE_ERROR_ECHOES.append(echo)
+    try:
+        yield
+    finally:
+        if carried:
+            USAGE_ERROR_ECHOES.remove(echo)
+
+
 def last_word(text, code, carried=None):
     """A start's error line, and its exit status: for a HUP's new code in
     the error log too (Carried.say)."""
@@ -463,19 +479,6 @@ class Carried:
         if log and log.error_fd not in (1, 2):
             line = re.sub(r"^forkserver: (error: )?", "", text.rstrip("\n"))
             (log.error if error else log.warning)(line)
-
-    @contextlib.contextmanager
-    def reading_options(self):
-        """The options and config file are read before the new log is open:
-        a usage error that ends the start (exit 2: a config file that fails
-        now) goes to the error log too, not to stderr alone."""
-        def echo(text):
-            self.say(text, stderr=False)
-        USAGE_ERROR_ECHOES.append(echo)
-        try:
-            yield
-        finally:
-            USAGE_ERROR_ECHOES.remove(echo)
 
     def close_error_fd(self):
         if self.error_fd is not None:
